@@ -1,0 +1,445 @@
+"""The `ahead` command line.
+
+Global options come before the command (`ahead --workspace DIR status`). Every listing takes
+`--json`. Exit codes: 0 ok, 1 failure or not found, 2 usage. Expected failures print one clear
+line (never a traceback); untrusted text is printed with control sequences removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core import lease, workspace
+from core.errors import CoreError
+from core.services import Actor, Services
+from core.store.db import Store
+from core.text import inert, one_line
+from core.workspace import Workspace
+
+OK, FAILED, USAGE = 0, 1, 2
+TERMINAL = ("succeeded", "failed", "cancelled", "interrupted", "skipped")
+GLYPH = {"succeeded": "✓", "failed": "✗", "cancelled": "⊘", "interrupted": "!", "skipped": "-",
+         "queued": "…", "running": "▶", "waiting": "⏸"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ahead", description="Change Ahead: a terminal console for GitOps.")
+    parser.add_argument("--workspace", "-w", metavar="DIR", help="the workspace (default: $AHEAD_WORKSPACE, "
+                        "then the current directory and its parents)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log what the engine does")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create a workspace (ahead.yml) in DIR")
+    p.add_argument("dir", nargs="?", default=".")
+    p.add_argument("--demo", action="store_true", help="create the self-contained demo workspace")
+    sub.add_parser("check", help="validate ahead.yml, the repos and their pipelines")
+    sub.add_parser("engine", help="run the engine in the foreground")
+    p = sub.add_parser("status", help="each repo: head of main, last run, deployed and pending per environment")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("runs", help="recent runs")
+    p.add_argument("--repo")
+    p.add_argument("--status", choices=["queued", "running", "waiting", *TERMINAL])
+    p.add_argument("--branch")
+    p.add_argument("--limit", type=int, default=30)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("show", help="a run: stages, steps, states and timings")
+    p.add_argument("run", type=int)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("logs", help="the log of a run")
+    p.add_argument("run", type=int)
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p = sub.add_parser("pending", help="commits on main not yet deployed to an environment")
+    p.add_argument("repo")
+    p.add_argument("environment")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("trigger", help="queue a run of REPO (head of main unless --ref or --commit)")
+    p.add_argument("repo")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--ref", help="a branch or tag")
+    group.add_argument("--commit", help="a commit id")
+    p.add_argument("--wait", action="store_true", help="wait for the run to end (runs it here if no engine is running)")
+    p = sub.add_parser("cancel", help="cancel a queued or running run")
+    p.add_argument("run", type=int)
+    p = sub.add_parser("retry", help="run a finished run's commit again")
+    p.add_argument("run", type=int)
+    p = sub.add_parser("notify", help="tell the engine a repo changed (for a git server's post-receive hook)")
+    p.add_argument("repo")
+    p = sub.add_parser("audit", help="the audit log")
+    p.add_argument("action", nargs="?", choices=["verify"], help="verify: check the hash chain")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=100)
+    p = sub.add_parser("demo", help="open the demo workspace (created on first use)")
+    p.add_argument("dir", nargs="?")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return USAGE
+    handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except CoreError as exc:
+        print(f"ahead: {exc}", file=sys.stderr)
+        return FAILED
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        return OK
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def load_workspace(args: argparse.Namespace) -> Workspace:
+    return workspace.read(workspace.find(args.workspace))
+
+
+@contextlib.contextmanager
+def services(args: argparse.Namespace) -> Any:
+    ws = load_workspace(args)
+    with Store(ws.db_path, session=f"cli:{workspace.current_os_user()}:{os.getpid()}") as store:
+        yield Services(ws, store)
+
+
+def emit(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return duration(time.time() - ts) + " ago"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    if seconds < 86400:
+        return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+    return f"{seconds // 86400:.0f}d{seconds % 86400 // 3600:.0f}h"
+
+
+def short(sha: str | None) -> str:
+    return sha[:7] if sha else "-"
+
+
+def table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from core import demo
+
+    target = Path(args.dir).expanduser().resolve()
+    if args.demo:
+        demo.create(target)
+        print(f"created the demo workspace in {target}\nnext: ahead --workspace {target} status")
+        return OK
+    path = demo.init_workspace(target)
+    print(f"created {path}\nedit it to list your repos, then: ahead --workspace {target} check")
+    return OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from core import gitio
+    from core.errors import ConfigError
+    from core.pipeline import PIPELINE_PATH
+    from core.pipeline import parse as parse_pipeline
+
+    ws = load_workspace(args)
+    problems = 0
+    print(f"{ws.file}: ok ({len(ws.repos)} repos, environments {' → '.join(ws.environments)})")
+    for repo in ws.repos:
+        path = ws.repo_dir(repo)
+        if repo.is_remote and not path.exists():
+            print(f"  {repo.name}: remote, not fetched yet (the engine mirrors it on start)")
+            continue
+        problem = gitio.check_repo(path, repo.branch)
+        if problem:
+            print(f"  {repo.name}: {problem}")
+            problems += 1
+            continue
+        _, common = gitio.git_dirs(path)
+        sha = gitio.read_branches(common)[repo.branch]
+        label = f"{repo.name}@{sha[:7]}:{PIPELINE_PATH}"
+        text = gitio.read_file(path, sha, PIPELINE_PATH)
+        if text is None:
+            print(f"  {label}: missing (commit one to {repo.branch})")
+            problems += 1
+            continue
+        try:
+            pipeline = parse_pipeline(text, label, ws.environments)
+        except ConfigError as exc:
+            print(f"  {exc}")
+            problems += 1
+            continue
+        stages = ", ".join(s.name + (f"→{s.environment}" if s.environment else "") for s in pipeline.stages)
+        print(f"  {repo.name}: ok ({stages})")
+    return FAILED if problems else OK
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    from core.engine import Engine
+
+    ws = load_workspace(args)
+    if not args.verbose:
+        logging.getLogger("ahead").setLevel(logging.INFO)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with Engine(ws) as engine:
+            print(f"engine running for {ws.file} (ctrl+c to stop)", flush=True)
+            waiter = asyncio.ensure_future(engine.lost_lease.wait())
+            await asyncio.wait({asyncio.ensure_future(stop.wait()), waiter},
+                               return_when=asyncio.FIRST_COMPLETED)
+
+    asyncio.run(serve())
+    return OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with services(args) as svc:
+        data = svc.status()
+        holder = lease.holder(svc.store, 15.0)
+    data["engine"] = holder
+    if args.json:
+        emit(data)
+        return OK
+    print(f"workspace {data['workspace']}  engine: {holder or 'not running'}")
+    envs = data["environments"]
+    rows = []
+    for repo in data["repos"]:
+        last = repo["last_run"]
+        run = f"#{last['id']} {GLYPH.get(last['status'], '?')} {last['status']}" if last else "-"
+        row = [repo["name"], short(repo["head"]), run]
+        for env in envs:
+            e = repo["environments"][env]
+            cell = short(e["deployed"]) if e["deployed"] else "never"
+            if e["pending"]:
+                cell += f" +{e['pending']} ({duration(e['lag_seconds'])})"
+            row.append(cell)
+        rows.append(row)
+        if repo["error"]:
+            rows.append(["", "", one_line(repo["error"])[:100]] + [""] * len(envs))
+    table(rows, ["REPO", "MAIN", "LAST RUN", *[e.upper() for e in envs]])
+    return OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    with services(args) as svc:
+        rows = svc.runs(repo=args.repo, status=args.status, branch=args.branch, limit=args.limit)
+    if args.json:
+        emit({"runs": rows})
+        return OK
+    out = []
+    for r in rows:
+        took = (r["finished_at"] or time.time()) - r["started_at"] if r["started_at"] else None
+        out.append([f"#{r['id']}", r["repo"], one_line(r["branch"])[:24], short(r["commit_sha"]),
+                    f"{GLYPH.get(r['status'], '?')} {r['status']}", r["trigger"], ago(r["created_at"]),
+                    duration(took), one_line(r["subject"])[:40]])
+    table(out, ["RUN", "REPO", "BRANCH", "COMMIT", "STATUS", "TRIGGER", "QUEUED", "TOOK", "SUBJECT"])
+    return OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with services(args) as svc:
+        data = svc.show(args.run)
+    if args.json:
+        emit(data)
+        return OK
+    print(f"run #{data['id']}  {data['repo']}  {one_line(data['branch'])}  {short(data['commit_sha'])}  "
+          f"{GLYPH.get(data['status'], '?')} {data['status']}")
+    print(f"  {one_line(data['subject'])}  — {one_line(data['author'])} <{one_line(data['author_email'])}>")
+    print(f"  trigger {data['trigger']} by {one_line(data['actor'])}, queued {ago(data['created_at'])}")
+    if data["error"]:
+        print(f"  error: {inert(data['error'])}")
+    for stage in data["stages"]:
+        took = (stage["finished_at"] - stage["started_at"]) if stage["started_at"] and stage["finished_at"] else None
+        env = f" → {stage['environment']}" if stage["environment"] else ""
+        print(f"  {GLYPH.get(stage['status'], '?')} {stage['name']}{env}  {stage['status']}  {duration(took)}")
+        for step in stage["steps"]:
+            took = (step["finished_at"] - step["started_at"]) if step["started_at"] and step["finished_at"] else None
+            code = f" exit {step['exit_code']}" if step["exit_code"] is not None else ""
+            print(f"      {GLYPH.get(step['status'], '?')} {one_line(step['name'])}  {step['status']}{code}  {duration(took)}")
+    for art in data["artifacts"]:
+        print(f"  artifact {one_line(art['path'])}  {art['size']} bytes  sha256 {art['sha256'][:12]}")
+    return OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    with services(args) as svc:
+        run = svc.run(args.run)
+        names = {s["id"]: s["name"] for s in svc.store.query(
+            "SELECT s.id, st.name || ' / ' || s.name AS name FROM steps s JOIN stages st "
+            "ON st.id = s.stage_id WHERE s.run_id = ?", (args.run,))}
+        position = (0, -1)
+        current = None
+        while True:
+            lines = svc.logs(args.run, position)
+            for line in lines:
+                if line["step_id"] not in names:
+                    names = {s["id"]: s["name"] for s in svc.store.query(
+                        "SELECT s.id, st.name || ' / ' || s.name AS name FROM steps s JOIN stages st "
+                        "ON st.id = s.stage_id WHERE s.run_id = ?", (args.run,))}
+                if args.json:
+                    print(json.dumps({"step": names.get(line["step_id"]), "seq": line["seq"],
+                                      "ts": line["ts"], "line": line["line"]}))
+                else:
+                    if line["step_id"] != current:
+                        current = line["step_id"]
+                        print(f"── {one_line(names.get(current, str(current)))} ──")
+                    print(inert(line["line"]))
+                position = (line["step_id"], line["seq"])
+            sys.stdout.flush()
+            if lines:
+                continue
+            if not args.follow or run["status"] in TERMINAL:
+                break
+            time.sleep(0.2)
+            run = svc.run(args.run)
+    return OK
+
+
+def cmd_pending(args: argparse.Namespace) -> int:
+    with services(args) as svc:
+        if args.environment not in svc.ws.environments:
+            print(f"ahead: no environment {args.environment!r} (environments: {', '.join(svc.ws.environments)})",
+                  file=sys.stderr)
+            return FAILED
+        commits = svc.pending(args.repo, args.environment, limit=None)
+    if args.json:
+        emit({"repo": args.repo, "environment": args.environment,
+              "pending": [c.__dict__ for c in commits]})
+        return OK
+    table([[c.short, ago(c.time), one_line(c.author)[:20], one_line(c.subject)[:60]] for c in commits],
+          ["COMMIT", "AGE", "AUTHOR", "SUBJECT"])
+    return OK
+
+
+def _wait(ws: Workspace, store: Store, run_id: int) -> int:
+    from core.engine import Engine
+
+    holder = lease.holder(store, 15.0)
+    if holder is None:
+        async def run_here() -> dict[str, Any]:
+            async with Engine(ws, only_runs={run_id}, name=f"ahead trigger --wait (pid {os.getpid()})") as engine:
+                return await engine.wait_run(run_id)
+        row = asyncio.run(run_here())
+    else:
+        print(f"waiting for run #{run_id} on {holder}", flush=True)
+        while True:
+            row = store.query_one("SELECT * FROM runs WHERE id = ?", (run_id,)) or {}
+            if row.get("status") in TERMINAL:
+                break
+            time.sleep(0.2)
+    status = row.get("status", "missing")
+    print(f"run #{run_id} {GLYPH.get(status, '?')} {status}" + (f": {inert(row['error'])}" if row.get("error") else ""))
+    return OK if status == "succeeded" else FAILED
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    with services(args) as svc:
+        run_id = svc.trigger(args.repo, Actor.local(svc.ws), ref=args.ref, commit=args.commit)
+        print(f"queued run #{run_id}", flush=True)
+        if args.wait:
+            return _wait(svc.ws, svc.store, run_id)
+    return OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with services(args) as svc:
+        state = svc.cancel(args.run, Actor.local(svc.ws))
+    print(f"run #{args.run}: {state}")
+    return OK
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    with services(args) as svc:
+        run_id = svc.retry(args.run, Actor.local(svc.ws))
+    print(f"queued run #{run_id} (retry of #{args.run})")
+    return OK
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    with services(args) as svc:
+        svc.ws.repo(args.repo)
+        with svc.store.transaction():
+            svc.store.event("notify", args.repo, None)
+    return OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    with services(args) as svc:
+        if args.action == "verify":
+            ok, count, problem = svc.store.verify_audit()
+            if ok:
+                print(f"audit chain ok: {count} entries")
+                return OK
+            print(f"audit chain BROKEN at {problem} (checked {count} entries)", file=sys.stderr)
+            return FAILED
+        rows = svc.store.query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (args.limit,))
+    if args.json:
+        emit({"audit": rows})
+        return OK
+    table([[str(r["id"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ts"])), one_line(r["actor"]),
+            r["action"], one_line(r["subject"]), one_line(r["detail"])[:70]] for r in reversed(rows)],
+          ["ID", "TIME", "ACTOR", "ACTION", "SUBJECT", "DETAIL"])
+    return OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from core import demo
+
+    target = Path(args.dir).expanduser().resolve() if args.dir else demo.default_dir()
+    if not (target / workspace.FILENAME).exists():
+        print(f"creating the demo workspace in {target} ...", flush=True)
+        demo.create(target)
+    args.workspace = str(target)
+    ws = load_workspace(args)
+    demo.settle(ws)
+    args.json = False
+    return cmd_status(args)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "init": cmd_init, "check": cmd_check, "engine": cmd_engine, "status": cmd_status,
+    "runs": cmd_runs, "show": cmd_show, "logs": cmd_logs, "pending": cmd_pending,
+    "trigger": cmd_trigger, "cancel": cmd_cancel, "retry": cmd_retry, "notify": cmd_notify,
+    "audit": cmd_audit, "demo": cmd_demo,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

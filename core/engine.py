@@ -1,0 +1,546 @@
+"""The engine: the one process of a workspace that executes.
+
+Lifecycle: `Engine(ws)`, `await start()`, `await aclose()` (or `async with`). On start it takes
+the workspace lease, recovers what a dead engine left running (marked `interrupted`, leftover
+step processes killed), records or compares every branch of every repo, and then:
+- notices new commits (inotify on ref files, stat-poll safety net) and queues runs per the
+  pipeline's `on:` rules, one run for the newest commit of a burst;
+- starts queued runs under a concurrency cap, one at a time per (repo, branch);
+- follows the event feed for commands from other processes (cancel, notify);
+- fetches remote repos on their interval.
+All long-lived tasks are owned by the engine and stopped by `aclose()`. SQLite runs on the
+store thread, git in worker threads; nothing blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import gitio, lease, runstate
+from core.errors import ConfigError, CoreError, GitError
+from core.feed import Event, EventFeed
+from core.pipeline import PIPELINE_PATH, Pipeline, Stage, Step
+from core.pipeline import parse as parse_pipeline
+from core.runner import kill_leftovers, run_step
+from core.store.db import AsyncStore, Row, Store
+from core.watch import Inotify
+from core.workspace import RepoConfig, Workspace
+
+log = logging.getLogger("ahead.engine")
+HEARTBEAT_SECONDS = 2.0
+LEASE_STALE_SECONDS = 15.0
+
+
+class ContextLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Log lines that carry repo and run."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = self.extra or {}
+        prefix = " ".join(f"{k}={v}" for k, v in extra.items())
+        return f"[{prefix}] {msg}", kwargs
+
+
+@dataclass
+class RepoState:
+    config: RepoConfig
+    common_dir: Path | None = None
+    refs: dict[str, str] = field(default_factory=dict)
+    stamp: tuple[float, ...] = ()
+    subdirs: tuple[Path, ...] = ()
+    error: str | None = None
+    fetched_at: float = 0.0
+
+
+class Engine:
+    """The workspace's executor. See the module docstring."""
+
+    def __init__(self, ws: Workspace, *, only_runs: set[int] | None = None,
+                 watch: bool = True, name: str | None = None) -> None:
+        self.ws = ws
+        self.name = name or f"engine pid {os.getpid()} on {socket.gethostname()}"
+        self.only_runs = only_runs
+        self._watch = watch and only_runs is None
+        self.db = AsyncStore(Store(ws.db_path, session=f"engine:{os.getpid()}"))
+        self.feed = EventFeed(self.db)
+        self._token = uuid.uuid4().hex
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runs: dict[int, asyncio.Event] = {}
+        self._wake = asyncio.Event()
+        self._repos: dict[str, RepoState] = {r.name: RepoState(r) for r in ws.repos}
+        self._dirty: set[str] = set()
+        self._inotify: Inotify | None = None
+        self._started = False
+        self._closing = False
+        self.lost_lease = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take the lease, recover, scan repos and start the background tasks.
+
+        Raises:
+            LeaseHeld: another engine runs this workspace.
+            StoreError: the store cannot be opened.
+        """
+        self.ws.state_dir.mkdir(parents=True, exist_ok=True)
+        await self.db.open()
+        try:
+            await self.db.call(lease.acquire, self.db.store, self.name, self._token,
+                               LEASE_STALE_SECONDS)
+        except BaseException:
+            await self.db.aclose()
+            raise
+        self._started = True
+        await self._recover()
+        await self.feed.start()
+        self._spawn(self._follow_feed(), "feed-follower")
+        self._spawn(self._heartbeat(), "heartbeat")
+        if self._watch:
+            await self._scan_all(initial=True)
+            self._start_inotify()
+            self._spawn(self._poll(), "ref-poll")
+            if any(r.is_remote for r in self.ws.repos):
+                self._spawn(self._fetch_remotes(), "fetch-remotes")
+        self._spawn(self._schedule(), "scheduler")
+        log.info("engine started for %s", self.ws.file)
+
+    async def aclose(self) -> None:
+        """Stop: running steps are stopped and their runs marked interrupted; lease released."""
+        if not self._started or self._closing:
+            return
+        self._closing = True
+        if self._inotify is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._inotify.fd)
+            self._inotify.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.feed.aclose()
+        with contextlib.suppress(CoreError):
+            await self.db.call(lease.release, self.db.store, self._token)
+        await self.db.aclose()
+        log.info("engine stopped")
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=f"ahead-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("engine task %s failed", task.get_name(), exc_info=task.exception())
+
+    def subscribe(self) -> AsyncIterator[Event]:
+        """Every event from now on (runs, stages, steps, logs, deployments, refs)."""
+        return self.feed.subscribe()
+
+    async def wait_run(self, run_id: int, timeout: float | None = None) -> Row:
+        """Wait until run `run_id` is finished; returns its row."""
+        async def done() -> Row:
+            async for _ in _ticks(self.feed, 0.5):
+                row = await self.db.call(self.db.store.query_one, "SELECT * FROM runs WHERE id = ?", (run_id,))
+                if row is None or row["status"] in runstate.TERMINAL:
+                    return row or {}
+            return {}
+        return await asyncio.wait_for(done(), timeout)
+
+    # -- recovery and lease -------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        steps = await self.db.call(runstate.recover, self.db.store, self.name)
+        for step in steps:
+            if step["token"]:
+                killed = await asyncio.to_thread(kill_leftovers, step["token"])
+                if killed:
+                    log.warning("killed %d leftover process(es) of step %s", killed, step["id"])
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self.ws.state_dir / "work", ignore_errors=True)
+        for state in self._repos.values():
+            if state.config.path is not None and state.config.path.exists():
+                with contextlib.suppress(GitError):
+                    await asyncio.to_thread(gitio.git, state.config.path, "worktree", "prune")
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                held = await self.db.call(lease.heartbeat, self.db.store, self._token)
+            except CoreError:
+                log.exception("heartbeat failed")
+                continue
+            if not held:
+                log.error("lost the workspace lease to another engine; stopping work")
+                self.lost_lease.set()
+                for cancel in self._runs.values():
+                    cancel.set()
+                return
+
+    # -- refs ---------------------------------------------------------------------------------
+
+    async def _scan_all(self, initial: bool = False) -> None:
+        known = await self.db.call(runstate.known_refs, self.db.store) if initial else {}
+        for name, state in self._repos.items():
+            if initial:
+                state.refs = known.get(name, {})
+                await self._ensure_repo(state)
+            await self._scan(name, force=True, first_time=initial and name not in known)
+
+    async def _ensure_repo(self, state: RepoState) -> None:
+        repo = state.config
+        try:
+            if repo.is_remote and not (self.ws.repo_dir(repo) / "HEAD").exists():
+                assert repo.url is not None
+                await asyncio.to_thread(gitio.mirror, repo.url, self.ws.repo_dir(repo))
+                state.fetched_at = time.monotonic()
+            _, state.common_dir = await asyncio.to_thread(gitio.git_dirs, self.ws.repo_dir(repo))
+            state.error = None
+        except (GitError, OSError) as exc:
+            state.error = str(exc)
+            log.warning("repo %s unavailable: %s", repo.name, exc)
+
+    def _stamp(self, state: RepoState) -> tuple[float, ...]:
+        assert state.common_dir is not None
+        stamps = list(gitio.ref_stamp(state.common_dir))
+        for sub in state.subdirs:
+            try:
+                stamps.append(os.stat(sub).st_mtime_ns)
+            except FileNotFoundError:
+                stamps.append(0)
+        return tuple(stamps)
+
+    async def _scan(self, name: str, force: bool = False, first_time: bool = False) -> None:
+        """Re-read a repo's branches and queue runs for the ones that moved."""
+        state = self._repos[name]
+        if state.common_dir is None:
+            await self._ensure_repo(state)
+            if state.common_dir is None:
+                return
+        stamp = self._stamp(state)
+        if not force and stamp == state.stamp:
+            return
+        state.stamp = stamp
+        branches = gitio.read_branches(state.common_dir)
+        heads = state.common_dir / "refs" / "heads"
+        state.subdirs = tuple(Path(d) for d, _, _ in os.walk(heads) if Path(d) != heads)
+        moved = {b: sha for b, sha in branches.items() if state.refs.get(b) != sha}
+        removed = [b for b in state.refs if b not in branches]
+        if not moved and not removed:
+            return
+        state.refs = dict(branches)
+        await self.db.call(runstate.save_refs, self.db.store, name, moved, removed)
+        if first_time:
+            return  # a repo's existing branches are recorded, not run, when first tracked
+        for branch, sha in moved.items():
+            if not gitio.valid_branch(branch):
+                log.warning("repo %s: ignoring branch with an unsafe name %r", name, branch)
+                continue
+            await self._queue_commit(state.config, branch, sha)
+
+    async def _queue_commit(self, repo: RepoConfig, branch: str, sha: str) -> None:
+        try:
+            info = await asyncio.to_thread(gitio.commit, self.ws.repo_dir(repo), sha)
+        except GitError as exc:
+            log.warning("repo %s: cannot read commit %s: %s", repo.name, sha[:7], exc)
+            return
+        run_id = await self.db.call(
+            runstate.queue_run, self.db.store, repo=repo.name, branch=branch,
+            ref=f"refs/heads/{branch}", sha=sha, on_main=branch == repo.branch, trigger="commit",
+            actor=f"git:{info.email}", author=info.author, author_email=info.email,
+            subject=info.subject, committed_at=info.time, supersede=True)
+        ContextLog(log, {"repo": repo.name, "run": run_id}).info("queued for %s %s", branch, sha[:7])
+        self._wake.set()
+
+    def _start_inotify(self) -> None:
+        try:
+            notify = Inotify(self._on_ref_change, self._on_overflow)
+        except (OSError, AttributeError) as exc:
+            log.info("inotify unavailable (%s); polling refs every %.1fs", exc,
+                     self.ws.settings.poll_interval)
+            return
+        for name, state in self._repos.items():
+            if state.common_dir is not None:
+                notify.watch_repo(name, state.common_dir)
+        asyncio.get_running_loop().add_reader(notify.fd, notify.read)
+        self._inotify = notify
+
+    def _on_ref_change(self, name: str) -> None:
+        if name not in self._dirty:
+            self._dirty.add(name)
+            self._spawn(self._rescan(name), f"scan-{name}")
+
+    async def _rescan(self, name: str) -> None:
+        self._dirty.discard(name)
+        await self._scan(name, force=True)
+
+    def _on_overflow(self) -> None:
+        for name in self._repos:
+            self._on_ref_change(name)
+
+    async def _poll(self) -> None:
+        sweeps = 0
+        while True:
+            await asyncio.sleep(self.ws.settings.poll_interval)
+            sweeps += 1
+            for name in self._repos:
+                # every 30th sweep re-reads every ref file, in case a timestamp did not move
+                await self._scan(name, force=sweeps % 30 == 0)
+
+    async def _fetch_remotes(self) -> None:
+        while True:
+            now = time.monotonic()
+            for state in self._repos.values():
+                repo = state.config
+                if repo.is_remote and now - state.fetched_at >= repo.fetch_interval:
+                    await self._fetch(state)
+            await asyncio.sleep(1.0)
+
+    async def _fetch(self, state: RepoState) -> None:
+        assert state.config.url is not None
+        try:
+            await asyncio.to_thread(gitio.mirror, state.config.url, self.ws.repo_dir(state.config))
+            state.error = None
+        except GitError as exc:
+            state.error = str(exc)
+            log.warning("fetch of %s failed: %s", state.config.name, exc)
+        state.fetched_at = time.monotonic()
+        await self._scan(state.config.name, force=True)
+
+    # -- commands from the feed ------------------------------------------------------------------
+
+    async def _follow_feed(self) -> None:
+        async for event in self.feed.subscribe():
+            if event.kind == "run.queued":
+                self._wake.set()
+            elif event.kind == "run.cancel_requested" and event.run_id in self._runs:
+                self._runs[event.run_id].set()
+            elif event.kind == "notify" and event.repo in self._repos:
+                state = self._repos[event.repo]
+                if state.config.is_remote:
+                    self._spawn(self._fetch(state), f"fetch-{event.repo}")
+                else:
+                    self._on_ref_change(event.repo)
+
+    # -- scheduling and execution ---------------------------------------------------------------
+
+    async def _schedule(self) -> None:
+        cap = self.ws.settings.max_parallel_runs
+        while True:
+            self._wake.clear()
+            if not self.lost_lease.is_set() and len(self._runs) < cap:
+                queued = await self.db.call(self.db.store.query,
+                                            "SELECT id, repo, branch, on_main FROM runs "
+                                            "WHERE status = 'queued' ORDER BY id LIMIT 200")
+                busy = await self.db.call(self.db.store.query,
+                                          "SELECT repo, branch FROM runs WHERE status IN ('running', 'waiting')")
+                lanes = {(r["repo"], r["branch"]) for r in busy}
+                for run in queued:
+                    if len(self._runs) >= cap:
+                        break
+                    if self.only_runs is not None and run["id"] not in self.only_runs:
+                        continue
+                    if run["repo"] not in self._repos:
+                        continue
+                    lane = (run["repo"], run["branch"])
+                    if lane in lanes:
+                        continue  # one run at a time per (repo, branch): deploys stay in order
+                    lanes.add(lane)
+                    cancel = asyncio.Event()
+                    self._runs[run["id"]] = cancel
+                    self._spawn(self._execute(run["id"], cancel), f"run-{run['id']}")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    async def _execute(self, run_id: int, cancel: asyncio.Event) -> None:
+        try:
+            if await self.db.call(runstate.claim_run, self.db.store, run_id, self.name):
+                await RunExecution(self, run_id, cancel).execute()
+        finally:
+            self._runs.pop(run_id, None)
+            self._wake.set()
+
+
+class RunExecution:
+    """One run: read the pipeline at its commit, check it out, run its stages in order."""
+
+    def __init__(self, engine: Engine, run_id: int, cancel: asyncio.Event) -> None:
+        self.engine = engine
+        self.db = engine.db
+        self.store = engine.db.store
+        self.run_id = run_id
+        self.cancel = cancel
+        self.log = ContextLog(log, {"run": run_id})
+        self.workdir: Path | None = None
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await self.db.call(fn, self.store, *args, **kwargs)
+
+    async def execute(self) -> None:
+        run = await self.db.call(self.store.query_one, "SELECT * FROM runs WHERE id = ?", (self.run_id,))
+        repo = self.engine.ws.repo(run["repo"])
+        repo_dir = self.engine.ws.repo_dir(repo)
+        self.log = ContextLog(log, {"repo": repo.name, "run": self.run_id})
+        status, error = "failed", None
+        try:
+            pipeline = await self._pipeline(repo, repo_dir, run)
+            plan = [(s.name, s.environment, s in pipeline.selected(bool(run["on_main"])),
+                     [(step.name, step.display) for step in s.steps]) for s in pipeline.stages]
+            stages = await self.call(runstate.create_plan, self.run_id, pipeline.digest, plan)
+            selected = [(row, stage) for row, stage in zip(stages, pipeline.stages, strict=True)
+                        if row["status"] == "queued"]
+            if not selected:
+                status = "succeeded"
+                return
+            self.workdir = self.engine.ws.state_dir / "work" / repo.name / str(self.run_id)
+            await asyncio.to_thread(gitio.worktree_add, repo_dir, self.workdir, run["commit_sha"])
+            status = "succeeded"
+            for row, stage in selected:
+                if self.cancel.is_set():
+                    status = "cancelled"
+                    break
+                outcome = await self._stage(run, pipeline, row, stage)
+                if outcome != "succeeded":
+                    status = outcome
+                    break
+        except ConfigError as exc:
+            status, error = "failed", str(exc)
+            self.log.warning("pipeline invalid: %s", exc)
+        except GitError as exc:
+            status, error = "failed", str(exc)
+            self.log.warning("git failed: %s", exc)
+        except asyncio.CancelledError:
+            status, error = "interrupted", "the engine stopped while this run was in progress"
+            raise
+        finally:
+            if self.cancel.is_set() and status != "succeeded" and not self.engine.lost_lease.is_set():
+                status = "cancelled"
+            with contextlib.suppress(CoreError):
+                await asyncio.shield(self.call(runstate.finish_run, self.run_id, status, error))
+            if self.workdir is not None:
+                with contextlib.suppress(GitError, OSError):
+                    await asyncio.shield(asyncio.to_thread(gitio.worktree_remove, repo_dir, self.workdir))
+            self.log.info("finished: %s", status)
+
+    async def _pipeline(self, repo: RepoConfig, repo_dir: Path, run: Row) -> Pipeline:
+        sha = run["commit_sha"]
+        label = f"{repo.name}@{sha[:7]}:{PIPELINE_PATH}"
+        text = await asyncio.to_thread(gitio.read_file, repo_dir, sha, PIPELINE_PATH)
+        if text is None:
+            raise ConfigError(label, None, "", "no pipeline file at this commit",
+                              f"commit a {PIPELINE_PATH} to the repo")
+        return await asyncio.to_thread(parse_pipeline, text, label, self.engine.ws.environments)
+
+    async def _stage(self, run: Row, pipeline: Pipeline, row: Row, stage: Stage) -> str:
+        await self.call(runstate.set_stage, row["id"], "running")
+        steps = await self.call(runstate.steps_of, row["id"])
+        for step_row, step in zip(steps, stage.steps, strict=True):
+            if self.cancel.is_set():
+                await self.call(runstate.set_stage, row["id"], "cancelled")
+                return "cancelled"
+            result = await self._step(run, pipeline, stage, step_row, step)
+            if result != "succeeded":
+                await self.call(runstate.set_stage, row["id"], result, f"step {step.name!r} {result}")
+                return result
+        if stage.environment is not None:
+            await self.call(runstate.record_deployment, row["id"])
+        else:
+            await self.call(runstate.set_stage, row["id"], "succeeded")
+        return "succeeded"
+
+    def _env(self, run: Row, pipeline: Pipeline, stage: Stage, step: Step, token: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AHEAD_")}
+        env.update(pipeline.env)
+        env.update(stage.env)
+        env.update(step.env)
+        env.update({
+            "AHEAD_REPO": run["repo"],
+            "AHEAD_COMMIT": run["commit_sha"],
+            "AHEAD_REF": run["ref"],
+            "AHEAD_BRANCH": run["branch"],
+            "AHEAD_AUTHOR": f"{run['author']} <{run['author_email']}>",
+            "AHEAD_SUBJECT": run["subject"],
+            "AHEAD_ENVIRONMENT": stage.environment or "",
+            "AHEAD_STAGE": stage.name,
+            "AHEAD_RUN_ID": str(self.run_id),
+            "AHEAD_WORKSPACE": str(self.engine.ws.root),
+            "AHEAD_STEP_TOKEN": token,
+        })
+        return {k: v.replace("\x00", "") for k, v in env.items()}
+
+    async def _step(self, run: Row, pipeline: Pipeline, stage: Stage, row: Row, step: Step) -> str:
+        assert self.workdir is not None
+        token = uuid.uuid4().hex
+        step_id = row["id"]
+        settings = self.engine.ws.settings
+        timeout = step.timeout or stage.timeout or settings.step_timeout
+
+        async def sink(lines: list[tuple[int, float, str]]) -> None:
+            await self.call(runstate.append_logs, self.run_id, run["repo"], step_id, lines)
+
+        async def on_start(pid: int) -> None:
+            await self.call(runstate.start_step, step_id, pid, token)
+
+        result = await run_step(list(step.argv), self.workdir, self._env(run, pipeline, stage, step, token),
+                                sink, timeout, self.cancel, settings.cancel_grace, on_start)
+        if result.status == "succeeded" and step.artifacts:
+            problem = await self._keep_artifacts(step_id, step)
+            if problem:
+                await sink([(10**9, time.time(), f"[ahead] {problem}")])
+                result.status, result.error = "failed", problem
+        await self.call(runstate.finish_step, step_id, result.status, result.exit_code, result.error)
+        return result.status
+
+    async def _keep_artifacts(self, step_id: int, step: Step) -> str | None:
+        assert self.workdir is not None
+        keep = self.engine.ws.state_dir / "artifacts" / str(self.run_id)
+        for rel in step.artifacts:
+            source = self.workdir / rel
+            try:
+                real = source.resolve(strict=True)
+            except (OSError, RuntimeError):
+                return f"artifact {rel!r} was not produced"
+            if not real.is_relative_to(self.workdir.resolve()) or not real.is_file():
+                return f"artifact {rel!r} is not a file inside the checkout"
+            dest = keep / rel.replace("/", "__")
+            keep.mkdir(parents=True, exist_ok=True)
+            data = await asyncio.to_thread(real.read_bytes)
+            await asyncio.to_thread(dest.write_bytes, data)
+            await self.call(runstate.add_artifact, self.run_id, step_id, rel, str(dest), len(data),
+                            hashlib.sha256(data).hexdigest())
+        return None
+
+
+async def _ticks(feed: EventFeed, every: float) -> AsyncIterator[None]:
+    """Yield now, then after every event or `every` seconds, whichever comes first."""
+    yield None
+    events = feed.subscribe()
+    try:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(anext(events), every)
+            yield None
+    finally:
+        await events.aclose()
+
+

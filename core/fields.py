@@ -1,0 +1,119 @@
+"""Typed readers for fields of a YAML `Document`, shared by the workspace and pipeline parsers.
+
+Each reader checks one field and raises a `ConfigError` that names the file, line and field and
+says how to fix it. Unknown keys get a "did you mean" suggestion. Depends on core.yamlfile only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any
+
+from core.errors import ConfigError
+from core.yamlfile import Document, Path
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def check_keys(doc: Document, path: Path, value: dict[str, Any], known: list[str]) -> None:
+    """Refuse keys not in `known`, suggesting the closest known key."""
+    for key in value:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            fix = f'did you mean "{close[0]}"?' if close else "known keys: " + ", ".join(known)
+            raise doc.error(path + (key,), "unknown key", fix)
+
+
+def mapping(doc: Document, path: Path, value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise doc.error(path, f"must be a mapping ({what}), got {type_name(value)}")
+    return value
+
+
+def sequence(doc: Document, path: Path, value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise doc.error(path, f"must be a list ({what}), got {type_name(value)}")
+    return value
+
+
+def string(doc: Document, path: Path, value: Any, what: str = "text") -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise doc.error(path, f"must be {what}, got {type_name(value)}")
+    text = str(value)
+    if "\x00" in text:
+        raise doc.error(path, "must not contain NUL characters")
+    return text
+
+
+def name(doc: Document, path: Path, value: Any, what: str) -> str:
+    text = string(doc, path, value, what)
+    if not NAME.match(text):
+        raise doc.error(path, f"{text!r} is not a valid {what}",
+                        "use letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return text
+
+
+def string_list(doc: Document, path: Path, value: Any, what: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    items = sequence(doc, path, value, what)
+    return [string(doc, path + (i,), item, what) for i, item in enumerate(items)]
+
+
+def positive_int(doc: Document, path: Path, value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise doc.error(path, f"must be a whole number of at least 1 ({what}), got {value!r}")
+    return value
+
+
+def duration(doc: Document, path: Path, value: Any) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"5m"``, ``"1h30m"`` or ``"2d"``."""
+    if isinstance(value, bool):
+        raise doc.error(path, "must be a duration like 30s, 5m or 1h", f"got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value).strip()) if isinstance(value, str) else None
+        if not match or not any(match.groups()):
+            raise doc.error(path, f"{value!r} is not a duration", "write it like 30s, 5m, 1h30m or 2d")
+        d, h, m, s = (int(g) if g else 0 for g in match.groups())
+        seconds = float(((d * 24 + h) * 60 + m) * 60 + s)
+    if seconds <= 0:
+        raise doc.error(path, "must be longer than zero")
+    return seconds
+
+
+def env_map(doc: Document, path: Path, value: Any) -> dict[str, str]:
+    """Environment variables: names like shell identifiers, values as strings."""
+    items = mapping(doc, path, value, "NAME: value")
+    result: dict[str, str] = {}
+    for key, item in items.items():
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise doc.error(path + (key,), "is not a valid environment variable name",
+                            "use letters, digits and _, not starting with a digit")
+        if key.startswith("AHEAD_"):
+            raise doc.error(path + (key,), "names starting with AHEAD_ are set by the engine",
+                            "choose another name")
+        result[key] = string(doc, path + (key,), item, "text")
+    return result
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true/false"
+    return {dict: "a mapping", list: "a list", str: "text", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def require(doc: Document, path: Path, value: dict[str, Any], key: str, fix: str) -> Any:
+    if key not in value or value[key] is None:
+        raise doc.error(path, f'missing required key "{key}"', fix)
+    return value[key]
+
+
+def fail(doc: Document, path: Path, problem: str, fix: str = "") -> ConfigError:
+    return doc.error(path, problem, fix)

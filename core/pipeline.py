@@ -1,0 +1,207 @@
+"""Pipelines: `.ahead/pipeline.yml` inside a repo, read at the commit being run.
+
+Parses and validates the file into frozen dataclasses and decides which stages a run executes:
+main runs what `on.main` names (every stage by default); any other branch runs what
+`on.branches` names (by default the stages that deploy nowhere) and never a stage that deploys.
+Depends on core.yamlfile and core.fields only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from core import fields as f
+from core.yamlfile import Document, load
+
+PIPELINE_PATH = ".ahead/pipeline.yml"
+
+TOP_KEYS = ["on", "stages", "drift", "env"]
+STAGE_KEYS = ["name", "environment", "steps", "timeout", "env", "runner"]
+STEP_KEYS = ["name", "run", "timeout", "env", "artifact", "artifacts"]
+ON_KEYS = ["main", "branches"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command. `argv` is run as is; a string `run:` becomes ``["sh", "-c", text]``."""
+
+    name: str
+    argv: tuple[str, ...]
+    timeout: float | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    artifacts: tuple[str, ...] = ()
+
+    @property
+    def display(self) -> str:
+        if len(self.argv) == 3 and self.argv[:2] == ("sh", "-c"):
+            return self.argv[2]
+        return " ".join(self.argv)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    steps: tuple[Step, ...]
+    environment: str | None = None
+    timeout: float | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    runner: str | None = None
+
+    @property
+    def deploys(self) -> bool:
+        return self.environment is not None
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    file: str
+    stages: tuple[Stage, ...]
+    main_stages: tuple[str, ...]
+    branch_stages: tuple[str, ...]
+    digest: str
+    env: dict[str, str] = field(default_factory=dict)
+    drift: dict[str, Any] = field(default_factory=dict)
+
+    def selected(self, on_main: bool) -> list[Stage]:
+        """The stages a run on main (or on another branch) executes, in order."""
+        names = self.main_stages if on_main else self.branch_stages
+        return [stage for stage in self.stages if stage.name in names]
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def parse(text: str, file: str = PIPELINE_PATH,
+          environments: tuple[str, ...] | None = None) -> Pipeline:
+    """Validate a pipeline file.
+
+    Args:
+        text: the file's contents.
+        file: how to name the file in errors (e.g. ``web-api@3f2a1c9:.ahead/pipeline.yml``).
+        environments: the workspace's environments; stages may only deploy to these.
+
+    Raises:
+        ConfigError: naming file, line and field.
+    """
+    doc = load(text, file)
+    top = f.mapping(doc, (), doc.data if doc.data is not None else {}, "the pipeline")
+    f.check_keys(doc, (), top, TOP_KEYS)
+    stages_value = f.require(doc, (), top, "stages", "add a list of stages, each with a name and steps")
+    items = f.sequence(doc, ("stages",), stages_value, "stages")
+    if not items:
+        raise doc.error(("stages",), "must list at least one stage")
+    stages: list[Stage] = []
+    for i, item in enumerate(items):
+        stage = _stage(doc, i, item, environments)
+        if any(s.name == stage.name for s in stages):
+            raise doc.error(("stages", i, "name"), f"stage name {stage.name!r} is used twice")
+        stages.append(stage)
+    main, branches = _on(doc, top.get("on"), stages)
+    env = f.env_map(doc, ("env",), top["env"]) if top.get("env") is not None else {}
+    drift = f.mapping(doc, ("drift",), top.get("drift") or {}, "environment: drift check")
+    if environments is not None:
+        for env_name in drift:
+            if env_name not in environments:
+                raise doc.error(("drift", env_name), f"no environment named {env_name!r}",
+                                "drift is keyed by the workspace's environments: " + ", ".join(environments))
+    return Pipeline(file=file, stages=tuple(stages), main_stages=main, branch_stages=branches,
+                    digest=digest(text), env=env, drift=dict(drift))
+
+
+def _stage(doc: Document, i: int, item: Any, environments: tuple[str, ...] | None) -> Stage:
+    path: tuple[str | int, ...] = ("stages", i)
+    entry = f.mapping(doc, path, item, "a stage with name and steps")
+    f.check_keys(doc, path, entry, STAGE_KEYS)
+    name = f.name(doc, path + ("name",), f.require(doc, path, entry, "name", "give the stage a name"), "stage name")
+    environment = None
+    if entry.get("environment") is not None:
+        environment = f.name(doc, path + ("environment",), entry["environment"], "environment name")
+        if environments is not None and environment not in environments:
+            raise doc.error(path + ("environment",), f"no environment named {environment!r} in the workspace",
+                            "use one of: " + ", ".join(environments))
+    steps_value = f.require(doc, path, entry, "steps", "add steps, e.g. steps: [{run: make test}]")
+    step_items = f.sequence(doc, path + ("steps",), steps_value, "steps")
+    if not step_items:
+        raise doc.error(path + ("steps",), "must list at least one step")
+    steps = tuple(_step(doc, path + ("steps", j), step, j) for j, step in enumerate(step_items))
+    timeout = f.duration(doc, path + ("timeout",), entry["timeout"]) if entry.get("timeout") is not None else None
+    env = f.env_map(doc, path + ("env",), entry["env"]) if entry.get("env") is not None else {}
+    runner = None
+    if entry.get("runner") is not None:
+        runner = f.name(doc, path + ("runner",), entry["runner"], "runner name")
+        if runner != "local":
+            raise doc.error(path + ("runner",), f"runner {runner!r} is not available",
+                            "only the local runner exists for now; remove runner:")
+    return Stage(name=name, steps=steps, environment=environment, timeout=timeout, env=env, runner=runner)
+
+
+def _step(doc: Document, path: tuple[str | int, ...], item: Any, index: int) -> Step:
+    if isinstance(item, str):
+        item = {"run": item}
+    entry = f.mapping(doc, path, item, "a step with run:")
+    f.check_keys(doc, path, entry, STEP_KEYS)
+    run = f.require(doc, path, entry, "run", 'add the command, e.g. run: "make test" or run: [make, test]')
+    if isinstance(run, list):
+        if not run:
+            raise doc.error(path + ("run",), "the command list is empty", "e.g. run: [make, test]")
+        argv = tuple(f.string(doc, path + ("run", k), part, "text") for k, part in enumerate(run))
+    else:
+        text = f.string(doc, path + ("run",), run, "a command")
+        if not text.strip():
+            raise doc.error(path + ("run",), "the command is empty")
+        argv = ("sh", "-c", text)
+    name = f.string(doc, path + ("name",), entry["name"], "text") if entry.get("name") is not None else ""
+    if not name:
+        first = argv[2] if argv[:2] == ("sh", "-c") else " ".join(argv)
+        name = first.strip().splitlines()[0][:60] if first.strip() else f"step {index + 1}"
+    timeout = f.duration(doc, path + ("timeout",), entry["timeout"]) if entry.get("timeout") is not None else None
+    env = f.env_map(doc, path + ("env",), entry["env"]) if entry.get("env") is not None else {}
+    artifacts: list[str] = []
+    for key in ("artifact", "artifacts"):
+        if entry.get(key) is not None:
+            for k, rel in enumerate(f.string_list(doc, path + (key,), entry[key], "a path in the checkout")):
+                if rel.startswith("/") or ".." in rel.split("/"):
+                    raise doc.error(path + (key, k), f"{rel!r} is outside the checkout",
+                                    "give a path relative to the repo, without ..")
+                artifacts.append(rel)
+    return Step(name=name, argv=argv, timeout=timeout, env=env, artifacts=tuple(artifacts))
+
+
+def _on(doc: Document, value: Any, stages: list[Stage]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    names = [s.name for s in stages]
+    by_name = {s.name: s for s in stages}
+    main = tuple(names)
+    branches = tuple(s.name for s in stages if not s.deploys)
+    if value is None:
+        return main, branches
+    entry = f.mapping(doc, ("on",), value, "main: and branches:")
+    f.check_keys(doc, ("on",), entry, ON_KEYS)
+
+    def pick(key: str) -> tuple[str, ...] | None:
+        if key not in entry:
+            return None
+        raw = entry[key]
+        if raw in ("all", "none") or raw is None:
+            return tuple(names) if raw == "all" else ()
+        chosen = f.string_list(doc, ("on", key), raw, "a stage name")
+        for k, stage_name in enumerate(chosen):
+            if stage_name not in by_name:
+                raise doc.error(("on", key, k), f"no stage named {stage_name!r}",
+                                "stages are: " + ", ".join(names))
+        return tuple(chosen)
+
+    main = pick("main") or (() if "main" in entry else main)
+    picked = pick("branches")
+    if picked is not None:
+        if entry["branches"] == "all":
+            picked = tuple(n for n in picked if not by_name[n].deploys)
+        for k, stage_name in enumerate(picked):
+            if by_name[stage_name].deploys:
+                raise doc.error(("on", "branches", k), f"stage {stage_name!r} deploys to "
+                                f"{by_name[stage_name].environment}; branches never run a stage that deploys",
+                                "remove it from on.branches")
+        branches = picked
+    return main, branches

@@ -1,0 +1,210 @@
+"""Run one step as a subprocess in its own process group and stream its output.
+
+The command is an argv list (a string `run:` is `sh -c TEXT`, with TEXT from the pipeline file,
+never from commit metadata); commit metadata reaches the step only as environment variables.
+Output is read in 64 KiB chunks (a readline loop is ~11x slower), split into lines and handed
+to a sink in batches. Timeout and cancel send SIGTERM to the whole group, wait a grace period,
+then SIGKILL. Depends on the stdlib only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_LINE = 16 * 1024
+BATCH_LINES = 1000
+BATCH_SECONDS = 0.05
+
+LogSink = Callable[[list[tuple[int, float, str]]], Awaitable[None]]
+
+
+@dataclass
+class StepResult:
+    status: str  # succeeded, failed, cancelled
+    exit_code: int | None
+    error: str | None = None
+
+
+class LineBatcher:
+    """Turns output chunks into numbered lines, flushed to `sink` every 1,000 lines or 50 ms.
+
+    One flusher task at a time keeps batches in order; the reader never waits on the store
+    unless a whole batch is still being written.
+    """
+
+    def __init__(self, sink: LogSink) -> None:
+        self._sink = sink
+        self._partial = b""
+        self._pending: list[tuple[int, float, str]] = []
+        self._seq = 0
+        self._flusher: asyncio.Task[None] | None = None
+        self._first_at = 0.0
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._partial + chunk
+        parts = data.split(b"\n")
+        self._partial = parts.pop()
+        if len(self._partial) > MAX_LINE:
+            parts.append(self._partial)
+            self._partial = b""
+        now = time.time()
+        if parts and not self._pending:
+            self._first_at = now
+        for part in parts:
+            for start in range(0, max(len(part), 1), MAX_LINE):
+                text = part[start:start + MAX_LINE].rstrip(b"\r").decode("utf-8", "replace")
+                self._pending.append((self._seq, now, text))
+                self._seq += 1
+
+    def note(self, text: str) -> None:
+        """A line from the engine itself (e.g. why a step was stopped)."""
+        self._pending.append((self._seq, time.time(), text))
+        self._seq += 1
+
+    def due(self) -> bool:
+        return len(self._pending) >= BATCH_LINES or (
+            bool(self._pending) and time.time() - self._first_at >= BATCH_SECONDS)
+
+    async def maybe_flush(self) -> None:
+        if not self.due():
+            return
+        if self._flusher is not None and not self._flusher.done():
+            if len(self._pending) < BATCH_LINES * 10:
+                return  # let the store catch up; keep reading
+            await self._flusher
+        self._start_flush()
+
+    def _start_flush(self) -> None:
+        batch, self._pending = self._pending, []
+        previous = self._flusher
+
+        async def flush() -> None:
+            if previous is not None:
+                await previous
+            await self._sink(batch)
+
+        self._flusher = asyncio.ensure_future(flush())
+
+    async def close(self) -> None:
+        if self._partial:
+            self._pending.append((self._seq, time.time(),
+                                  self._partial.rstrip(b"\r").decode("utf-8", "replace")))
+            self._seq += 1
+            self._partial = b""
+        if self._pending:
+            self._start_flush()
+        if self._flusher is not None:
+            await self._flusher
+
+
+async def run_step(argv: list[str], cwd: Path, env: dict[str, str], sink: LogSink,
+                   timeout: float, cancel: asyncio.Event, grace: float,
+                   on_start: Callable[[int], Awaitable[None]]) -> StepResult:
+    """Run `argv` to the end, a timeout or a cancel; every output line goes to `sink`."""
+    batcher = LineBatcher(sink)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True)
+    except OSError as exc:
+        batcher.note(f"[ahead] cannot start {argv[0]!r}: {exc.strerror}")
+        await batcher.close()
+        return StepResult("failed", None, f"cannot start {argv[0]!r}: {exc.strerror}")
+    await on_start(proc.pid)
+    assert proc.stdout is not None
+    stdout = proc.stdout
+
+    async def pump() -> None:
+        while True:
+            chunk = await stdout.read(65536)
+            if not chunk:
+                return
+            batcher.feed(chunk)
+            await batcher.maybe_flush()
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(BATCH_SECONDS)
+            await batcher.maybe_flush()
+
+    reader = asyncio.ensure_future(pump())
+    tick = asyncio.ensure_future(ticker())
+    cancelled = asyncio.ensure_future(cancel.wait())
+    outcome: str | None = None
+    try:
+        done, _ = await asyncio.wait({reader, cancelled}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if reader not in done:
+            outcome = "cancelled" if cancelled in done else "timeout"
+            reason = "cancel requested" if outcome == "cancelled" else f"timed out after {timeout:.0f}s"
+            batcher.note(f"[ahead] {reason}: stopping the step (SIGTERM, then SIGKILL after {grace:.0f}s)")
+            await stop_group(proc, grace)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(reader, 5)
+        code = await proc.wait()
+    finally:
+        for task in (reader, tick, cancelled):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+        if proc.returncode is None:
+            await stop_group(proc, 0)
+        await batcher.close()
+    if outcome == "cancelled":
+        return StepResult("cancelled", code, "cancelled")
+    if outcome == "timeout":
+        return StepResult("failed", code, f"timed out after {timeout:.0f}s")
+    kill_group(proc.pid, signal.SIGKILL)  # leftovers the step started and did not wait for
+    if code == 0:
+        return StepResult("succeeded", 0)
+    return StepResult("failed", code, f"exited with {code}" if code > 0 else f"killed by signal {-code}")
+
+
+def kill_group(pgid: int, sig: signal.Signals) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+async def stop_group(proc: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM to the process group, `grace` seconds to go, then SIGKILL."""
+    if kill_group(proc.pid, signal.SIGTERM) and grace > 0:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(proc.wait(), grace)
+    kill_group(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(proc.wait(), 5)
+
+
+def kill_leftovers(token: str) -> int:
+    """Kill every process whose environment carries this step token (a step of a dead engine).
+
+    Reads /proc (Linux); elsewhere it does nothing. Returns how many were signalled.
+    """
+    needle = f"AHEAD_STEP_TOKEN={token}".encode()
+    killed = 0
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                environ = fh.read()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+    return killed

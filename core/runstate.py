@@ -1,0 +1,265 @@
+"""State transitions of runs, stages and steps, as store transactions.
+
+Every function here is one `BEGIN IMMEDIATE` transaction that writes the new state, its event
+row and, where a person or a deployment is involved, its audit entry. Used by the engine (via
+AsyncStore) and by the services that clients call. Blocking; no asyncio here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from core.store.db import Row, Store
+
+ACTIVE = ("running", "waiting")
+TERMINAL = ("succeeded", "failed", "cancelled", "interrupted", "skipped")
+ENGINE = "engine"
+
+
+def queue_run(store: Store, *, repo: str, branch: str, ref: str, sha: str, on_main: bool,
+              trigger: str, actor: str, author: str = "", author_email: str = "",
+              subject: str = "", committed_at: float | None = None,
+              retry_of: int | None = None, supersede: bool = False) -> int:
+    """Queue a run. With `supersede`, queued runs of the same branch (not yet started) are
+    skipped in its favour: a burst of commits on one branch runs only the newest."""
+    now = time.time()
+    with store.transaction() as conn:
+        cur = conn.execute(
+            "INSERT INTO runs (repo, branch, ref, commit_sha, on_main, status, trigger, actor, "
+            "author, author_email, subject, committed_at, created_at, retry_of) "
+            "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (repo, branch, ref, sha, int(on_main), trigger, actor, author, author_email, subject,
+             committed_at, now, retry_of))
+        run_id = int(cur.lastrowid or 0)
+        if supersede:
+            older = conn.execute(
+                "SELECT id FROM runs WHERE repo = ? AND branch = ? AND status = 'queued' "
+                "AND trigger = 'commit' AND id < ?", (repo, branch, run_id)).fetchall()
+            for row in older:
+                conn.execute("UPDATE runs SET status = 'skipped', finished_at = ?, error = ? "
+                             "WHERE id = ?", (now, f"superseded by run {run_id}", row["id"]))
+                store.event("run.finished", repo, row["id"], status="skipped")
+        store.audit(actor, "run.trigger", f"run/{run_id}", {
+            "repo": repo, "branch": branch, "ref": ref, "commit": sha, "trigger": trigger,
+            "retry_of": retry_of})
+        store.event("run.queued", repo, run_id, branch=branch, commit=sha)
+    return run_id
+
+
+def claim_run(store: Store, run_id: int, engine: str) -> bool:
+    """queued -> running; False when someone else got there first (e.g. cancelled)."""
+    with store.transaction() as conn:
+        cur = conn.execute("UPDATE runs SET status = 'running', started_at = ?, engine = ? "
+                           "WHERE id = ? AND status = 'queued'", (time.time(), engine, run_id))
+        if cur.rowcount != 1:
+            return False
+        row = conn.execute("SELECT repo FROM runs WHERE id = ?", (run_id,)).fetchone()
+        store.event("run.started", row["repo"], run_id)
+    return True
+
+
+def create_plan(store: Store, run_id: int, digest: str,
+                stages: list[tuple[str, str | None, bool, list[tuple[str, str]]]]) -> list[Row]:
+    """Record the run's stages and steps. Each stage is (name, environment, selected, steps),
+    steps are (name, command); stages not selected for this branch are `skipped`."""
+    with store.transaction() as conn:
+        conn.execute("UPDATE runs SET pipeline_digest = ? WHERE id = ?", (digest, run_id))
+        for idx, (name, env, selected, steps) in enumerate(stages):
+            status = "queued" if selected else "skipped"
+            cur = conn.execute(
+                "INSERT INTO stages (run_id, idx, name, environment, status) VALUES (?, ?, ?, ?, ?)",
+                (run_id, idx, name, env, status))
+            stage_id = cur.lastrowid
+            for sidx, (step_name, command) in enumerate(steps):
+                conn.execute(
+                    "INSERT INTO steps (run_id, stage_id, idx, name, command, status) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", (run_id, stage_id, sidx, step_name, command, status))
+        row = conn.execute("SELECT repo FROM runs WHERE id = ?", (run_id,)).fetchone()
+        store.event("run.planned", row["repo"], run_id)
+    return store.query("SELECT * FROM stages WHERE run_id = ? ORDER BY idx", (run_id,))
+
+
+def steps_of(store: Store, stage_id: int) -> list[Row]:
+    return store.query("SELECT * FROM steps WHERE stage_id = ? ORDER BY idx", (stage_id,))
+
+
+def set_stage(store: Store, stage_id: int, status: str, error: str | None = None) -> None:
+    now = time.time()
+    with store.transaction() as conn:
+        if status == "running":
+            conn.execute("UPDATE stages SET status = ?, started_at = ? WHERE id = ?",
+                         (status, now, stage_id))
+        else:
+            conn.execute("UPDATE stages SET status = ?, finished_at = ?, error = ? WHERE id = ?",
+                         (status, now, error, stage_id))
+        row = conn.execute("SELECT s.run_id, r.repo, s.name FROM stages s JOIN runs r "
+                           "ON r.id = s.run_id WHERE s.id = ?", (stage_id,)).fetchone()
+        store.event("stage." + ("started" if status == "running" else "finished"), row["repo"],
+                    row["run_id"], stage_id=stage_id, stage=row["name"], status=status)
+
+
+def record_deployment(store: Store, stage_id: int) -> None:
+    """Mark a deploying stage succeeded and move its environment's deployed commit, audited."""
+    now = time.time()
+    with store.transaction() as conn:
+        row = conn.execute(
+            "SELECT s.run_id, s.environment, s.name, r.repo, r.commit_sha, r.actor FROM stages s "
+            "JOIN runs r ON r.id = s.run_id WHERE s.id = ?", (stage_id,)).fetchone()
+        before = conn.execute(
+            "SELECT commit_sha FROM deployments WHERE repo = ? AND environment = ? "
+            "ORDER BY id DESC LIMIT 1", (row["repo"], row["environment"])).fetchone()
+        conn.execute("UPDATE stages SET status = 'succeeded', finished_at = ? WHERE id = ?",
+                     (now, stage_id))
+        conn.execute(
+            "INSERT INTO deployments (repo, environment, commit_sha, run_id, stage_id, deployed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (row["repo"], row["environment"], row["commit_sha"], row["run_id"], stage_id, now))
+        store.audit(ENGINE, "deploy", f"{row['repo']}/{row['environment']}", {
+            "run": row["run_id"], "stage": row["name"], "commit": row["commit_sha"],
+            "before": before["commit_sha"] if before else None, "on_behalf_of": row["actor"]})
+        store.event("stage.finished", row["repo"], row["run_id"], stage_id=stage_id,
+                    stage=row["name"], status="succeeded")
+        store.event("deployment", row["repo"], row["run_id"], environment=row["environment"],
+                    commit=row["commit_sha"])
+
+
+def start_step(store: Store, step_id: int, pid: int, token: str) -> None:
+    with store.transaction() as conn:
+        conn.execute("UPDATE steps SET status = 'running', started_at = ?, pid = ?, token = ? "
+                     "WHERE id = ?", (time.time(), pid, token, step_id))
+        row = conn.execute("SELECT s.run_id, r.repo FROM steps s JOIN runs r ON r.id = s.run_id "
+                           "WHERE s.id = ?", (step_id,)).fetchone()
+        store.event("step.started", row["repo"], row["run_id"], step_id=step_id)
+
+
+def finish_step(store: Store, step_id: int, status: str, exit_code: int | None,
+                error: str | None = None) -> None:
+    with store.transaction() as conn:
+        conn.execute("UPDATE steps SET status = ?, exit_code = ?, finished_at = ?, error = ? "
+                     "WHERE id = ?", (status, exit_code, time.time(), error, step_id))
+        row = conn.execute("SELECT s.run_id, r.repo FROM steps s JOIN runs r ON r.id = s.run_id "
+                           "WHERE s.id = ?", (step_id,)).fetchone()
+        store.event("step.finished", row["repo"], row["run_id"], step_id=step_id, status=status,
+                    exit_code=exit_code)
+
+
+def skip_rest(store: Store, run_id: int, status: str = "skipped") -> None:
+    """Everything of the run not yet finished becomes `status` (skipped after a failure)."""
+    now = time.time()
+    with store.transaction() as conn:
+        conn.execute("UPDATE steps SET status = ?, finished_at = COALESCE(finished_at, ?) "
+                     "WHERE run_id = ? AND status IN ('queued', 'running', 'waiting')",
+                     (status, now, run_id))
+        conn.execute("UPDATE stages SET status = ?, finished_at = COALESCE(finished_at, ?) "
+                     "WHERE run_id = ? AND status IN ('queued', 'running', 'waiting')",
+                     (status, now, run_id))
+
+
+def append_logs(store: Store, run_id: int, repo: str, step_id: int,
+                lines: list[tuple[int, float, str]]) -> None:
+    """Write a batch of (seq, ts, line) log lines in one transaction, with one event."""
+    if not lines:
+        return
+    with store.transaction() as conn:
+        conn.executemany("INSERT OR IGNORE INTO log_lines (step_id, seq, ts, line) VALUES (?, ?, ?, ?)",
+                         [(step_id, seq, ts, line) for seq, ts, line in lines])
+        store.event("log", repo, run_id, step_id=step_id, first=lines[0][0], last=lines[-1][0])
+
+
+def add_artifact(store: Store, run_id: int, step_id: int, path: str, stored: str, size: int,
+                 sha256: str) -> None:
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO artifacts (run_id, step_id, path, stored_path, size, sha256) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", (run_id, step_id, path, stored, size, sha256))
+
+
+def finish_run(store: Store, run_id: int, status: str, error: str | None = None) -> None:
+    now = time.time()
+    with store.transaction() as conn:
+        row = conn.execute("SELECT repo, status, cancel_requested FROM runs WHERE id = ?",
+                           (run_id,)).fetchone()
+        conn.execute("UPDATE runs SET status = ?, finished_at = ?, error = COALESCE(?, error) "
+                     "WHERE id = ?", (status, now, error, run_id))
+        remaining = "cancelled" if status == "cancelled" else (
+            "interrupted" if status == "interrupted" else "skipped")
+        conn.execute("UPDATE steps SET status = ?, finished_at = COALESCE(finished_at, ?) "
+                     "WHERE run_id = ? AND status IN ('queued', 'running', 'waiting')",
+                     (remaining, now, run_id))
+        conn.execute("UPDATE stages SET status = ?, finished_at = COALESCE(finished_at, ?) "
+                     "WHERE run_id = ? AND status IN ('queued', 'running', 'waiting')",
+                     (remaining, now, run_id))
+        if status == "cancelled":
+            store.audit(ENGINE, "run.cancelled", f"run/{run_id}", {"repo": row["repo"]})
+        store.event("run.finished", row["repo"], run_id, status=status)
+
+
+def recover(store: Store, engine: str) -> list[Row]:
+    """After an engine died: runs, stages and steps left running become `interrupted` (never
+    succeeded), audited. Returns the steps that were running (their process groups may live)."""
+    now = time.time()
+    with store.transaction() as conn:
+        steps = conn.execute("SELECT id, run_id, pid, token FROM steps WHERE status = 'running'").fetchall()
+        runs = conn.execute("SELECT id, repo, engine FROM runs WHERE status IN ('running', 'waiting')").fetchall()
+        for run in runs:
+            conn.execute("UPDATE runs SET status = 'interrupted', finished_at = ?, "
+                         "error = 'the engine stopped while this run was in progress' WHERE id = ?",
+                         (now, run["id"]))
+            conn.execute("UPDATE steps SET status = 'interrupted', finished_at = ? "
+                         "WHERE run_id = ? AND status IN ('running', 'waiting', 'queued')", (now, run["id"]))
+            conn.execute("UPDATE stages SET status = 'interrupted', finished_at = ? "
+                         "WHERE run_id = ? AND status IN ('running', 'waiting', 'queued')", (now, run["id"]))
+            store.audit(ENGINE, "run.interrupted", f"run/{run['id']}",
+                        {"repo": run["repo"], "previous_engine": run["engine"], "recovered_by": engine})
+            store.event("run.finished", run["repo"], run["id"], status="interrupted")
+    return steps
+
+
+def request_cancel(store: Store, run_id: int, actor: str) -> str:
+    """Cancel a run: a queued one at once, a running one by asking its engine. Returns the new
+    status ('cancelled' or 'cancelling')."""
+    from core.errors import InvalidRequest, NotFound
+
+    with store.transaction() as conn:
+        row = conn.execute("SELECT repo, status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no run {run_id}")
+        if row["status"] in TERMINAL:
+            raise InvalidRequest(f"run {run_id} is already {row['status']}")
+        store.audit(actor, "run.cancel", f"run/{run_id}", {"repo": row["repo"], "status": row["status"]})
+        if row["status"] == "queued":
+            now = time.time()
+            conn.execute("UPDATE runs SET status = 'cancelled', finished_at = ?, cancel_requested = 1 "
+                         "WHERE id = ?", (now, run_id))
+            conn.execute("UPDATE steps SET status = 'cancelled', finished_at = ? WHERE run_id = ? "
+                         "AND status = 'queued'", (now, run_id))
+            conn.execute("UPDATE stages SET status = 'cancelled', finished_at = ? WHERE run_id = ? "
+                         "AND status = 'queued'", (now, run_id))
+            store.event("run.finished", row["repo"], run_id, status="cancelled", by=actor)
+            return "cancelled"
+        conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
+        store.event("run.cancel_requested", row["repo"], run_id, by=actor)
+        return "cancelling"
+
+
+def save_refs(store: Store, repo: str, refs: dict[str, str], removed: list[str]) -> None:
+    now = time.time()
+    with store.transaction() as conn:
+        conn.executemany("INSERT INTO refs (repo, ref, sha, seen_at) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT (repo, ref) DO UPDATE SET sha = excluded.sha, seen_at = excluded.seen_at",
+                         [(repo, ref, sha, now) for ref, sha in refs.items()])
+        conn.executemany("DELETE FROM refs WHERE repo = ? AND ref = ?", [(repo, r) for r in removed])
+        if refs or removed:
+            store.event("refs", repo, None, updated=sorted(refs), removed=removed)
+
+
+def known_refs(store: Store) -> dict[str, dict[str, str]]:
+    result: dict[str, dict[str, str]] = {}
+    for row in store.query("SELECT repo, ref, sha FROM refs"):
+        result.setdefault(row["repo"], {})[row["ref"]] = row["sha"]
+    return result
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)

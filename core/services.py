@@ -1,0 +1,200 @@
+"""What clients ask of the engine: trigger, cancel, retry, and the read models (status, runs,
+a run's detail, logs, pending commits).
+
+Each call acts on the store directly and answers at once; the engine sees the new state through
+the event feed and acts on it. Blocking (git and SQLite): the CLI calls it directly, async code
+through a thread. Depends on core.store, core.gitio, core.runstate, core.workspace.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core import gitio, runstate
+from core.errors import GitError, InvalidRequest, NotFound
+from core.store.db import Row, Store
+from core.workspace import RepoConfig, Workspace, current_os_user
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is asking: the operator name when the OS user maps to one, else ``os:<user>``."""
+
+    name: str
+
+    @classmethod
+    def local(cls, ws: Workspace) -> Actor:
+        operator = ws.operator_for_os_user()
+        return cls(operator.name if operator else f"os:{current_os_user()}")
+
+
+class Services:
+    def __init__(self, ws: Workspace, store: Store) -> None:
+        self.ws = ws
+        self.store = store
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def trigger(self, repo_name: str, actor: Actor, ref: str | None = None,
+                commit: str | None = None) -> int:
+        """Queue a run of `repo_name` at `ref` (a branch or tag), `commit`, or the head of main.
+
+        A commit reachable from main runs the main stages; anything else runs the branch stages.
+
+        Raises:
+            NotFound: no such repo or commit.
+        """
+        repo = self.ws.repo(repo_name)
+        path = self.ws.repo_dir(repo)
+        _, common = self._dirs(repo)
+        branches = gitio.read_branches(common)
+        main_sha = branches.get(repo.branch)
+        try:
+            if commit is not None:
+                sha = gitio.resolve(path, commit)
+                branch = repo.branch if main_sha and gitio.is_ancestor(path, sha, main_sha) else "(commit)"
+                ref_name = sha
+            elif ref is not None and ref in branches and gitio.valid_branch(ref):
+                sha, branch, ref_name = branches[ref], ref, f"refs/heads/{ref}"
+            elif ref is not None:
+                sha = gitio.resolve(path, ref)
+                branch = repo.branch if main_sha and gitio.is_ancestor(path, sha, main_sha) else "(ref)"
+                ref_name = ref
+            else:
+                if main_sha is None:
+                    raise NotFound(f"{repo_name} has no branch {repo.branch!r}")
+                sha, branch, ref_name = main_sha, repo.branch, f"refs/heads/{repo.branch}"
+        except GitError as exc:
+            raise NotFound(str(exc)) from None
+        return self.queue(repo, branch, ref_name, sha, "manual", actor.name)
+
+    def queue(self, repo: RepoConfig, branch: str, ref: str, sha: str, trigger: str, actor: str,
+              retry_of: int | None = None) -> int:
+        info = gitio.commit(self.ws.repo_dir(repo), sha)
+        return runstate.queue_run(
+            self.store, repo=repo.name, branch=branch, ref=ref, sha=sha,
+            on_main=branch == repo.branch, trigger=trigger, actor=actor, author=info.author,
+            author_email=info.email, subject=info.subject, committed_at=info.time,
+            retry_of=retry_of, supersede=trigger == "commit")
+
+    def cancel(self, run_id: int, actor: Actor) -> str:
+        return runstate.request_cancel(self.store, run_id, actor.name)
+
+    def retry(self, run_id: int, actor: Actor) -> int:
+        run = self.run(run_id)
+        if run["status"] not in runstate.TERMINAL:
+            raise InvalidRequest(f"run {run_id} is still {run['status']}; cancel it first")
+        repo = self.ws.repo(run["repo"])
+        return self.queue(repo, run["branch"], run["ref"], run["commit_sha"], "retry",
+                          actor.name, retry_of=run_id)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def run(self, run_id: int) -> Row:
+        row = self.store.query_one("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if row is None:
+            raise NotFound(f"no run {run_id} (see: ahead runs)")
+        return row
+
+    def show(self, run_id: int) -> dict[str, Any]:
+        run = self.run(run_id)
+        stages = self.store.query("SELECT * FROM stages WHERE run_id = ? ORDER BY idx", (run_id,))
+        steps = self.store.query("SELECT * FROM steps WHERE run_id = ? ORDER BY stage_id, idx", (run_id,))
+        artifacts = self.store.query("SELECT step_id, path, size, sha256 FROM artifacts "
+                                     "WHERE run_id = ? ORDER BY id", (run_id,))
+        for stage in stages:
+            stage["steps"] = [s for s in steps if s["stage_id"] == stage["id"]]
+        return {**run, "stages": stages, "artifacts": artifacts}
+
+    def runs(self, repo: str | None = None, status: str | None = None, branch: str | None = None,
+             limit: int = 50) -> list[Row]:
+        sql = "SELECT * FROM runs WHERE 1 = 1"
+        params: list[Any] = []
+        for column, value in (("repo", repo), ("status", status), ("branch", branch)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return self.store.query(sql, tuple(params))
+
+    def logs(self, run_id: int, after: tuple[int, int] = (0, -1), limit: int = 10_000) -> list[Row]:
+        """Log lines of a run after (step_id, seq), in step order."""
+        return self.store.query(
+            "SELECT l.step_id, l.seq, l.ts, l.line FROM log_lines l JOIN steps s ON s.id = l.step_id "
+            "WHERE s.run_id = ? AND (l.step_id > ? OR (l.step_id = ? AND l.seq > ?)) "
+            "ORDER BY l.step_id, l.seq LIMIT ?", (run_id, after[0], after[0], after[1], limit))
+
+    def deployed(self, repo: str, environment: str) -> Row | None:
+        return self.store.query_one(
+            "SELECT * FROM deployments WHERE repo = ? AND environment = ? ORDER BY id DESC LIMIT 1",
+            (repo, environment))
+
+    def pending(self, repo_name: str, environment: str, limit: int | None = 300) -> list[gitio.Commit]:
+        repo = self.ws.repo(repo_name)
+        head = self._main_sha(repo)
+        if head is None:
+            return []
+        dep = self.deployed(repo_name, environment)
+        return gitio.log_range(self.ws.repo_dir(repo), dep["commit_sha"] if dep else None, head, limit)
+
+    def status(self) -> dict[str, Any]:
+        """Each repo: head of main, last run, and per environment deployed, pending and lag."""
+        now = time.time()
+        last_runs = {row["repo"]: row for row in self.store.query(
+            "SELECT r.* FROM runs r JOIN (SELECT repo, MAX(id) AS id FROM runs GROUP BY repo) m "
+            "ON m.id = r.id")}
+        deployed: dict[tuple[str, str], Row] = {}
+        for row in self.store.query(
+                "SELECT d.* FROM deployments d JOIN (SELECT MAX(id) AS id FROM deployments "
+                "GROUP BY repo, environment) m ON m.id = d.id"):
+            deployed[(row["repo"], row["environment"])] = row
+        repos = []
+        for repo in self.ws.repos:
+            entry: dict[str, Any] = {"name": repo.name, "branch": repo.branch, "head": None,
+                                     "error": None, "last_run": None, "environments": {}}
+            last = last_runs.get(repo.name)
+            if last:
+                entry["last_run"] = {"id": last["id"], "status": last["status"],
+                                     "commit": last["commit_sha"], "branch": last["branch"]}
+            try:
+                head = self._main_sha(repo)
+            except GitError as exc:
+                head, entry["error"] = None, str(exc)
+            entry["head"] = head
+            for env in self.ws.environments:
+                dep = deployed.get((repo.name, env))
+                env_entry: dict[str, Any] = {"deployed": dep["commit_sha"] if dep else None,
+                                             "deployed_at": dep["deployed_at"] if dep else None,
+                                             "pending": 0, "lag_seconds": 0.0}
+                if head is not None and (dep is None or dep["commit_sha"] != head):
+                    try:
+                        count, oldest = gitio.pending_summary(
+                            self.ws.repo_dir(repo), dep["commit_sha"] if dep else None, head)
+                    except GitError as exc:
+                        entry["error"] = str(exc)
+                        count, oldest = 0, None
+                    env_entry["pending"] = count
+                    env_entry["lag_seconds"] = round(now - oldest, 1) if oldest else 0.0
+                entry["environments"][env] = env_entry
+            repos.append(entry)
+        return {"workspace": str(self.ws.file), "environments": list(self.ws.environments),
+                "repos": repos}
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _dirs(self, repo: RepoConfig) -> tuple[Path, Path]:
+        try:
+            return gitio.git_dirs(self.ws.repo_dir(repo))
+        except (GitError, OSError) as exc:
+            raise NotFound(f"repo {repo.name}: {exc}") from None
+
+    def _main_sha(self, repo: RepoConfig) -> str | None:
+        try:
+            _, common = gitio.git_dirs(self.ws.repo_dir(repo))
+        except OSError as exc:
+            raise GitError(f"repo {repo.name}: {exc}") from None
+        return gitio.read_branches(common).get(repo.branch)

@@ -1,0 +1,133 @@
+"""Numbered schema migrations for the SQLite store.
+
+Each entry of MIGRATIONS moves the schema from version N-1 to N; `Store.open` applies the ones
+not yet applied, each in its own transaction, and records the version. Never edit a released
+migration: add a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: runs, stages, steps, logs, deployments, refs, lease, events, audit.
+    """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        repo TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        commit_sha TEXT NOT NULL,
+        on_main INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        author TEXT NOT NULL DEFAULT '',
+        author_email TEXT NOT NULL DEFAULT '',
+        subject TEXT NOT NULL DEFAULT '',
+        committed_at REAL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        retry_of INTEGER REFERENCES runs(id),
+        pipeline_digest TEXT,
+        error TEXT,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        engine TEXT
+    );
+    CREATE INDEX runs_repo ON runs(repo, id);
+    CREATE INDEX runs_status ON runs(status, id);
+    CREATE TABLE stages (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        idx INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        environment TEXT,
+        status TEXT NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        error TEXT,
+        UNIQUE (run_id, idx)
+    );
+    CREATE TABLE steps (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        stage_id INTEGER NOT NULL REFERENCES stages(id),
+        idx INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        command TEXT NOT NULL,
+        status TEXT NOT NULL,
+        exit_code INTEGER,
+        started_at REAL,
+        finished_at REAL,
+        pid INTEGER,
+        token TEXT,
+        error TEXT,
+        UNIQUE (stage_id, idx)
+    );
+    CREATE INDEX steps_run ON steps(run_id, id);
+    CREATE TABLE log_lines (
+        step_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        ts REAL NOT NULL,
+        line TEXT NOT NULL,
+        PRIMARY KEY (step_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE artifacts (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        step_id INTEGER NOT NULL REFERENCES steps(id),
+        path TEXT NOT NULL,
+        stored_path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL
+    );
+    CREATE TABLE deployments (
+        id INTEGER PRIMARY KEY,
+        repo TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        commit_sha TEXT NOT NULL,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        stage_id INTEGER NOT NULL REFERENCES stages(id),
+        deployed_at REAL NOT NULL
+    );
+    CREATE INDEX deployments_env ON deployments(repo, environment, id);
+    CREATE TABLE refs (
+        repo TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        sha TEXT NOT NULL,
+        seen_at REAL NOT NULL,
+        PRIMARY KEY (repo, ref)
+    ) WITHOUT ROWID;
+    CREATE TABLE lease (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        token TEXT NOT NULL,
+        acquired_at REAL NOT NULL,
+        heartbeat_at REAL NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        kind TEXT NOT NULL,
+        repo TEXT,
+        run_id INTEGER,
+        data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        actor TEXT NOT NULL,
+        session TEXT NOT NULL,
+        action TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+    """,
+]

@@ -1,0 +1,28 @@
+"""Making untrusted text (commit messages, branch names, log output) inert for a terminal.
+
+Strips C0/C1 control characters (so an escape sequence like OSC 52 cannot reach the terminal)
+and bidirectional overrides (so text cannot reorder itself on screen). Stdlib only.
+"""
+
+from __future__ import annotations
+
+import re
+
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
+)
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+
+
+def inert(text: str, *, keep_tabs: bool = True) -> str:
+    """`text` with escape sequences removed and every other control character dropped."""
+    text = _ANSI.sub("", text)
+    text = _CONTROL.sub("", text)
+    if not keep_tabs:
+        text = text.replace("\t", " ")
+    return text
+
+
+def one_line(text: str) -> str:
+    """Inert text on a single line (newlines become spaces)."""
+    return inert(text.replace("\r", " ").replace("\n", " "), keep_tabs=False)

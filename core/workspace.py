@@ -1,0 +1,305 @@
+"""The workspace: one ahead.yml and its state directory.
+
+Parses and validates ahead.yml (repos, ordered environments, operators, runners, settings,
+policies) into frozen dataclasses, and finds the workspace from `--workspace`, `AHEAD_WORKSPACE`
+or the current directory and its parents. Every error names file, line and field. Depends on
+core.yamlfile and core.fields only; opens no database and touches no repository.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import fields as f
+from core.errors import ConfigError, WorkspaceNotFound
+from core.yamlfile import Document, load
+
+FILENAME = "ahead.yml"
+ROLES = ("viewer", "operator", "approver", "admin")
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """A tracked repository: a local path or a remote URL mirrored into the state directory."""
+
+    name: str
+    path: Path | None
+    url: str | None
+    branch: str = "main"
+    fetch_interval: float = 60.0
+
+    @property
+    def is_remote(self) -> bool:
+        return self.url is not None
+
+
+@dataclass(frozen=True)
+class Operator:
+    name: str
+    roles: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    os_users: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Runner:
+    name: str
+    kind: str = "local"
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path
+    max_parallel_runs: int = 4
+    step_timeout: float = 3600.0
+    cancel_grace: float = 10.0
+    poll_interval: float = 1.0
+    keep_logs_days: int = 30
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A validated ahead.yml."""
+
+    file: Path
+    repos: tuple[RepoConfig, ...]
+    environments: tuple[str, ...]
+    settings: Settings
+    operators: tuple[Operator, ...] = ()
+    runners: tuple[Runner, ...] = (Runner("local"),)
+    policies: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        return self.file.parent
+
+    @property
+    def state_dir(self) -> Path:
+        return self.settings.state_dir
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "state.db"
+
+    def repo(self, name: str) -> RepoConfig:
+        from core.errors import NotFound
+
+        for repo in self.repos:
+            if repo.name == name:
+                return repo
+        known = ", ".join(r.name for r in self.repos) or "none"
+        raise NotFound(f"no repo named {name!r} in {self.file} (known: {known})")
+
+    def repo_dir(self, repo: RepoConfig) -> Path:
+        """Where the repository's git data lives (the mirror for remote repos)."""
+        if repo.path is not None:
+            return repo.path
+        return self.state_dir / "mirrors" / f"{repo.name}.git"
+
+    def operator_for_os_user(self, user: str | None = None) -> Operator | None:
+        user = user or current_os_user()
+        for operator in self.operators:
+            if user in operator.os_users:
+                return operator
+        return None
+
+
+def current_os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+TOP_KEYS = ["repos", "environments", "policies", "operators", "runners", "settings"]
+REPO_KEYS = ["name", "path", "url", "branch", "fetch_interval"]
+OPERATOR_KEYS = ["name", "roles", "keys", "emails", "os_users"]
+RUNNER_KEYS = ["name", "local", "ssh"]
+SETTINGS_KEYS = ["state_dir", "max_parallel_runs", "step_timeout", "cancel_grace",
+                 "poll_interval", "keep_logs_days"]
+
+
+def parse(text: str, file: Path) -> Workspace:
+    """Validate the text of an ahead.yml.
+
+    Raises:
+        ConfigError: the first problem found, naming file, line and field.
+    """
+    doc = load(text, str(file))
+    root: Path = file.parent
+    top = f.mapping(doc, (), doc.data if doc.data is not None else {}, "the workspace")
+    f.check_keys(doc, (), top, TOP_KEYS)
+    repos_value = f.require(doc, (), top, "repos", "add a list of repos, e.g. repos: [{name: app, path: ../app}]")
+    envs_value = f.require(doc, (), top, "environments", "add an ordered list, e.g. environments: [dev, prod]")
+
+    environments = tuple(_environments(doc, envs_value))
+    repos = tuple(_repos(doc, repos_value, root))
+    operators = tuple(_operators(doc, top.get("operators") or []))
+    runners = tuple(_runners(doc, top.get("runners")))
+    settings = _settings(doc, top.get("settings") or {}, root)
+    policies = f.mapping(doc, ("policies",), top.get("policies") or {}, "environment: policy")
+    for env in policies:
+        if env not in environments:
+            raise doc.error(("policies", env), f"no environment named {env!r}",
+                            "policies are keyed by a name from environments: " + ", ".join(environments))
+    return Workspace(file=file, repos=repos, environments=environments, settings=settings,
+                     operators=operators, runners=runners, policies=dict(policies))
+
+
+def _environments(doc: Document, value: Any) -> list[str]:
+    items = f.sequence(doc, ("environments",), value, "environment names in order")
+    if not items:
+        raise doc.error(("environments",), "must list at least one environment", "e.g. [dev, prod]")
+    seen: list[str] = []
+    for i, item in enumerate(items):
+        env = f.name(doc, ("environments", i), item, "environment name")
+        if env in seen:
+            raise doc.error(("environments", i), f"environment {env!r} is listed twice")
+        seen.append(env)
+    return seen
+
+
+def _repos(doc: Document, value: Any, root: Path) -> list[RepoConfig]:
+    items = f.sequence(doc, ("repos",), value, "repos")
+    repos: list[RepoConfig] = []
+    names: set[str] = set()
+    for i, item in enumerate(items):
+        path = ("repos", i)
+        entry = f.mapping(doc, path, item, "a repo with name and path or url")
+        f.check_keys(doc, path, entry, REPO_KEYS)
+        name = f.name(doc, path + ("name",), f.require(doc, path, entry, "name", "give the repo a name"), "repo name")
+        if name in names:
+            raise doc.error(path + ("name",), f"repo name {name!r} is used twice", "names must be unique")
+        names.add(name)
+        has_path, has_url = entry.get("path") is not None, entry.get("url") is not None
+        if has_path == has_url:
+            raise doc.error(path, "needs exactly one of path or url",
+                            "path: ../app for a local repository, url: https://... for a remote one")
+        repo_path = None
+        url = None
+        if has_path:
+            raw = f.string(doc, path + ("path",), entry["path"], "a directory")
+            repo_path = (root / os.path.expanduser(raw)).resolve()
+        else:
+            url = f.string(doc, path + ("url",), entry["url"], "a git URL")
+            if url.startswith("-") or url.lower().startswith("ext::"):
+                raise doc.error(path + ("url",), "is not an acceptable git URL",
+                                "use https://, ssh://, git@host:path or file:// URLs")
+        branch = f.string(doc, path + ("branch",), entry.get("branch", "main"), "a branch name")
+        if branch.startswith("-") or not branch or any(c in branch for c in " ~^:?*[\\"):
+            raise doc.error(path + ("branch",), f"{branch!r} is not a valid branch name")
+        interval = 60.0
+        if "fetch_interval" in entry:
+            interval = f.duration(doc, path + ("fetch_interval",), entry["fetch_interval"])
+        repos.append(RepoConfig(name=name, path=repo_path, url=url, branch=branch,
+                                fetch_interval=interval))
+    return repos
+
+
+def _operators(doc: Document, value: Any) -> list[Operator]:
+    items = f.sequence(doc, ("operators",), value, "operators")
+    operators: list[Operator] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        path = ("operators", i)
+        entry = f.mapping(doc, path, item, "an operator")
+        f.check_keys(doc, path, entry, OPERATOR_KEYS)
+        name = f.name(doc, path + ("name",), f.require(doc, path, entry, "name", "give the operator a name"), "operator name")
+        if name in seen:
+            raise doc.error(path + ("name",), f"operator {name!r} is listed twice")
+        seen.add(name)
+        roles = f.string_list(doc, path + ("roles",), entry.get("roles") or [], "a role")
+        for j, role in enumerate(roles):
+            if role not in ROLES:
+                raise doc.error(path + ("roles", j), f"unknown role {role!r}", "roles are " + ", ".join(ROLES))
+        operators.append(Operator(
+            name=name,
+            roles=tuple(roles),
+            keys=tuple(f.string_list(doc, path + ("keys",), entry.get("keys") or [], "an SSH public key")),
+            emails=tuple(e.lower() for e in f.string_list(doc, path + ("emails",), entry.get("emails") or [], "an email")),
+            os_users=tuple(f.string_list(doc, path + ("os_users",), entry.get("os_users") or [], "a user name")),
+        ))
+    return operators
+
+
+def _runners(doc: Document, value: Any) -> list[Runner]:
+    if value is None:
+        return [Runner("local")]
+    items = f.sequence(doc, ("runners",), value, "runners")
+    runners: list[Runner] = []
+    for i, item in enumerate(items):
+        path = ("runners", i)
+        entry = f.mapping(doc, path, item, "a runner")
+        f.check_keys(doc, path, entry, RUNNER_KEYS)
+        name = f.name(doc, path + ("name",), f.require(doc, path, entry, "name", "give the runner a name"), "runner name")
+        if "ssh" in entry:
+            raise doc.error(path + ("ssh",), "remote runners are not supported yet",
+                            "remove this runner; steps run locally")
+        runners.append(Runner(name))
+    if not any(r.name == "local" for r in runners):
+        runners.insert(0, Runner("local"))
+    return runners
+
+
+def _settings(doc: Document, value: Any, root: Path) -> Settings:
+    path: tuple[str, ...] = ("settings",)
+    entry = f.mapping(doc, path, value, "settings")
+    f.check_keys(doc, path, entry, SETTINGS_KEYS)
+    state = root / ".ahead"
+    if "state_dir" in entry:
+        state = (root / os.path.expanduser(f.string(doc, path + ("state_dir",), entry["state_dir"], "a directory"))).resolve()
+    kwargs: dict[str, Any] = {}
+    if "max_parallel_runs" in entry:
+        kwargs["max_parallel_runs"] = f.positive_int(doc, path + ("max_parallel_runs",), entry["max_parallel_runs"], "runs at once")
+    if "keep_logs_days" in entry:
+        kwargs["keep_logs_days"] = f.positive_int(doc, path + ("keep_logs_days",), entry["keep_logs_days"], "days")
+    for key in ("step_timeout", "cancel_grace", "poll_interval"):
+        if key in entry:
+            kwargs[key] = f.duration(doc, path + (key,), entry[key])
+    return Settings(state_dir=state, **kwargs)
+
+
+def read(file: Path) -> Workspace:
+    """Read and validate a workspace file.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or invalid.
+    """
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(file), None, "", f"cannot read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(file), None, "", f"not UTF-8 text (byte {exc.start})", "save the file as UTF-8") from None
+    return parse(text, file.resolve())
+
+
+def find(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
+    """Find ahead.yml: `explicit` dir or file, else $AHEAD_WORKSPACE, else cwd and its parents.
+
+    Raises:
+        WorkspaceNotFound: nothing found; the message says where it looked.
+    """
+    for source, given in (("--workspace", explicit), ("AHEAD_WORKSPACE", os.environ.get("AHEAD_WORKSPACE"))):
+        if given:
+            candidate = Path(given).expanduser()
+            if candidate.is_dir():
+                candidate = candidate / FILENAME
+            if candidate.is_file():
+                return candidate.resolve()
+            raise WorkspaceNotFound(f"{source} points at {given}, which has no {FILENAME} "
+                                    f"(create one with: ahead init {given})")
+    here = (cwd or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / FILENAME
+        if candidate.is_file():
+            return candidate
+    raise WorkspaceNotFound(f"no {FILENAME} in {here} or its parents "
+                            "(use --workspace DIR, set AHEAD_WORKSPACE, or run: ahead init)")
