@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+            sys.stdout = open(os.devnull, "w")
         return OK
 
 

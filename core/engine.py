@@ -398,6 +398,7 @@ class RunExecution:
 
     async def execute(self) -> None:
         run = await self.db.call(self.store.query_one, "SELECT * FROM runs WHERE id = ?", (self.run_id,))
+        assert run is not None, f"run {self.run_id} vanished"
         repo = self.engine.ws.repo(run["repo"])
         repo_dir = self.engine.ws.repo_dir(repo)
         self.log = ContextLog(log, {"repo": repo.name, "run": self.run_id})

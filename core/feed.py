@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +45,11 @@ class EventFeed:
         if self._after is None:
             self._after = await self._db.call(self._db.store.last_event_id)
         loop = asyncio.get_running_loop()
-        self._db.store.on_commit = lambda: loop.call_soon_threadsafe(self._wake.set)
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(self._wake.set)
+
+        self._db.store.on_commit = wake
         self._task = asyncio.create_task(self._tail(), name="ahead-event-feed")
 
     @property
@@ -77,7 +81,7 @@ class EventFeed:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
 
-    async def subscribe(self, maxsize: int = 10_000) -> AsyncIterator[Event]:
+    async def subscribe(self, maxsize: int = 10_000) -> AsyncGenerator[Event, None]:
         """Every event from now on, until the feed closes."""
         queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
         self._subscribers.add(queue)

@@ -66,8 +66,8 @@ def load(text: str, file: str) -> Document:
     if len(text.encode("utf-8", "surrogateescape")) > MAX_BYTES:
         raise ConfigError(file, None, "", f"file is larger than {MAX_BYTES // 1024} KiB",
                           "split it or remove generated content")
-    for number, line in enumerate(text.splitlines(), 1):
-        if len(line) > MAX_LINE:
+    for number, text_line in enumerate(text.splitlines(), 1):
+        if len(text_line) > MAX_LINE:
             raise ConfigError(file, number, "", f"line is longer than {MAX_LINE} characters",
                               "wrap the value with a YAML block scalar (|)")
     try:
@@ -75,7 +75,8 @@ def load(text: str, file: str) -> Document:
         # what keeps alias-expansion bombs out in bounded time and memory.
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise ConfigError(file, event.start_mark.line + 1, "",
+                where = event.start_mark.line + 1 if event.start_mark is not None else None
+                raise ConfigError(file, where, "",
                                   "YAML anchors and aliases (&name, *name) are not allowed",
                                   "write the value out in full")
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
@@ -83,6 +84,8 @@ def load(text: str, file: str) -> Document:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.context_mark is not None and exc.problem:
+            problem += f" ({exc.context} on line {exc.context_mark.line + 1})"
         raise ConfigError(file, line, "", f"invalid YAML: {problem}",
                           "check indentation, quotes and colons") from None
     except yaml.YAMLError as exc:
