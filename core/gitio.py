@@ -23,7 +23,6 @@ GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
     "GIT_ASKPASS": "true",
     "SSH_ASKPASS": "true",
-    "GIT_PROTOCOL_FROM_USER": "0",
     "LC_ALL": "C",
 }
 SEP = "\x1f"

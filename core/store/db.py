@@ -51,6 +51,7 @@ class Store:
         self._in_tx = False
         self.on_commit: Callable[[], None] | None = None
         self._wrote_event = False
+        self.owner_thread: int | None = None  # when set, only this thread may use the connection
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -92,6 +93,8 @@ class Store:
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
             raise StoreError("the store is not open")
+        if self.owner_thread is not None and threading.get_ident() != self.owner_thread:
+            raise RuntimeError("store used outside its thread (an SQLite call on the event loop?)")
         return self._conn
 
     def _migrate(self) -> None:
@@ -244,6 +247,7 @@ class AsyncStore:
 
     def _open(self) -> None:
         self.thread_ident = threading.get_ident()
+        self.store.owner_thread = self.thread_ident
         self.store.open()
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -320,3 +320,33 @@ def test_reading_refs_handles_packed_and_nested_branches(ws: Workspace) -> None:
     branches = gitio.read_branches(common)
     head = git(repo, "rev-parse", "HEAD")
     assert branches == {"main": head, "feature/deep/name": head, "loose": head}
+
+
+async def test_remote_repo_is_mirrored_and_notify_fetches_at_once(tmp_path: Path) -> None:
+    origin = tmp_path / "origin.git"
+    work = tmp_path / "work"
+    from tests.conftest import SIMPLE_PIPELINE, make_repo
+
+    make_repo(work, SIMPLE_PIPELINE)
+    git(tmp_path, "clone", "-q", "--bare", str(work), str(origin))
+    git(work, "remote", "add", "origin", str(origin))
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "ahead.yml").write_text(
+        f"repos:\n  - name: remote-app\n    url: file://{origin}\n    fetch_interval: 1h\n"
+        "environments: [dev]\nsettings:\n  poll_interval: 0.2\n")
+    from core import workspace
+
+    ws = workspace.read(root / "ahead.yml")
+    async with Engine(ws) as engine:
+        assert (ws.state_dir / "mirrors" / "remote-app.git" / "HEAD").exists()
+        sha = commit(work, "pushed change", author="carol")
+        git(work, "push", "-q", "origin", "main")
+        await asyncio.sleep(0.5)
+        assert await query(engine, "SELECT * FROM runs") == []  # not fetched yet (interval 1h)
+        proc = await asyncio.create_subprocess_exec(
+            "python", "-m", "core.cli", "--workspace", str(root), "notify", "remote-app")
+        assert await proc.wait() == 0
+        rows = await wait_for(engine, "SELECT * FROM runs WHERE commit_sha = ?", (sha,))
+        run = await wait_run_done(engine, rows[0]["id"])
+        assert run["status"] == "succeeded" and run["author"] == "Carol Chen"
