@@ -80,19 +80,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["verify"], help="verify: check the hash chain")
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=100)
+    sub.add_parser("console", help="open the console (the default when run in a terminal)")
     p = sub.add_parser("demo", help="open the demo workspace (created on first use)")
     p.add_argument("dir", nargs="?")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+OpenConsole = Callable[[Workspace, Actor], int]
+_open_console: OpenConsole | None = None
+
+
+def main(argv: list[str] | None = None, open_console: OpenConsole | None = None) -> int:
+    """Run the `ahead` command.
+
+    Args:
+        argv: arguments (default: sys.argv[1:]).
+        open_console: opens the interactive console on a workspace; given by the `tui` package's
+            launcher (core never imports the UI). Without it, `ahead` and `ahead demo` print.
+    """
+    global _open_console
+    _open_console = open_console
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command is None:
-        parser.print_help()
-        return USAGE
+        if _open_console is None or not interactive():
+            parser.print_help()
+            return USAGE
+        args.command = "console"
     handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
     try:
         return handler(args)
@@ -108,6 +124,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+
+def interactive() -> bool:
+    """A terminal on both ends: only then does `ahead` open the full-screen console."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def console_log(ws: Workspace) -> None:
+    """While the console owns the terminal, the engine logs to a file in the state directory."""
+    ws.state_dir.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.FileHandler(ws.state_dir / "console.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
 def load_workspace(args: argparse.Namespace) -> Workspace:
@@ -429,16 +462,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
         demo.create(target)
     args.workspace = str(target)
     ws = load_workspace(args)
+    if _open_console is not None and interactive():
+        console_log(ws)
+        return _open_console(ws, Actor.local(ws))
     demo.settle(ws)
     args.json = False
     return cmd_status(args)
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    ws = load_workspace(args)
+    if _open_console is None:
+        print("ahead: the console is not installed (the tui package is missing)", file=sys.stderr)
+        return FAILED
+    if not interactive():
+        print("ahead: the console needs a terminal; use the listings (ahead status, ahead runs)",
+              file=sys.stderr)
+        return USAGE
+    console_log(ws)
+    return _open_console(ws, Actor.local(ws))
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "init": cmd_init, "check": cmd_check, "engine": cmd_engine, "status": cmd_status,
     "runs": cmd_runs, "show": cmd_show, "logs": cmd_logs, "pending": cmd_pending,
     "trigger": cmd_trigger, "cancel": cmd_cancel, "retry": cmd_retry, "notify": cmd_notify,
-    "audit": cmd_audit, "demo": cmd_demo,
+    "audit": cmd_audit, "demo": cmd_demo, "console": cmd_console,
 }
 
 if __name__ == "__main__":

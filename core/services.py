@@ -35,6 +35,8 @@ class Services:
     def __init__(self, ws: Workspace, store: Store) -> None:
         self.ws = ws
         self.store = store
+        # (repo, base, head) -> (count, oldest commit time): history never changes for a pair
+        self._pending_cache: dict[tuple[str, str | None, str], tuple[int, float | None]] = {}
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -141,7 +143,18 @@ class Services:
         dep = self.deployed(repo_name, environment)
         return gitio.log_range(self.ws.repo_dir(repo), dep["commit_sha"] if dep else None, head, limit)
 
-    def status(self) -> dict[str, Any]:
+    def pending_count(self, repo: RepoConfig, base: str | None, head: str) -> tuple[int, float | None]:
+        """(count, oldest commit time) of base..head, cached: a pair of commits never changes."""
+        key = (repo.name, base, head)
+        found = self._pending_cache.get(key)
+        if found is None:
+            found = gitio.pending_summary(self.ws.repo_dir(repo), base, head)
+            if len(self._pending_cache) > 50_000:
+                self._pending_cache.clear()
+            self._pending_cache[key] = found
+        return found
+
+    def status(self, only: list[str] | None = None) -> dict[str, Any]:
         """Each repo: head of main, last run, and per environment deployed, pending and lag."""
         now = time.time()
         last_runs = {row["repo"]: row for row in self.store.query(
@@ -154,6 +167,8 @@ class Services:
             deployed[(row["repo"], row["environment"])] = row
         repos = []
         for repo in self.ws.repos:
+            if only is not None and repo.name not in only:
+                continue
             entry: dict[str, Any] = {"name": repo.name, "branch": repo.branch, "head": None,
                                      "error": None, "last_run": None, "environments": {}}
             last = last_runs.get(repo.name)
@@ -172,8 +187,7 @@ class Services:
                                              "pending": 0, "lag_seconds": 0.0}
                 if head is not None and (dep is None or dep["commit_sha"] != head):
                     try:
-                        count, oldest = gitio.pending_summary(
-                            self.ws.repo_dir(repo), dep["commit_sha"] if dep else None, head)
+                        count, oldest = self.pending_count(repo, dep["commit_sha"] if dep else None, head)
                     except GitError as exc:
                         entry["error"] = str(exc)
                         count, oldest = 0, None

@@ -1,0 +1,212 @@
+"""The engine as a console sees it: read models, commands, and live events, all async.
+
+A console (the local TUI, or one SSH session) holds one `ConsoleSession`. On start it runs the
+engine embedded when no other engine holds the workspace's lease, and is otherwise a client of
+the running one; either way it follows the store's event feed, so a run started anywhere shows
+up here within the feed's poll interval. Every call runs on the session's own store thread (git
+and SQLite never on the event loop). Depends on core only; never on textual.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from core import gitio, lease
+from core.engine import LEASE_STALE_SECONDS, Engine
+from core.errors import GitError, LeaseHeld
+from core.feed import Event, EventFeed
+from core.services import Actor, Services
+from core.store.db import AsyncStore, Row, Store
+from core.views import (BranchView, CommitView, EnvCell, LogLine, RepoDetail, RepoView, RunDetail,
+                        RunView, StageView, StepView)
+from core.workspace import Workspace
+
+log = logging.getLogger("ahead.console")
+
+
+def run_view(row: Row, stages: list[Row] | None = None) -> RunView:
+    return RunView(
+        id=row["id"], repo=row["repo"], branch=row["branch"], commit=row["commit_sha"],
+        status=row["status"], trigger=row["trigger"], actor=row["actor"], author=row["author"],
+        subject=row["subject"], created_at=row["created_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], error=row["error"], retry_of=row["retry_of"],
+        stages=tuple(stage_view(s) for s in stages or ()))
+
+
+def stage_view(row: Row) -> StageView:
+    return StageView(row["id"], row["name"], row["environment"], row["status"], row["started_at"],
+                     row["finished_at"], row["error"])
+
+
+class ConsoleSession:
+    """One console's view of a workspace.
+
+    Args:
+        ws: the workspace.
+        actor: who acts through this console.
+        embed_engine: run the engine here when no other process holds the lease.
+    """
+
+    def __init__(self, ws: Workspace, actor: Actor, embed_engine: bool = True) -> None:
+        self.ws = ws
+        self.actor = actor
+        self._embed = embed_engine
+        self.db = AsyncStore(Store(ws.db_path, session=f"console:{actor.name}"))
+        self.svc = Services(ws, self.db.store)
+        self.feed = EventFeed(self.db)
+        self.engine: Engine | None = None
+        self.engine_holder: str | None = None
+
+    async def start(self) -> None:
+        await self.db.open()
+        if self._embed:
+            engine = Engine(self.ws)
+            try:
+                await engine.start()
+                self.engine = engine
+            except LeaseHeld as exc:
+                self.engine_holder = exc.holder
+        if self.engine is None and self.engine_holder is None:
+            self.engine_holder = await self.db.call(lease.holder, self.db.store, LEASE_STALE_SECONDS)
+        await self.feed.start()
+
+    async def aclose(self) -> None:
+        await self.feed.aclose()
+        if self.engine is not None:
+            await self.engine.aclose()
+        await self.db.aclose()
+
+    @property
+    def mode(self) -> str:
+        """'embedded' (this console runs the engine), 'client' or 'no engine'."""
+        if self.engine is not None:
+            return "embedded"
+        return "client" if self.engine_holder else "no engine"
+
+    def subscribe(self) -> AsyncGenerator[Event, None]:
+        return self.feed.subscribe()
+
+    # -- commands -------------------------------------------------------------------------------
+
+    async def trigger(self, repo: str, ref: str | None = None, commit: str | None = None) -> int:
+        return await self.db.call(self.svc.trigger, repo, self.actor, ref, commit)
+
+    async def cancel(self, run_id: int) -> str:
+        return await self.db.call(self.svc.cancel, run_id, self.actor)
+
+    async def retry(self, run_id: int) -> int:
+        return await self.db.call(self.svc.retry, run_id, self.actor)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def overview(self, only: list[str] | None = None) -> list[RepoView]:
+        return await self.db.call(self._overview, only)
+
+    def _overview(self, only: list[str] | None) -> list[RepoView]:
+        status = self.svc.status(only)
+        store = self.db.store
+        last_ids = [r["last_run"]["id"] for r in status["repos"] if r["last_run"]]
+        runs: dict[int, RunView] = {}
+        if last_ids:
+            marks = ",".join("?" * len(last_ids))
+            stages: dict[int, list[Row]] = {}
+            for stage in store.query(f"SELECT * FROM stages WHERE run_id IN ({marks}) ORDER BY idx",
+                                     tuple(last_ids)):
+                stages.setdefault(stage["run_id"], []).append(stage)
+            for row in store.query(f"SELECT * FROM runs WHERE id IN ({marks})", tuple(last_ids)):
+                runs[row["id"]] = run_view(row, stages.get(row["id"], []))
+        touching: dict[tuple[str, str], Row] = {}
+        for row in store.query(
+                "SELECT r.repo, s.environment, s.status, s.run_id FROM stages s JOIN runs r ON r.id = s.run_id "
+                "JOIN (SELECT MAX(s2.id) AS id FROM stages s2 JOIN runs r2 ON r2.id = s2.run_id "
+                "WHERE s2.environment IS NOT NULL AND s2.status != 'skipped' "
+                "GROUP BY r2.repo, s2.environment) m ON m.id = s.id"):
+            touching[(row["repo"], row["environment"])] = row
+        views = []
+        for repo in status["repos"]:
+            cells = []
+            for env in self.ws.environments:
+                e = repo["environments"][env]
+                touch = touching.get((repo["name"], env))
+                cells.append(EnvCell(env, e["deployed"], e["deployed_at"], e["pending"], e["lag_seconds"],
+                                     touch["status"] if touch else None, touch["run_id"] if touch else None))
+            last = repo["last_run"]
+            views.append(RepoView(repo["name"], repo["branch"], repo["head"], repo["error"],
+                                  runs.get(last["id"]) if last else None, tuple(cells)))
+        return views
+
+    async def runs(self, repo: str | None = None, status: str | None = None,
+                   branch: str | None = None, limit: int = 200) -> list[RunView]:
+        rows = await self.db.call(self.svc.runs, repo, status, branch, limit)
+        return [run_view(r) for r in rows]
+
+    async def run(self, run_id: int) -> RunDetail:
+        return await self.db.call(self._run, run_id)
+
+    def _run(self, run_id: int) -> RunDetail:
+        detail = self.svc.show(run_id)
+        steps = [StepView(s["id"], s["stage_id"], s["name"], s["command"], s["status"], s["exit_code"],
+                          s["started_at"], s["finished_at"], s["error"])
+                 for stage in detail["stages"] for s in stage["steps"]]
+        return RunDetail(run_view(detail, detail["stages"]), tuple(steps))
+
+    async def step_log(self, step_id: int, after: int = -1, limit: int = 5000) -> list[LogLine]:
+        rows = await self.db.call(
+            self.db.store.query, "SELECT step_id, seq, ts, line FROM log_lines WHERE step_id = ? "
+            "AND seq > ? ORDER BY seq LIMIT ?", (step_id, after, limit))
+        return [LogLine(r["step_id"], r["seq"], r["ts"], r["line"]) for r in rows]
+
+    async def repo_detail(self, repo: str, limit: int = 300) -> RepoDetail:
+        return await self.db.call(self._repo_detail, repo, limit)
+
+    def _repo_detail(self, name: str, limit: int) -> RepoDetail:
+        repo = self.ws.repo(name)
+        path = self.ws.repo_dir(repo)
+        _, common = gitio.git_dirs(path)
+        branches = gitio.read_branches(common)
+        head = branches.get(repo.branch)
+        deployed: dict[str, str | None] = {}
+        for env in self.ws.environments:
+            dep = self.svc.deployed(name, env)
+            deployed[env] = dep["commit_sha"] if dep else None
+        commits: list[CommitView] = []
+        if head is not None:
+            log_commits = gitio.log_range(path, None, head, limit)
+            pending: dict[str, set[str]] = {}
+            for env, sha in deployed.items():
+                try:
+                    pending[env] = {c.sha for c in gitio.log_range(path, sha, head, limit)}
+                except GitError:
+                    pending[env] = set()
+            for c in log_commits:
+                commits.append(CommitView(
+                    c.sha, c.author, c.email, c.time, c.subject,
+                    tuple(env for env, sha in deployed.items() if sha == c.sha),
+                    tuple(env for env in self.ws.environments if c.sha in pending[env])))
+        last_by_branch: dict[str, RunView] = {}
+        for row in self.db.store.query(
+                "SELECT r.* FROM runs r JOIN (SELECT MAX(id) AS id FROM runs WHERE repo = ? GROUP BY branch) m "
+                "ON m.id = r.id", (name,)):
+            last_by_branch[row["branch"]] = run_view(row)
+        branch_views = [BranchView(b, sha, last_by_branch.get(b))
+                        for b, sha in sorted(branches.items(), key=lambda kv: (kv[0] != repo.branch, kv[0]))
+                        if gitio.valid_branch(b)]
+        return RepoDetail(name, repo.branch, tuple(commits), tuple(branch_views), deployed)
+
+    async def environments_with(self, repo: str, sha: str) -> dict[str, bool]:
+        """For each environment: is `sha` deployed there (the deployed commit contains it)?"""
+        return await self.db.call(self._environments_with, repo, sha)
+
+    def _environments_with(self, name: str, sha: str) -> dict[str, bool]:
+        path = self.ws.repo_dir(self.ws.repo(name))
+        result = {}
+        for env in self.ws.environments:
+            dep = self.svc.deployed(name, env)
+            result[env] = bool(dep) and gitio.is_ancestor(path, sha, dep["commit_sha"]) if dep else False
+        return result
+
+    async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
+        """Escape hatch for tests and tools; consoles use the typed reads above."""
+        return await self.db.call(self.db.store.query, sql, params)

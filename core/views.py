@@ -1,0 +1,116 @@
+"""Read models for consoles: plain frozen dataclasses built from store rows and git.
+
+The console (local or over SSH) renders these and nothing else; they carry no behaviour and
+hold no live objects. Depends on nothing but the stdlib.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StageView:
+    id: int
+    name: str
+    environment: str | None
+    status: str
+    started_at: float | None
+    finished_at: float | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StepView:
+    id: int
+    stage_id: int
+    name: str
+    command: str
+    status: str
+    exit_code: int | None
+    started_at: float | None
+    finished_at: float | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunView:
+    id: int
+    repo: str
+    branch: str
+    commit: str
+    status: str
+    trigger: str
+    actor: str
+    author: str
+    subject: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None = None
+    retry_of: int | None = None
+    stages: tuple[StageView, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    run: RunView
+    steps: tuple[StepView, ...]
+
+
+@dataclass(frozen=True)
+class EnvCell:
+    """One (repo, environment): what is deployed, what waits, and the last run touching it."""
+
+    environment: str
+    deployed: str | None
+    deployed_at: float | None
+    pending: int | None  # None: not computed yet
+    lag_seconds: float | None
+    last_status: str | None
+    last_run: int | None
+
+
+@dataclass(frozen=True)
+class RepoView:
+    name: str
+    branch: str
+    head: str | None
+    error: str | None
+    last_run: RunView | None
+    cells: tuple[EnvCell, ...]
+
+
+@dataclass(frozen=True)
+class CommitView:
+    sha: str
+    author: str
+    email: str
+    time: float
+    subject: str
+    environments: tuple[str, ...]  # where this exact commit is deployed now
+    pending_in: tuple[str, ...]  # environments that do not have it yet
+
+
+@dataclass(frozen=True)
+class BranchView:
+    name: str
+    head: str
+    last_run: RunView | None
+
+
+@dataclass(frozen=True)
+class RepoDetail:
+    repo: str
+    branch: str
+    commits: tuple[CommitView, ...]
+    branches: tuple[BranchView, ...]
+    deployed: dict[str, str | None]
+
+
+@dataclass(frozen=True)
+class LogLine:
+    step_id: int
+    seq: int
+    ts: float
+    text: str

@@ -1,0 +1,187 @@
+"""The Change Ahead console: a Textual app over a `ConsoleSession`.
+
+The app owns the session's lifecycle within the UI (starting it after the first frame), one
+bridge worker that turns the engine's event feed into `EventBatch`es published on the
+`engine_events` signal (coalesced to ten a second), themes, user key remaps, and the screen
+stack. Screens render read models and call session methods; nothing here touches git, SQL or
+subprocesses.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from functools import partial
+
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+from textual.signal import Signal
+
+from core.console import ConsoleSession
+from core.feed import Event
+from themes import DEFAULT_THEME, STYLESHEET, THEMES, VARIABLE_DEFAULTS
+from tui.commands import HELP, OVERVIEW, QUIT, RUNS, Command, bindings
+from tui.messages import EventBatch
+from tui.palette import JumpProvider
+from tui.settings import Settings
+
+
+class AheadApp(App[int]):
+    """The console. `session` is started by the app and closed by whoever created it."""
+
+    CSS_PATH = STYLESHEET
+    TITLE = "Change Ahead"
+    COMMANDS = App.COMMANDS | {JumpProvider}
+    COMMAND_LIST: tuple[Command, ...] = (QUIT, HELP, RUNS, OVERVIEW)
+    BINDINGS = bindings(*COMMAND_LIST)
+    """
+    | Key | Action |
+    | :- | :- |
+    | q | Quit |
+    | ? | Help for the current screen |
+    | r | Runs across every repo |
+    | o | Back to the overview |
+    | ctrl+p | Command palette: every command, jump to any repo or run |
+    """
+
+    def __init__(self, session: ConsoleSession, settings: Settings | None = None,
+                 start_session: bool = True) -> None:
+        super().__init__()
+        self.session = session
+        self.settings = settings or Settings()
+        self._start_session = start_session
+        self.engine_events: Signal[EventBatch] = Signal(self, "engine-events")
+        self.ready: Signal[None] = Signal(self, "session-ready")
+        self.is_ready = False
+        self._pending_events: list[Event] = []
+
+    # -- start-up ---------------------------------------------------------------------------------
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        return dict(VARIABLE_DEFAULTS)
+
+    def on_mount(self) -> None:
+        for theme in THEMES:
+            self.register_theme(theme)
+        wanted = self.settings.theme or DEFAULT_THEME
+        if wanted in self.available_themes:
+            self.theme = wanted
+        else:
+            self.theme = DEFAULT_THEME
+            self.notify(f"unknown theme {wanted!r} in your config; using {DEFAULT_THEME}",
+                        severity="warning")
+        self._apply_keymap()
+        for warning in self.settings.warnings:
+            self.notify(warning, title="Console settings", severity="warning", timeout=10)
+        from tui.screens.overview import OverviewScreen
+
+        self.push_screen(OverviewScreen())
+        self.set_interval(0.1, self._flush_events, name="event-coalescer")
+        if self._start_session:
+            self.run_worker(self._start(), name="session-start", group="session",
+                            description="start the engine session", exclusive=True)
+        else:
+            self._became_ready()
+
+    def _apply_keymap(self) -> None:
+        known = {c.id for c in self.all_commands()}
+        keymap = {}
+        for binding_id, key in self.settings.keymap.items():
+            if binding_id in known:
+                keymap[binding_id] = key
+            else:
+                close = difflib.get_close_matches(binding_id, sorted(known), n=1)
+                hint = f'; did you mean "{close[0]}"?' if close else ""
+                self.notify(f"keymap: no command {binding_id!r}{hint}", severity="warning", timeout=10)
+        if keymap:
+            self.set_keymap(keymap)
+
+    @staticmethod
+    def all_commands() -> list[Command]:
+        from tui.screens.overview import OverviewScreen
+        from tui.screens.repo import RepoScreen
+        from tui.screens.run import RunScreen
+        from tui.screens.runs import RunsScreen
+
+        found: dict[str, Command] = {}
+        for owner in (AheadApp, OverviewScreen, RepoScreen, RunScreen, RunsScreen):
+            for command in owner.COMMAND_LIST:
+                found[command.id] = command
+        return list(found.values())
+
+    async def _start(self) -> None:
+        await self.session.start()
+        self._became_ready()
+
+    def _became_ready(self) -> None:
+        self.is_ready = True
+        self.ready.publish(None)
+        self.run_worker(self._follow(), name="engine-events", group="bridge",
+                        description="follow the engine's event feed", exclusive=True)
+
+    async def _follow(self) -> None:
+        async for event in self.session.subscribe():
+            self._pending_events.append(event)
+
+    def _flush_events(self) -> None:
+        if self._pending_events:
+            batch, self._pending_events = self._pending_events, []
+            self.engine_events.publish(EventBatch(tuple(batch)))
+
+    def on_worker_state_changed(self, event: object) -> None:
+        from textual.worker import WorkerState
+
+        worker = getattr(event, "worker", None)
+        if worker is None or getattr(event, "state", None) != WorkerState.ERROR:
+            return
+        error = worker.error
+        from core.errors import CoreError
+
+        if isinstance(error, CoreError):
+            self.notify(str(error), title="Could not do that", severity="error", timeout=8)
+        else:
+            self.notify(f"{type(error).__name__}: {error}", title=f"{worker.name} failed",
+                        severity="error", timeout=12)
+
+    # -- palette and app-wide actions ----------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        listed = getattr(screen, "COMMAND_LIST", ())
+        for command in (*listed, *self.COMMAND_LIST):
+            if not command.palette:
+                continue
+            action = command.action
+            target = self if action.startswith("app.") else screen
+            name = action.removeprefix("app.")
+            if target.check_action(name, ()) is not True:
+                continue
+            yield SystemCommand(command.label, command.help, partial(target.run_action, name))
+        yield from super().get_system_commands(screen)
+
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    def action_runs(self) -> None:
+        from tui.screens.runs import RunsScreen
+
+        if not isinstance(self.screen, RunsScreen):
+            self.push_screen(RunsScreen())
+
+    def action_overview(self) -> None:
+        from tui.screens.overview import OverviewScreen
+
+        while len(self.screen_stack) > 2 and not isinstance(self.screen, OverviewScreen):
+            self.pop_screen()
+
+    def open_repo(self, repo: str) -> None:
+        from tui.screens.repo import RepoScreen
+
+        self.push_screen(RepoScreen(repo))
+
+    def open_run(self, run_id: int) -> None:
+        from tui.screens.run import RunScreen
+
+        self.push_screen(RunScreen(run_id))

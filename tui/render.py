@@ -1,0 +1,88 @@
+"""How state looks: glyphs, theme colours, durations, and inert text.
+
+Colour and a glyph both carry state (never colour alone). Untrusted text (commit messages,
+authors, branch names, log output) only ever becomes a `Text` through `plain()`, which strips
+control sequences and never parses markup. `now()` is the console's clock; snapshot tests fix it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from rich.text import Text
+
+from core.text import inert, one_line
+
+GLYPHS: dict[str, tuple[str, str]] = {
+    "succeeded": ("✓", "run-ok"),
+    "failed": ("✗", "run-failed"),
+    "running": ("▶", "run-active"),
+    "queued": ("…", "run-queued"),
+    "waiting": ("⏸", "run-waiting"),
+    "cancelled": ("⊘", "run-cancelled"),
+    "interrupted": ("!", "run-interrupted"),
+    "skipped": ("–", "muted"),
+}
+
+_clock: Callable[[], float] = time.time
+
+
+def now() -> float:
+    return _clock()
+
+
+def set_clock(clock: Callable[[], float]) -> None:
+    """Replace the clock (snapshot tests pin it so "3m ago" never changes)."""
+    global _clock
+    _clock = clock
+
+
+def plain(text: str, style: str = "", single_line: bool = True) -> Text:
+    """Untrusted text as an inert Text: no markup, no control sequences."""
+    return Text(one_line(text) if single_line else inert(text), style=style, no_wrap=single_line)
+
+
+def glyph(status: str | None) -> str:
+    return GLYPHS.get(status or "", ("·", "muted"))[0]
+
+
+def colour(status: str | None, palette: Mapping[str, str]) -> str:
+    return palette.get(GLYPHS.get(status or "", ("·", "muted"))[1], "")
+
+
+def state(status: str | None, palette: Mapping[str, str], label: bool = True) -> Text:
+    """Glyph (and the state's name) in the state's colour."""
+    if status is None:
+        return Text("·", style=palette.get("muted", ""))
+    text = glyph(status) + (f" {status}" if label else "")
+    return Text(text, style=colour(status, palette))
+
+
+def short(sha: str | None) -> str:
+    return sha[:7] if sha else "-------"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    if seconds < 86400:
+        return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+    return f"{seconds // 86400:.0f}d{seconds % 86400 // 3600:.0f}h"
+
+
+def ago(ts: float | None) -> str:
+    if not ts:
+        return ""
+    return duration(now() - ts) + " ago"
+
+
+def took(started: float | None, finished: float | None) -> str:
+    if started is None:
+        return ""
+    return duration((finished or now()) - started)

@@ -1,0 +1,87 @@
+"""What every console screen shares: the title bar, footer, live events and list keys."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from tui.commands import Command
+from tui.messages import EventBatch
+
+if TYPE_CHECKING:
+    from tui.app import AheadApp
+
+
+class AheadScreen(Screen[None]):
+    """Base screen: subclasses set COMMAND_LIST (and BINDINGS from it) and build `body()`."""
+
+    COMMAND_LIST: ClassVar[tuple[Command, ...]] = ()
+    AUTO_FOCUS = "DataTable"
+
+    @property
+    def ahead(self) -> AheadApp:
+        return cast("AheadApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.title_text(), id="title-bar", markup=False)
+        yield from self.body()
+        yield Static("", id="status-line", markup=False)
+        yield Footer()
+
+    def body(self) -> ComposeResult:
+        yield from ()
+
+    def title_text(self) -> str:
+        session = self.ahead.session
+        mode = {"embedded": "engine: here", "client": "engine: elsewhere",
+                "no engine": "engine: not running"}[session.mode] if self.ahead.is_ready else "starting engine…"
+        return f"Change Ahead · {session.ws.root.name} · {session.actor.name} · {mode}"
+
+    def on_mount(self) -> None:
+        self.ahead.engine_events.subscribe(self, self._on_events)
+        self.ahead.ready.subscribe(self, self._on_ready)
+        if self.ahead.is_ready:
+            self.call_after_refresh(self.load)
+
+    def _on_ready(self, _: None) -> None:
+        self.query_one("#title-bar", Static).update(self.title_text())
+        self.load()
+
+    def _on_events(self, batch: EventBatch) -> None:
+        if self.ahead.is_ready:
+            self.on_events(batch)
+
+    def load(self) -> None:
+        """(Re)load the screen's data; called when the session is ready."""
+
+    def on_events(self, batch: EventBatch) -> None:
+        """React to engine events (runs only while the session is ready)."""
+
+    def set_status(self, text: str) -> None:
+        self.query_one("#status-line", Static).update(text)
+
+    # -- shared list keys ------------------------------------------------------------------------
+
+    def _table(self) -> DataTable[object] | None:
+        focused = self.focused
+        if isinstance(focused, DataTable):
+            return focused
+        tables = self.query(DataTable)
+        return tables.first() if tables else None
+
+    def action_cursor_down(self) -> None:
+        table = self._table()
+        if table is not None:
+            table.action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        table = self._table()
+        if table is not None:
+            table.action_cursor_up()
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()

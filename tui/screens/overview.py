@@ -1,0 +1,260 @@
+"""Overview: every repo against every environment, at a glance.
+
+Per cell: the last state touching the environment (glyph and colour), the deployed commit,
+how many commits on main wait (pending) and for how long (lag). Per repo: head of main and
+the last run's stage strip. Sorted (`s`) and filtered (`/`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.widgets import DataTable, Input
+
+from core.views import EnvCell, RepoView
+from tui import render
+from tui.commands import (BACK, DOWN, FILTER, HELP, LAST_RUN, OPEN, QUIT, RUNS, SORT, TRIGGER, UP,
+                          bindings)
+from tui.messages import EventBatch
+from tui.screens.base import AheadScreen
+from tui.widgets.filter_bar import FilterBar
+
+SORTS = ("name", "lag", "state")
+STATE_ORDER = {"failed": 0, "interrupted": 1, "running": 2, "waiting": 3, "queued": 4,
+               "cancelled": 5, "succeeded": 6, "skipped": 7, None: 8}
+REFRESH_KINDS = {"run.queued", "run.started", "run.finished", "run.planned", "stage.started",
+                 "stage.finished", "deployment", "refs"}
+
+
+def stage_strip(view: RepoView, palette: Mapping[str, str]) -> Text:
+    run = view.last_run
+    if run is None:
+        return Text("no runs", style=palette.get("muted", ""))
+    text = Text(f"#{run.id} ", style=palette.get("muted", ""))
+    stages = [s for s in run.stages if s.status != "skipped"] or list(run.stages)
+    if not stages:
+        text.append(render.glyph(run.status), style=render.colour(run.status, palette))
+    for stage in stages:
+        text.append(render.glyph(stage.status), style=render.colour(stage.status, palette))
+    return text
+
+
+def env_cell(cell: EnvCell, palette: Mapping[str, str]) -> Text:
+    text = Text()
+    text.append(render.glyph(cell.last_status), style=render.colour(cell.last_status, palette))
+    text.append(" ")
+    if cell.deployed:
+        text.append(render.short(cell.deployed), style=palette.get("deployed", ""))
+    else:
+        text.append("never  ", style=palette.get("muted", ""))
+    if cell.pending is None:
+        text.append(" …", style=palette.get("muted", ""))
+    elif cell.pending:
+        text.append(f" +{cell.pending}", style=palette.get("pending", ""))
+        text.append(f" {render.duration(cell.lag_seconds)}", style=palette.get("muted", ""))
+    else:
+        text.append(" ✓", style=palette.get("run-ok", ""))
+    return text
+
+
+def max_lag(view: RepoView) -> float:
+    return max((c.lag_seconds or 0.0 for c in view.cells), default=0.0)
+
+
+class OverviewScreen(AheadScreen):
+    COMMAND_LIST = (OPEN, LAST_RUN, TRIGGER, FILTER, SORT, RUNS, DOWN, UP, BACK, HELP, QUIT)
+    BINDINGS = bindings(OPEN, LAST_RUN, TRIGGER, FILTER, SORT, DOWN, UP, BACK)
+    """
+    | Key | Action |
+    | :- | :- |
+    | enter | Open the selected repo |
+    | l | Open the selected repo's last run |
+    | t | Trigger a run of the head of main |
+    | / | Filter by repo name or state |
+    | s | Sort by name, lag or state |
+    | j / k | Down / up |
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._views: dict[str, RepoView] = {}
+        self._filter = ""
+        self._sort = "name"
+        self._dirty: set[str] = set()
+        self._order: list[str] = []
+
+    def body(self) -> ComposeResult:
+        yield FilterBar("filter: repo name or state (esc clears)", id="filter")
+        table: DataTable[Text] = DataTable(id="overview", cursor_type="row", zebra_stripes=False)
+        table.loading = True
+        yield table
+
+    def on_mount(self) -> None:
+        table = self.query_one("#overview", DataTable)
+        table.add_column("REPO", key="repo")
+        table.add_column("MAIN", key="main")
+        table.add_column("LAST RUN", key="last")
+        for env in self.ahead.session.ws.environments:
+            table.add_column(env.upper(), key=f"env:{env}")
+        table.focus()
+        self.watch(self.app, "theme", lambda _: self._rebuild(), init=False)
+        super().on_mount()
+
+    # -- data ---------------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        self.set_status(f"loading {len(self.ahead.session.ws.repos)} repos…")
+        self._load_all()
+
+    @work(exclusive=True, group="overview-load", name="overview-load", description="load the overview")
+    async def _load_all(self) -> None:
+        views = await self.ahead.session.overview()
+        self._views = {v.name: v for v in views}
+        table = self.query_one("#overview", DataTable)
+        table.loading = False
+        self._rebuild()
+        if self.focused is None:
+            table.focus()
+
+    def on_events(self, batch: EventBatch) -> None:
+        if batch.kinds() & REFRESH_KINDS:
+            self._dirty |= {r for r in batch.repos() if r in self._views}
+            if self._dirty:
+                self._refresh_dirty()
+
+    @work(exclusive=True, group="overview-refresh", name="overview-refresh",
+          description="refresh changed repos")
+    async def _refresh_dirty(self) -> None:
+        names, self._dirty = sorted(self._dirty), set()
+        for view in await self.ahead.session.overview(only=names):
+            self._views[view.name] = view
+        if self._sort == "name" and not self._filter:
+            self._update_rows(names)
+        else:
+            self._rebuild()
+
+    # -- rendering ----------------------------------------------------------------------------------
+
+    def _visible(self) -> list[RepoView]:
+        needle = self._filter.lower()
+        views = [v for v in self._views.values()
+                 if not needle or needle in v.name.lower()
+                 or (v.last_run is not None and needle in v.last_run.status)]
+        if self._sort == "lag":
+            views.sort(key=lambda v: (-max_lag(v), v.name))
+        elif self._sort == "state":
+            views.sort(key=lambda v: (STATE_ORDER.get(v.last_run.status if v.last_run else None, 9), v.name))
+        else:
+            views.sort(key=lambda v: v.name)
+        return views
+
+    def _row(self, view: RepoView) -> list[Text]:
+        palette = self.app.theme_variables
+        head = Text(render.short(view.head), style=palette.get("primary", ""))
+        if view.error:
+            head = Text("error", style=palette.get("run-failed", ""))
+        return [render.plain(view.name), head, stage_strip(view, palette),
+                *(env_cell(c, palette) for c in view.cells)]
+
+    def _rebuild(self) -> None:
+        table = self.query_one("#overview", DataTable)
+        selected = self.selected_repo()
+        table.clear()
+        views = self._visible()
+        self._order = [v.name for v in views]
+        for view in views:
+            table.add_row(*self._row(view), key=view.name)
+        if selected in self._order:
+            table.move_cursor(row=self._order.index(selected))
+        self._update_status()
+
+    def _update_rows(self, names: list[str]) -> None:
+        table = self.query_one("#overview", DataTable)
+        keys = ["repo", "main", "last", *(f"env:{e}" for e in self.ahead.session.ws.environments)]
+        for name in names:
+            if name not in self._order:
+                continue
+            for key, value in zip(keys, self._row(self._views[name]), strict=True):
+                table.update_cell(name, key, value)
+        self._update_status()
+
+    def _update_status(self) -> None:
+        views = list(self._views.values())
+        failing = sum(1 for v in views if v.last_run and v.last_run.status in ("failed", "interrupted"))
+        active = sum(1 for v in views if v.last_run and v.last_run.status in ("running", "queued", "waiting"))
+        pending = sum(1 for v in views for c in v.cells if c.pending)
+        shown = f"{len(self._order)} of {len(views)} repos" if self._filter else f"{len(views)} repos"
+        parts = [shown, f"{active} active", f"{failing} failing", f"{pending} env(s) behind main",
+                 f"sorted by {self._sort}"]
+        if self._filter:
+            parts.append(f"filter: {self._filter}")
+        self.set_status(" · ".join(parts))
+
+    def selected_repo(self) -> str | None:
+        table = self.query_one("#overview", DataTable)
+        if not self._order or table.cursor_row < 0 or table.cursor_row >= len(self._order):
+            return None
+        return self._order[table.cursor_row]
+
+    # -- actions ------------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("open", "trigger"):
+            return self.selected_repo() is not None or None
+        if action == "last_run":
+            repo = self.selected_repo()
+            return (repo is not None and self._views[repo].last_run is not None) or None
+        return True
+
+    @on(DataTable.RowHighlighted, "#overview")
+    def _highlighted(self) -> None:
+        self.refresh_bindings()
+
+    @on(DataTable.RowSelected, "#overview")
+    def _selected(self) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        repo = self.selected_repo()
+        if repo:
+            self.ahead.open_repo(repo)
+
+    def action_last_run(self) -> None:
+        repo = self.selected_repo()
+        if repo and self._views[repo].last_run is not None:
+            run = self._views[repo].last_run
+            assert run is not None
+            self.ahead.open_run(run.id)
+
+    @work(group="commands", name="trigger", description="trigger a run")
+    async def action_trigger(self) -> None:
+        repo = self.selected_repo()
+        if repo is None:
+            return
+        run_id = await self.ahead.session.trigger(repo)
+        self.notify(f"queued run #{run_id} of {repo} (head of main)", title="Triggered")
+
+    def action_sort(self) -> None:
+        self._sort = SORTS[(SORTS.index(self._sort) + 1) % len(SORTS)]
+        self._rebuild()
+
+    def action_filter(self) -> None:
+        self.query_one("#filter", FilterBar).show()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self._filter = event.value.strip()
+        self._rebuild()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.query_one("#overview", DataTable).focus()
+
+    def action_back(self) -> None:
+        bar = self.query_one("#filter", FilterBar)
+        if bar.shown:
+            bar.hide()
+            self.query_one("#overview", DataTable).focus()
