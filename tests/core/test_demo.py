@@ -1,0 +1,253 @@
+"""The demo workspace: real repos, real runs of the real engine, real live directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core import demo, gitio, lease, workspace
+from core.errors import InvalidRequest
+from core.fields import NAME
+from core.pipeline import PIPELINE_PATH
+from core.pipeline import parse as parse_pipeline
+from core.services import Actor, Services
+from core.store.db import Store
+from core.workspace import Workspace
+from tests.conftest import commit, git, make_workspace
+
+ROOT = Path(__file__).parents[2]
+
+
+def isolate(mp: pytest.MonkeyPatch, home: Path) -> None:
+    """What the autouse isolated_home fixture does, for module-scoped fixtures."""
+    mp.setenv("HOME", str(home))
+    mp.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    mp.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    mp.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    mp.delenv("AHEAD_WORKSPACE", raising=False)
+
+
+@pytest.fixture(scope="module")
+def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+    """One demo workspace for the read-only tests of this module (it takes a few seconds)."""
+    with pytest.MonkeyPatch.context() as mp:
+        isolate(mp, tmp_path_factory.mktemp("home"))
+        target = tmp_path_factory.mktemp("demo") / "ws"
+        started = time.monotonic()
+        demo.create(target)
+        took = time.monotonic() - started
+        assert took < 30, f"create() took {took:.1f}s"
+        yield workspace.read(target / "ahead.yml")
+
+
+def status(ws: Workspace) -> dict[str, dict[str, dict[str, object]]]:
+    with Store(ws.db_path) as store:
+        data = Services(ws, store).status()
+    return {repo["name"]: repo for repo in data["repos"]}
+
+
+def ahead(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "core.cli", *args], capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL, check=False, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_workspace_and_pipelines_are_valid(demo_ws: Workspace) -> None:
+    assert [r.name for r in demo_ws.repos] == ["machine-image", "infrastructure", "service"]
+    assert demo_ws.environments == ("dev", "preprod", "prod")
+    assert demo_ws.state_dir == demo_ws.root / ".ahead"
+    assert demo_ws.settings.cancel_grace == 2.0
+    assert not demo_ws.policies
+    me = demo_ws.operator_for_os_user()
+    assert me is not None and me.name == "alice" and "approver" in me.roles
+    for repo in demo_ws.repos:
+        path = demo_ws.repo_dir(repo)
+        assert repo.path == demo_ws.root / "repos" / repo.name
+        _, common = gitio.git_dirs(path)
+        head = gitio.read_branches(common)["main"]
+        text = gitio.read_file(path, head, PIPELINE_PATH)
+        assert text is not None
+        pipeline = parse_pipeline(text, repo.name, demo_ws.environments)
+        assert pipeline.env["LIVE_ROOT"] == "live"
+
+    done = ahead("--workspace", str(demo_ws.root), "check")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "tag-and-share→dev" in done.stdout and "apply-prod→prod" in done.stdout
+
+
+def test_history_has_authors_dates_and_a_branch(demo_ws: Workspace) -> None:
+    infra = demo_ws.root / "repos" / "infrastructure"
+    log = git(infra, "log", "--all", "--format=%ae %ce %ct %s").splitlines()
+    authors = {line.split()[0] for line in log}
+    assert {"alice@example.com", "bob@example.com", "carol@example.com"} <= authors
+    dave = [line for line in log if line.startswith("dave@")]
+    assert dave and dave[0].split()[1] == "bob@example.com"  # an outside change, committed by bob
+    times = [int(line.split()[2]) for line in log]
+    assert max(times) <= time.time() and min(times) < time.time() - 5 * 24 * 3600
+    assert "feature/bigger-db" in git(infra, "branch", "--list")
+    for name in ("machine-image", "service"):
+        count = int(git(demo_ws.root / "repos" / name, "rev-list", "--count", "main"))
+        assert 3 <= count <= 6
+
+
+def test_environments_are_at_different_commits(demo_ws: Workspace) -> None:
+    repos = status(demo_ws)
+    infra = repos["infrastructure"]
+    envs = infra["environments"]
+    assert isinstance(envs, dict)
+    assert envs["dev"]["deployed"] == infra["head"]
+    assert len({envs["dev"]["deployed"], envs["preprod"]["deployed"], envs["prod"]["deployed"]}) == 3
+    assert 0 < envs["preprod"]["pending"] < envs["prod"]["pending"]
+    assert envs["prod"]["lag_seconds"] > 24 * 3600
+
+    service = repos["service"]["environments"]
+    assert isinstance(service, dict)
+    assert service["preprod"]["deployed"] == repos["service"]["head"]
+    assert service["prod"]["pending"] == 3
+    image = repos["machine-image"]["environments"]
+    assert isinstance(image, dict)
+    assert image["dev"]["deployed"] == repos["machine-image"]["head"]
+
+    with Store(demo_ws.db_path) as store:
+        runs = store.query("SELECT repo, branch, status, trigger FROM runs ORDER BY id")
+        assert store.verify_audit()[0]
+    assert [r["status"] for r in runs].count("succeeded") == 5
+    assert {r["trigger"] for r in runs} == {"commit"}
+    assert not [r for r in runs if r["status"] in ("queued", "running")]
+    assert ("infrastructure", "feature/bigger-db", "succeeded") in {
+        (r["repo"], r["branch"], r["status"]) for r in runs}
+
+    text = ahead("--workspace", str(demo_ws.root), "status").stdout
+    assert "REPO" in text and "PROD" in text and "+3" in text
+
+
+def test_live_directories_hold_what_was_deployed(demo_ws: Workspace) -> None:
+    repos = status(demo_ws)
+    live = demo_ws.root / "live"
+    image = json.loads((live / "dev" / "machine-image" / "image.json").read_text())
+    assert image["commit"] == repos["machine-image"]["head"] and image["image_id"].startswith("ami-")
+    assert (live / "dev" / "machine-image" / "image.tar.gz").stat().st_size > 0
+    for env in ("dev", "preprod", "prod"):
+        state = json.loads((live / env / "infrastructure" / "state.json").read_text())
+        envs = repos["infrastructure"]["environments"]
+        assert isinstance(envs, dict)
+        assert state["commit"] == envs[env]["deployed"]
+    assert "db.main" in json.loads((live / "prod" / "infrastructure" / "state.json").read_text())["resources"]
+    assert not (live / "prod" / "infrastructure" / "state.lock").exists()
+    assert "version=1.2.0" in (live / "preprod" / "service" / "RELEASE").read_text()
+    assert "version=1.1.0" in (live / "prod" / "service" / "RELEASE").read_text()
+    assert (live / "prod" / "service" / "current" / "app" / "orders.py").is_file()
+
+
+def test_failed_runs_say_why(demo_ws: Workspace) -> None:
+    with Store(demo_ws.db_path) as store:
+        svc = Services(demo_ws, store)
+        failed = svc.runs(status="failed")
+        logs = {r["id"]: "\n".join(line["line"] for line in svc.logs(r["id"])) for r in failed}
+    assert len(failed) == 3
+    text = "\n".join(logs.values())
+    assert "Error acquiring the state lock" in text
+    assert "db.main has prevent_destroy for preprod" in text
+    assert "no section '## 1.2.0'" in text
+
+
+def test_create_refuses_an_existing_or_non_empty_dir(demo_ws: Workspace, tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="already exists"):
+        demo.create(demo_ws.root)
+    (tmp_path / "notes.txt").write_text("mine\n")
+    with pytest.raises(InvalidRequest, match="not empty"):
+        demo.create(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_init_workspace_writes_a_valid_starter(tmp_path: Path) -> None:
+    empty = tmp_path / "new" / "ws"
+    file = demo.init_workspace(empty)
+    ws = workspace.read(file)
+    assert ws.repos == () and ws.environments == ("dev", "preprod", "prod")
+    assert "# - name: web-api" in file.read_text()
+    with pytest.raises(InvalidRequest, match="already exists"):
+        demo.init_workspace(empty)
+
+    here = tmp_path / "team"
+    (here / "api").mkdir(parents=True)
+    git(here / "api", "init", "-q", "-b", "trunk")
+    commit(here / "api", "first")
+    (here / "true").mkdir()  # a name YAML would read as a boolean unless quoted
+    git(here / "true", "init", "-q", "-b", "main")
+    ws = workspace.read(demo.init_workspace(here))
+    assert [(r.name, r.branch) for r in ws.repos] == [("api", "trunk"), ("true", "main")]
+    assert ws.repos[0].path == here / "api"
+    if NAME.match(workspace.current_os_user()):
+        assert ws.operator_for_os_user() is not None
+
+
+def test_default_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert demo.default_dir() == tmp_path / "data" / "change-ahead" / "demo"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert demo.default_dir() == tmp_path / ".local" / "share" / "change-ahead" / "demo"
+
+
+def test_settle_runs_what_is_queued(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with Store(ws.db_path) as store:
+        run_id = Services(ws, store).trigger("app", Actor("alice"))
+    lines: list[str] = []
+    demo.settle(ws, say=lines.append)
+    assert lines[-1] == f"run #{run_id} app ✓ succeeded", lines
+    with Store(ws.db_path) as store:
+        assert store.query_one("SELECT status FROM runs WHERE id = ?", (run_id,)) == {"status": "succeeded"}
+        assert lease.holder(store, 15.0) is None
+    lines.clear()
+    demo.settle(ws, say=lines.append)
+    assert lines == []
+
+
+def test_settle_leaves_the_work_to_a_running_engine(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with Store(ws.db_path) as store:
+        run_id = Services(ws, store).trigger("app", Actor("alice"))
+        lease.acquire(store, "another engine", "token", 15.0)  # this live process holds it
+    lines: list[str] = []
+    demo.settle(ws, say=lines.append)
+    assert lines == []
+    with Store(ws.db_path) as store:
+        assert store.query_one("SELECT status FROM runs WHERE id = ?", (run_id,)) == {"status": "queued"}
+
+
+def test_ahead_demo_end_to_end(tmp_path: Path) -> None:
+    target = tmp_path / "demo"
+    exe = Path(sys.executable).with_name("ahead")
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "core.cli"]
+
+    def run_demo() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*argv, "demo", str(target)], capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL, check=False,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    done = run_demo()
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("creating the demo workspace")
+    header = next(line for line in lines if line.startswith("REPO"))
+    assert header.split() == ["REPO", "MAIN", "LAST", "RUN", "DEV", "PREPROD", "PROD"]
+    assert any(line.startswith("infrastructure") for line in lines)
+
+    # The story's open end: add the release notes and the next `ahead demo` ships 1.2.0.
+    service = target / "repos" / "service"
+    notes = (service / "CHANGELOG.md").read_text().replace("## Unreleased", "## 1.2.0")
+    commit(service, "Release notes for 1.2.0", files={"CHANGELOG.md": notes})
+    done = run_demo()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "run #9 service ✓ succeeded" in done.stdout
+    assert "version=1.2.0" in (target / "live" / "prod" / "service" / "RELEASE").read_text()
