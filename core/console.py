@@ -19,8 +19,18 @@ from core.errors import GitError, LeaseHeld
 from core.feed import Event, EventFeed
 from core.services import Actor, Services
 from core.store.db import AsyncStore, Row, Store
-from core.views import (BranchView, CommitView, EnvCell, LogLine, RepoDetail, RepoView, RunDetail,
-                        RunView, StageView, StepView)
+from core.views import (
+    BranchView,
+    CommitView,
+    EnvCell,
+    LogLine,
+    RepoDetail,
+    RepoView,
+    RunDetail,
+    RunView,
+    StageView,
+    StepView,
+)
 from core.workspace import Workspace
 
 log = logging.getLogger("ahead.console")
@@ -58,6 +68,7 @@ class ConsoleSession:
         self.feed = EventFeed(self.db)
         self.engine: Engine | None = None
         self.engine_holder: str | None = None
+        self._closed = False
 
     async def start(self) -> None:
         await self.db.open()
@@ -73,6 +84,10 @@ class ConsoleSession:
         await self.feed.start()
 
     async def aclose(self) -> None:
+        """Stop following, stop the embedded engine (if any) and close the store. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         await self.feed.aclose()
         if self.engine is not None:
             await self.engine.aclose()
@@ -130,7 +145,7 @@ class ConsoleSession:
             for env in self.ws.environments:
                 e = repo["environments"][env]
                 touch = touching.get((repo["name"], env))
-                cells.append(EnvCell(env, e["deployed"], e["deployed_at"], e["pending"], e["lag_seconds"],
+                cells.append(EnvCell(env, e["deployed"], e["deployed_at"], e["pending"], e["oldest_pending_at"],
                                      touch["status"] if touch else None, touch["run_id"] if touch else None))
             last = repo["last_run"]
             views.append(RepoView(repo["name"], repo["branch"], repo["head"], repo["error"],

@@ -184,7 +184,8 @@ class Services:
                 dep = deployed.get((repo.name, env))
                 env_entry: dict[str, Any] = {"deployed": dep["commit_sha"] if dep else None,
                                              "deployed_at": dep["deployed_at"] if dep else None,
-                                             "pending": 0, "lag_seconds": 0.0}
+                                             "pending": 0, "lag_seconds": 0.0,
+                                             "oldest_pending_at": None}
                 if head is not None and (dep is None or dep["commit_sha"] != head):
                     try:
                         count, oldest = self.pending_count(repo, dep["commit_sha"] if dep else None, head)
@@ -193,6 +194,7 @@ class Services:
                         count, oldest = 0, None
                     env_entry["pending"] = count
                     env_entry["lag_seconds"] = round(now - oldest, 1) if oldest else 0.0
+                    env_entry["oldest_pending_at"] = oldest
                 entry["environments"][env] = env_entry
             repos.append(entry)
         return {"workspace": str(self.ws.file), "environments": list(self.ws.environments),

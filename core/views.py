@@ -66,7 +66,7 @@ class EnvCell:
     deployed: str | None
     deployed_at: float | None
     pending: int | None  # None: not computed yet
-    lag_seconds: float | None
+    oldest_pending_at: float | None  # commit time of the oldest pending commit (lag = now - it)
     last_status: str | None
     last_run: int | None
 

@@ -27,7 +27,8 @@ from tui.settings import Settings
 
 
 class AheadApp(App[int]):
-    """The console. `session` is started by the app and closed by whoever created it."""
+    """The console. The app starts `session` after its first frame and, when it owns it,
+    closes it (stopping an embedded engine) as it shuts down."""
 
     CSS_PATH = STYLESHEET
     TITLE = "Change Ahead"
@@ -45,9 +46,10 @@ class AheadApp(App[int]):
     """
 
     def __init__(self, session: ConsoleSession, settings: Settings | None = None,
-                 start_session: bool = True) -> None:
+                 start_session: bool = True, own_session: bool = True) -> None:
         super().__init__()
         self.session = session
+        self._own_session = own_session
         self.settings = settings or Settings()
         self._start_session = start_session
         self.engine_events: Signal[EventBatch] = Signal(self, "engine-events")
@@ -82,6 +84,10 @@ class AheadApp(App[int]):
                             description="start the engine session", exclusive=True)
         else:
             self._became_ready()
+
+    async def on_unmount(self) -> None:
+        if self._own_session:
+            await self.session.aclose()
 
     def _apply_keymap(self) -> None:
         known = {c.id for c in self.all_commands()}

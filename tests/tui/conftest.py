@@ -12,7 +12,6 @@ from tui.app import AheadApp
 from tui.settings import Settings
 
 
-
 @asynccontextmanager
 async def console(ws: Workspace, size: tuple[int, int] = (100, 30), settings: Settings | None = None,
                   actor: str = "alice", embed: bool = True) -> AsyncIterator[tuple[AheadApp, object]]:

@@ -16,8 +16,20 @@ from textual.widgets import DataTable, Input
 
 from core.views import EnvCell, RepoView
 from tui import render
-from tui.commands import (BACK, DOWN, FILTER, HELP, LAST_RUN, OPEN, QUIT, RUNS, SORT, TRIGGER, UP,
-                          bindings)
+from tui.commands import (
+    BACK,
+    DOWN,
+    FILTER,
+    HELP,
+    LAST_RUN,
+    OPEN,
+    QUIT,
+    RUNS,
+    SORT,
+    TRIGGER,
+    UP,
+    bindings,
+)
 from tui.messages import EventBatch
 from tui.screens.base import AheadScreen
 from tui.widgets.filter_bar import FilterBar
@@ -54,14 +66,19 @@ def env_cell(cell: EnvCell, palette: Mapping[str, str]) -> Text:
         text.append(" …", style=palette.get("muted", ""))
     elif cell.pending:
         text.append(f" +{cell.pending}", style=palette.get("pending", ""))
-        text.append(f" {render.duration(cell.lag_seconds)}", style=palette.get("muted", ""))
+        text.append(f" {render.duration(lag(cell))}", style=palette.get("muted", ""))
     else:
         text.append(" ✓", style=palette.get("run-ok", ""))
     return text
 
 
+def lag(cell: EnvCell) -> float:
+    """How long the oldest pending commit has waited (by the console's clock)."""
+    return render.now() - cell.oldest_pending_at if cell.oldest_pending_at else 0.0
+
+
 def max_lag(view: RepoView) -> float:
-    return max((c.lag_seconds or 0.0 for c in view.cells), default=0.0)
+    return max((lag(c) for c in view.cells), default=0.0)
 
 
 class OverviewScreen(AheadScreen):

@@ -12,8 +12,7 @@ from textual.widgets import DataTable, Static
 
 from core.views import BranchView, CommitView, RepoDetail
 from tui import render
-from tui.commands import (BACK, DOWN, HELP, LAST_RUN, OPEN, QUIT, RUNS, TRIGGER, UP, WHERE,
-                          bindings)
+from tui.commands import BACK, DOWN, HELP, LAST_RUN, OPEN, QUIT, RUNS, TRIGGER, UP, WHERE, bindings
 from tui.messages import EventBatch
 from tui.screens.base import AheadScreen
 from tui.screens.confirm import ConfirmScreen

@@ -20,8 +20,24 @@ from textual.widgets import DataTable, Input, Log, Static
 from core.text import inert
 from core.views import RunDetail, StepView
 from tui import render
-from tui.commands import (BACK, CANCEL, DOWN, FILTER, FOLLOW, HELP, NEXT_MATCH, NEXT_STAGE,
-                          PREV_MATCH, PREV_STAGE, QUIT, RETRY, RUNS, UP, Command, bindings)
+from tui.commands import (
+    BACK,
+    CANCEL,
+    DOWN,
+    FILTER,
+    FOLLOW,
+    HELP,
+    NEXT_MATCH,
+    NEXT_STAGE,
+    PREV_MATCH,
+    PREV_STAGE,
+    QUIT,
+    RETRY,
+    RUNS,
+    UP,
+    Command,
+    bindings,
+)
 from tui.messages import EventBatch
 from tui.screens.base import AheadScreen
 from tui.screens.confirm import ConfirmScreen

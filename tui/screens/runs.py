@@ -13,11 +13,11 @@ from textual.widgets import DataTable, Input
 
 from core.views import RunView
 from tui import render
-from tui.commands import (BACK, CANCEL, DOWN, FILTER, HELP, OPEN, QUIT, RETRY, UP, bindings)
+from tui.commands import BACK, CANCEL, DOWN, FILTER, HELP, OPEN, QUIT, RETRY, UP, bindings
 from tui.messages import EventBatch
 from tui.screens.base import AheadScreen
-from tui.widgets.filter_bar import FilterBar
 from tui.screens.confirm import ConfirmScreen
+from tui.widgets.filter_bar import FilterBar
 
 ACTIVE = ("queued", "running", "waiting")
 
