@@ -116,11 +116,13 @@ class ConsoleSession:
 
     # -- reads ------------------------------------------------------------------------------------
 
-    async def overview(self, only: list[str] | None = None) -> list[RepoView]:
-        return await self.db.call(self._overview, only)
+    async def overview(self, only: list[str] | None = None, pending: bool = True) -> list[RepoView]:
+        """Every repo (or `only` these) by environment. With `pending=False` it answers from the
+        store and ref files alone (no git history walk), leaving pending counts as None."""
+        return await self.db.call(self._overview, only, pending)
 
-    def _overview(self, only: list[str] | None) -> list[RepoView]:
-        status = self.svc.status(only)
+    def _overview(self, only: list[str] | None, pending: bool) -> list[RepoView]:
+        status = self.svc.status(only, pending)
         store = self.db.store
         last_ids = [r["last_run"]["id"] for r in status["repos"] if r["last_run"]]
         runs: dict[int, RunView] = {}

@@ -154,8 +154,14 @@ class Services:
             self._pending_cache[key] = found
         return found
 
-    def status(self, only: list[str] | None = None) -> dict[str, Any]:
-        """Each repo: head of main, last run, and per environment deployed, pending and lag."""
+    def status(self, only: list[str] | None = None, pending: bool = True) -> dict[str, Any]:
+        """Each repo: head of main, last run, and per environment deployed, pending and lag.
+
+        Args:
+            only: just these repos.
+            pending: count pending commits (one git call per environment not at head, cached);
+                without it, pending and lag are None (a console fills them in afterwards).
+        """
         now = time.time()
         last_runs = {row["repo"]: row for row in self.store.query(
             "SELECT r.* FROM runs r JOIN (SELECT repo, MAX(id) AS id FROM runs GROUP BY repo) m "
@@ -186,7 +192,9 @@ class Services:
                                              "deployed_at": dep["deployed_at"] if dep else None,
                                              "pending": 0, "lag_seconds": 0.0,
                                              "oldest_pending_at": None}
-                if head is not None and (dep is None or dep["commit_sha"] != head):
+                if not pending:
+                    env_entry["pending"] = env_entry["lag_seconds"] = None
+                elif head is not None and (dep is None or dep["commit_sha"] != head):
                     try:
                         count, oldest = self.pending_count(repo, dep["commit_sha"] if dep else None, head)
                     except GitError as exc:

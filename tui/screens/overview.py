@@ -35,6 +35,7 @@ from tui.screens.base import AheadScreen
 from tui.widgets.filter_bar import FilterBar
 
 SORTS = ("name", "lag", "state")
+PENDING_CHUNK = 50
 STATE_ORDER = {"failed": 0, "interrupted": 1, "running": 2, "waiting": 3, "queued": 4,
                "cancelled": 5, "succeeded": 6, "skipped": 7, None: 8}
 REFRESH_KINDS = {"run.queued", "run.started", "run.finished", "run.planned", "stage.started",
@@ -128,13 +129,26 @@ class OverviewScreen(AheadScreen):
 
     @work(exclusive=True, group="overview-load", name="overview-load", description="load the overview")
     async def _load_all(self) -> None:
-        views = await self.ahead.session.overview()
+        # First what the store and ref files say (fast), then pending counts in chunks: with a
+        # thousand repos the table is usable at once and fills in while the operator reads it.
+        views = await self.ahead.session.overview(pending=False)
         self._views = {v.name: v for v in views}
         table = self.query_one("#overview", DataTable)
         table.loading = False
         self._rebuild()
         if self.focused is None:
             table.focus()
+        names = [v.name for v in views]
+        for start in range(0, len(names), PENDING_CHUNK):
+            chunk = names[start:start + PENDING_CHUNK]
+            if len(names) > PENDING_CHUNK:
+                self.set_status(f"counting pending commits… {start}/{len(names)} repos")
+            for view in await self.ahead.session.overview(only=chunk):
+                self._views[view.name] = view
+            if self._sort == "name" and not self._filter:
+                self._update_rows(chunk)
+            else:
+                self._rebuild()
 
     def on_events(self, batch: EventBatch) -> None:
         if batch.kinds() & REFRESH_KINDS:
