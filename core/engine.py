@@ -57,8 +57,8 @@ class RepoState:
     config: RepoConfig
     common_dir: Path | None = None
     refs: dict[str, str] = field(default_factory=dict)
-    stamp: tuple[float, ...] = ()
-    subdirs: tuple[Path, ...] = ()
+    stamp: tuple[int, ...] = ()
+    stamp_paths: list[str] = field(default_factory=list)
     error: str | None = None
     fetched_at: float = 0.0
 
@@ -108,7 +108,7 @@ class Engine:
         self._spawn(self._follow_feed(), "feed-follower")
         self._spawn(self._heartbeat(), "heartbeat")
         if self._watch:
-            await self._scan_all(initial=True)
+            await self._scan_all()
             self._start_inotify()
             self._spawn(self._poll(), "ref-poll")
             if any(r.is_remote for r in self.ws.repos):
@@ -175,12 +175,20 @@ class Engine:
                 killed = await asyncio.to_thread(kill_leftovers, step["token"])
                 if killed:
                     log.warning("killed %d leftover process(es) of step %s", killed, step["id"])
-        with contextlib.suppress(OSError):
-            shutil.rmtree(self.ws.state_dir / "work", ignore_errors=True)
-        for state in self._repos.values():
-            if state.config.path is not None and state.config.path.exists():
+        await asyncio.to_thread(self._remove_stale_checkouts)
+
+    def _remove_stale_checkouts(self) -> None:
+        """(worker thread) Delete checkouts a dead engine left and prune their worktree entries,
+        running git only in repos that have worktree entries at all."""
+        shutil.rmtree(self.ws.state_dir / "work", ignore_errors=True)
+        for repo in self.ws.repos:
+            try:
+                _, common = gitio.git_dirs(self.ws.repo_dir(repo))
+            except (GitError, OSError):
+                continue
+            if (common / "worktrees").is_dir():
                 with contextlib.suppress(GitError):
-                    await asyncio.to_thread(gitio.git, state.config.path, "worktree", "prune")
+                    gitio.git(self.ws.repo_dir(repo), "worktree", "prune")
 
     async def _heartbeat(self) -> None:
         while True:
@@ -199,13 +207,61 @@ class Engine:
 
     # -- refs ---------------------------------------------------------------------------------
 
-    async def _scan_all(self, initial: bool = False) -> None:
-        known = await self.db.call(runstate.known_refs, self.db.store) if initial else {}
+    async def _scan_all(self) -> None:
+        """First look at every repo: record first-seen branches, queue runs for the ones that
+        moved while no engine was watching. One thread hop and one transaction for all repos
+        (1,000 repos start in a fraction of a second)."""
+        known = await self.db.call(runstate.known_refs, self.db.store)
+        for state in self._repos.values():
+            if state.config.is_remote:
+                await self._ensure_repo(state)  # clones a missing mirror
+        read = await asyncio.to_thread(self._read_all)
+        changes: dict[str, tuple[dict[str, str], list[str]]] = {}
+        to_queue: list[tuple[RepoConfig, str, str]] = []
+        for name, branches in read.items():
+            state = self._repos[name]
+            before = known.get(name, {})
+            moved = {b: sha for b, sha in branches.items() if before.get(b) != sha}
+            removed = [b for b in before if b not in branches]
+            state.refs = dict(branches)
+            if moved or removed:
+                changes[name] = (moved, removed)
+            if name in known:  # a repo's existing branches are recorded, not run, when first tracked
+                to_queue += [(state.config, b, sha) for b, sha in moved.items() if self._safe(name, b)]
+        if changes:
+            await self.db.call(runstate.save_refs_many, self.db.store, changes)
+        for repo, branch, sha in to_queue:
+            await self._queue_commit(repo, branch, sha)
+
+    def _read_all(self) -> dict[str, dict[str, str]]:
+        """(worker thread) Locate every repo's git dir and read its branches."""
+        result: dict[str, dict[str, str]] = {}
         for name, state in self._repos.items():
-            if initial:
-                state.refs = known.get(name, {})
-                await self._ensure_repo(state)
-            await self._scan(name, force=True, first_time=initial and name not in known)
+            if state.common_dir is None:
+                try:
+                    _, state.common_dir = gitio.git_dirs(self.ws.repo_dir(state.config))
+                    state.error = None
+                except (GitError, OSError) as exc:
+                    state.error = str(exc)
+                    log.warning("repo %s unavailable: %s", name, exc)
+                    continue
+            result[name] = self._read(state)
+        return result
+
+    def _read(self, state: RepoState) -> dict[str, str]:
+        """Read a repo's branches and remember the stamp that says when to read them again."""
+        assert state.common_dir is not None
+        heads = state.common_dir / "refs" / "heads"
+        subdirs = [d for d, _, _ in os.walk(heads) if d != str(heads)]
+        state.stamp_paths = gitio.stamp_paths(state.common_dir) + subdirs
+        state.stamp = gitio.ref_stamp(state.stamp_paths)
+        return gitio.read_branches(state.common_dir)
+
+    def _safe(self, repo: str, branch: str) -> bool:
+        if gitio.valid_branch(branch):
+            return True
+        log.warning("repo %s: ignoring branch with an unsafe name %r", repo, branch)
+        return False
 
     async def _ensure_repo(self, state: RepoState) -> None:
         repo = state.config
@@ -220,43 +276,26 @@ class Engine:
             state.error = str(exc)
             log.warning("repo %s unavailable: %s", repo.name, exc)
 
-    def _stamp(self, state: RepoState) -> tuple[float, ...]:
-        assert state.common_dir is not None
-        stamps = list(gitio.ref_stamp(state.common_dir))
-        for sub in state.subdirs:
-            try:
-                stamps.append(os.stat(sub).st_mtime_ns)
-            except FileNotFoundError:
-                stamps.append(0)
-        return tuple(stamps)
-
-    async def _scan(self, name: str, force: bool = False, first_time: bool = False) -> None:
-        """Re-read a repo's branches and queue runs for the ones that moved."""
+    async def _scan(self, name: str, force: bool = False) -> None:
+        """Re-read a repo's branches (when its stamp moved, or `force`) and queue runs for the
+        ones that moved."""
         state = self._repos[name]
         if state.common_dir is None:
             await self._ensure_repo(state)
             if state.common_dir is None:
                 return
-        stamp = self._stamp(state)
-        if not force and stamp == state.stamp:
+        if not force and state.stamp_paths and gitio.ref_stamp(state.stamp_paths) == state.stamp:
             return
-        state.stamp = stamp
-        branches = gitio.read_branches(state.common_dir)
-        heads = state.common_dir / "refs" / "heads"
-        state.subdirs = tuple(Path(d) for d, _, _ in os.walk(heads) if Path(d) != heads)
+        branches = self._read(state)
         moved = {b: sha for b, sha in branches.items() if state.refs.get(b) != sha}
         removed = [b for b in state.refs if b not in branches]
         if not moved and not removed:
             return
         state.refs = dict(branches)
-        await self.db.call(runstate.save_refs, self.db.store, name, moved, removed)
-        if first_time:
-            return  # a repo's existing branches are recorded, not run, when first tracked
+        await self.db.call(runstate.save_refs_many, self.db.store, {name: (moved, removed)})
         for branch, sha in moved.items():
-            if not gitio.valid_branch(branch):
-                log.warning("repo %s: ignoring branch with an unsafe name %r", name, branch)
-                continue
-            await self._queue_commit(state.config, branch, sha)
+            if self._safe(name, branch):
+                await self._queue_commit(state.config, branch, sha)
 
     async def _queue_commit(self, repo: RepoConfig, branch: str, sha: str) -> None:
         try:
@@ -299,13 +338,22 @@ class Engine:
             self._on_ref_change(name)
 
     async def _poll(self) -> None:
+        """The safety net under inotify (and the detector where inotify is missing): a few
+        `stat` calls per repo, reading refs only where a stamp moved."""
         sweeps = 0
         while True:
-            await asyncio.sleep(self.ws.settings.poll_interval)
+            interval = self.ws.settings.poll_interval
+            if self._inotify is not None:
+                interval = max(10 * interval, 5.0)  # inotify does the work; this only covers gaps
+            await asyncio.sleep(interval)
             sweeps += 1
-            for name in self._repos:
-                # every 30th sweep re-reads every ref file, in case a timestamp did not move
-                await self._scan(name, force=sweeps % 30 == 0)
+            await self.sweep(force=sweeps % 30 == 0)  # now and then re-read every ref file
+
+    async def sweep(self, force: bool = False) -> None:
+        """One detection sweep over every repo."""
+        for name, state in self._repos.items():
+            if force or state.common_dir is None or gitio.ref_stamp(state.stamp_paths) != state.stamp:
+                await self._scan(name, force=True)
 
     async def _fetch_remotes(self) -> None:
         while True:
@@ -403,18 +451,27 @@ class RunExecution:
         repo_dir = self.engine.ws.repo_dir(repo)
         self.log = ContextLog(log, {"repo": repo.name, "run": self.run_id})
         status, error = "failed", None
+        workdir = self.engine.ws.state_dir / "work" / repo.name / str(self.run_id)
+        # The checkout (~10 ms of git) runs while the pipeline is read and planned.
+        checkout = asyncio.ensure_future(
+            asyncio.to_thread(gitio.worktree_add, repo_dir, workdir, run["commit_sha"]))
         try:
-            pipeline = await self._pipeline(repo, repo_dir, run)
-            plan = [(s.name, s.environment, s in pipeline.selected(bool(run["on_main"])),
-                     [(step.name, step.display) for step in s.steps]) for s in pipeline.stages]
-            stages = await self.call(runstate.create_plan, self.run_id, pipeline.digest, plan)
+            try:
+                pipeline = await self._pipeline(repo, repo_dir, run)
+                plan = [(s.name, s.environment, s in pipeline.selected(bool(run["on_main"])),
+                         [(step.name, step.display) for step in s.steps]) for s in pipeline.stages]
+                stages = await self.call(runstate.create_plan, self.run_id, pipeline.digest, plan)
+            finally:
+                with contextlib.suppress(GitError, OSError, asyncio.CancelledError):
+                    await asyncio.shield(checkout)
+                if workdir.exists():
+                    self.workdir = workdir
+            checkout.result()  # a failed checkout fails the run (GitError below)
             selected = [(row, stage) for row, stage in zip(stages, pipeline.stages, strict=True)
                         if row["status"] == "queued"]
             if not selected:
                 status = "succeeded"
                 return
-            self.workdir = self.engine.ws.state_dir / "work" / repo.name / str(self.run_id)
-            await asyncio.to_thread(gitio.worktree_add, repo_dir, self.workdir, run["commit_sha"])
             status = "succeeded"
             for row, stage in selected:
                 if self.cancel.is_set():
@@ -436,8 +493,9 @@ class RunExecution:
         finally:
             if self.cancel.is_set() and status != "succeeded" and not self.engine.lost_lease.is_set():
                 status = "cancelled"
-            with contextlib.suppress(CoreError):
-                await asyncio.shield(self.call(runstate.finish_run, self.run_id, status, error))
+            if not self.engine.lost_lease.is_set():  # else the new holder has recovered this run
+                with contextlib.suppress(CoreError):
+                    await asyncio.shield(self.call(runstate.finish_run, self.run_id, status, error))
             if self.workdir is not None:
                 with contextlib.suppress(GitError, OSError):
                     await asyncio.shield(asyncio.to_thread(gitio.worktree_remove, repo_dir, self.workdir))
@@ -535,13 +593,13 @@ class RunExecution:
 async def _ticks(feed: EventFeed, every: float) -> AsyncIterator[None]:
     """Yield now, then after every event or `every` seconds, whichever comes first."""
     yield None
-    events = feed.subscribe()
+    queue = feed.listen()
     try:
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(anext(events), every)
+                await asyncio.wait_for(queue.get(), every)
             yield None
     finally:
-        await events.aclose()
+        feed.unlisten(queue)
 
 

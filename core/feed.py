@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.store.db import AsyncStore
+from core.watch import FileWatch
 
 log = logging.getLogger("ahead.feed")
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.1  # without inotify
+WATCHED_POLL_SECONDS = 1.0  # with inotify on the WAL file, polling only covers missed wakes
+MIN_SPACING = 0.02  # at most ~50 reads a second during a flood of writes
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class EventFeed:
         self._subscribers: set[asyncio.Queue[Event | None]] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._watch: FileWatch | None = None
+        self._poll = POLL_SECONDS
 
     async def start(self) -> None:
         if self._after is None:
@@ -50,6 +55,14 @@ class EventFeed:
             loop.call_soon_threadsafe(self._wake.set)
 
         self._db.store.on_commit = wake
+        try:  # another process's commit touches the WAL file: wake on that instead of polling
+            self._watch = FileWatch(self._db.store.path.parent, {self._db.store.path.name + "-wal"},
+                                    self._wake.set)
+            loop.add_reader(self._watch.fd, self._watch.read)
+            self._poll = WATCHED_POLL_SECONDS
+        except (OSError, AttributeError) as exc:
+            log.debug("no inotify for the event feed (%s); polling every %.1fs", exc, POLL_SECONDS)
+            self._watch = None
         self._task = asyncio.create_task(self._tail(), name="ahead-event-feed")
 
     @property
@@ -77,14 +90,24 @@ class EventFeed:
                     queue.put_nowait(event)
             if len(rows) >= 1000:
                 continue
+            await asyncio.sleep(MIN_SPACING)
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+
+    def listen(self, maxsize: int = 10_000) -> asyncio.Queue[Event | None]:
+        """A queue that receives every event from now on (None when the feed closes); stop with
+        `unlisten`. Unlike `subscribe`, waiting on it with a timeout loses nothing."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
+        self._subscribers.add(queue)
+        return queue
+
+    def unlisten(self, queue: asyncio.Queue[Event | None]) -> None:
+        self._subscribers.discard(queue)
 
     async def subscribe(self, maxsize: int = 10_000) -> AsyncGenerator[Event, None]:
         """Every event from now on, until the feed closes."""
-        queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
-        self._subscribers.add(queue)
+        queue = self.listen(maxsize)
         try:
             while True:
                 event = await queue.get()
@@ -95,6 +118,11 @@ class EventFeed:
             self._subscribers.discard(queue)
 
     async def aclose(self) -> None:
+        if self._watch is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._watch.fd)
+            self._watch.close()
+            self._watch = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -24,13 +24,16 @@ GIT_ENV = {
     "GIT_ASKPASS": "true",
     "SSH_ASKPASS": "true",
     "LC_ALL": "C",
+    # git flushes after every commit when writing to a pipe; that made `git log` over 50k commits
+    # 2x slower here (20,869 reads for 550 KB). We read to the end anyway.
+    "GIT_FLUSH": "0",
 }
 SEP = "\x1f"
 END = "\x1e"
 LOG_FORMAT = f"%H{SEP}%an{SEP}%ae{SEP}%ce{SEP}%ct{SEP}%s{END}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Commit:
     sha: str
     author: str
@@ -139,13 +142,17 @@ def read_branches(common_dir: Path) -> dict[str, str]:
     return {name: sha for name, sha in branches.items() if SHA.match(sha)}
 
 
-def ref_stamp(common_dir: Path) -> tuple[float, ...]:
-    """A cheap fingerprint that changes when any branch may have moved (stat only)."""
-    stamps: list[float] = []
-    for path in (common_dir / "packed-refs", common_dir / "refs" / "heads"):
+def stamp_paths(common_dir: Path) -> list[str]:
+    """The paths whose modification times move when a branch moves (see `ref_stamp`)."""
+    return [str(common_dir / "packed-refs"), str(common_dir / "refs" / "heads")]
+
+
+def ref_stamp(paths: list[str]) -> tuple[int, ...]:
+    """A cheap fingerprint that changes when any branch may have moved (stat calls only)."""
+    stamps: list[int] = []
+    for path in paths:
         try:
-            st = os.stat(path)
-            stamps.append(st.st_mtime_ns)
+            stamps.append(os.stat(path).st_mtime_ns)
         except FileNotFoundError:
             stamps.append(0)
     return tuple(stamps)
@@ -157,11 +164,10 @@ def ref_stamp(common_dir: Path) -> tuple[float, ...]:
 def _parse_log(out: str) -> list[Commit]:
     commits = []
     for record in out.split(END):
-        record = record.strip("\n")
-        if not record:
-            continue
-        sha, author, email, cemail, ts, subject = (record.split(SEP, 5) + [""] * 6)[:6]
-        commits.append(Commit(sha, author, email.lower(), cemail.lower(), float(ts or 0), subject))
+        parts = record.strip("\n").split(SEP, 5)
+        if len(parts) == 6:
+            commits.append(Commit(parts[0], parts[1], parts[2].lower(), parts[3].lower(),
+                                  float(parts[4] or 0), parts[5]))
     return commits
 
 
@@ -223,12 +229,20 @@ def is_ancestor(repo: Path, older: str, newer: str) -> bool:
 
 
 def read_file(repo: Path, sha: str, path: str) -> str | None:
-    """The text of `path` at commit `sha`, or None when the commit has no such file."""
-    spec = f"{check_sha(sha)}:{path}"
-    kind = git(repo, "cat-file", "-t", spec, check=False).strip()
-    if kind != "blob":
+    """The text of `path` at commit `sha`, or None when the commit has no such file.
+
+    One `git cat-file --batch` call answers both "is it there" and "what is in it".
+    """
+    if "\n" in path:
+        raise GitError(f"{path!r} is not a valid path")
+    out = git(repo, "cat-file", "--batch", input=f"{check_sha(sha)}:{path}\n".encode())
+    header, _, body = out.partition("\n")
+    fields = header.split()
+    if len(fields) != 3 or fields[1] != "blob":
         return None
-    return git(repo, "cat-file", "blob", spec)
+    size = int(fields[2])
+    data = body.encode("utf-8", "surrogateescape")[:size]
+    return data.decode("utf-8", "surrogateescape")
 
 
 # -- checkouts and mirrors ----------------------------------------------------------------------

@@ -244,14 +244,23 @@ def request_cancel(store: Store, run_id: int, actor: str) -> str:
 
 
 def save_refs(store: Store, repo: str, refs: dict[str, str], removed: list[str]) -> None:
+    """Record one repo's moved and removed branches."""
+    save_refs_many(store, {repo: (refs, removed)})
+
+
+def save_refs_many(store: Store, changes: dict[str, tuple[dict[str, str], list[str]]]) -> None:
+    """Record moved and removed branches of many repos in one transaction: {repo: (moved,
+    removed)}."""
     now = time.time()
     with store.transaction() as conn:
-        conn.executemany("INSERT INTO refs (repo, ref, sha, seen_at) VALUES (?, ?, ?, ?) "
-                         "ON CONFLICT (repo, ref) DO UPDATE SET sha = excluded.sha, seen_at = excluded.seen_at",
-                         [(repo, ref, sha, now) for ref, sha in refs.items()])
-        conn.executemany("DELETE FROM refs WHERE repo = ? AND ref = ?", [(repo, r) for r in removed])
-        if refs or removed:
-            store.event("refs", repo, None, updated=sorted(refs), removed=removed)
+        for repo, (refs, removed) in changes.items():
+            conn.executemany(
+                "INSERT INTO refs (repo, ref, sha, seen_at) VALUES (?, ?, ?, ?) ON CONFLICT (repo, ref) "
+                "DO UPDATE SET sha = excluded.sha, seen_at = excluded.seen_at",
+                [(repo, ref, sha, now) for ref, sha in refs.items()])
+            conn.executemany("DELETE FROM refs WHERE repo = ? AND ref = ?", [(repo, r) for r in removed])
+            if refs or removed:
+                store.event("refs", repo, None, updated=sorted(refs), removed=removed)
 
 
 def known_refs(store: Store) -> dict[str, dict[str, str]]:

@@ -90,3 +90,41 @@ class Inotify:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+class FileWatch:
+    """Calls `on_change()` when one of `names` in `directory` is written (inotify).
+
+    The event feed uses it on the store's WAL file, so a console or engine hears about another
+    process's write at once instead of polling for it.
+    """
+
+    def __init__(self, directory: Path, names: set[str], on_change: Callable[[], None]) -> None:
+        self._names = {os.fsencode(n) for n in names}
+        self._on_change = on_change
+        self._inotify = Inotify(lambda _key: None, on_change)
+        wd = self._inotify._libc.inotify_add_watch(self._inotify.fd, os.fsencode(directory),
+                                                    IN_MODIFY | IN_CREATE | IN_MOVED_TO)
+        if wd < 0:
+            self._inotify.close()
+            raise OSError(ctypes.get_errno(), f"cannot watch {directory}")
+        self.fd = self._inotify.fd
+
+    def read(self) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        offset = 0
+        hit = False
+        while offset + _HEADER.size <= len(data):
+            _wd, mask, _cookie, length = _HEADER.unpack_from(data, offset)
+            name = data[offset + _HEADER.size: offset + _HEADER.size + length].rstrip(b"\0")
+            offset += _HEADER.size + length
+            if mask & IN_Q_OVERFLOW or name in self._names:
+                hit = True
+        if hit:
+            self._on_change()
+
+    def close(self) -> None:
+        self._inotify.close()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,6 +167,34 @@ def test_create_refuses_an_existing_or_non_empty_dir(demo_ws: Workspace, tmp_pat
     with pytest.raises(InvalidRequest, match="not empty"):
         demo.create(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_the_same_now_makes_the_same_commits(tmp_path: Path) -> None:
+    now = 1_700_000_000.0  # long past, so nothing in the history may come from the wall clock
+    for name in ("a", "b"):
+        demo.create(tmp_path / name, now=now)
+    for repo in ("machine-image", "infrastructure", "service"):
+        shas = {git(tmp_path / name / "repos" / repo, "rev-parse", "main") for name in ("a", "b")}
+        assert len(shas) == 1, repo
+    branch = {git(tmp_path / name / "repos" / "infrastructure", "rev-parse", "feature/bigger-db")
+              for name in ("a", "b")}
+    assert len(branch) == 1
+    # Dates are the story's offsets from `now`: service's last commit is "Release 1.2.0", 4h before.
+    dates = git(tmp_path / "a" / "repos" / "service", "log", "-1", "--format=%at %ct", "main")
+    assert dates.split() == [str(int(now - 4 * 3600))] * 2
+
+
+def test_demo_files_ship_in_the_wheel(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path),
+                           str(ROOT)], capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr
+    wheel = next(tmp_path.glob("change_ahead-*.whl"))
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    source = ROOT / "core" / "demo_repos"
+    files = {f"core/demo_repos/{p.relative_to(source).as_posix()}" for p in source.rglob("*")
+             if p.is_file() and "__pycache__" not in p.parts}
+    assert "core/demo_repos/service/.ahead/pipeline.yml" in files
+    assert files - shipped == set()
 
 
 def test_init_workspace_writes_a_valid_starter(tmp_path: Path) -> None:
