@@ -280,6 +280,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         row = [repo["name"], short(repo["head"]), run]
         for env in envs:
             e = repo["environments"][env]
+            if not e["deploys"] and not e["deployed"]:
+                row.append("-")
+                continue
             cell = short(e["deployed"]) if e["deployed"] else "never"
             if e["pending"]:
                 cell += f" +{e['pending']} ({duration(e['lag_seconds'])})"

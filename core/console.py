@@ -147,7 +147,7 @@ class ConsoleSession:
             for env in self.ws.environments:
                 e = repo["environments"][env]
                 touch = touching.get((repo["name"], env))
-                cells.append(EnvCell(env, e["deployed"], e["deployed_at"], e["pending"], e["oldest_pending_at"],
+                cells.append(EnvCell(env, e["deploys"], e["deployed"], e["deployed_at"], e["pending"], e["oldest_pending_at"],
                                      touch["status"] if touch else None, touch["run_id"] if touch else None))
             last = repo["last_run"]
             views.append(RepoView(repo["name"], repo["branch"], repo["head"], repo["error"],

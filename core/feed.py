@@ -74,6 +74,7 @@ class EventFeed:
 
     async def _tail(self) -> None:
         while True:
+            self._wake.clear()  # before reading: a write during the read wakes the next round
             try:
                 rows = await self._db.call(self._db.store.events_after, self._after or 0)
             except Exception:  # the store may be briefly unavailable; keep tailing
@@ -91,7 +92,6 @@ class EventFeed:
             if len(rows) >= 1000:
                 continue
             await asyncio.sleep(MIN_SPACING)
-            self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll)
 

@@ -171,6 +171,17 @@ class Services:
                 "SELECT d.* FROM deployments d JOIN (SELECT MAX(id) AS id FROM deployments "
                 "GROUP BY repo, environment) m ON m.id = d.id"):
             deployed[(row["repo"], row["environment"])] = row
+        # The environments each repo's pipeline deploys to, as planned by its latest main run
+        # (no runs yet: unknown, so every environment counts).
+        targets: dict[str, set[str]] = {}
+        for row in self.store.query(
+                "SELECT r.repo, s.environment FROM stages s JOIN runs r ON r.id = s.run_id JOIN "
+                "(SELECT repo, MAX(r2.id) AS id FROM runs r2 WHERE on_main = 1 AND EXISTS "
+                "(SELECT 1 FROM stages s2 WHERE s2.run_id = r2.id) GROUP BY repo) m ON m.id = r.id "
+                "WHERE s.environment IS NOT NULL"):
+            targets.setdefault(row["repo"], set()).add(row["environment"])
+        planned = {row["repo"] for row in self.store.query(
+            "SELECT DISTINCT r.repo FROM runs r JOIN stages s ON s.run_id = r.id WHERE r.on_main = 1")}
         repos = []
         for repo in self.ws.repos:
             if only is not None and repo.name not in only:
@@ -188,11 +199,15 @@ class Services:
             entry["head"] = head
             for env in self.ws.environments:
                 dep = deployed.get((repo.name, env))
-                env_entry: dict[str, Any] = {"deployed": dep["commit_sha"] if dep else None,
+                deploys = repo.name not in planned or env in targets.get(repo.name, set())
+                env_entry: dict[str, Any] = {"deploys": deploys,
+                                             "deployed": dep["commit_sha"] if dep else None,
                                              "deployed_at": dep["deployed_at"] if dep else None,
                                              "pending": 0, "lag_seconds": 0.0,
                                              "oldest_pending_at": None}
-                if not pending:
+                if not deploys and dep is None:
+                    pass  # the pipeline does not deploy here: nothing is pending
+                elif not pending:
                     env_entry["pending"] = env_entry["lag_seconds"] = None
                 elif head is not None and (dep is None or dep["commit_sha"] != head):
                     try:

@@ -63,6 +63,7 @@ class EnvCell:
     """One (repo, environment): what is deployed, what waits, and the last run touching it."""
 
     environment: str
+    deploys: bool  # False: the repo's pipeline has no stage for this environment
     deployed: str | None
     deployed_at: float | None
     pending: int | None  # None: not computed yet

@@ -245,7 +245,8 @@ def test_pending_commits_and_lag(ws: Workspace) -> None:
 
         run_id = runstate.queue_run(store, repo="app", branch="main", ref="refs/heads/main", sha=base,
                                     on_main=True, trigger="manual", actor="alice")
-        stages = runstate.create_plan(store, run_id, "d", [("deploy", "dev", True, [("x", "true")])])
+        stages = runstate.create_plan(store, run_id, "d", [("deploy", "dev", True, [("x", "true")]),
+                                                           ("ship", "prod", False, [("y", "true")])])
         runstate.record_deployment(store, stages[0]["id"])
         svc = Services(ws, store)
         status = svc.status()

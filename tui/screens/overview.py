@@ -56,6 +56,8 @@ def stage_strip(view: RepoView, palette: Mapping[str, str]) -> Text:
 
 
 def env_cell(cell: EnvCell, palette: Mapping[str, str]) -> Text:
+    if not cell.deploys and not cell.deployed:
+        return Text("  —", style=palette.get("muted", ""))  # the pipeline never deploys here
     text = Text()
     text.append(render.glyph(cell.last_status), style=render.colour(cell.last_status, palette))
     text.append(" ")
