@@ -19,8 +19,10 @@ runs git with argv lists only and never puts repository content into a shell str
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -312,7 +314,7 @@ def _make_repo(root: Path, repo: DemoRepo, now: float) -> dict[str, str]:
     return shas
 
 
-def create(target: Path, now: float | None = None) -> None:
+def create(target: Path, now: float | None = None, reproducible: bool = False) -> None:
     """Make the demo workspace in `target`: ahead.yml, three repos, and their history of runs.
 
     Every run is a real run of the real engine, recorded in target/.ahead/state.db; the live
@@ -324,6 +326,8 @@ def create(target: Path, now: float | None = None) -> None:
         now: The story's present, in seconds since the epoch (the current time by default).
             Every commit is dated at a fixed offset before it, so the same `now` always gives
             the same commit shas.
+        reproducible: also make the recorded runs the same every time (for screenshots and
+            snapshot tests): runs one at a time, then `freeze` their times and log text.
 
     Raises:
         InvalidRequest: `target` holds an ahead.yml, or is a directory that is not empty.
@@ -344,6 +348,8 @@ def create(target: Path, now: float | None = None) -> None:
     config = (_sources() / "ahead.yml").read_text(encoding="utf-8").replace("{user}", users)
     (target / FILENAME).write_text(config, encoding="utf-8")
     ws = workspace.read(target / FILENAME)
+    if reproducible:  # one run at a time: run, stage and step ids come out in the same order
+        ws = dataclasses.replace(ws, settings=dataclasses.replace(ws.settings, max_parallel_runs=1))
     for number, round_ in enumerate(_rounds(), 1):
         if round_.before is not None:
             round_.before(target, now)
@@ -354,6 +360,60 @@ def create(target: Path, now: float | None = None) -> None:
         for tracked in ws.repos:  # as an engine would: commits made from now on get runs
             _, common = gitio.git_dirs(ws.repo_dir(tracked))
             runstate.save_refs(store, tracked.name, gitio.read_branches(common), [])
+    if reproducible:
+        freeze(ws, now)
+
+
+_VARYING = [  # log text that differs from one run to the next, and what it becomes when frozen
+    (re.compile(r"(Ran \d+ tests? in )\d+\.\d+s"), r"\g<1>0.004s"),
+    (re.compile(r"\b[0-9a-f]{64}\b"), "0" * 64),
+    (re.compile(r"(sha256 )[0-9a-f]{16}\b"), r"\g<1>" + "0" * 16),
+    (re.compile(r"\b\d+ bytes\b"), "1234 bytes"),
+    (re.compile(r"\bami-[0-9a-f]{17}\b"), "ami-0f1e2d3c4b5a69788"),
+]
+
+
+def freeze(ws: Workspace, now: float) -> None:
+    """Make the recorded runs of a demo the same on every machine and every day: times become
+    fixed offsets from each commit's time, the workspace path becomes `~/demo`, and the few
+    log lines that vary (test timings, archive digests and sizes) get fixed values. Only for
+    pictures and snapshot tests: it rewrites history (never the audit log)."""
+    root = str(ws.root)
+    with Store(ws.db_path, session="ahead init --demo") as store, store.transaction() as conn:
+        for run in conn.execute("SELECT id, committed_at FROM runs ORDER BY id").fetchall():
+            start = (run["committed_at"] or now - 86400) + 120
+            conn.execute("UPDATE runs SET created_at = ?, started_at = ?, finished_at = NULL WHERE id = ?",
+                         (start - 5, start, run["id"]))
+            clock = start
+            for stage in conn.execute("SELECT id, idx, status FROM stages WHERE run_id = ? ORDER BY idx",
+                                      (run["id"],)).fetchall():
+                if stage["status"] == "skipped":
+                    conn.execute("UPDATE stages SET started_at = NULL, finished_at = NULL WHERE id = ?",
+                                 (stage["id"],))
+                    conn.execute("UPDATE steps SET started_at = NULL, finished_at = NULL WHERE stage_id = ?",
+                                 (stage["id"],))
+                    continue
+                stage_start = clock
+                for step in conn.execute("SELECT id, idx FROM steps WHERE stage_id = ? ORDER BY idx",
+                                         (stage["id"],)).fetchall():
+                    took = 3 + (7 * run["id"] + 5 * stage["idx"] + 3 * step["idx"]) % 40
+                    conn.execute("UPDATE steps SET started_at = ?, finished_at = ? WHERE id = ?",
+                                 (clock, clock + took, step["id"]))
+                    conn.execute("UPDATE log_lines SET ts = ? WHERE step_id = ?", (clock, step["id"]))
+                    clock += took
+                conn.execute("UPDATE stages SET started_at = ?, finished_at = ? WHERE id = ?",
+                             (stage_start, clock, stage["id"]))
+                conn.execute("UPDATE deployments SET deployed_at = ? WHERE stage_id = ?", (clock, stage["id"]))
+            conn.execute("UPDATE runs SET finished_at = ? WHERE id = ?", (clock, run["id"]))
+        for row in conn.execute("SELECT step_id, seq, line FROM log_lines").fetchall():
+            line = row["line"].replace(root, "~/demo")
+            for pattern, fixed in _VARYING:
+                line = pattern.sub(fixed, line)
+            if line != row["line"]:
+                conn.execute("UPDATE log_lines SET line = ? WHERE step_id = ? AND seq = ?",
+                             (line, row["step_id"], row["seq"]))
+        conn.execute("UPDATE runs SET error = REPLACE(error, ?, '~/demo') WHERE error IS NOT NULL", (root,))
+        conn.execute("UPDATE runs SET engine = 'ahead init --demo'")
 
 
 def _play(ws: Workspace, shas: dict[tuple[str, str], str], round_: Round, number: int) -> None:

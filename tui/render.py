@@ -76,10 +76,28 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 86400:.0f}d{seconds % 86400 // 3600:.0f}h"
 
 
+def age(seconds: float | None) -> str:
+    """A compact age for tables: 42s, 12m, 5h, 5h12m under 10h, 3d4h."""
+    if seconds is None:
+        return ""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m"
+    if seconds < 36000:
+        minutes = seconds % 3600 // 60
+        return f"{seconds // 3600:.0f}h{minutes:02.0f}m" if minutes else f"{seconds // 3600:.0f}h"
+    if seconds < 86400:
+        return f"{seconds // 3600:.0f}h"
+    return f"{seconds // 86400:.0f}d{seconds % 86400 // 3600:.0f}h"
+
+
 def ago(ts: float | None) -> str:
+    """How long ago `ts` was, compactly (the column says it is an age)."""
     if not ts:
         return ""
-    return duration(now() - ts) + " ago"
+    return age(now() - ts)
 
 
 def took(started: float | None, finished: float | None) -> str:

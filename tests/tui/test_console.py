@@ -144,7 +144,7 @@ async def test_repo_screen_marks_deployed_and_pending_commits(ws: Workspace) -> 
         assert detail.commits[0].pending_in == ("preprod", "prod")
         assert detail.commits[1].pending_in == ("preprod", "prod")
         text = screen_text(app)
-        assert "[dev]" in text and "second change" in text and "pending: preprod,prod" in text
+        assert "[dev]" in text and "second change" in text and "pending in preprod, prod" in text
         await pilot.press("escape")
         await until(lambda: isinstance(app.screen, OverviewScreen))
 

@@ -55,7 +55,7 @@ def stage_strip(view: RepoView, palette: Mapping[str, str]) -> Text:
     return text
 
 
-def env_cell(cell: EnvCell, palette: Mapping[str, str]) -> Text:
+def env_cell(cell: EnvCell, palette: Mapping[str, str], wide: bool = True) -> Text:
     if not cell.deploys and not cell.deployed:
         return Text("  —", style=palette.get("muted", ""))  # the pipeline never deploys here
     text = Text()
@@ -69,7 +69,8 @@ def env_cell(cell: EnvCell, palette: Mapping[str, str]) -> Text:
         text.append(" …", style=palette.get("muted", ""))
     elif cell.pending:
         text.append(f" +{cell.pending}", style=palette.get("pending", ""))
-        text.append(f" {render.duration(lag(cell))}", style=palette.get("muted", ""))
+        if wide:
+            text.append(f" {render.age(lag(cell))}", style=palette.get("muted", ""))
     else:
         text.append(" ✓", style=palette.get("run-ok", ""))
     return text
@@ -189,8 +190,9 @@ class OverviewScreen(AheadScreen):
         head = Text(render.short(view.head), style=palette.get("primary", ""))
         if view.error:
             head = Text("error", style=palette.get("run-failed", ""))
+        wide = self.size.width >= 120
         return [render.plain(view.name), head, stage_strip(view, palette),
-                *(env_cell(c, palette) for c in view.cells)]
+                *(env_cell(c, palette, wide) for c in view.cells)]
 
     def _rebuild(self) -> None:
         table = self.query_one("#overview", DataTable)
@@ -211,20 +213,44 @@ class OverviewScreen(AheadScreen):
             if name not in self._order:
                 continue
             for key, value in zip(keys, self._row(self._views[name]), strict=True):
-                table.update_cell(name, key, value)
+                table.update_cell(name, key, value, update_width=True)
         self._update_status()
 
     def _update_status(self) -> None:
+        selected = self.selected_repo()
+        if selected is not None and selected in self._views:
+            self.set_status(self._detail(self._views[selected]))
+            return
+        self.set_status(self._summary())
+
+    def _detail(self, view: RepoView) -> str:
+        """The selected repo in words: what the narrow table cannot show."""
+        parts = []
+        if self._filter:
+            parts.append(f"filter: {self._filter} ({len(self._order)} of {len(self._views)})")
+        if self._sort != "name":
+            parts.append(f"sorted by {self._sort}")
+        parts.append(view.name)
+        behind = [f"{c.environment} +{c.pending} ({render.age(lag(c))})" for c in view.cells if c.pending]
+        parts.append("behind: " + ", ".join(behind) if behind else "every environment is up to date")
+        if view.last_run is not None:
+            run = view.last_run
+            parts.append(f"last run #{run.id} {run.status} on {render.plain(run.branch).plain}")
+        if view.error:
+            parts.append(render.plain(view.error).plain)
+        return " · ".join(parts)
+
+    def _summary(self) -> str:
         views = list(self._views.values())
         failing = sum(1 for v in views if v.last_run and v.last_run.status in ("failed", "interrupted"))
         active = sum(1 for v in views if v.last_run and v.last_run.status in ("running", "queued", "waiting"))
         pending = sum(1 for v in views for c in v.cells if c.pending)
-        shown = f"{len(self._order)} of {len(views)} repos" if self._filter else f"{len(views)} repos"
-        parts = [shown, f"{active} active", f"{failing} failing", f"{pending} env(s) behind main",
-                 f"sorted by {self._sort}"]
+        parts = []
         if self._filter:
-            parts.append(f"filter: {self._filter}")
-        self.set_status(" · ".join(parts))
+            parts.append(f"filter: {self._filter} ({len(self._order)} of {len(views)})")
+        parts += [f"{len(views)} repos", f"{active} active", f"{failing} failing",
+                  f"{pending} env(s) behind main", f"sorted by {self._sort}"]
+        return " · ".join(parts)
 
     def selected_repo(self) -> str | None:
         table = self.query_one("#overview", DataTable)
@@ -245,6 +271,7 @@ class OverviewScreen(AheadScreen):
     @on(DataTable.RowHighlighted, "#overview")
     def _highlighted(self) -> None:
         self.refresh_bindings()
+        self._update_status()
 
     @on(DataTable.RowSelected, "#overview")
     def _selected(self) -> None:

@@ -45,7 +45,7 @@ class RepoScreen(AheadScreen):
 
     def on_mount(self) -> None:
         commits = self.query_one("#commits", DataTable)
-        commits.add_columns(" ", "COMMIT", "DEPLOYED IN", "AGE", "AUTHOR", "SUBJECT")
+        commits.add_columns(" ", "COMMIT", "DEPLOYED", "AGE", "AUTHOR", "SUBJECT")
         branches = self.query_one("#branches", DataTable)
         branches.add_columns("BRANCH", "HEAD", "LAST RUN", "WHEN")
         commits.focus()
@@ -91,10 +91,8 @@ class RepoScreen(AheadScreen):
             branches.add_row(*self._branch_row(branch, palette), key=branch.name)
         if detail.branches:
             branches.move_cursor(row=min(max(brow, 0), len(detail.branches) - 1))
-        pending = sum(1 for c in detail.commits if c.pending_in)
-        self.set_status(f"{len(detail.commits)} commits shown · {pending} not yet everywhere · "
-                        f"{len(detail.branches)} branches")
         self.refresh_bindings()
+        self._describe_selection()
 
     @staticmethod
     def _commit_row(commit: CommitView, envs: tuple[str, ...], palette: dict[str, str]) -> list[Text]:
@@ -103,11 +101,9 @@ class RepoScreen(AheadScreen):
                       style=palette.get("pending" if is_pending else "muted", ""))
         where = Text()
         for env in commit.environments:
+            if where:
+                where.append(" ")
             where.append(f"[{env}]", style=f"bold {palette.get('deployed', '')}")
-            where.append(" ")
-        if is_pending and not commit.environments:
-            missing = ",".join(commit.pending_in) if len(commit.pending_in) < len(envs) else "all"
-            where.append(f"pending: {missing}", style=palette.get("pending", ""))
         subject_style = "" if is_pending else palette.get("muted", "")
         return [marker, Text(render.short(commit.sha), style=palette.get("primary", "")), where,
                 Text(render.ago(commit.time), style=palette.get("muted", "")),
@@ -155,9 +151,33 @@ class RepoScreen(AheadScreen):
     @on(DataTable.RowHighlighted)
     def _moved(self) -> None:
         self.refresh_bindings()
+        self._describe_selection()
+
+    def _describe_selection(self) -> None:
+        """The selected commit or branch in words, in the status line."""
+        if self.detail is None:
+            return
+        if self._focused_table() == "branches":
+            branch = self.selected_branch()
+            if branch is not None:
+                run = branch.last_run
+                last = f"last run #{run.id} {run.status} {render.ago(run.created_at)} ago" if run else "no runs yet"
+                self.set_status(f"{render.plain(branch.name).plain} at {render.short(branch.head)} · {last}")
+            return
+        commit = self.selected_commit()
+        if commit is None:
+            return
+        where = ", ".join(commit.environments) or "no environment"
+        pending = ", ".join(commit.pending_in)
+        text = f"{render.short(commit.sha)} deployed in {where}"
+        text += f" · pending in {pending}" if pending else " · everywhere"
+        text += f" · {render.plain(commit.author).plain} <{render.plain(commit.email).plain}>"
+        text += f" · {render.ago(commit.time)} ago"
+        self.set_status(text)
 
     def on_descendant_focus(self) -> None:
         self.refresh_bindings()
+        self._describe_selection()
 
     @on(DataTable.RowSelected)
     def _selected(self) -> None:

@@ -106,9 +106,9 @@ class RunScreen(AheadScreen):
 
     def on_mount(self) -> None:
         steps = self.query_one("#steps", DataTable)
-        steps.add_column("state", key="state")
-        steps.add_column("step", key="name")
-        steps.add_column("took", key="took")
+        steps.add_column("", key="state")
+        steps.add_column("", key="name")
+        steps.add_column("", key="took")
         steps.focus()
         super().on_mount()
 
@@ -245,7 +245,6 @@ class RunScreen(AheadScreen):
         log = self.query_one("#log", Log)
         parts = []
         if step is not None:
-            parts.append(inert(step.name)[:40])
             parts.append(step.status + (f" (exit {step.exit_code})" if step.exit_code is not None else ""))
             parts.append(f"{log.line_count} lines")
         parts.append("following" if self._follow else "paused (f to follow)")
@@ -253,6 +252,8 @@ class RunScreen(AheadScreen):
             found = len(self._matches)
             at = f"{self._match_index + 1}/{found}" if found and self._match_index >= 0 else f"{found}"
             parts.append(f"search {self._term!r}: {at}")
+        if step is not None:
+            parts.append(inert(step.name))
         self.query_one("#log-status", Static).update(" · ".join(parts))
 
     def _selected_step(self) -> StepView | None:
