@@ -48,7 +48,15 @@ async def test_overview_shows_repos_by_environment(ws: Workspace) -> None:
 async def test_trigger_from_the_console_really_queues_and_runs(ws: Workspace) -> None:
     async with console(ws) as (app, pilot):
         await pilot.press("t")
-        await until(lambda: app.screen.query_one("#overview", DataTable).row_count == 1)
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.pause()
+        assert "Run app at the head of main" in screen_text(app)
+        await pilot.press("y")
+        await until(lambda: isinstance(app.screen, OverviewScreen))
+        for _ in range(100):
+            if await runs(app):
+                break
+            await asyncio.sleep(0.05)
         await pilot.pause()
         rows = await runs(app)
         assert len(rows) == 1 and rows[0]["trigger"] == "manual" and rows[0]["actor"] == "alice"
@@ -71,6 +79,8 @@ async def test_cancel_from_the_run_screen_asks_then_really_stops(tmp_path: Path)
     ws = make_workspace(tmp_path / "ws", {"app": f"stages:\n  - name: long\n    steps:\n      - run: echo $$ > {pidfile}; echo started; sleep 60\n"})
     async with console(ws) as (app, pilot):
         await pilot.press("t")
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
         await until(lambda: pidfile.exists())
         await asyncio.sleep(0.3)
         await pilot.press("l")  # the selected repo's last run
@@ -188,7 +198,8 @@ async def test_keys_can_be_remapped(ws: Workspace) -> None:
     settings = Settings(keymap={"trigger": "x", "nonsense": "y"})
     async with console(ws, settings=settings) as (app, pilot):
         await pilot.press("x")
-        await until(lambda: False if not app.session else True)
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
         await asyncio.sleep(0.3)
         assert len(await runs(app)) == 1
         await pilot.press("question_mark")

@@ -79,10 +79,12 @@ def test_real_ahead_on_a_pty(ws: Workspace) -> None:
         screen = term.wait_for("engine: here")
         assert "REPO" in screen and "DEV" in screen and "PROD" in screen
         term.send("t")
+        term.wait_for("Trigger (y)")
+        term.send("y")
         term.wait_for("#1 ✓✓")
         term.send("r")
-        screen = term.wait_for("manual")
-        assert "TRIGGER" in screen and "✓ succeeded" in screen
+        screen = term.wait_for("✓ succeeded")  # the stage strip can finish before the run row
+        assert "TRIGGER" in screen and "manual" in screen
         term.send("\r")
         screen = term.wait_for("run #1")
         assert "deploying to dev" in term.wait_for("deploying to dev")

@@ -32,6 +32,7 @@ from tui.commands import (
 )
 from tui.messages import EventBatch
 from tui.screens.base import AheadScreen
+from tui.screens.confirm import ConfirmScreen
 from tui.widgets.filter_bar import FilterBar
 
 SORTS = ("name", "lag", "state")
@@ -132,26 +133,27 @@ class OverviewScreen(AheadScreen):
 
     @work(exclusive=True, group="overview-load", name="overview-load", description="load the overview")
     async def _load_all(self) -> None:
-        # First what the store and ref files say (fast), then pending counts in chunks: with a
-        # thousand repos the table is usable at once and fills in while the operator reads it.
-        views = await self.ahead.session.overview(pending=False)
-        self._views = {v.name: v for v in views}
+        # A small workspace loads in one pass. A large one shows what the store and ref files
+        # say first (fast), then fills pending counts in chunks while the operator reads it.
         table = self.query_one("#overview", DataTable)
+        large = len(self.ahead.session.ws.repos) > PENDING_CHUNK
+        views = await self.ahead.session.overview(pending=not large)
+        self._views = {v.name: v for v in views}
         table.loading = False
         self._rebuild()
         if self.focused is None:
             table.focus()
+        if not large:
+            return
         names = [v.name for v in views]
         for start in range(0, len(names), PENDING_CHUNK):
             chunk = names[start:start + PENDING_CHUNK]
-            if len(names) > PENDING_CHUNK:
-                self.set_status(f"counting pending commits… {start}/{len(names)} repos")
+            self.set_status(f"counting pending commits… {start}/{len(names)} repos")
             for view in await self.ahead.session.overview(only=chunk):
                 self._views[view.name] = view
             if self._sort == "name" and not self._filter:
                 self._update_rows(chunk)
-            else:
-                self._rebuild()
+        self._rebuild()  # order and column widths from the complete data
 
     def on_events(self, batch: EventBatch) -> None:
         if batch.kinds() & REFRESH_KINDS:
@@ -289,11 +291,24 @@ class OverviewScreen(AheadScreen):
             assert run is not None
             self.ahead.open_run(run.id)
 
-    @work(group="commands", name="trigger", description="trigger a run")
-    async def action_trigger(self) -> None:
+    def action_trigger(self) -> None:
         repo = self.selected_repo()
         if repo is None:
             return
+        view = self._views[repo]
+        targets = [c.environment for c in view.cells if c.deploys]
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._trigger(repo)
+
+        self.app.push_screen(ConfirmScreen(
+            f"Run {repo} at the head of {view.branch} ({render.short(view.head)})?",
+            "Main runs every stage it is configured for, deploys included"
+            + (f" (to {', '.join(targets)})." if targets else "."), confirm="Trigger"), answered)
+
+    @work(group="commands", name="trigger", description="trigger a run")
+    async def _trigger(self, repo: str) -> None:
         run_id = await self.ahead.session.trigger(repo)
         self.notify(f"queued run #{run_id} of {repo} (head of main)", title="Triggered")
 
