@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from core import lease, workspace
-from core.errors import CoreError
+from core.errors import CoreError, PermissionDenied
 from core.services import Actor, Services
 from core.store.db import Store
 from core.text import inert, one_line
 from core.workspace import Workspace
 
-OK, FAILED, USAGE = 0, 1, 2
+OK, FAILED, USAGE, REFUSED = 0, 1, 2, 3
 TERMINAL = ("succeeded", "failed", "cancelled", "interrupted", "skipped")
 GLYPH = {"succeeded": "✓", "failed": "✗", "cancelled": "⊘", "interrupted": "!", "skipped": "-",
          "queued": "…", "running": "▶", "waiting": "⏸"}
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ahead", description="Change Ahead: a terminal console for GitOps.")
     parser.add_argument("--workspace", "-w", metavar="DIR", help="the workspace (default: $AHEAD_WORKSPACE, "
                         "then the current directory and its parents)")
+    parser.add_argument("--as", dest="as_name", metavar="NAME",
+                        help="act as operator NAME (allowed when NAME's os_users lists you)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log what the engine does")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -76,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=int)
     p = sub.add_parser("notify", help="tell the engine a repo changed (for a git server's post-receive hook)")
     p.add_argument("repo")
+    p = sub.add_parser("changes", help="change requests waiting at approval gates")
+    p.add_argument("--all", action="store_true", help="decided ones too")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("change", help="a change request: commits, diff stat, artifacts, policy checklist")
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("approve", help="approve a change request (exit 3 when policy refuses)")
+    p.add_argument("id", type=int)
+    p.add_argument("--comment", default="")
+    p = sub.add_parser("reject", help="reject a change request; its run stops (exit 3 when refused)")
+    p.add_argument("id", type=int)
+    p.add_argument("--comment", default="")
     p = sub.add_parser("audit", help="the audit log")
     p.add_argument("action", nargs="?", choices=["verify"], help="verify: check the hash chain")
     p.add_argument("--json", action="store_true")
@@ -112,6 +126,9 @@ def main(argv: list[str] | None = None, open_console: OpenConsole | None = None)
     handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
     try:
         return handler(args)
+    except PermissionDenied as exc:
+        print(f"ahead: {exc}", file=sys.stderr)
+        return REFUSED
     except CoreError as exc:
         print(f"ahead: {exc}", file=sys.stderr)
         return FAILED
@@ -408,7 +425,7 @@ def _wait(ws: Workspace, store: Store, run_id: int) -> int:
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     with services(args) as svc:
-        run_id = svc.trigger(args.repo, Actor.local(svc.ws), ref=args.ref, commit=args.commit)
+        run_id = svc.trigger(args.repo, Actor.local(svc.ws, args.as_name), ref=args.ref, commit=args.commit)
         print(f"queued run #{run_id}", flush=True)
         if args.wait:
             return _wait(svc.ws, svc.store, run_id)
@@ -417,14 +434,14 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     with services(args) as svc:
-        state = svc.cancel(args.run, Actor.local(svc.ws))
+        state = svc.cancel(args.run, Actor.local(svc.ws, args.as_name))
     print(f"run #{args.run}: {state}")
     return OK
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
     with services(args) as svc:
-        run_id = svc.retry(args.run, Actor.local(svc.ws))
+        run_id = svc.retry(args.run, Actor.local(svc.ws, args.as_name))
     print(f"queued run #{run_id} (retry of #{args.run})")
     return OK
 
@@ -435,6 +452,81 @@ def cmd_notify(args: argparse.Namespace) -> int:
         with svc.store.transaction():
             svc.store.event("notify", args.repo, None)
     return OK
+
+
+def cmd_changes(args: argparse.Namespace) -> int:
+    from core import approvals
+
+    with services(args) as svc:
+        rows = approvals.changes(svc.store, None if args.all else "open")
+        for row in rows:
+            row["commits"] = json.loads(row["commits"])
+    if args.json:
+        emit({"changes": rows})
+        return OK
+    if not rows:
+        print("no change requests waiting" if not args.all else "no change requests")
+        return OK
+    table([[f"#{r['id']}", r["repo"], r["environment"], f"{short(r['base_sha'])}..{short(r['head_sha'])}",
+            str(len(r["commits"])), r["status"], f"run #{r['run_id']}", ago(r["created_at"]),
+            one_line(r["reason"] or "")[:40]] for r in rows],
+          ["CHANGE", "REPO", "ENV", "RANGE", "COMMITS", "STATUS", "RUN", "OPENED", "NOTE"])
+    return OK
+
+
+def cmd_change(args: argparse.Namespace) -> int:
+    from core import approvals
+
+    with services(args) as svc:
+        data = approvals.change_detail(svc.store, svc.ws, args.id)
+    if args.json:
+        emit(data)
+        return OK
+    check = data["checklist"]
+    print(f"change #{data['id']}  {data['repo']} → {data['environment']}  {data['status']}"
+          + (f" ({one_line(data['reason'])})" if data["reason"] else ""))
+    print(f"  deploys {short(data['head_sha'])} over {short(data['base_sha'])}  (run #{data['run_id']}, "
+          f"triggered by {one_line(data['triggerer'])}, opened {ago(data['created_at'])})")
+    print(f"  pins: pipeline {data['pipeline_digest'][:12]}  policy {data['policy_version']}")
+    print(f"  commits ({len(data['commits'])}):")
+    for c in data["commits"]:
+        print(f"    {c['sha'][:7]}  {one_line(c['author'])[:20]:20}  {one_line(c['subject'])[:60]}")
+    if data["diffstat"]:
+        print("  diff:")
+        for line in data["diffstat"].splitlines():
+            print(f"    {inert(line)}")
+    for art in data["artifacts"]:
+        print(f"  artifact {one_line(art['path'])} ({art['size']} bytes) from step {one_line(art['step'])}")
+    print(f"  approvals: {len(check['approved_by'])} of {check['required']}"
+          + (f" ({', '.join(check['approved_by'])})" if check["approved_by"] else ""))
+    for d in data["decisions"]:
+        comment = f": {one_line(d['comment'])}" if d["comment"] else ""
+        print(f"    {d['operator']} {d['verdict']}d {ago(d['created_at'])}{comment}")
+    if check["eligible"]:
+        print(f"  may approve: {', '.join(check['eligible'])}")
+    for name, reason in check["barred"].items():
+        print(f"  {name} cannot approve: {reason}")
+    if check["frozen"]:
+        print(f"  frozen: {check['frozen']}")
+    return OK
+
+
+def _decide(args: argparse.Namespace, verdict: str) -> int:
+    from core import approvals
+
+    with services(args) as svc:
+        actor = Actor.local(svc.ws, args.as_name)
+        result = approvals.decide(svc.store, svc.ws, args.id, actor.name, verdict, args.comment)
+    print(("" if result.ok else "refused: ") + result.message, file=sys.stdout if result.ok else sys.stderr)
+    return OK if result.ok else REFUSED
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    return _decide(args, "approve")
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    return _decide(args, "reject")
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -467,7 +559,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ws = load_workspace(args)
     if _open_console is not None and interactive():
         console_log(ws)
-        return _open_console(ws, Actor.local(ws))
+        return _open_console(ws, Actor.local(ws, args.as_name))
     demo.settle(ws)
     args.json = False
     return cmd_status(args)
@@ -483,14 +575,15 @@ def cmd_console(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return USAGE
     console_log(ws)
-    return _open_console(ws, Actor.local(ws))
+    return _open_console(ws, Actor.local(ws, args.as_name))
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "init": cmd_init, "check": cmd_check, "engine": cmd_engine, "status": cmd_status,
     "runs": cmd_runs, "show": cmd_show, "logs": cmd_logs, "pending": cmd_pending,
     "trigger": cmd_trigger, "cancel": cmd_cancel, "retry": cmd_retry, "notify": cmd_notify,
-    "audit": cmd_audit, "demo": cmd_demo, "console": cmd_console,
+    "audit": cmd_audit, "demo": cmd_demo, "console": cmd_console, "changes": cmd_changes,
+    "change": cmd_change, "approve": cmd_approve, "reject": cmd_reject,
 }
 
 if __name__ == "__main__":

@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import gitio, lease, runstate
+from core import approvals, gitio, lease, runstate, workspace
+from core.aio import wait_at_most
 from core.errors import ConfigError, CoreError, GitError
 from core.feed import Event, EventFeed
 from core.pipeline import PIPELINE_PATH, Pipeline, Stage, Step
 from core.pipeline import parse as parse_pipeline
+from core.policy import Policy
 from core.runner import kill_leftovers, run_step
 from core.store.db import AsyncStore, Row, Store
 from core.watch import Inotify
@@ -113,6 +115,12 @@ class Engine:
             self._spawn(self._poll(), "ref-poll")
             if any(r.is_remote for r in self.ws.repos):
                 self._spawn(self._fetch_remotes(), "fetch-remotes")
+        waiting = await self.db.call(self.db.store.query, "SELECT id FROM runs WHERE status = 'waiting'")
+        for row in waiting:  # runs at an approval gate survive a restart: pick them up again
+            if self.only_runs is None or row["id"] in self.only_runs:
+                cancel = asyncio.Event()
+                self._runs[row["id"]] = cancel
+                self._spawn(self._execute(row["id"], cancel, resume=True), f"run-{row['id']}")
         self._spawn(self._schedule(), "scheduler")
         log.info("engine started for %s", self.ws.file)
 
@@ -164,7 +172,8 @@ class Engine:
                 if row is None or row["status"] in runstate.TERMINAL:
                     return row or {}
             return {}
-        return await asyncio.wait_for(done(), timeout)
+        async with asyncio.timeout(timeout):
+            return await done()
 
     # -- recovery and lease -------------------------------------------------------------------
 
@@ -417,13 +426,12 @@ class Engine:
                     cancel = asyncio.Event()
                     self._runs[run["id"]] = cancel
                     self._spawn(self._execute(run["id"], cancel), f"run-{run['id']}")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
+            await wait_at_most(self._wake.wait(), 1.0)
 
-    async def _execute(self, run_id: int, cancel: asyncio.Event) -> None:
+    async def _execute(self, run_id: int, cancel: asyncio.Event, resume: bool = False) -> None:
         try:
-            if await self.db.call(runstate.claim_run, self.db.store, run_id, self.name):
-                await RunExecution(self, run_id, cancel).execute()
+            if resume or await self.db.call(runstate.claim_run, self.db.store, run_id, self.name):
+                await RunExecution(self, run_id, cancel, resume).execute()
         finally:
             self._runs.pop(run_id, None)
             self._wake.set()
@@ -432,7 +440,9 @@ class Engine:
 class RunExecution:
     """One run: read the pipeline at its commit, check it out, run its stages in order."""
 
-    def __init__(self, engine: Engine, run_id: int, cancel: asyncio.Event) -> None:
+    def __init__(self, engine: Engine, run_id: int, cancel: asyncio.Event, resume: bool = False) -> None:
+        self.resume = resume
+        self.at_gate = False  # waiting for approval: an engine stop leaves the run waiting
         self.engine = engine
         self.db = engine.db
         self.store = engine.db.store
@@ -458,17 +468,26 @@ class RunExecution:
         try:
             try:
                 pipeline = await self._pipeline(repo, repo_dir, run)
-                plan = [(s.name, s.environment, s in pipeline.selected(bool(run["on_main"])),
-                         [(step.name, step.display) for step in s.steps]) for s in pipeline.stages]
-                stages = await self.call(runstate.create_plan, self.run_id, pipeline.digest, plan)
+                if self.resume:  # a run that waited at a gate when the last engine stopped
+                    stages = await self.db.call(self.store.query, "SELECT * FROM stages WHERE run_id = ? "
+                                                "ORDER BY idx", (self.run_id,))
+                else:
+                    plan = [(s.name, s.environment, s in pipeline.selected(bool(run["on_main"])),
+                             [(step.name, step.display) for step in s.steps]) for s in pipeline.stages]
+                    stages = await self.call(runstate.create_plan, self.run_id, pipeline.digest, plan)
+                run = await self.db.call(self.store.query_one, "SELECT * FROM runs WHERE id = ?",
+                                         (self.run_id,))
+                assert run is not None
             finally:
                 with contextlib.suppress(GitError, OSError, asyncio.CancelledError):
                     await asyncio.shield(checkout)
                 if workdir.exists():
                     self.workdir = workdir
             checkout.result()  # a failed checkout fails the run (GitError below)
+            if self.resume:
+                await asyncio.to_thread(self._restore_artifacts)
             selected = [(row, stage) for row, stage in zip(stages, pipeline.stages, strict=True)
-                        if row["status"] == "queued"]
+                        if row["status"] in ("queued", "waiting")]
             if not selected:
                 status = "succeeded"
                 return
@@ -493,7 +512,9 @@ class RunExecution:
         finally:
             if self.cancel.is_set() and status != "succeeded" and not self.engine.lost_lease.is_set():
                 status = "cancelled"
-            if not self.engine.lost_lease.is_set():  # else the new holder has recovered this run
+            if self.at_gate and status == "interrupted":
+                self.log.info("engine stopping: the run stays waiting at its approval gate")
+            elif not self.engine.lost_lease.is_set():  # else the new holder has recovered this run
                 with contextlib.suppress(CoreError):
                     await asyncio.shield(self.call(runstate.finish_run, self.run_id, status, error))
             if self.workdir is not None:
@@ -511,6 +532,12 @@ class RunExecution:
         return await asyncio.to_thread(parse_pipeline, text, label, self.engine.ws.environments)
 
     async def _stage(self, run: Row, pipeline: Pipeline, row: Row, stage: Stage) -> str:
+        if stage.environment is not None:
+            outcome, reason = await Gate(self, run, row, stage.environment).wait()
+            if outcome != "pass":
+                await self.call(runstate.set_stage, row["id"], outcome, reason)
+                await self.db.call(self._set_error, reason)
+                return outcome
         await self.call(runstate.set_stage, row["id"], "running")
         steps = await self.call(runstate.steps_of, row["id"])
         for step_row, step in zip(steps, stage.steps, strict=True):
@@ -526,6 +553,23 @@ class RunExecution:
         else:
             await self.call(runstate.set_stage, row["id"], "succeeded")
         return "succeeded"
+
+    def _set_error(self, reason: str) -> None:
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE runs SET error = ? WHERE id = ?", (reason, self.run_id))
+
+    def _restore_artifacts(self) -> None:
+        """(worker thread) A resumed run gets its earlier stages' artifacts back in its checkout."""
+        assert self.workdir is not None
+        for row in self.store_rows("SELECT path, stored_path FROM artifacts WHERE run_id = ?"):
+            target = self.workdir / row["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(row["stored_path"], target)
+
+    def store_rows(self, sql: str) -> list[Row]:
+        """(worker thread) A read on a short-lived connection of its own."""
+        with Store(self.engine.ws.db_path, session=self.store.session) as store:
+            return store.query(sql, (self.run_id,))
 
     def _env(self, run: Row, pipeline: Pipeline, stage: Stage, step: Step, token: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AHEAD_")}
@@ -590,14 +634,123 @@ class RunExecution:
         return None
 
 
+class Gate:
+    """An approval gate in front of a stage that deploys to an environment with a policy.
+
+    Opens (or, after a restart, finds) the change request, then re-checks it whenever a
+    decision or cancel arrives and every few seconds (expiry, freeze): pass, or end the run.
+    The policy is read fresh from ahead.yml at every check; a broken file keeps the gate shut.
+    """
+
+    RECHECK_SECONDS = 5.0
+
+    def __init__(self, execution: RunExecution, run: Row, stage_row: Row, environment: str) -> None:
+        self.x = execution
+        self.run = run
+        self.stage_row = stage_row
+        self.environment = environment
+
+    def _workspace(self) -> tuple[Workspace | None, str]:
+        try:
+            return workspace.read(self.x.engine.ws.file), ""
+        except ConfigError as exc:
+            return None, f"gate shut: {exc}"
+
+    async def wait(self) -> tuple[str, str]:
+        """('pass', reason) or the stage's final status ('failed', 'cancelled', 'skipped')."""
+        ws, problem = await asyncio.to_thread(self._workspace)
+        # After a restart the run's latest request stands, whatever happened to it meanwhile
+        # (decided, superseded, cancelled); a voided one is replaced.
+        change = await self.x.db.call(self.x.store.query_one, "SELECT * FROM change_requests WHERE "
+                                      "run_id = ? AND stage_id = ? AND status != 'voided' "
+                                      "ORDER BY id DESC LIMIT 1", (self.run["id"], self.stage_row["id"]))
+        if ws is not None and self.environment not in ws.policies and change is None:
+            return "pass", "no policy"
+        queue = self.x.engine.feed.listen()
+        self.x.at_gate = True
+        try:
+            change_id = change["id"] if change else None
+            shown = ""
+            while True:
+                if self.x.cancel.is_set():
+                    await self.x.db.call(self._cancel)
+                    return "cancelled", "cancelled at the approval gate"
+                if ws is None:
+                    outcome, reason = "wait", problem
+                elif change_id is None:
+                    policy = ws.policies.get(self.environment)
+                    if policy is None:
+                        return "pass", "no policy"
+                    change_id = await self._open(policy)
+                    continue
+                else:
+                    outcome, reason, row = await self.x.db.call(approvals.check_gate, self.x.store, ws, change_id)
+                    if outcome == "pass":
+                        return "pass", reason
+                    if outcome == "stale":
+                        change_id = None
+                        continue
+                    if outcome == "fail":
+                        status = {"superseded": "skipped", "cancelled": "cancelled"}.get(row["status"], "failed")
+                        return status, f"change {row['id']} {row['status']}: {reason}"
+                if reason != shown:
+                    shown = reason
+                    await self.x.db.call(self.x._set_error, f"waiting for approval: {reason}")
+                await wait_at_most(self._next(queue), self.RECHECK_SECONDS)
+                ws, problem = await asyncio.to_thread(self._workspace)
+        finally:
+            self.x.at_gate = False if not _cancelled() else self.x.at_gate
+            self.x.engine.feed.unlisten(queue)
+
+    async def _next(self, queue: asyncio.Queue[Event | None]) -> None:
+        """Until an event about this run arrives (a decision, a cancel, a supersession)."""
+        while True:
+            event = await queue.get()
+            if event is None or event.run_id == self.run["id"] or event.kind == "deployment":
+                return
+
+    async def _open(self, policy: Policy) -> int:
+        repo_dir = self.x.engine.ws.repo_dir(self.x.engine.ws.repo(self.run["repo"]))
+        base = await self.x.db.call(approvals.deployed_now, self.x.store, self.run["repo"], self.environment)
+        head = self.run["commit_sha"]
+        commits, diffstat = await asyncio.to_thread(change_contents, repo_dir, base, head)
+        run = await self.x.db.call(self.x.store.query_one, "SELECT * FROM runs WHERE id = ?", (self.run["id"],))
+        assert run is not None
+        return await self.x.db.call(approvals.open_change, self.x.store, policy, run=run,
+                                    stage_id=self.stage_row["id"], base=base, commits=commits,
+                                    diffstat=diffstat)
+
+    def _cancel(self) -> None:
+        with self.x.store.transaction():
+            approvals.cancel_open(self.x.store, self.run["id"], "engine")
+
+
+def _cancelled() -> bool:
+    """Whether the current task is being cancelled (the engine is stopping)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def change_contents(repo_dir: Path, base: str | None, head: str) -> tuple[list[dict[str, Any]], str]:
+    """(worker thread) The commits in base..head and the diff stat of the change."""
+    commits = gitio.log_range(repo_dir, base, head, limit=200)
+    empty_tree = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+    stat = gitio.git(repo_dir, "diff", "--stat=100", "--end-of-options", base or empty_tree, head,
+                     check=False)
+    lines = stat.splitlines()
+    if len(lines) > 60:
+        lines = lines[:59] + [f" ... {len(lines) - 60} more files", lines[-1]]
+    return ([{"sha": c.sha, "author": c.author, "email": c.email, "committer_email": c.committer_email,
+              "subject": c.subject, "time": c.time} for c in commits], "\n".join(lines))
+
+
 async def _ticks(feed: EventFeed, every: float) -> AsyncIterator[None]:
     """Yield now, then after every event or `every` seconds, whichever comes first."""
     yield None
     queue = feed.listen()
     try:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(queue.get(), every)
+            await wait_at_most(queue.get(), every)
             yield None
     finally:
         feed.unlisten(queue)

@@ -60,6 +60,10 @@ class InvalidRequest(CoreError):
     """A request that cannot be carried out in the current state (e.g. cancel a finished run)."""
 
 
+class PermissionDenied(CoreError):
+    """The actor's roles or the policy do not allow this (CLI exit code 3)."""
+
+
 class LeaseHeld(CoreError):
     """Another engine holds this workspace."""
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
+from core.aio import wait_at_most
 from core.store.db import AsyncStore
 from core.watch import FileWatch
 
@@ -92,8 +93,7 @@ class EventFeed:
             if len(rows) >= 1000:
                 continue
             await asyncio.sleep(MIN_SPACING)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll)
+            await wait_at_most(self._wake.wait(), self._poll)
 
     def listen(self, maxsize: int = 10_000) -> asyncio.Queue[Event | None]:
         """A queue that receives every event from now on (None when the feed closes); stop with

@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.aio import wait_at_most
+
 MAX_LINE = 16 * 1024
 BATCH_LINES = 1000
 BATCH_SECONDS = 0.05
@@ -147,8 +149,7 @@ async def run_step(argv: list[str], cwd: Path, env: dict[str, str], sink: LogSin
             reason = "cancel requested" if outcome == "cancelled" else f"timed out after {timeout:.0f}s"
             batcher.note(f"[ahead] {reason}: stopping the step (SIGTERM, then SIGKILL after {grace:.0f}s)")
             await stop_group(proc, grace)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(reader, 5)
+            await wait_at_most(reader, 5)
         code = await proc.wait()
     finally:
         for task in (reader, tick, cancelled):
@@ -179,11 +180,9 @@ def kill_group(pgid: int, sig: signal.Signals) -> bool:
 async def stop_group(proc: asyncio.subprocess.Process, grace: float) -> None:
     """SIGTERM to the process group, `grace` seconds to go, then SIGKILL."""
     if kill_group(proc.pid, signal.SIGTERM) and grace > 0:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(proc.wait(), grace)
+        await wait_at_most(proc.wait(), grace)
     kill_group(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(proc.wait(), 5)
+    await wait_at_most(proc.wait(), 5)
 
 
 def kill_leftovers(token: str) -> int:

@@ -34,6 +34,9 @@ def queue_run(store: Store, *, repo: str, branch: str, ref: str, sha: str, on_ma
              committed_at, now, retry_of))
         run_id = int(cur.lastrowid or 0)
         if supersede:
+            from core.approvals import supersede as supersede_changes
+
+            supersede_changes(store, repo, branch, run_id)
             older = conn.execute(
                 "SELECT id FROM runs WHERE repo = ? AND branch = ? AND status = 'queued' "
                 "AND trigger = 'commit' AND id < ?", (repo, branch, run_id)).fetchall()
@@ -197,11 +200,13 @@ def finish_run(store: Store, run_id: int, status: str, error: str | None = None)
 
 def recover(store: Store, engine: str) -> list[Row]:
     """After an engine died: runs, stages and steps left running become `interrupted` (never
-    succeeded), audited. Returns the steps that were running (their process groups may live)."""
+    succeeded), audited; runs waiting at an approval gate stay waiting (their approvals are in
+    the store). Returns the steps that were running (their process groups may live)."""
     now = time.time()
     with store.transaction() as conn:
         steps = conn.execute("SELECT id, run_id, pid, token FROM steps WHERE status = 'running'").fetchall()
-        runs = conn.execute("SELECT id, repo, engine FROM runs WHERE status IN ('running', 'waiting')").fetchall()
+        # Runs waiting at an approval gate run nothing: they survive and the engine resumes them.
+        runs = conn.execute("SELECT id, repo, engine FROM runs WHERE status = 'running'").fetchall()
         for run in runs:
             conn.execute("UPDATE runs SET status = 'interrupted', finished_at = ?, "
                          "error = 'the engine stopped while this run was in progress' WHERE id = ?",
@@ -239,6 +244,9 @@ def request_cancel(store: Store, run_id: int, actor: str) -> str:
             store.event("run.finished", row["repo"], run_id, status="cancelled", by=actor)
             return "cancelled"
         conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
+        from core.approvals import cancel_open
+
+        cancel_open(store, run_id, actor)
         store.event("run.cancel_requested", row["repo"], run_id, by=actor)
         return "cancelling"
 

@@ -14,21 +14,50 @@ from pathlib import Path
 from typing import Any
 
 from core import gitio, runstate
-from core.errors import GitError, InvalidRequest, NotFound
+from core.errors import GitError, InvalidRequest, NotFound, PermissionDenied
 from core.store.db import Row, Store
 from core.workspace import RepoConfig, Workspace, current_os_user
 
 
 @dataclass(frozen=True)
 class Actor:
-    """Who is asking: the operator name when the OS user maps to one, else ``os:<user>``."""
+    """Who is acting: an operator of the workspace, with their roles.
+
+    Locally the operator is the one whose `os_users` lists the current OS user; `--as NAME` is
+    allowed only when NAME's entry lists the current OS user. No match: read-only (`viewer`).
+    A workspace that lists no operators at all is a single-user workspace: the OS user may
+    trigger, cancel and retry (but, with no approvers, never approve).
+    """
 
     name: str
+    roles: tuple[str, ...] = ("operator",)
 
     @classmethod
-    def local(cls, ws: Workspace) -> Actor:
-        operator = ws.operator_for_os_user()
-        return cls(operator.name if operator else f"os:{current_os_user()}")
+    def local(cls, ws: Workspace, as_name: str | None = None) -> Actor:
+        user = current_os_user()
+        if as_name is not None:
+            operator = ws.operator(as_name)
+            if operator is None:
+                raise PermissionDenied(f"--as {as_name}: no operator named {as_name!r} in {ws.file}")
+            if user not in operator.os_users:
+                raise PermissionDenied(f"--as {as_name}: {as_name}'s os_users in {ws.file} do not "
+                                       f"list the OS user {user!r}")
+            return cls(operator.name, operator.roles)
+        operator = ws.operator_for_os_user(user)
+        if operator is not None:
+            return cls(operator.name, operator.roles)
+        if not ws.operators:
+            return cls(f"os:{user}", ("operator",))
+        return cls(f"os:{user}", ("viewer",))
+
+    def may(self, action: str) -> bool:
+        """trigger, cancel, retry: the operator or admin role. Default deny."""
+        return bool({"operator", "admin"} & set(self.roles)) if action in ("trigger", "cancel", "retry") else False
+
+    def require(self, action: str) -> None:
+        if not self.may(action):
+            raise PermissionDenied(f"{self.name} may not {action}: needs the operator role "
+                                   f"(has: {', '.join(self.roles) or 'none'}; read-only)")
 
 
 class Services:
@@ -49,6 +78,7 @@ class Services:
         Raises:
             NotFound: no such repo or commit.
         """
+        actor.require("trigger")
         repo = self.ws.repo(repo_name)
         path = self.ws.repo_dir(repo)
         _, common = self._dirs(repo)
@@ -83,9 +113,11 @@ class Services:
             retry_of=retry_of, supersede=trigger == "commit")
 
     def cancel(self, run_id: int, actor: Actor) -> str:
+        actor.require("cancel")
         return runstate.request_cancel(self.store, run_id, actor.name)
 
     def retry(self, run_id: int, actor: Actor) -> int:
+        actor.require("retry")
         run = self.run(run_id)
         if run["status"] not in runstate.TERMINAL:
             raise InvalidRequest(f"run {run_id} is still {run['status']}; cancel it first")

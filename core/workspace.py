@@ -16,6 +16,7 @@ from typing import Any
 
 from core import fields as f
 from core.errors import ConfigError, WorkspaceNotFound
+from core.policy import Policy, parse_policy
 from core.yamlfile import Document, load
 
 FILENAME = "ahead.yml"
@@ -72,7 +73,7 @@ class Workspace:
     settings: Settings
     operators: tuple[Operator, ...] = ()
     runners: tuple[Runner, ...] = (Runner("local"),)
-    policies: dict[str, Any] = field(default_factory=dict)
+    policies: dict[str, Policy] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -100,6 +101,13 @@ class Workspace:
         if repo.path is not None:
             return repo.path
         return self.state_dir / "mirrors" / f"{repo.name}.git"
+
+    def operator(self, name: str) -> Operator | None:
+        return next((op for op in self.operators if op.name == name), None)
+
+    def operator_by_email(self, email: str) -> Operator | None:
+        email = email.lower()
+        return next((op for op in self.operators if email in op.emails), None)
 
     def operator_for_os_user(self, user: str | None = None) -> Operator | None:
         user = user or current_os_user()
@@ -142,13 +150,15 @@ def parse(text: str, file: Path) -> Workspace:
     operators = tuple(_operators(doc, top.get("operators") or []))
     runners = tuple(_runners(doc, top.get("runners")))
     settings = _settings(doc, top.get("settings") or {}, root)
-    policies = f.mapping(doc, ("policies",), top.get("policies") or {}, "environment: policy")
-    for env in policies:
+    raw_policies = f.mapping(doc, ("policies",), top.get("policies") or {}, "environment: policy")
+    policies: dict[str, Policy] = {}
+    for env, value in raw_policies.items():
         if env not in environments:
             raise doc.error(("policies", env), f"no environment named {env!r}",
                             "policies are keyed by a name from environments: " + ", ".join(environments))
+        policies[env] = parse_policy(doc, env, value, list(operators))
     return Workspace(file=file, repos=repos, environments=environments, settings=settings,
-                     operators=operators, runners=runners, policies=dict(policies))
+                     operators=operators, runners=runners, policies=policies)
 
 
 def _environments(doc: Document, value: Any) -> list[str]:

@@ -130,4 +130,44 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
     """,
+    # 2: change control: change requests pinned to what they approve, and decisions on them.
+    """
+    CREATE TABLE change_requests (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        stage_id INTEGER NOT NULL REFERENCES stages(id),
+        repo TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        base_sha TEXT,
+        head_sha TEXT NOT NULL,
+        pipeline_digest TEXT NOT NULL,
+        policy_version TEXT NOT NULL,
+        required INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        triggerer TEXT NOT NULL,
+        commits TEXT NOT NULL,
+        diffstat TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        decided_at REAL
+    );
+    CREATE INDEX change_requests_status ON change_requests(status, repo, environment);
+    CREATE INDEX change_requests_run ON change_requests(run_id, stage_id);
+    CREATE TABLE decisions (
+        id INTEGER PRIMARY KEY,
+        change_id INTEGER NOT NULL REFERENCES change_requests(id),
+        operator TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        comment TEXT NOT NULL DEFAULT '',
+        session TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        UNIQUE (change_id, operator)
+    );
+    CREATE TRIGGER decisions_no_update BEFORE UPDATE ON decisions
+        BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+    CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions
+        BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+    """,
 ]

@@ -51,6 +51,8 @@ operators:
     keys: ["ssh-ed25519 AAAA..."]
     emails: [Alice@Example.com]
     os_users: [alice]
+  - name: bob
+    roles: [approver]
 runners:
   - name: local
 settings:

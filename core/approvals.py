@@ -1,0 +1,315 @@
+"""Change control: change requests at approval gates, decisions on them, and the gate check.
+
+A run that reaches a stage deploying to an environment with a policy waits, and a change
+request opens pinning what would be approved: repo, environment, base commit (deployed now),
+head commit, pipeline digest and policy version. Decisions and the gate check each run in one
+`BEGIN IMMEDIATE` transaction that re-checks eligibility, count, expiry, freeze and the pins, so
+concurrent approvals give exactly one transition and nothing deploys on a stale approval.
+Every decision, opening, expiry, supersession and voiding is audited. Blocking (SQLite); the
+engine calls it through its store thread. Depends on core.store, core.policy, core.workspace.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import NotFound
+from core.policy import Policy, may_approve
+from core.store.db import Row, Store
+from core.workspace import Workspace
+
+OPEN, APPROVED = "open", "approved"
+FINAL = ("rejected", "expired", "superseded", "voided", "cancelled", "passed")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer to a decision: done or refused, in words, and the change's status after."""
+
+    ok: bool
+    message: str
+    status: str
+
+
+def short(sha: str | None) -> str:
+    return sha[:7] if sha else "nothing"
+
+
+def forbidden(ws: Workspace, policy: Policy, change: Row, run_actor: str) -> dict[str, str]:
+    """Operators who may not approve this change, each with the reason."""
+    reasons: dict[str, str] = {}
+    commits = json.loads(change["commits"])
+    if "authors" in policy.forbid:
+        for commit in commits:
+            op = ws.operator_by_email(commit["email"])
+            if op is not None:
+                reasons.setdefault(op.name, f"author of {short(commit['sha'])}")
+    if "committers" in policy.forbid:
+        for commit in commits:
+            op = ws.operator_by_email(commit["committer_email"])
+            if op is not None:
+                reasons.setdefault(op.name, f"committer of {short(commit['sha'])}")
+    if "triggerer" in policy.forbid:
+        who = run_actor.removeprefix("git:")
+        op = ws.operator(run_actor) or (ws.operator_by_email(who) if run_actor.startswith("git:") else None)
+        if op is not None:
+            reasons.setdefault(op.name, f"triggered run #{change['run_id']}")
+    return reasons
+
+
+def deployed_now(store: Store, repo: str, environment: str) -> str | None:
+    row = store.query_one("SELECT commit_sha FROM deployments WHERE repo = ? AND environment = ? "
+                          "ORDER BY id DESC LIMIT 1", (repo, environment))
+    return row["commit_sha"] if row else None
+
+
+def open_change(store: Store, policy: Policy, *, run: Row, stage_id: int, base: str | None,
+                commits: list[dict[str, Any]], diffstat: str) -> int:
+    """Open a change request and put the run and stage in `waiting`, audited."""
+    now = time.time()
+    with store.transaction() as conn:
+        cur = conn.execute(
+            "INSERT INTO change_requests (run_id, stage_id, repo, environment, base_sha, head_sha, "
+            "pipeline_digest, policy_version, required, status, triggerer, commits, diffstat, "
+            "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?)",
+            (run["id"], stage_id, run["repo"], policy.environment, base, run["commit_sha"],
+             run["pipeline_digest"] or "", policy.version, policy.approvals, run["actor"],
+             json.dumps(commits), diffstat, now, now + policy.expires if policy.expires else None))
+        change_id = int(cur.lastrowid or 0)
+        conn.execute("UPDATE runs SET status = 'waiting' WHERE id = ? AND status = 'running'", (run["id"],))
+        conn.execute("UPDATE stages SET status = 'waiting', started_at = COALESCE(started_at, ?) "
+                     "WHERE id = ?", (now, stage_id))
+        store.audit("engine", "gate.opened", f"change/{change_id}", {
+            "run": run["id"], "repo": run["repo"], "environment": policy.environment,
+            "base": base, "head": run["commit_sha"], "commits": [c["sha"] for c in commits],
+            "pipeline_digest": run["pipeline_digest"], "policy_version": policy.version,
+            "required": policy.approvals, "on_behalf_of": run["actor"]})
+        store.event("change.opened", run["repo"], run["id"], change=change_id,
+                    environment=policy.environment)
+    return change_id
+
+
+def _end(store: Store, change: Row, status: str, reason: str, actor: str = "engine") -> None:
+    """(inside a transaction) Close a change with a final status, audited."""
+    store.conn.execute("UPDATE change_requests SET status = ?, reason = ?, decided_at = ? WHERE id = ?",
+                       (status, reason, time.time(), change["id"]))
+    store.audit(actor, f"change.{status}", f"change/{change['id']}", {
+        "run": change["run_id"], "repo": change["repo"], "environment": change["environment"],
+        "head": change["head_sha"], "base": change["base_sha"], "reason": reason})
+    store.event("change." + status, change["repo"], change["run_id"], change=change["id"])
+
+
+def _valid_approvals(store: Store, ws: Workspace, policy: Policy, change: Row, run_actor: str,
+                     now: float) -> list[str]:
+    """Operators whose approval counts right now: still approvers, not forbidden, not expired."""
+    barred = forbidden(ws, policy, change, run_actor)
+    counted = []
+    for row in store.query("SELECT operator, expires_at FROM decisions WHERE change_id = ? "
+                           "AND verdict = 'approve' ORDER BY id", (change["id"],)):
+        op = ws.operator(row["operator"])
+        if op is None or not may_approve(policy, op.name, op.roles) or op.name in barred:
+            continue
+        if row["expires_at"] is not None and row["expires_at"] <= now:
+            continue
+        counted.append(op.name)
+    return counted
+
+
+def _stale_pins(store: Store, policy: Policy, change: Row, run: Row) -> str | None:
+    """Why the change no longer describes what would deploy, or None."""
+    now_base = deployed_now(store, change["repo"], change["environment"])
+    if now_base != change["base_sha"]:
+        return f"{change['environment']} moved from {short(change['base_sha'])} to {short(now_base)}"
+    if policy.version != change["policy_version"]:
+        return f"the {change['environment']} policy changed (version {policy.version})"
+    if (run["pipeline_digest"] or "") != change["pipeline_digest"]:
+        return "the pipeline file changed"
+    if run["commit_sha"] != change["head_sha"]:
+        return "the run's commit changed"
+    return None
+
+
+def check_gate(store: Store, ws: Workspace, change_id: int) -> tuple[str, str, Row]:
+    """Decide whether the gated stage may start now, in one transaction.
+
+    Returns ('pass' | 'wait' | 'fail' | 'stale', reason, change row). 'stale' means the pins no
+    longer hold: the change was voided and the caller opens a new one.
+    """
+    now = time.time()
+    with store.transaction() as conn:
+        change = conn.execute("SELECT * FROM change_requests WHERE id = ?", (change_id,)).fetchone()
+        run = conn.execute("SELECT * FROM runs WHERE id = ?", (change["run_id"],)).fetchone()
+        policy = ws.policies.get(change["environment"])
+        if change["status"] in FINAL:
+            return "fail", change["reason"] or change["status"], change
+        if policy is None:  # the policy was removed from ahead.yml: an admin lifted the gate
+            _end(store, change, "voided", f"no policy for {change['environment']} any more")
+            return "pass", "no policy", change
+        if change["status"] == OPEN and change["expires_at"] is not None and change["expires_at"] <= now:
+            _end(store, change, "expired", "nobody decided before the request expired")
+            return "fail", f"change {change_id} expired", change
+        stale = _stale_pins(store, policy, change, run)
+        if stale is not None:
+            _end(store, change, "voided", stale)
+            return "stale", stale, change
+        counted = _valid_approvals(store, ws, policy, change, run["actor"], now)
+        if len(counted) < policy.approvals:
+            if change["status"] == APPROVED:  # an approval expired or its approver lost the right
+                conn.execute("UPDATE change_requests SET status = 'open' WHERE id = ?", (change_id,))
+                store.audit("engine", "change.reopened", f"change/{change_id}", {
+                    "counted": counted, "required": policy.approvals})
+                store.event("change.reopened", change["repo"], change["run_id"], change=change_id)
+            return "wait", f"{len(counted)} of {policy.approvals} approvals", change
+        window = policy.frozen(now)
+        if window is not None:
+            return "wait", f"{change['environment']} is frozen ({window.text})", change
+        conn.execute("UPDATE change_requests SET status = 'passed', decided_at = COALESCE(decided_at, ?) "
+                     "WHERE id = ?", (now, change_id))
+        conn.execute("UPDATE stages SET status = 'running' WHERE id = ?", (change["stage_id"],))
+        conn.execute("UPDATE runs SET status = 'running' WHERE id = ? AND status = 'waiting'", (run["id"],))
+        store.audit("engine", "gate.passed", f"change/{change_id}", {
+            "run": run["id"], "repo": change["repo"], "environment": change["environment"],
+            "base": change["base_sha"], "head": change["head_sha"], "approvers": counted,
+            "policy_version": policy.version})
+        store.event("change.passed", change["repo"], run["id"], change=change_id)
+        return "pass", f"approved by {', '.join(counted)}", change
+
+
+def decide(store: Store, ws: Workspace, change_id: int, actor: str, verdict: str,
+           comment: str = "") -> Verdict:
+    """Approve or reject a change as `actor`, checked and recorded in one transaction.
+
+    Raises:
+        NotFound: no such change.
+    """
+    assert verdict in ("approve", "reject")
+    now = time.time()
+    with store.transaction() as conn:
+        change = conn.execute("SELECT * FROM change_requests WHERE id = ?", (change_id,)).fetchone()
+        if change is None:
+            raise NotFound(f"no change {change_id} (see: ahead changes)")
+        run = conn.execute("SELECT * FROM runs WHERE id = ?", (change["run_id"],)).fetchone()
+
+        def refuse(message: str) -> Verdict:
+            store.audit(actor, f"change.{verdict}.refused", f"change/{change_id}", {
+                "repo": change["repo"], "environment": change["environment"],
+                "head": change["head_sha"], "reason": message})
+            return Verdict(False, message, change["status"])
+
+        env = change["environment"]
+        if change["status"] not in (OPEN, APPROVED):
+            return refuse(f"change {change_id} is {change['status']}" +
+                          (f": {change['reason']}" if change["reason"] else ""))
+        policy = ws.policies.get(env)
+        if policy is None:
+            return refuse(f"no policy for {env} in {ws.file}: cannot decide (fail closed)")
+        if change["expires_at"] is not None and change["expires_at"] <= now:
+            _end(store, change, "expired", "nobody decided before the request expired")
+            return Verdict(False, f"change {change_id} expired", "expired")
+        operator = ws.operator(actor)
+        if operator is None:
+            return refuse(f"{actor} cannot {verdict}: not an operator of this workspace")
+        if not may_approve(policy, operator.name, operator.roles):
+            return refuse(f"{actor} cannot {verdict}: not an approver for {env} "
+                          f"(approvers: {', '.join(policy.approvers)})")
+        barred = forbidden(ws, policy, change, run["actor"])
+        if actor in barred:
+            return refuse(f"{actor} cannot {verdict}: {barred[actor]}")
+        window = policy.frozen(now)
+        if window is not None:
+            return refuse(f"{env} is frozen ({window.text}): no decisions until the freeze ends")
+        stale = _stale_pins(store, policy, change, run)
+        if stale is not None:
+            _end(store, change, "voided", stale)
+            return Verdict(False, f"change {change_id} is void: {stale}; the engine opens a new "
+                           "request", "voided")
+        previous = conn.execute("SELECT verdict FROM decisions WHERE change_id = ? AND operator = ?",
+                                (change_id, actor)).fetchone()
+        if previous is not None:
+            return refuse(f"{actor} already decided ({previous['verdict']}d) change {change_id}: "
+                          "each operator counts once")
+        if verdict == "reject" and policy.reject_needs_comment and not comment.strip():
+            return refuse("a rejection needs a comment (--comment TEXT)")
+        expires = now + policy.approval_expires if policy.approval_expires and verdict == "approve" else None
+        conn.execute("INSERT INTO decisions (change_id, operator, verdict, comment, session, created_at, "
+                     "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (change_id, actor, verdict, comment, store.session, now, expires))
+        commits = [c["sha"] for c in json.loads(change["commits"])]
+        store.audit(actor, f"change.{verdict}", f"change/{change_id}", {
+            "repo": change["repo"], "environment": env, "base": change["base_sha"],
+            "head": change["head_sha"], "commits": commits, "comment": comment, "verdict": verdict,
+            "policy_version": change["policy_version"]})
+        store.event("change.decided", change["repo"], change["run_id"], change=change_id,
+                    operator=actor, verdict=verdict)
+        if verdict == "reject":
+            _end(store, change, "rejected", f"rejected by {actor}: {comment}".rstrip(": "), actor)
+            return Verdict(True, f"rejected change {change_id}; run #{change['run_id']} stops", "rejected")
+        counted = _valid_approvals(store, ws, policy, change, run["actor"], now)
+        if len(counted) >= policy.approvals and change["status"] == OPEN:
+            conn.execute("UPDATE change_requests SET status = 'approved', decided_at = ? WHERE id = ? "
+                         "AND status = 'open'", (now, change_id))
+            store.audit("engine", "change.approved", f"change/{change_id}", {
+                "repo": change["repo"], "environment": env, "head": change["head_sha"],
+                "approvers": counted})
+            store.event("change.approved", change["repo"], change["run_id"], change=change_id)
+            return Verdict(True, f"approved change {change_id} ({len(counted)} of {policy.approvals}): "
+                           f"{env} deploys {short(change['head_sha'])} when the gate next checks", "approved")
+        return Verdict(True, f"approved change {change_id} ({len(counted)} of {policy.approvals}); "
+                       f"{policy.approvals - len(counted)} more needed", "open")
+
+
+def supersede(store: Store, repo: str, branch: str, new_run: int) -> None:
+    """(inside a transaction) A newer run of the branch supersedes changes waiting at a gate."""
+    for change in store.query(
+            "SELECT c.* FROM change_requests c JOIN runs r ON r.id = c.run_id WHERE c.repo = ? "
+            "AND r.branch = ? AND c.status IN ('open', 'approved') AND c.run_id < ?",
+            (repo, branch, new_run)):
+        _end(store, change, "superseded", f"superseded by run #{new_run}")
+
+
+def cancel_open(store: Store, run_id: int, actor: str) -> None:
+    """(inside a transaction) The run was cancelled: its open change closes."""
+    for change in store.query("SELECT * FROM change_requests WHERE run_id = ? AND status IN "
+                              "('open', 'approved')", (run_id,)):
+        _end(store, change, "cancelled", f"run #{run_id} cancelled by {actor}", actor)
+
+
+def changes(store: Store, status: str | None = None, limit: int = 200) -> list[Row]:
+    sql = "SELECT * FROM change_requests"
+    params: tuple[Any, ...] = ()
+    if status == "open":
+        sql += " WHERE status IN ('open', 'approved')"
+    elif status is not None:
+        sql += " WHERE status = ?"
+        params = (status,)
+    return store.query(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
+
+
+def change_detail(store: Store, ws: Workspace, change_id: int) -> dict[str, Any]:
+    """A change with its decisions, the policy checklist and the run's earlier artifacts."""
+    change = store.query_one("SELECT * FROM change_requests WHERE id = ?", (change_id,))
+    if change is None:
+        raise NotFound(f"no change {change_id} (see: ahead changes)")
+    run = store.query_one("SELECT * FROM runs WHERE id = ?", (change["run_id"],)) or {}
+    decisions = store.query("SELECT operator, verdict, comment, session, created_at, expires_at "
+                            "FROM decisions WHERE change_id = ? ORDER BY id", (change_id,))
+    artifacts = store.query("SELECT a.path, a.size, a.sha256, s.name AS step FROM artifacts a JOIN steps s "
+                            "ON s.id = a.step_id WHERE a.run_id = ? ORDER BY a.id", (change["run_id"],))
+    policy = ws.policies.get(change["environment"])
+    checklist: dict[str, Any] = {"required": change["required"], "approved_by": [], "barred": {},
+                                 "eligible": [], "frozen": None, "policy": None}
+    if policy is not None:
+        now = time.time()
+        checklist["approved_by"] = _valid_approvals(store, ws, policy, change, run.get("actor", ""), now)
+        checklist["barred"] = forbidden(ws, policy, change, run.get("actor", ""))
+        checklist["eligible"] = [op.name for op in ws.operators if may_approve(policy, op.name, op.roles)
+                                 and op.name not in checklist["barred"]]
+        window = policy.frozen(now)
+        checklist["frozen"] = window.text if window else None
+        checklist["policy"] = {"approvals": policy.approvals, "approvers": list(policy.approvers),
+                               "forbid": list(policy.forbid), "version": policy.version}
+    return {**change, "commits": json.loads(change["commits"]), "decisions": decisions,
+            "artifacts": artifacts, "checklist": checklist, "run": run}
