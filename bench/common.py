@@ -109,22 +109,32 @@ def interleaved(a: Callable[[], Any], b: Callable[[], Any], repeat: int,
 
 def row(measurement: str, value: float, unit: str, *, baseline: float | None = None,
         baseline_label: str = "", max_ratio: float | None = None, max_value: float | None = None,
+        min_ratio: float | None = None, min_value: float | None = None,
         target: str = "", stats: dict[str, float] | None = None,
         baseline_stats: dict[str, float] | None = None) -> Row:
-    """One table row. The target is a ratio to the baseline (`max_ratio`), an absolute
-    ceiling (`max_value`), both, or neither (informational, pass is None)."""
+    """One table row. The target is a ratio to the baseline (`max_ratio`, or `min_ratio` for
+    rates, where more is better), an absolute bound (`max_value`, `min_value`), both, or
+    neither (informational, pass is None)."""
     ratio = value / baseline if baseline else None
     checks: list[bool] = []
     if max_ratio is not None and ratio is not None:
         checks.append(ratio <= max_ratio)
+    if min_ratio is not None and ratio is not None:
+        checks.append(ratio >= min_ratio)
     if max_value is not None:
         checks.append(value <= max_value)
+    if min_value is not None:
+        checks.append(value >= min_value)
     if not target:
         parts = []
         if max_ratio is not None:
             parts.append(f"≤ {max_ratio:g}× baseline")
+        if min_ratio is not None:
+            parts.append(f"≥ {min_ratio:g}× baseline")
         if max_value is not None:
             parts.append(f"≤ {max_value:g} {unit}")
+        if min_value is not None:
+            parts.append(f"≥ {min_value:g} {unit}")
         target = " and ".join(parts)
     return {"measurement": measurement, "value": value, "unit": unit, "baseline": baseline,
             "baseline_label": baseline_label, "ratio": ratio, "target": target,
@@ -163,6 +173,18 @@ def machine() -> dict[str, Any]:
     }
 
 
+def source_version() -> str:
+    """The project's commit, with `+changes` when the work tree differs from it (what was
+    measured)."""
+    root = BENCH_DIR.parent
+    head = run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], check=False)
+    if head.returncode != 0:
+        return "unknown"
+    dirty = run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                 "core", "tui", "themes"], check=False).stdout.strip()
+    return head.stdout.decode().strip() + (" +changes in core/tui/themes" if dirty else "")
+
+
 def write_results(name: str, sections: list[dict[str, Any]], started: float,
                   load_before: list[float], extra: dict[str, Any] | None = None) -> Path:
     """Write bench/results/<name>.json and return its path."""
@@ -172,6 +194,7 @@ def write_results(name: str, sections: list[dict[str, Any]], started: float,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.monotonic() - started, 1),
         "machine": machine(),
+        "source": source_version(),
         "load_before": load_before,
         "load_after": list(os.getloadavg()),
         "argv": sys.argv[1:],

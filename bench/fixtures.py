@@ -7,6 +7,10 @@
   `values.yaml` files), with a pipeline that deploys to dev and prod.
 - `many/ahead.yml`: a workspace listing the 1,000 repos (environments [dev, prod],
   max_parallel_runs 8); `big-ws/ahead.yml`: a workspace for the big repo.
+- For the console benchmarks, made on first use by `demo_workspace()` and `flood_workspace()`:
+  `demo/`, the built-in demo (`core.demo.create` with a fixed clock, rebuilt when the demo's
+  sources change), and `flood/`, one repo whose only step waits for a `go` file in the
+  workspace and then prints a given number of lines as fast as Python can.
 
 Built once and reused (a `fixtures.json` stamp is written last); `--force` rebuilds. The
 benchmarks add commits to the small repos, which is harmless for later runs.
@@ -17,6 +21,7 @@ benchmarks add commits to the small repos, which is harmless for later runs.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -55,6 +60,28 @@ stages:
     steps:
       - run: "true"
 """
+
+FLOOD_PIPELINE = """\
+stages:
+  - name: flood
+    steps:
+      - name: print lines
+        run: python3 ci/flood.py {lines}
+"""
+
+# Waits (at most a minute) for $AHEAD_WORKSPACE/go, so the benchmark can open the run screen
+# first, then prints the lines; stdout is a pipe to the engine, so print() is block-buffered.
+FLOOD_SCRIPT = """\
+import os, sys, time
+go = os.path.join(os.environ["AHEAD_WORKSPACE"], "go")
+print("waiting for", go, flush=True)
+deadline = time.monotonic() + 60
+while not os.path.exists(go) and time.monotonic() < deadline:
+    time.sleep(0.01)
+for i in range(int(sys.argv[1])):
+    print(f"step output line {i:07d} lorem ipsum dolor")
+"""
+DEMO_NOW = 1_790_000_000  # the demo's fixed clock: the same commits on every build
 
 AUTHORS = [("Alice Example", "alice@example.com"), ("Bob Example", "bob@example.com"),
            ("Carol Example", "carol@example.com"), ("Dan Example", "dan@example.com")]
@@ -185,6 +212,58 @@ def build(root: Path = DEFAULT_ROOT, force: bool = False, quiet: bool = False) -
         "version": VERSION, "repos": N_REPOS, "big_commits": BIG_COMMITS,
         "build_seconds": round(time.monotonic() - started, 1)}) + "\n")
     return fx
+
+
+def _demo_digest() -> str:
+    """A digest of the demo's sources: rebuild the demo workspace when they change."""
+    import core.demo
+
+    digest = hashlib.sha256()
+    source = Path(core.demo.__file__)
+    for path in [source, *sorted((source.parent / "demo_repos").rglob("*"))]:
+        if path.is_file():
+            digest.update(str(path).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def demo_workspace(root: Path = DEFAULT_ROOT) -> Path:
+    """The built-in demo under `root/demo` (its directory), made with a fixed clock."""
+    from core import demo
+
+    target = root / "demo"
+    stamp = root / "demo.json"
+    digest = _demo_digest()
+    try:
+        if json.loads(stamp.read_text()).get("digest") == digest and (target / "ahead.yml").exists():
+            return target
+    except (OSError, ValueError):
+        pass
+    shutil.rmtree(target, ignore_errors=True)
+    demo.create(target, now=DEMO_NOW)
+    stamp.write_text(json.dumps({"digest": digest}) + "\n")
+    return target
+
+
+def flood_workspace(root: Path, lines: int) -> Path:
+    """`root/flood`: one repo whose step prints `lines` lines once `root/flood/go` exists.
+    Returns the workspace directory; the state directory is the caller's to reset."""
+    ws_dir = root / "flood"
+    repo = ws_dir / "repos" / "flood"
+    pipeline = FLOOD_PIPELINE.format(lines=lines)
+    current = repo / ".ahead" / "pipeline.yml"
+    if current.exists() and current.read_text() == pipeline and (repo / "ci" / "flood.py").exists():
+        return ws_dir
+    shutil.rmtree(ws_dir, ignore_errors=True)
+    _init(repo)
+    (repo / ".ahead").mkdir(parents=True)
+    (repo / "ci").mkdir()
+    current.write_text(pipeline)
+    (repo / "ci" / "flood.py").write_text(FLOOD_SCRIPT)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "Flood the log")
+    (ws_dir / "ahead.yml").write_text(
+        "repos:\n  - name: flood\n    path: repos/flood\nenvironments: [dev]\n")
+    return ws_dir
 
 
 def main() -> None:
