@@ -13,8 +13,7 @@ import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from core import gitio, lease
-from core.engine import LEASE_STALE_SECONDS, Engine
+from core import approvals, gitio, lease
 from core.errors import GitError, LeaseHeld
 from core.feed import Event, EventFeed
 from core.services import Actor, Services
@@ -66,13 +65,15 @@ class ConsoleSession:
         self.db = AsyncStore(Store(ws.db_path, session=f"console:{actor.name}"))
         self.svc = Services(ws, self.db.store)
         self.feed = EventFeed(self.db)
-        self.engine: Engine | None = None
+        self.engine: Any = None  # core.engine.Engine when this console runs the engine
         self.engine_holder: str | None = None
         self._closed = False
 
     async def start(self) -> None:
         await self.db.open()
         if self._embed:
+            from core.engine import Engine
+
             engine = Engine(self.ws)
             try:
                 await engine.start()
@@ -80,7 +81,7 @@ class ConsoleSession:
             except LeaseHeld as exc:
                 self.engine_holder = exc.holder
         if self.engine is None and self.engine_holder is None:
-            self.engine_holder = await self.db.call(lease.holder, self.db.store, LEASE_STALE_SECONDS)
+            self.engine_holder = await self.db.call(lease.holder, self.db.store, lease.STALE_SECONDS)
         await self.feed.start()
 
     async def aclose(self) -> None:
@@ -169,6 +170,20 @@ class ConsoleSession:
                  for stage in detail["stages"] for s in stage["steps"]]
         return RunDetail(run_view(detail, detail["stages"]), tuple(steps))
 
+    async def step_log_tail(self, step_id: int, after: int = -1, limit: int = 5000) -> tuple[int, list[str]]:
+        """The step's log lines after `after` as plain strings, and the last seq read (`after`
+        when none): the console's hot path during a log flood, kept free of per-line objects."""
+        return await self.db.call(self._step_log_tail, step_id, after, limit)
+
+    def _step_log_tail(self, step_id: int, after: int, limit: int) -> tuple[int, list[str]]:
+        cursor = self.db.store.conn.cursor()
+        cursor.row_factory = None
+        rows = cursor.execute("SELECT seq, line FROM log_lines WHERE step_id = ? AND seq > ? "
+                              "ORDER BY seq LIMIT ?", (step_id, after, limit)).fetchall()
+        if not rows:
+            return after, []
+        return rows[-1][0], [line for _, line in rows]
+
     async def step_log(self, step_id: int, after: int = -1, limit: int = 5000) -> list[LogLine]:
         rows = await self.db.call(
             self.db.store.query, "SELECT step_id, seq, ts, line FROM log_lines WHERE step_id = ? "
@@ -223,6 +238,41 @@ class ConsoleSession:
             dep = self.svc.deployed(name, env)
             result[env] = bool(dep) and gitio.is_ancestor(path, sha, dep["commit_sha"]) if dep else False
         return result
+
+    # -- change control -------------------------------------------------------------------------
+
+    async def changes(self, include_decided: bool = False) -> list[dict[str, Any]]:
+        """Change requests (open ones, or all), newest first; commits decoded."""
+        return await self.db.call(self._changes, include_decided)
+
+    def _changes(self, include_decided: bool) -> list[dict[str, Any]]:
+        rows = approvals.changes(self.db.store, None if include_decided else "open")
+        result = []
+        for row in rows:
+            detail = approvals.change_detail(self.db.store, self.ws, row["id"])
+            result.append(detail)
+        return result
+
+    async def change(self, change_id: int) -> dict[str, Any]:
+        """One change: commits, diff stat, artifacts, decisions and the policy checklist."""
+        return await self.db.call(approvals.change_detail, self.db.store, self.ws, change_id)
+
+    async def approve(self, change_id: int, comment: str = "") -> approvals.Verdict:
+        return await self.db.call(approvals.decide, self.db.store, self.ws, change_id,
+                                  self.actor.name, "approve", comment)
+
+    async def reject(self, change_id: int, comment: str) -> approvals.Verdict:
+        return await self.db.call(approvals.decide, self.db.store, self.ws, change_id,
+                                  self.actor.name, "reject", comment)
+
+    async def audit(self, limit: int = 500) -> list[Row]:
+        """The newest audit entries, newest first."""
+        return await self.db.call(self.db.store.query, "SELECT * FROM audit ORDER BY id DESC LIMIT ?",
+                                  (limit,))
+
+    async def verify_audit(self) -> tuple[bool, int, str]:
+        """Check the whole hash chain: (ok, entries checked, the first bad entry)."""
+        return await self.db.call(self.db.store.verify_audit)
 
     async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
         """Escape hatch for tests and tools; consoles use the typed reads above."""

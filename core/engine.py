@@ -42,7 +42,7 @@ from core.workspace import RepoConfig, Workspace
 
 log = logging.getLogger("ahead.engine")
 HEARTBEAT_SECONDS = 2.0
-LEASE_STALE_SECONDS = 15.0
+LEASE_STALE_SECONDS = lease.STALE_SECONDS
 
 
 class ContextLog(logging.LoggerAdapter):  # type: ignore[type-arg]

@@ -15,6 +15,7 @@ from core.errors import LeaseHeld
 from core.store.db import Store
 
 NAME = "engine"
+STALE_SECONDS = 15.0  # a lease not renewed for this long is free (heartbeat every 2 s)
 
 
 def pid_alive(pid: int) -> bool:

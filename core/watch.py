@@ -29,6 +29,19 @@ MASK = IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN
 _HEADER = struct.Struct("iIII")
 
 
+_LIBC: ctypes.CDLL | None = None
+
+
+def _libc() -> ctypes.CDLL:
+    """The C library, loaded once (finding it runs ldconfig: milliseconds, on the UI's loop)."""
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+        if not hasattr(_LIBC, "inotify_init1"):
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    return _LIBC
+
+
 class Inotify:
     """A minimal inotify reader, to be registered with `loop.add_reader(fd, ...)`.
 
@@ -37,8 +50,7 @@ class Inotify:
     """
 
     def __init__(self, on_change: Callable[[str], None], on_overflow: Callable[[], None]) -> None:
-        name = ctypes.util.find_library("c")
-        self._libc = ctypes.CDLL(name, use_errno=True)
+        self._libc = _libc()
         fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")

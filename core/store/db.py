@@ -239,7 +239,8 @@ class AsyncStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ahead-store")
+        name = store.session.split(":")[0] or "store"
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ahead-store-{name}")
         self.thread_ident: int | None = None
 
     async def open(self) -> None:
