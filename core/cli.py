@@ -24,6 +24,7 @@ from core import lease, workspace
 from core.errors import CoreError, PermissionDenied
 from core.services import Actor, Services
 from core.store.db import Store
+from core.text import duration as text_duration
 from core.text import inert, one_line
 from core.workspace import Workspace
 
@@ -182,16 +183,7 @@ def ago(ts: float | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
-    if seconds < 86400:
-        return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
-    return f"{seconds // 86400:.0f}d{seconds % 86400 // 3600:.0f}h"
+    return "-" if seconds is None else text_duration(seconds)
 
 
 def short(sha: str | None) -> str:

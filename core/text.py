@@ -26,3 +26,15 @@ def inert(text: str, *, keep_tabs: bool = True) -> str:
 def one_line(text: str) -> str:
     """Inert text on a single line (newlines become spaces)."""
     return inert(text.replace("\r", " ").replace("\n", " "), keep_tabs=False)
+
+
+def duration(seconds: float) -> str:
+    """A duration for people: 4.2s, 42s, 3m05s, 2h10m, 3d4h."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    if seconds < 86400:
+        return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+    return f"{seconds // 86400:.0f}d{seconds % 86400 // 3600:.0f}h"

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 from rich.text import Text
 
+from core.text import duration as text_duration
 from core.text import inert, one_line
 
 GLYPHS: dict[str, tuple[str, str]] = {
@@ -38,9 +39,11 @@ def set_clock(clock: Callable[[], float]) -> None:
     _clock = clock
 
 
-def plain(text: str, style: str = "", single_line: bool = True) -> Text:
-    """Untrusted text as an inert Text: no markup, no control sequences."""
-    return Text(one_line(text) if single_line else inert(text), style=style, no_wrap=single_line)
+def plain(text: str, style: str = "", single_line: bool = True, wrap: bool = False) -> Text:
+    """Untrusted text as an inert Text: no markup, no control sequences. A single line does not
+    wrap unless `wrap` (for prose in a narrow column)."""
+    return Text(one_line(text) if single_line else inert(text), style=style,
+                no_wrap=single_line and not wrap)
 
 
 def glyph(status: str | None) -> str:
@@ -64,16 +67,7 @@ def short(sha: str | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
-    if seconds < 86400:
-        return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
-    return f"{seconds // 86400:.0f}d{seconds % 86400 // 3600:.0f}h"
+    return "" if seconds is None else text_duration(seconds)
 
 
 def age(seconds: float | None) -> str:
@@ -104,3 +98,22 @@ def took(started: float | None, finished: float | None) -> str:
     if started is None:
         return ""
     return duration((finished or now()) - started)
+
+
+def size(n: int | None) -> str:
+    """Bytes, compactly: 812 B, 4.2 KB, 17 MB."""
+    if n is None:
+        return ""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" or value >= 10 else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.0f} GB"
+
+
+def until(ts: float | None) -> str:
+    """How long until `ts`, compactly ("" when unset or past)."""
+    if not ts or ts <= now():
+        return ""
+    return age(ts - now())
