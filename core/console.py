@@ -184,6 +184,12 @@ class ConsoleSession:
             return after, []
         return rows[-1][0], [line for _, line in rows]
 
+    async def step_log_start(self, step_id: int, keep: int) -> int | None:
+        """The seq after which the step's last `keep` lines begin, or None when it has fewer."""
+        rows = await self.db.call(self.db.store.query, "SELECT seq FROM log_lines WHERE step_id = ? "
+                                  "ORDER BY seq DESC LIMIT 1 OFFSET ?", (step_id, keep))
+        return int(rows[0]["seq"]) if rows else None
+
     async def step_log(self, step_id: int, after: int = -1, limit: int = 5000) -> list[LogLine]:
         rows = await self.db.call(
             self.db.store.query, "SELECT step_id, seq, ts, line FROM log_lines WHERE step_id = ? "

@@ -268,3 +268,29 @@ def test_stylesheets_ship_in_the_wheel(tmp_path: Path) -> None:
     wheel = next(tmp_path.glob("change_ahead-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "themes/ahead.tcss" in names and "tui/app.py" in names and "core/engine.py" in names
+
+
+async def test_a_flooding_step_keeps_the_tail_and_keys_answer(tmp_path: Path) -> None:
+    flood = ("stages:\n  - name: flood\n    steps:\n"
+             "      - run: [python3, -c, 'for i in range(120000): print(\"line\", i)']\n")
+    ws = make_workspace(tmp_path / "ws", {"app": flood})
+    async with console(ws) as (app, pilot):
+        run_id = await app.session.trigger("app")
+        app.open_run(run_id)
+        await until(lambda: isinstance(app.screen, RunScreen) and app.screen.detail is not None)
+        log = app.screen.query_one("#log", Log)
+        await pilot.press("f")  # keys answer while the step floods the log
+        await pilot.press("f")
+        await app.session.engine.wait_run(run_id, timeout=60)
+        await until(lambda: log.lines and log.lines[-1] == "line 119999", timeout=30)
+        from tui.screens.run import MAX_LOG_LINES
+
+        assert len(log.lines) <= MAX_LOG_LINES + 1
+        assert "following" in screen_text(app)
+        await pilot.press("escape")  # opened afresh, a long log starts at its last lines
+        app.open_run(run_id)
+        await until(lambda: isinstance(app.screen, RunScreen) and app.screen.detail is not None)
+        log = app.screen.query_one("#log", Log)
+        await until(lambda: log.lines and log.lines[-1] == "line 119999", timeout=30)
+        assert log.lines[0].startswith("… earlier lines are in the store")
+        assert log.lines[1] == f"line {120000 - MAX_LOG_LINES}"

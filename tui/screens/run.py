@@ -220,14 +220,21 @@ class RunScreen(AheadScreen):
         if step_id is None:
             return
         log = self.query_one("#log", Log)
+        if self._log_seq < 0:
+            # A long log (or a flood): only the last MAX_LOG_LINES would stay on screen anyway,
+            # so start there; the whole log stays in the store (`ahead logs RUN`).
+            start = await self.ahead.session.step_log_start(step_id, MAX_LOG_LINES)
+            if start is not None:
+                self._log_seq = start
+                log.write_line(f"… earlier lines are in the store: ahead logs {self.run_id}")
         while True:
-            lines = await self.ahead.session.step_log(step_id, self._log_seq, CHUNK)
+            seq, lines = await self.ahead.session.step_log_tail(step_id, self._log_seq, CHUNK)
             if step_id != self._step_id:
                 return
             if not lines:
                 break
-            log.write_lines([inert(line.text) for line in lines], scroll_end=self._follow)
-            self._log_seq = lines[-1].seq
+            log.write_lines([inert(line) for line in lines], scroll_end=self._follow)
+            self._log_seq = seq
             if self._term:
                 self._find_matches()
             self._update_log_status()
