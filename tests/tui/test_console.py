@@ -293,4 +293,4 @@ async def test_a_flooding_step_keeps_the_tail_and_keys_answer(tmp_path: Path) ->
         log = app.screen.query_one("#log", Log)
         await until(lambda: log.lines and log.lines[-1] == "line 119999", timeout=30)
         assert log.lines[0].startswith("… earlier lines are in the store")
-        assert log.lines[1] == f"line {120000 - MAX_LOG_LINES}"
+        assert log.lines[1] == f"line {120000 - MAX_LOG_LINES + 1}"

@@ -223,7 +223,7 @@ class RunScreen(AheadScreen):
         if self._log_seq < 0:
             # A long log (or a flood): only the last MAX_LOG_LINES would stay on screen anyway,
             # so start there; the whole log stays in the store (`ahead logs RUN`).
-            start = await self.ahead.session.step_log_start(step_id, MAX_LOG_LINES)
+            start = await self.ahead.session.step_log_start(step_id, MAX_LOG_LINES - 1)
             if start is not None:
                 self._log_seq = start
                 log.write_line(f"… earlier lines are in the store: ahead logs {self.run_id}")
