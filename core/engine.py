@@ -442,7 +442,8 @@ class RunExecution:
 
     def __init__(self, engine: Engine, run_id: int, cancel: asyncio.Event, resume: bool = False) -> None:
         self.resume = resume
-        self.at_gate = False  # waiting for approval: an engine stop leaves the run waiting
+        # Waiting for approval (or resuming a run that was): an engine stop leaves it waiting.
+        self.at_gate = resume
         self.engine = engine
         self.db = engine.db
         self.store = engine.db.store
@@ -479,8 +480,15 @@ class RunExecution:
                                          (self.run_id,))
                 assert run is not None
             finally:
-                with contextlib.suppress(GitError, OSError, asyncio.CancelledError):
+                try:
                     await asyncio.shield(checkout)
+                except asyncio.CancelledError:  # the engine is stopping: let git finish first,
+                    await asyncio.wait({checkout})  # so the checkout can be removed below
+                    if workdir.exists():
+                        self.workdir = workdir
+                    raise
+                except (GitError, OSError):
+                    pass
                 if workdir.exists():
                     self.workdir = workdir
             checkout.result()  # a failed checkout fails the run (GitError below)
@@ -554,7 +562,7 @@ class RunExecution:
             await self.call(runstate.set_stage, row["id"], "succeeded")
         return "succeeded"
 
-    def _set_error(self, reason: str) -> None:
+    def _set_error(self, reason: str | None) -> None:
         with self.store.transaction() as conn:
             conn.execute("UPDATE runs SET error = ? WHERE id = ?", (reason, self.run_id))
 
@@ -686,6 +694,7 @@ class Gate:
                 else:
                     outcome, reason, row = await self.x.db.call(approvals.check_gate, self.x.store, ws, change_id)
                     if outcome == "pass":
+                        await self.x.db.call(self.x._set_error, None)  # no longer waiting
                         return "pass", reason
                     if outcome == "stale":
                         change_id = None

@@ -332,7 +332,7 @@ async def test_concurrent_approvals_make_exactly_one_transition(tmp_path: Path) 
         def approve(name: str) -> None:
             try:
                 results.append(decide(ws, change["id"], name))
-            except BaseException as exc:  # noqa: BLE001 - any error reaching a user fails the test
+            except BaseException as exc:  # any error reaching a user fails the test
                 errors.append(exc)
 
         threads = [threading.Thread(target=approve, args=(f"a{i % 10}",)) for i in range(50)]

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from core import demo, gitio, lease, workspace
+from core import approvals, demo, gitio, lease, workspace
 from core.errors import InvalidRequest
 from core.fields import NAME
 from core.pipeline import PIPELINE_PATH
@@ -49,7 +51,7 @@ def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
         yield workspace.read(target / "ahead.yml")
 
 
-def status(ws: Workspace) -> dict[str, dict[str, dict[str, object]]]:
+def status(ws: Workspace) -> dict[str, dict[str, Any]]:
     with Store(ws.db_path) as store:
         data = Services(ws, store).status()
     return {repo["name"]: repo for repo in data["repos"]}
@@ -66,9 +68,18 @@ def test_workspace_and_pipelines_are_valid(demo_ws: Workspace) -> None:
     assert demo_ws.environments == ("dev", "preprod", "prod")
     assert demo_ws.state_dir == demo_ws.root / ".ahead"
     assert demo_ws.settings.cancel_grace == 2.0
-    assert not demo_ws.policies
+    prod = demo_ws.policies["prod"]
+    assert list(demo_ws.policies) == ["prod"]
+    assert (prod.approvals, prod.approvers, prod.forbid) == (
+        2, ("role:approver",), ("authors", "committers", "triggerer"))
+    assert prod.expires == 72 * 3600 and prod.reject_needs_comment
     me = demo_ws.operator_for_os_user()
     assert me is not None and me.name == "alice" and "approver" in me.roles
+    user = workspace.current_os_user()  # `--as bob` and `--as carol` work for whoever runs the demo
+    assert [(op.name, op.roles, user in op.os_users) for op in demo_ws.operators] == [
+        ("alice", ("operator", "approver"), True), ("bob", ("operator", "approver"), True),
+        ("carol", ("approver",), True)]
+    assert demo_ws.operator_by_email("dave@contractor.example.net") is None
     for repo in demo_ws.repos:
         path = demo_ws.repo_dir(repo)
         assert repo.path == demo_ws.root / "repos" / repo.name
@@ -90,7 +101,7 @@ def test_history_has_authors_dates_and_a_branch(demo_ws: Workspace) -> None:
     authors = {line.split()[0] for line in log}
     assert {"alice@example.com", "bob@example.com", "carol@example.com"} <= authors
     dave = [line for line in log if line.startswith("dave@")]
-    assert dave and dave[0].split()[1] == "bob@example.com"  # an outside change, committed by bob
+    assert dave and dave[0].split()[1] == "carol@example.com"  # an outside change, committed by carol
     times = [int(line.split()[2]) for line in log]
     assert max(times) <= time.time() and min(times) < time.time() - 5 * 24 * 3600
     assert "feature/bigger-db" in git(infra, "branch", "--list")
@@ -112,7 +123,7 @@ def test_environments_are_at_different_commits(demo_ws: Workspace) -> None:
     service = repos["service"]["environments"]
     assert isinstance(service, dict)
     assert service["preprod"]["deployed"] == repos["service"]["head"]
-    assert service["prod"]["pending"] == 3
+    assert service["prod"]["pending"] == 4
     image = repos["machine-image"]["environments"]
     assert isinstance(image, dict)
     assert image["dev"]["deployed"] == repos["machine-image"]["head"]
@@ -120,14 +131,15 @@ def test_environments_are_at_different_commits(demo_ws: Workspace) -> None:
     with Store(demo_ws.db_path) as store:
         runs = store.query("SELECT repo, branch, status, trigger FROM runs ORDER BY id")
         assert store.verify_audit()[0]
-    assert [r["status"] for r in runs].count("succeeded") == 5
+    assert [r["status"] for r in runs].count("succeeded") == 7
     assert {r["trigger"] for r in runs} == {"commit"}
     assert not [r for r in runs if r["status"] in ("queued", "running")]
+    assert [r["repo"] for r in runs if r["status"] == "waiting"] == ["service"]
     assert ("infrastructure", "feature/bigger-db", "succeeded") in {
         (r["repo"], r["branch"], r["status"]) for r in runs}
 
     text = ahead("--workspace", str(demo_ws.root), "status").stdout
-    assert "REPO" in text and "PROD" in text and "+3" in text
+    assert "REPO" in text and "PROD" in text and "+4" in text and "waiting" in text
 
 
 def test_live_directories_hold_what_was_deployed(demo_ws: Workspace) -> None:
@@ -160,6 +172,46 @@ def test_failed_runs_say_why(demo_ws: Workspace) -> None:
     assert "no section '## 1.2.0'" in text
 
 
+def test_prod_changes_went_through_the_gate(demo_ws: Workspace) -> None:
+    """Whoever wrote a change, the other two approved it; the newest waits for its second."""
+    with Store(demo_ws.db_path) as store:
+        changes = {c["id"]: c for c in approvals.changes(store)}
+        details = {i: approvals.change_detail(store, demo_ws, i) for i in changes}
+        audit = store.query("SELECT actor, action, subject FROM audit WHERE action LIKE 'change.%' "
+                              "OR action LIKE 'gate.%'")
+        assert store.verify_audit()[0]
+    assert {c["environment"] for c in changes.values()} == {"prod"}
+    passed = [d for d in details.values() if d["status"] == "passed"]
+    assert len(passed) == 5 and sorted(d["repo"] for d in passed).count("service") == 2
+    for change in passed:
+        authors = {c["email"].split("@")[0] for c in change["commits"]}
+        approvers = {d["operator"] for d in change["decisions"]}
+        assert len(authors) == 1 and len(approvers) == 2 and not authors & approvers, change["id"]
+        assert {d["verdict"] for d in change["decisions"]} == {"approve"}
+        assert ("engine", "gate.passed", f"change/{change['id']}") in {
+            (a["actor"], a["action"], a["subject"]) for a in audit}
+    first = min((d for d in passed if d["repo"] == "service"), key=lambda d: d["id"])
+    assert first["base_sha"] is None and [c["author"] for c in first["commits"]] == ["Alice Archer"]
+    assert [d["operator"] for d in first["decisions"]] == ["bob", "carol"]
+
+    [waiting] = [d for d in details.values() if d["status"] == "open"]
+    repos = status(demo_ws)
+    service = repos["service"]["environments"]
+    assert isinstance(service, dict)
+    assert (waiting["repo"], waiting["head_sha"]) == ("service", repos["service"]["head"])
+    assert waiting["base_sha"] == service["prod"]["deployed"]
+    assert waiting["run"]["status"] == "waiting"
+    assert waiting["run"]["error"] == "waiting for approval: 1 of 2 approvals"
+    assert {c["email"] for c in waiting["commits"]} == {"alice@example.com", "dave@contractor.example.net"}
+    assert [(d["operator"], d["verdict"]) for d in waiting["decisions"]] == [("bob", "approve")]
+    check = waiting["checklist"]
+    assert (check["approved_by"], check["eligible"], check["required"]) == (["bob"], ["bob", "carol"], 2)
+    assert check["barred"]["alice"].startswith("author of ")
+    assert waiting["expires_at"] > time.time() + 48 * 3600  # still open tomorrow
+    assert ("bob", "change.approve", f"change/{waiting['id']}") in {
+        (a["actor"], a["action"], a["subject"]) for a in audit}
+
+
 def test_create_refuses_an_existing_or_non_empty_dir(demo_ws: Workspace, tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="already exists"):
         demo.create(demo_ws.root)
@@ -169,19 +221,46 @@ def test_create_refuses_an_existing_or_non_empty_dir(demo_ws: Workspace, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
-def test_the_same_now_makes_the_same_commits(tmp_path: Path) -> None:
+def test_the_same_now_makes_the_same_store(tmp_path: Path) -> None:
     now = 1_700_000_000.0  # long past, so nothing in the history may come from the wall clock
+    started = time.monotonic()
     for name in ("a", "b"):
-        demo.create(tmp_path / name, now=now)
+        demo.create(tmp_path / name, now=now, reproducible=True)
+    took = (time.monotonic() - started) / 2
+    assert took < 30, f"create(reproducible=True) took {took:.1f}s"
     for repo in ("machine-image", "infrastructure", "service"):
         shas = {git(tmp_path / name / "repos" / repo, "rev-parse", "main") for name in ("a", "b")}
         assert len(shas) == 1, repo
     branch = {git(tmp_path / name / "repos" / "infrastructure", "rev-parse", "feature/bigger-db")
               for name in ("a", "b")}
     assert len(branch) == 1
-    # Dates are the story's offsets from `now`: service's last commit is "Release 1.2.0", 4h before.
-    dates = git(tmp_path / "a" / "repos" / "service", "log", "-1", "--format=%at %ct", "main")
-    assert dates.split() == [str(int(now - 4 * 3600))] * 2
+    # Dates are the story's offsets from `now`: service's last commit, 2h before.
+    dates = git(tmp_path / "a" / "repos" / "service", "log", "-1", "--format=%at %ct %s", "main")
+    assert dates.split(maxsplit=2) == [str(int(now - 2 * 3600))] * 2 + ["Release notes for 1.2.0"]
+
+    # Every table but the audit log and the event feed (both keep real time; sqlite_sequence
+    # counts events), down to the change requests and their decisions; paths into each
+    # workspace read the same.
+    def tables(name: str) -> dict[str, list[str]]:
+        root = str(tmp_path / name)
+        with Store(tmp_path / name / ".ahead" / "state.db") as store:
+            names = [r["name"] for r in store.query("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                                    "AND name NOT IN ('audit', 'events', 'sqlite_sequence')")]
+            return {table: sorted(json.dumps(row).replace(root, "~/demo")
+                                  for row in store.query(f"SELECT * FROM {table}")) for table in names}
+
+    a, b = tables("a"), tables("b")
+    assert len(a["change_requests"]) == 6 and len(a["decisions"]) == 11
+    for table in a:
+        assert a[table] == b[table], table
+    with Store(tmp_path / "a" / ".ahead" / "state.db") as store:
+        times = store.query_one("SELECT MAX(created_at) AS created, MAX(decided_at) AS decided "
+                                "FROM change_requests")
+        assert times is not None and times["created"] < now and times["decided"] < now
+        last = store.query_one("SELECT MAX(created_at) AS at FROM decisions")
+        assert last is not None and last["at"] < now
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):  # freeze put it back
+            store.conn.execute("UPDATE decisions SET comment = 'edited'")
 
 
 def test_demo_files_ship_in_the_wheel(tmp_path: Path) -> None:
@@ -264,19 +343,36 @@ def test_ahead_demo_end_to_end(tmp_path: Path) -> None:
                               timeout=120, stdin=subprocess.DEVNULL, check=False,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
 
+    started = time.monotonic()
     done = run_demo()
     assert done.returncode == 0, done.stdout + done.stderr
+    assert time.monotonic() - started < 60
     lines = done.stdout.splitlines()
     assert lines[0].startswith("creating the demo workspace")
     header = next(line for line in lines if line.startswith("REPO"))
     assert header.split() == ["REPO", "MAIN", "LAST", "RUN", "DEV", "PREPROD", "PROD"]
     assert any(line.startswith("infrastructure") for line in lines)
+    # The story's open end: 1.2.0 waits at prod's gate; bob approved, carol may approve too.
+    hint = (f"run #10 service waits for approval: change #6 (1 of 2) — approve with: "
+            f"ahead --workspace {target} --as carol approve 6")
+    assert hint in lines, done.stdout
+    assert "#10 ⏸ waiting" in next(line for line in lines if line.startswith("service"))
 
-    # The story's open end: add the release notes and the next `ahead demo` ships 1.2.0.
-    service = target / "repos" / "service"
-    notes = (service / "CHANGELOG.md").read_text().replace("## Unreleased", "## 1.2.0")
-    commit(service, "Release notes for 1.2.0", files={"CHANGELOG.md": notes})
-    done = run_demo()
+    again = time.monotonic()
+    done = run_demo()  # nothing to run: a waiting run does not keep `ahead demo` waiting
+    assert done.returncode == 0 and hint in done.stdout.splitlines(), done.stdout + done.stderr
+    assert time.monotonic() - again < 15
+
+    refused = ahead("--workspace", str(target), "--as", "alice", "approve", "6")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "alice cannot approve: author of" in refused.stdout + refused.stderr
+    approved = ahead("--workspace", str(target), "--as", "carol", "approve", "6")
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    assert "approved change 6 (2 of 2)" in approved.stdout
+
+    done = run_demo()  # an engine again: the gate passes and 1.2.0 ships
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "run #9 service ✓ succeeded" in done.stdout
+    assert "run #10 service ✓ succeeded" in done.stdout
     assert "version=1.2.0" in (target / "live" / "prod" / "service" / "RELEASE").read_text()
+    with Store(target / ".ahead" / "state.db") as store:
+        assert [c["status"] for c in approvals.changes(store, limit=1)] == ["passed"]
