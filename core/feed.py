@@ -23,6 +23,7 @@ log = logging.getLogger("ahead.feed")
 POLL_SECONDS = 0.1  # without inotify
 WATCHED_POLL_SECONDS = 1.0  # with inotify on the WAL file, polling only covers missed wakes
 MIN_SPACING = 0.02  # at most ~50 reads a second during a flood of writes
+CONFIRM_SECONDS = 0.05  # a second look after a wake that found nothing yet
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,9 @@ class EventFeed:
         self._wake.set()
 
     async def _tail(self) -> None:
+        woken = False
         while True:
+            woken = self._wake.is_set()
             self._wake.clear()  # before reading: a write during the read wakes the next round
             try:
                 rows = await self._db.call(self._db.store.events_after, self._after or 0)
@@ -93,7 +96,12 @@ class EventFeed:
             if len(rows) >= 1000:
                 continue
             await asyncio.sleep(MIN_SPACING)
-            await wait_at_most(self._wake.wait(), self._poll)
+            if woken:
+                # Another process's write wakes us when its WAL frames land, which can be just
+                # before its commit is visible to readers: look again shortly.
+                await wait_at_most(self._wake.wait(), CONFIRM_SECONDS)
+            else:
+                await wait_at_most(self._wake.wait(), self._poll)
 
     def listen(self, maxsize: int = 10_000) -> asyncio.Queue[Event | None]:
         """A queue that receives every event from now on (None when the feed closes); stop with

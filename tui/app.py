@@ -14,13 +14,13 @@ from collections.abc import Iterable
 from functools import partial
 
 from textual.app import App, SystemCommand
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.signal import Signal
 
 from core.console import ConsoleSession
 from core.feed import Event
 from themes import DEFAULT_THEME, STYLESHEET, THEMES, VARIABLE_DEFAULTS
-from tui.commands import HELP, OVERVIEW, QUIT, RUNS, Command, bindings
+from tui.commands import AUDIT, CHANGES, HELP, OVERVIEW, QUIT, RUNS, Command, bindings
 from tui.messages import EventBatch
 from tui.palette import JumpProvider
 from tui.settings import Settings
@@ -33,7 +33,7 @@ class AheadApp(App[int]):
     CSS_PATH = STYLESHEET
     TITLE = "Change Ahead"
     COMMANDS = App.COMMANDS | {JumpProvider}
-    COMMAND_LIST: tuple[Command, ...] = (QUIT, HELP, RUNS, OVERVIEW)
+    COMMAND_LIST: tuple[Command, ...] = (QUIT, HELP, RUNS, CHANGES, AUDIT, OVERVIEW)
     BINDINGS = bindings(*COMMAND_LIST)
     """
     | Key | Action |
@@ -41,6 +41,8 @@ class AheadApp(App[int]):
     | q | Quit |
     | ? | Help for the current screen |
     | r | Runs across every repo |
+    | a | Changes waiting for approval |
+    | u | Audit log and its verification |
     | o | Back to the overview |
     | ctrl+p | Command palette: every command, jump to any repo or run |
     """
@@ -104,13 +106,17 @@ class AheadApp(App[int]):
 
     @staticmethod
     def all_commands() -> list[Command]:
+        from tui.screens.audit import AuditScreen
+        from tui.screens.change import ChangeScreen
+        from tui.screens.changes import ChangesScreen
         from tui.screens.overview import OverviewScreen
         from tui.screens.repo import RepoScreen
         from tui.screens.run import RunScreen
         from tui.screens.runs import RunsScreen
 
         found: dict[str, Command] = {}
-        for owner in (AheadApp, OverviewScreen, RepoScreen, RunScreen, RunsScreen):
+        for owner in (AheadApp, OverviewScreen, RepoScreen, RunScreen, RunsScreen, ChangesScreen,
+                      ChangeScreen, AuditScreen):
             for command in owner.COMMAND_LIST:
                 found[command.id] = command
         return list(found.values())
@@ -170,11 +176,30 @@ class AheadApp(App[int]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.screen))
 
+    def _show(self, kind: type[Screen[None]]) -> None:
+        """Go to the screen of this kind: back to it if it is in the stack, else push a new one."""
+        if isinstance(self.screen, (kind, ModalScreen)):
+            return
+        if any(isinstance(s, kind) for s in self.screen_stack):
+            while not isinstance(self.screen, kind):
+                self.pop_screen()
+            return
+        self.push_screen(kind())
+
     def action_runs(self) -> None:
         from tui.screens.runs import RunsScreen
 
-        if not isinstance(self.screen, RunsScreen):
-            self.push_screen(RunsScreen())
+        self._show(RunsScreen)
+
+    def action_changes(self) -> None:
+        from tui.screens.changes import ChangesScreen
+
+        self._show(ChangesScreen)
+
+    def action_audit(self) -> None:
+        from tui.screens.audit import AuditScreen
+
+        self._show(AuditScreen)
 
     def action_overview(self) -> None:
         from tui.screens.overview import OverviewScreen
@@ -191,3 +216,8 @@ class AheadApp(App[int]):
         from tui.screens.run import RunScreen
 
         self.push_screen(RunScreen(run_id))
+
+    def open_change(self, change_id: int) -> None:
+        from tui.screens.change import ChangeScreen
+
+        self.push_screen(ChangeScreen(change_id))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Command:
                        tooltip=self.help, priority=self.priority)
 
 
-def bindings(*commands: Command) -> list[Binding]:
+def bindings(*commands: Command) -> list[BindingType]:
     return [c.binding() for c in commands]
 
 
@@ -53,3 +53,11 @@ PREV_MATCH = Command("prev_match", "N", "prev_match", "Prev", "Previous search m
 PREV_STAGE = Command("prev_stage", "h", "prev_stage", "◀ Stage", "Select the previous stage", show=False)
 NEXT_STAGE = Command("next_stage", "l", "next_stage", "Stage ▶", "Select the next stage", show=False)
 WHERE = Command("where", "w", "where", "Where", "Which environments have the selected commit")
+CHANGES = Command("changes", "a", "app.changes", "Changes", "Change requests waiting for approval")
+AUDIT = Command("audit", "u", "app.audit", "Audit", "The audit log and whether its hash chain holds")
+APPROVE = Command("approve", "A", "approve", "Approve",
+                  "Approve the change (asks first; production asks you to type its name)")
+REJECT = Command("reject", "X", "reject", "Reject", "Reject the change with a comment (stops its run)")
+DECIDED = Command("decided", "d", "decided", "Decided", "Show decided change requests too, or only open ones")
+GATE_RUN = Command("gate_run", "l", "gate_run", "Run", "Open the run waiting at this gate")
+VERIFY = Command("verify", "v", "verify", "Verify", "Check the audit log's hash chain again now")

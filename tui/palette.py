@@ -1,4 +1,4 @@
-"""Command-palette provider: jump to any repo or recent run by name."""
+"""Command-palette provider: jump to any repo, recent run or open change request by name."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 class JumpProvider(Provider):
-    """Repos (from the workspace) and the last 200 runs (from the engine)."""
+    """Repos (from the workspace), open change requests and the last 200 runs (from the engine)."""
 
     async def startup(self) -> None:
         app = cast("AheadApp", self.app)
@@ -23,6 +23,10 @@ class JumpProvider(Provider):
             self._targets.append((f"repo {repo.name}", "Open the repo: commits and branches",
                                   partial(app.open_repo, repo.name)))
         if app.is_ready:
+            for change in await app.session.changes():
+                title = f"change #{change['id']} {change['repo']} → {change['environment']} {change['status']}"
+                self._targets.append((title, "Open the change request: commits, checklist, approve",
+                                      partial(app.open_change, change["id"])))
             for run in await app.session.runs(limit=200):
                 title = f"run #{run.id} {run.repo} {one_line(run.branch)} {run.status}"
                 self._targets.append((title, one_line(run.subject)[:80], partial(app.open_run, run.id)))

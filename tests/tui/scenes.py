@@ -4,6 +4,8 @@ scripts/screenshots.py, so the README's pictures and the guarded baselines show 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +14,13 @@ from typing import Any
 from core import demo, workspace
 from core.console import ConsoleSession
 from core.services import Actor
+from core.store.db import GENESIS, Store, audit_hash
 from core.workspace import Workspace
 from tui import render
 from tui.app import AheadApp
 from tui.settings import Settings
 
-NOW = 1795000000.0  # the fixed present of the pictures: 2026-11-18 08:26 UTC
+NOW = 1795000000.0  # the fixed present of the pictures: 2026-11-18 11:06 UTC
 
 
 def build_demo(parent: Path) -> Workspace:
@@ -25,7 +28,50 @@ def build_demo(parent: Path) -> Workspace:
     target = parent / "demo"
     if not (target / "ahead.yml").exists():
         demo.create(target, now=NOW, reproducible=True)
+        ws = workspace.read(target / "ahead.yml")
+        pin_audit(ws)
     return workspace.read(target / "ahead.yml")
+
+
+def pin_audit(ws: Workspace) -> None:
+    """Pictures only: date the demo's audit entries like the runs they record, and re-chain them.
+
+    `demo.freeze` fixes the runs' times but never touches the audit log, whose entries carry
+    the wall clock and the engine's pid (`engine:27888`): the Audit screen would differ on
+    every build. Each entry is re-dated from what it records (a trigger at its run's creation,
+    a deploy at the deployment's time, a gate at its change's opening, a decision when it was
+    made, the change's end when it was decided) but never before the entry written before it
+    (otherwise a second after that one), the pid dropped from the session, and the hash chain recomputed so it still verifies.
+    """
+    with Store(ws.db_path, session="scenes") as store, store.transaction() as conn:
+        trigger = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'audit_no_update'").fetchone()
+        conn.execute("DROP TRIGGER IF EXISTS audit_no_update")
+        created = {f"run/{r['id']}": r["created_at"] for r in conn.execute("SELECT id, created_at FROM runs")}
+        deployed = {(r["run_id"], r["repo"] + "/" + r["environment"]): r["deployed_at"]
+                    for r in conn.execute("SELECT run_id, repo, environment, deployed_at FROM deployments")}
+        for change in conn.execute("SELECT id, created_at, decided_at FROM change_requests"):
+            created[f"change/{change['id']}"] = change["created_at"]
+            created[f"change/{change['id']}/end"] = change["decided_at"]
+        for decision in conn.execute("SELECT change_id, operator, created_at FROM decisions"):
+            created[f"change/{decision['change_id']}/{decision['operator']}"] = decision["created_at"]
+        prev, ts = GENESIS, NOW - 7 * 86400
+        for row in conn.execute("SELECT * FROM audit ORDER BY id").fetchall():
+            detail = json.loads(row["detail"] or "{}")
+            if row["action"] in ("change.approve", "change.reject"):
+                key = f"{row['subject']}/{row['actor']}"
+            elif row["subject"].startswith("change/") and row["action"] != "gate.opened":
+                key = f"{row['subject']}/end"
+            else:
+                key = row["subject"]
+            recorded = created.get(key) or deployed.get((detail.get("run"), row["subject"]))
+            ts = max(recorded or 0.0, ts + 1.0)  # in id order, as they were written
+            session = re.sub(r"^engine:\d+$", "engine", row["session"])
+            digest = audit_hash(prev, ts, row["actor"], session, row["action"], row["subject"], row["detail"])
+            conn.execute("UPDATE audit SET ts = ?, session = ?, prev_hash = ?, hash = ? WHERE id = ?",
+                         (ts, session, prev, digest, row["id"]))
+            prev = digest
+        if trigger is not None:
+            conn.execute(trigger["sql"])
 
 
 def make_app(ws: Workspace, theme: str | None = None) -> AheadApp:
@@ -59,6 +105,17 @@ async def open_run(pilot: Any, run_id: int) -> None:
     await settle(pilot)
 
 
+def as_operator(name: str, *keys: str) -> Callable[[Any], Awaitable[None]]:
+    """Press `keys` as operator `name` (the screens opened from then on act for them)."""
+
+    async def steps(pilot: Any) -> None:
+        await settle(pilot)
+        pilot.app.session.actor = Actor(name)
+        await press(pilot, *keys)
+
+    return steps
+
+
 @dataclass(frozen=True)
 class Scene:
     name: str
@@ -78,12 +135,21 @@ SCENES: tuple[Scene, ...] = (
     Scene("overview-filter", (80, 24), lambda p: press(p, "slash", "s", "e", "r")),
     Scene("repo", (100, 30), lambda p: press(p, "enter")),
     Scene("repo-80x24", (80, 24), lambda p: press(p, "enter")),
-    Scene("run", (100, 30), lambda p: open_run(p, 7)),
-    Scene("run-80x24", (80, 24), lambda p: open_run(p, 6)),
+    Scene("run", (100, 30), lambda p: open_run(p, 10)),
+    Scene("run-80x24", (80, 24), lambda p: open_run(p, 9)),
     Scene("run-200x60", (200, 60), lambda p: open_run(p, 7)),
     Scene("runs", (100, 30), lambda p: press(p, "r")),
     Scene("runs-80x24", (80, 24), lambda p: press(p, "r")),
     Scene("help", (80, 24), lambda p: press(p, "question_mark")),
+    Scene("changes", (100, 30), lambda p: press(p, "a")),
+    Scene("changes-80x24", (80, 24), lambda p: press(p, "a")),
+    Scene("change", (100, 30), lambda p: press(p, "a", "enter")),
+    Scene("change-80x24", (80, 24), lambda p: press(p, "a", "enter")),
+    Scene("change-200x60", (200, 60), as_operator("carol", "a", "enter")),
+    Scene("approve-80x24", (80, 24), as_operator("carol", "a", "enter", "A")),
+    Scene("audit", (100, 30), lambda p: press(p, "u")),
+    Scene("audit-80x24", (80, 24), lambda p: press(p, "u")),
+    Scene("audit-200x60", (200, 60), lambda p: press(p, "u")),
     Scene("overview-light", (100, 30), nothing, theme="ahead-light"),
     Scene("overview-contrast", (100, 30), nothing, theme="ahead-contrast"),
 )

@@ -1,13 +1,15 @@
 """Overview: every repo against every environment, at a glance.
 
 Per cell: the last state touching the environment (glyph and colour), the deployed commit,
-how many commits on main wait (pending) and for how long (lag). Per repo: head of main and
-the last run's stage strip. Sorted (`s`) and filtered (`/`).
+how many commits on main wait (pending) and for how long (lag); a cell whose run waits at an
+approval gate says so in the approval colour with the policy status (`⏸ b3506dd +3 1/2`). Per
+repo: head of main and the last run's stage strip. Sorted (`s`) and filtered (`/`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -15,7 +17,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Input
 
 from core.views import EnvCell, RepoView
-from tui import render
+from tui import checklist, render
 from tui.commands import (
     BACK,
     DOWN,
@@ -41,6 +43,7 @@ STATE_ORDER = {"failed": 0, "interrupted": 1, "running": 2, "waiting": 3, "queue
                "cancelled": 5, "succeeded": 6, "skipped": 7, None: 8}
 REFRESH_KINDS = {"run.queued", "run.started", "run.finished", "run.planned", "stage.started",
                  "stage.finished", "deployment", "refs"}
+Gates = dict[tuple[str, str], dict[str, Any]]  # (repo, environment) → its open change request
 
 
 def stage_strip(view: RepoView, palette: Mapping[str, str]) -> Text:
@@ -56,17 +59,25 @@ def stage_strip(view: RepoView, palette: Mapping[str, str]) -> Text:
     return text
 
 
-def env_cell(cell: EnvCell, palette: Mapping[str, str], wide: bool = True) -> Text:
+def env_cell(cell: EnvCell, palette: Mapping[str, str], wide: bool = True,
+             gate: Mapping[str, Any] | None = None) -> Text:
     if not cell.deploys and not cell.deployed:
         return Text("  —", style=palette.get("muted", ""))  # the pipeline never deploys here
     text = Text()
-    text.append(render.glyph(cell.last_status), style=render.colour(cell.last_status, palette))
+    at_gate = cell.last_status == "waiting" or gate is not None
+    approval = palette.get("approval-pending", "")
+    if at_gate:
+        text.append(render.glyph("waiting"), style=f"bold {approval}")
+    else:
+        text.append(render.glyph(cell.last_status), style=render.colour(cell.last_status, palette))
     text.append(" ")
     if cell.deployed:
         text.append(render.short(cell.deployed), style=palette.get("deployed", ""))
     else:
         text.append("never  ", style=palette.get("muted", ""))
-    if cell.pending is None:
+    if at_gate and gate is not None and not wide:
+        pass  # narrow: the approval status says more than the pending count (in the status line)
+    elif cell.pending is None:
         text.append(" …", style=palette.get("muted", ""))
     elif cell.pending:
         text.append(f" +{cell.pending}", style=palette.get("pending", ""))
@@ -74,6 +85,14 @@ def env_cell(cell: EnvCell, palette: Mapping[str, str], wide: bool = True) -> Te
             text.append(f" {render.age(lag(cell))}", style=palette.get("muted", ""))
     else:
         text.append(" ✓", style=palette.get("run-ok", ""))
+    if at_gate:
+        if gate is None:
+            text.append(" approval" if wide else " appr", style=approval)
+        else:
+            have, need = checklist.approvals(gate)
+            text.append(f" {'approval ' if wide else ''}{have}/{need}", style=f"bold {approval}")
+            if gate["checklist"].get("frozen"):
+                text.append("❄", style=palette.get("run-cancelled", ""))
     return text
 
 
@@ -107,6 +126,9 @@ class OverviewScreen(AheadScreen):
         self._sort = "name"
         self._dirty: set[str] = set()
         self._order: list[str] = []
+        self._binding_state: tuple[bool | None, ...] = ()
+        self._gates: Gates = {}
+        self._gates_dirty = False
 
     def body(self) -> ComposeResult:
         yield FilterBar("filter: repo name or state (esc clears)", id="filter")
@@ -139,6 +161,7 @@ class OverviewScreen(AheadScreen):
         large = len(self.ahead.session.ws.repos) > PENDING_CHUNK
         views = await self.ahead.session.overview(pending=not large)
         self._views = {v.name: v for v in views}
+        self._gates = await self._read_gates()
         table.loading = False
         self._rebuild()
         if self.focused is None:
@@ -152,11 +175,17 @@ class OverviewScreen(AheadScreen):
             for view in await self.ahead.session.overview(only=chunk):
                 self._views[view.name] = view
             if self._sort == "name" and not self._filter:
-                self._update_rows(chunk)
+                self._update_rows(chunk, filling=True)
         self._rebuild()  # order and column widths from the complete data
 
+    async def _read_gates(self) -> Gates:
+        changes = await self.ahead.session.changes()  # newest first: the newest per cell wins
+        return {(c["repo"], c["environment"]): c for c in reversed(changes)}
+
     def on_events(self, batch: EventBatch) -> None:
-        if batch.kinds() & REFRESH_KINDS:
+        gates = any(kind.startswith("change.") for kind in batch.kinds())
+        if gates or batch.kinds() & REFRESH_KINDS:
+            self._gates_dirty |= gates
             self._dirty |= {r for r in batch.repos() if r in self._views}
             if self._dirty:
                 self._refresh_dirty()
@@ -165,6 +194,11 @@ class OverviewScreen(AheadScreen):
           description="refresh changed repos")
     async def _refresh_dirty(self) -> None:
         names, self._dirty = sorted(self._dirty), set()
+        if self._gates_dirty:
+            self._gates_dirty = False
+            before = {repo for repo, _ in self._gates}
+            self._gates = await self._read_gates()
+            names = sorted(set(names) | before | {repo for repo, _ in self._gates})
         for view in await self.ahead.session.overview(only=names):
             self._views[view.name] = view
         if self._sort == "name" and not self._filter:
@@ -194,7 +228,7 @@ class OverviewScreen(AheadScreen):
             head = Text("error", style=palette.get("run-failed", ""))
         wide = self.size.width >= 120
         return [render.plain(view.name), head, stage_strip(view, palette),
-                *(env_cell(c, palette, wide) for c in view.cells)]
+                *(env_cell(c, palette, wide, self._gates.get((view.name, c.environment))) for c in view.cells)]
 
     def _rebuild(self) -> None:
         table = self.query_one("#overview", DataTable)
@@ -208,14 +242,24 @@ class OverviewScreen(AheadScreen):
             table.move_cursor(row=self._order.index(selected))
         self._update_status()
 
-    def _update_rows(self, names: list[str]) -> None:
+    def _update_rows(self, names: list[str], filling: bool = False) -> None:
+        """Update rows in place. Outside the initial fill, a cell wider than its column makes a
+        rebuild instead (rare: a first deployment, a gate opening)."""
         table = self.query_one("#overview", DataTable)
         keys = ["repo", "main", "last", *(f"env:{e}" for e in self.ahead.session.ws.environments)]
-        for name in names:
-            if name not in self._order:
-                continue
-            for key, value in zip(keys, self._row(self._views[name]), strict=True):
-                table.update_cell(name, key, value, update_width=True)
+        rows = {name: self._row(self._views[name]) for name in names if name in self._order}
+        if not filling:
+            widths = {str(key.value): column.content_width for key, column in table.columns.items()}
+            if any(cell.cell_len > widths.get(key, 0) for cells in rows.values()
+                   for key, cell in zip(keys, cells, strict=True)):
+                self._rebuild()
+                return
+        for name, cells in rows.items():
+            for key, value in zip(keys, cells, strict=True):
+                # update_width=True re-measures the whole column on every narrower cell
+                # (quadratic over a 1,000-repo fill, bench/bench_console.py); the rebuild after
+                # the fill and on sort/filter sizes the columns instead
+                table.update_cell(name, key, value)
         self._update_status()
 
     def _update_status(self) -> None:
@@ -235,6 +279,13 @@ class OverviewScreen(AheadScreen):
         parts.append(view.name)
         behind = [f"{c.environment} +{c.pending} ({render.age(lag(c))})" for c in view.cells if c.pending]
         parts.append("behind: " + ", ".join(behind) if behind else "every environment is up to date")
+        for env in self.ahead.session.ws.environments:
+            gate = self._gates.get((view.name, env))
+            if gate is not None:
+                have, need = checklist.approvals(gate)
+                still = checklist.may_still_approve(gate)
+                parts.append(f"{env} waits for approval: change #{gate['id']} {have} of {need}"
+                             + (f", may approve: {', '.join(still)}" if still else "") + " (a: Changes)")
         if view.last_run is not None:
             run = view.last_run
             parts.append(f"last run #{run.id} {run.status} on {render.plain(run.branch).plain}")
@@ -251,7 +302,10 @@ class OverviewScreen(AheadScreen):
         if self._filter:
             parts.append(f"filter: {self._filter} ({len(self._order)} of {len(views)})")
         parts += [f"{len(views)} repos", f"{active} active", f"{failing} failing",
-                  f"{pending} env(s) behind main", f"sorted by {self._sort}"]
+                  f"{pending} env(s) behind main"]
+        if self._gates:
+            parts.append(f"{len(self._gates)} waiting for approval (a)")
+        parts.append(f"sorted by {self._sort}")
         return " · ".join(parts)
 
     def selected_repo(self) -> str | None:
@@ -272,7 +326,11 @@ class OverviewScreen(AheadScreen):
 
     @on(DataTable.RowHighlighted, "#overview")
     def _highlighted(self) -> None:
-        self.refresh_bindings()
+        # Refreshing bindings remounts the footer's keys: only when what they depend on changed.
+        state = (self.check_action("open", ()), self.check_action("last_run", ()))
+        if state != self._binding_state:
+            self._binding_state = state
+            self.refresh_bindings()
         self._update_status()
 
     @on(DataTable.RowSelected, "#overview")

@@ -241,6 +241,8 @@ class RunScreen(AheadScreen):
             if len(lines) < CHUNK:
                 break
             await self._yield_frame()
+        if self._follow:  # again once laid out: a horizontal scrollbar may have taken the last row
+            log.call_after_refresh(log.scroll_end, animate=False)
 
     async def _yield_frame(self) -> None:
         import asyncio
