@@ -17,12 +17,12 @@ from typing import Any
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Static
 
 from tui import render
 from tui.commands import BACK, DOWN, FILTER, HELP, QUIT, UP, VERIFY, bindings
 from tui.messages import EventBatch
-from tui.screens.base import AheadScreen
+from tui.screens.base import FilteredListScreen
 from tui.widgets.filter_bar import FilterBar
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -62,7 +62,8 @@ def stamp(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
-class AuditScreen(AheadScreen):
+class AuditScreen(FilteredListScreen):
+    LIST_ID = "audit"
     COMMAND_LIST = (VERIFY, FILTER, DOWN, UP, BACK, HELP, QUIT)
     BINDINGS = bindings(VERIFY, FILTER, DOWN, UP, BACK)
     """
@@ -210,22 +211,5 @@ class AuditScreen(AheadScreen):
         self._draw_verdict()
         self._load(verify=True)
 
-    def action_filter(self) -> None:
-        self.query_one("#filter", FilterBar).show()
-
-    @on(Input.Changed, "#filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self._filter = event.value.strip()
+    def filter_changed(self) -> None:
         self._draw()
-
-    @on(Input.Submitted, "#filter")
-    def _filter_done(self) -> None:
-        self.query_one("#audit", DataTable).focus()
-
-    def action_back(self) -> None:
-        bar = self.query_one("#filter", FilterBar)
-        if bar.shown:
-            bar.hide()
-            self.query_one("#audit", DataTable).focus()
-            return
-        super().action_back()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, cast
 
+from textual import on
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Footer, Input, Static
 
 from tui.commands import Command
 from tui.messages import EventBatch
+from tui.widgets.filter_bar import FilterBar
 
 if TYPE_CHECKING:
     from tui.app import AheadApp
@@ -85,3 +87,40 @@ class AheadScreen(Screen[None]):
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:
             self.app.pop_screen()
+
+
+class FilteredListScreen(AheadScreen):
+    """A list screen with a `/` filter bar (a FilterBar with id `filter`) over one table.
+
+    Subclasses set LIST_ID (the table's id) and implement `filter_changed()`; the text typed
+    is in `self._filter`. `esc` clears and hides the bar before it goes back.
+    """
+
+    LIST_ID: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._filter = ""
+
+    def filter_changed(self) -> None:
+        """Redraw the list for `self._filter`."""
+
+    def action_filter(self) -> None:
+        self.query_one("#filter", FilterBar).show()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self._filter = event.value.strip()
+        self.filter_changed()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.query_one(f"#{self.LIST_ID}", DataTable).focus()
+
+    def action_back(self) -> None:
+        bar = self.query_one("#filter", FilterBar)
+        if bar.shown:
+            bar.hide()
+            self.query_one(f"#{self.LIST_ID}", DataTable).focus()
+            return
+        super().action_back()

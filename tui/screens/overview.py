@@ -14,7 +14,7 @@ from typing import Any
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable
 
 from core.views import EnvCell, RepoView
 from tui import checklist, render
@@ -33,7 +33,7 @@ from tui.commands import (
     bindings,
 )
 from tui.messages import EventBatch
-from tui.screens.base import AheadScreen
+from tui.screens.base import FilteredListScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets.filter_bar import FilterBar
 
@@ -105,7 +105,8 @@ def max_lag(view: RepoView) -> float:
     return max((lag(c) for c in view.cells), default=0.0)
 
 
-class OverviewScreen(AheadScreen):
+class OverviewScreen(FilteredListScreen):
+    LIST_ID = "overview"
     COMMAND_LIST = (OPEN, LAST_RUN, TRIGGER, FILTER, SORT, RUNS, DOWN, UP, BACK, HELP, QUIT)
     BINDINGS = bindings(OPEN, LAST_RUN, TRIGGER, FILTER, SORT, DOWN, UP, BACK)
     """
@@ -374,20 +375,5 @@ class OverviewScreen(AheadScreen):
         self._sort = SORTS[(SORTS.index(self._sort) + 1) % len(SORTS)]
         self._rebuild()
 
-    def action_filter(self) -> None:
-        self.query_one("#filter", FilterBar).show()
-
-    @on(Input.Changed, "#filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self._filter = event.value.strip()
+    def filter_changed(self) -> None:
         self._rebuild()
-
-    @on(Input.Submitted, "#filter")
-    def _filter_done(self) -> None:
-        self.query_one("#overview", DataTable).focus()
-
-    def action_back(self) -> None:
-        bar = self.query_one("#filter", FilterBar)
-        if bar.shown:
-            bar.hide()
-            self.query_one("#overview", DataTable).focus()

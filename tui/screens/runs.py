@@ -9,13 +9,13 @@ from __future__ import annotations
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable
 
 from core.views import RunView
 from tui import render
 from tui.commands import BACK, CANCEL, DOWN, FILTER, HELP, OPEN, QUIT, RETRY, UP, bindings
 from tui.messages import EventBatch
-from tui.screens.base import AheadScreen
+from tui.screens.base import FilteredListScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets.filter_bar import FilterBar
 
@@ -40,7 +40,8 @@ def matches(run: RunView, query: str) -> bool:
     return True
 
 
-class RunsScreen(AheadScreen):
+class RunsScreen(FilteredListScreen):
+    LIST_ID = "runs"
     COMMAND_LIST = (OPEN, FILTER, CANCEL, RETRY, DOWN, UP, BACK, HELP, QUIT)
     BINDINGS = bindings(OPEN, FILTER, CANCEL, RETRY, DOWN, UP, BACK)
     """
@@ -157,22 +158,5 @@ class RunsScreen(AheadScreen):
         run_id = await self.ahead.session.retry(run.id)
         self.notify(f"queued run #{run_id} (retry of #{run.id})", title="Retry")
 
-    def action_filter(self) -> None:
-        self.query_one("#filter", FilterBar).show()
-
-    @on(Input.Changed, "#filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self._filter = event.value.strip()
+    def filter_changed(self) -> None:
         self._draw()
-
-    @on(Input.Submitted, "#filter")
-    def _filter_done(self) -> None:
-        self.query_one("#runs", DataTable).focus()
-
-    def action_back(self) -> None:
-        bar = self.query_one("#filter", FilterBar)
-        if bar.shown:
-            bar.hide()
-            self.query_one("#runs", DataTable).focus()
-            return
-        super().action_back()
