@@ -38,25 +38,28 @@ def short(sha: str | None) -> str:
     return sha[:7] if sha else "nothing"
 
 
-def forbidden(ws: Workspace, policy: Policy, change: Row, run_actor: str) -> dict[str, str]:
-    """Operators who may not approve this change, each with the reason."""
+def forbidden(store: Store, ws: Workspace, policy: Policy, change: Row) -> dict[str, str]:
+    """Operators who may not approve this change, each with the reason: authors and committers of
+    every commit in base..head, and whoever triggered a run of its head commit."""
     reasons: dict[str, str] = {}
-    commits = json.loads(change["commits"])
-    if "authors" in policy.forbid:
-        for commit in commits:
-            op = ws.operator_by_email(commit["email"])
-            if op is not None:
-                reasons.setdefault(op.name, f"author of {short(commit['sha'])}")
-    if "committers" in policy.forbid:
-        for commit in commits:
-            op = ws.operator_by_email(commit["committer_email"])
-            if op is not None:
-                reasons.setdefault(op.name, f"committer of {short(commit['sha'])}")
+    people = json.loads(change["people"] or "{}")
+    if not people:  # a request opened before ranges were recorded whole
+        commits = json.loads(change["commits"])
+        people = {"authors": {c["email"]: c["sha"] for c in commits},
+                  "committers": {c["committer_email"]: c["sha"] for c in commits}}
+    for kind, label in (("authors", "author"), ("committers", "committer")):
+        if kind in policy.forbid:
+            for email, sha in people.get(kind, {}).items():
+                op = ws.operator_by_email(email)
+                if op is not None:
+                    reasons.setdefault(op.name, f"{label} of {short(sha)}")
     if "triggerer" in policy.forbid:
-        who = run_actor.removeprefix("git:")
-        op = ws.operator(run_actor) or (ws.operator_by_email(who) if run_actor.startswith("git:") else None)
-        if op is not None:
-            reasons.setdefault(op.name, f"triggered run #{change['run_id']}")
+        for run in store.query("SELECT id, actor FROM runs WHERE repo = ? AND commit_sha = ? ORDER BY id",
+                               (change["repo"], change["head_sha"])):
+            actor = run["actor"]
+            op = ws.operator(actor) or (ws.operator_by_email(actor[4:]) if actor.startswith("git:") else None)
+            if op is not None:
+                reasons.setdefault(op.name, f"triggered run #{run['id']}")
     return reasons
 
 
@@ -67,17 +70,19 @@ def deployed_now(store: Store, repo: str, environment: str) -> str | None:
 
 
 def open_change(store: Store, policy: Policy, *, run: Row, stage_id: int, base: str | None,
-                commits: list[dict[str, Any]], diffstat: str) -> int:
+                commits: list[dict[str, Any]], diffstat: str,
+                people: dict[str, dict[str, str]] | None = None) -> int:
     """Open a change request and put the run and stage in `waiting`, audited."""
     now = time.time()
     with store.transaction() as conn:
         cur = conn.execute(
             "INSERT INTO change_requests (run_id, stage_id, repo, environment, base_sha, head_sha, "
             "pipeline_digest, policy_version, required, status, triggerer, commits, diffstat, "
-            "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?)",
+            "created_at, expires_at, people) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?)",
             (run["id"], stage_id, run["repo"], policy.environment, base, run["commit_sha"],
              run["pipeline_digest"] or "", policy.version, policy.approvals, run["actor"],
-             json.dumps(commits), diffstat, now, now + policy.expires if policy.expires else None))
+             json.dumps(commits), diffstat, now, now + policy.expires if policy.expires else None,
+             json.dumps(people or {})))
         change_id = int(cur.lastrowid or 0)
         conn.execute("UPDATE runs SET status = 'waiting' WHERE id = ? AND status = 'running'", (run["id"],))
         conn.execute("UPDATE stages SET status = 'waiting', started_at = COALESCE(started_at, ?) "
@@ -102,10 +107,9 @@ def _end(store: Store, change: Row, status: str, reason: str, actor: str = "engi
     store.event("change." + status, change["repo"], change["run_id"], change=change["id"])
 
 
-def _valid_approvals(store: Store, ws: Workspace, policy: Policy, change: Row, run_actor: str,
-                     now: float) -> list[str]:
+def _valid_approvals(store: Store, ws: Workspace, policy: Policy, change: Row, now: float) -> list[str]:
     """Operators whose approval counts right now: still approvers, not forbidden, not expired."""
-    barred = forbidden(ws, policy, change, run_actor)
+    barred = forbidden(store, ws, policy, change)
     counted = []
     for row in store.query("SELECT operator, expires_at FROM decisions WHERE change_id = ? "
                            "AND verdict = 'approve' ORDER BY id", (change["id"],)):
@@ -143,6 +147,8 @@ def check_gate(store: Store, ws: Workspace, change_id: int) -> tuple[str, str, R
         change = conn.execute("SELECT * FROM change_requests WHERE id = ?", (change_id,)).fetchone()
         run = conn.execute("SELECT * FROM runs WHERE id = ?", (change["run_id"],)).fetchone()
         policy = ws.policies.get(change["environment"])
+        if change["status"] == "voided":  # voided by a decision that saw the pins move: reopen
+            return "stale", change["reason"] or "voided", change
         if change["status"] in FINAL:
             return "fail", change["reason"] or change["status"], change
         if policy is None:  # the policy was removed from ahead.yml: an admin lifted the gate
@@ -155,7 +161,7 @@ def check_gate(store: Store, ws: Workspace, change_id: int) -> tuple[str, str, R
         if stale is not None:
             _end(store, change, "voided", stale)
             return "stale", stale, change
-        counted = _valid_approvals(store, ws, policy, change, run["actor"], now)
+        counted = _valid_approvals(store, ws, policy, change, now)
         if len(counted) < policy.approvals:
             if change["status"] == APPROVED:  # an approval expired or its approver lost the right
                 conn.execute("UPDATE change_requests SET status = 'open' WHERE id = ?", (change_id,))
@@ -215,7 +221,7 @@ def decide(store: Store, ws: Workspace, change_id: int, actor: str, verdict: str
         if not may_approve(policy, operator.name, operator.roles):
             return refuse(f"{actor} cannot {verdict}: not an approver for {env} "
                           f"(approvers: {', '.join(policy.approvers)})")
-        barred = forbidden(ws, policy, change, run["actor"])
+        barred = forbidden(store, ws, policy, change)
         if actor in barred:
             return refuse(f"{actor} cannot {verdict}: {barred[actor]}")
         window = policy.frozen(now)
@@ -247,7 +253,7 @@ def decide(store: Store, ws: Workspace, change_id: int, actor: str, verdict: str
         if verdict == "reject":
             _end(store, change, "rejected", f"rejected by {actor}: {comment}".rstrip(": "), actor)
             return Verdict(True, f"rejected change {change_id}; run #{change['run_id']} stops", "rejected")
-        counted = _valid_approvals(store, ws, policy, change, run["actor"], now)
+        counted = _valid_approvals(store, ws, policy, change, now)
         if len(counted) >= policy.approvals and change["status"] == OPEN:
             conn.execute("UPDATE change_requests SET status = 'approved', decided_at = ? WHERE id = ? "
                          "AND status = 'open'", (now, change_id))
@@ -303,8 +309,8 @@ def change_detail(store: Store, ws: Workspace, change_id: int) -> dict[str, Any]
                                  "eligible": [], "frozen": None, "policy": None}
     if policy is not None:
         now = time.time()
-        checklist["approved_by"] = _valid_approvals(store, ws, policy, change, run.get("actor", ""), now)
-        checklist["barred"] = forbidden(ws, policy, change, run.get("actor", ""))
+        checklist["approved_by"] = _valid_approvals(store, ws, policy, change, now)
+        checklist["barred"] = forbidden(store, ws, policy, change)
         checklist["eligible"] = [op.name for op in ws.operators if may_approve(policy, op.name, op.roles)
                                  and op.name not in checklist["barred"]]
         window = policy.frozen(now)

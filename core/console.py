@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from core import approvals, gitio, lease
+from core import approvals, gitio, lease, workspace
 from core.errors import GitError, LeaseHeld
 from core.feed import Event, EventFeed
 from core.services import Actor, Services
@@ -264,12 +264,15 @@ class ConsoleSession:
         return await self.db.call(approvals.change_detail, self.db.store, self.ws, change_id)
 
     async def approve(self, change_id: int, comment: str = "") -> approvals.Verdict:
-        return await self.db.call(approvals.decide, self.db.store, self.ws, change_id,
-                                  self.actor.name, "approve", comment)
+        return await self.db.call(self._decide, change_id, "approve", comment)
 
     async def reject(self, change_id: int, comment: str) -> approvals.Verdict:
-        return await self.db.call(approvals.decide, self.db.store, self.ws, change_id,
-                                  self.actor.name, "reject", comment)
+        return await self.db.call(self._decide, change_id, "reject", comment)
+
+    def _decide(self, change_id: int, verdict: str, comment: str) -> approvals.Verdict:
+        # The policy as ahead.yml says now, not as it said when the console started.
+        current = workspace.read(self.ws.file)
+        return approvals.decide(self.db.store, current, change_id, self.actor.name, verdict, comment)
 
     async def audit(self, limit: int = 500) -> list[Row]:
         """The newest audit entries, newest first."""

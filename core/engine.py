@@ -722,12 +722,12 @@ class Gate:
         repo_dir = self.x.engine.ws.repo_dir(self.x.engine.ws.repo(self.run["repo"]))
         base = await self.x.db.call(approvals.deployed_now, self.x.store, self.run["repo"], self.environment)
         head = self.run["commit_sha"]
-        commits, diffstat = await asyncio.to_thread(change_contents, repo_dir, base, head)
+        commits, diffstat, people = await asyncio.to_thread(change_contents, repo_dir, base, head)
         run = await self.x.db.call(self.x.store.query_one, "SELECT * FROM runs WHERE id = ?", (self.run["id"],))
         assert run is not None
         return await self.x.db.call(approvals.open_change, self.x.store, policy, run=run,
                                     stage_id=self.stage_row["id"], base=base, commits=commits,
-                                    diffstat=diffstat)
+                                    diffstat=diffstat, people=people)
 
     def _cancel(self) -> None:
         with self.x.store.transaction():
@@ -740,9 +740,13 @@ def _cancelled() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-def change_contents(repo_dir: Path, base: str | None, head: str) -> tuple[list[dict[str, Any]], str]:
-    """(worker thread) The commits in base..head and the diff stat of the change."""
+def change_contents(repo_dir: Path, base: str | None, head: str
+                    ) -> tuple[list[dict[str, Any]], str, dict[str, dict[str, str]]]:
+    """(worker thread) The commits in base..head (the newest 200, for people to read), the diff
+    stat, and every author and committer email of the whole range with a commit of theirs (for
+    the policy: a long range must not hide an author)."""
     commits = gitio.log_range(repo_dir, base, head, limit=200)
+    people = gitio.range_people(repo_dir, base, head)
     empty_tree = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
     stat = gitio.git(repo_dir, "diff", "--stat=100", "--end-of-options", base or empty_tree, head,
                      check=False)
@@ -750,7 +754,7 @@ def change_contents(repo_dir: Path, base: str | None, head: str) -> tuple[list[d
     if len(lines) > 60:
         lines = lines[:59] + [f" ... {len(lines) - 60} more files", lines[-1]]
     return ([{"sha": c.sha, "author": c.author, "email": c.email, "committer_email": c.committer_email,
-              "subject": c.subject, "time": c.time} for c in commits], "\n".join(lines))
+              "subject": c.subject, "time": c.time} for c in commits], "\n".join(lines), people)
 
 
 async def _ticks(feed: EventFeed, every: float) -> AsyncIterator[None]:

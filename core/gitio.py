@@ -226,6 +226,20 @@ def log_range(repo: Path, base: str | None, head: str, limit: int | None = None)
     return _parse_log(git(repo, *args))
 
 
+def range_people(repo: Path, base: str | None, head: str) -> dict[str, dict[str, str]]:
+    """Every author and committer email in base..head, each with the newest commit of theirs:
+    {"authors": {email: sha}, "committers": {email: sha}}. The whole range, however long."""
+    args = ["log", f"--format=%H{SEP}%ae{SEP}%ce", "--end-of-options"]
+    args.append(f"{check_sha(base)}..{check_sha(head)}" if base else check_sha(head))
+    people: dict[str, dict[str, str]] = {"authors": {}, "committers": {}}
+    for line in git(repo, *args).splitlines():
+        parts = line.split(SEP)
+        if len(parts) == 3:
+            people["authors"].setdefault(parts[1].lower(), parts[0])
+            people["committers"].setdefault(parts[2].lower(), parts[0])
+    return people
+
+
 def pending_summary(repo: Path, base: str | None, head: str) -> tuple[int, float | None]:
     """(count, commit time of the oldest) of base..head, in one git call."""
     args = ["log", "--format=%ct", "--end-of-options"]

@@ -170,4 +170,9 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions
         BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
     """,
+    # 3: everyone who wrote or committed anything in base..head, however long the range (the
+    # commits column keeps the first 200 for display).
+    """
+    ALTER TABLE change_requests ADD COLUMN people TEXT NOT NULL DEFAULT '{}';
+    """,
 ]

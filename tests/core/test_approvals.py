@@ -271,7 +271,7 @@ async def test_a_moved_base_voids_the_approvals(tmp_path: Path) -> None:
                                        sha=sha, on_main=False, trigger="manual", actor="bob")
             stages = runstate.create_plan(store, other, "d", [("deploy", "prod", True, [("x", "true")])])
             runstate.record_deployment(store, stages[0]["id"])
-        verdict = decide(ws, change["id"], "bob")
+        verdict = decide(ws, change["id"], "carol")
         assert not verdict.ok and "prod moved from nothing to" in verdict.message
         assert (await query(engine, "SELECT status FROM change_requests WHERE id = ?",
                             (change["id"],)))[0]["status"] == "voided"
@@ -436,3 +436,53 @@ def test_read_only_identity_cannot_trigger(tmp_path: Path, monkeypatch: pytest.M
                                "trigger", "app"], capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
     assert as_other.returncode == 3 and "do not list the OS user" in as_other.stderr
+
+
+async def test_a_long_range_does_not_hide_an_author(tmp_path: Path) -> None:
+    ws = make_ws(tmp_path / "ws")
+    repo = ws.repo_dir(ws.repo("service"))
+    commit(repo, "alice's early work", author="alice")
+    for i in range(205):  # more than the 200 commits a change request lists
+        (repo / "n").write_text(str(i))
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", f"c{i}", env={"GIT_AUTHOR_NAME": "Dave", "GIT_AUTHOR_EMAIL": "dave@example.com",
+                                                 "GIT_COMMITTER_NAME": "Dave", "GIT_COMMITTER_EMAIL": "dave@example.com"})
+    async with Engine(ws) as engine:
+        svc = Services(ws, engine.db.store)
+        run_id = await engine.db.call(svc.trigger, "service", Actor("root-admin", ("admin",)))
+        rows = await wait_for(engine, "SELECT * FROM change_requests WHERE run_id = ?", (run_id,))
+        assert len(json.loads(rows[0]["commits"])) == 200
+        verdict = decide(ws, rows[0]["id"], "alice")
+        assert not verdict.ok and "alice cannot approve: author of" in verdict.message
+
+
+async def test_a_change_voided_by_a_decision_gets_a_new_request(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    ws = make_ws(root, "approvals: 1")
+    repo = ws.repo_dir(ws.repo("service"))
+    async with Engine(ws) as engine:
+        sha = commit(repo, "x", author="alice")
+        change = await waiting_change(engine, sha)
+        text = (root / "ahead.yml").read_text()
+        (root / "ahead.yml").write_text(text.replace("approvals: 1", "approvals: 1\n    approval_expires: 1h"))
+        edited = workspace.read(root / "ahead.yml")
+        verdict = decide(edited, change["id"], "bob")  # the decision sees the policy change first
+        assert not verdict.ok and verdict.status == "voided"
+        rows = await wait_for(engine, "SELECT * FROM change_requests WHERE status = 'open'")
+        assert rows[0]["id"] != change["id"] and rows[0]["run_id"] == change["run_id"]
+        assert decide(edited, rows[0]["id"], "bob").ok
+        assert (await wait_run_done(engine, change["run_id"]))["status"] == "succeeded"
+
+
+async def test_whoever_triggered_any_run_of_the_commit_may_not_approve(tmp_path: Path) -> None:
+    ws = make_ws(tmp_path / "ws")
+    async with Engine(ws) as engine:
+        svc = Services(ws, engine.db.store)
+        first = await engine.db.call(svc.trigger, "service", Actor("carol", ("operator", "approver")))
+        await wait_for(engine, "SELECT * FROM change_requests WHERE run_id = ?", (first,))
+        await engine.db.call(svc.cancel, first, Actor("carol"))
+        await wait_run_done(engine, first)
+        retry = await engine.db.call(svc.retry, first, Actor("bob", ("operator", "approver")))
+        rows = await wait_for(engine, "SELECT * FROM change_requests WHERE run_id = ? AND status = 'open'", (retry,))
+        verdict = decide(ws, rows[0]["id"], "carol")
+        assert not verdict.ok and f"carol cannot approve: triggered run #{first}" in verdict.message

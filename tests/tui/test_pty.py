@@ -76,8 +76,9 @@ def test_real_ahead_on_a_pty(ws: Workspace) -> None:
     term = Terminal([sys.executable, "-m", "tui.launch", "--workspace", str(ws.root)],
                     env={"PYTHONPATH": str(ROOT)})
     try:
-        screen = term.wait_for("engine: here")
-        assert "REPO" in screen and "DEV" in screen and "PROD" in screen
+        term.wait_for("engine: here")
+        screen = term.wait_for("PROD")  # the table shows once loaded
+        assert "REPO" in screen and "DEV" in screen
         term.send("t")
         term.wait_for("Trigger (y)")
         term.send("y")

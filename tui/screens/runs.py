@@ -66,7 +66,11 @@ class RunsScreen(FilteredListScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#runs", DataTable)
-        table.add_columns("RUN", "REPO", "BRANCH", "COMMIT", "STATE", "TRIGGER", "QUEUED", "TOOK", "SUBJECT")
+        # Fixed widths where the content has a known size: a table redrawn while runs move
+        # never shows a truncated state or commit (auto widths lag behind a fast redraw).
+        for label, width in (("RUN", 6), ("REPO", None), ("BRANCH", None), ("COMMIT", 7), ("STATE", 13),
+                             ("TRIGGER", 7), ("QUEUED", 6), ("TOOK", 7), ("SUBJECT", None)):
+            table.add_column(label, width=width)
         table.focus()
         super().on_mount()
 
