@@ -151,7 +151,7 @@ async def test_approve_from_the_console_typing_the_environment_deploys(tmp_path:
         await pilot.pause()
         assert dialog.query_one("#yes", Button).disabled
         assert dialog.focused is dialog.query_one("#confirm-env", Input)
-        await pilot.press("d", "enter")
+        await pilot.press("d", "tab")  # the right name; tab goes on to the optional comment
         await pilot.pause()
         assert not dialog.query_one("#yes", Button).disabled
         assert dialog.focused is dialog.query_one("#comment", Input)

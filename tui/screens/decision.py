@@ -105,7 +105,7 @@ class DecisionScreen(ModalScreen[Decision | None]):
     def _validate(self) -> None:
         missing = self._missing()
         self.query_one("#yes", Button).disabled = bool(missing)
-        self.query_one("#decision-hint", Static).update(missing or "enter confirms")
+        self.query_one("#decision-hint", Static).update(missing or "enter confirms · tab: comment")
 
     @on(Input.Changed)
     def _changed(self) -> None:
@@ -113,10 +113,14 @@ class DecisionScreen(ModalScreen[Decision | None]):
 
     @on(Input.Submitted, "#confirm-env")
     def _name_entered(self) -> None:
-        if self._missing().startswith("type "):
+        missing = self._missing()
+        if missing.startswith("type "):
             self.query_one("#decision-hint", Static).update(f"not {self.change['environment']}: type it exactly")
             return
-        self.query_one("#comment", Input).focus()
+        if missing:  # a comment is required: go and write it
+            self.query_one("#comment", Input).focus()
+            return
+        self._submit()  # the name is right and nothing else is needed: enter confirms
 
     @on(Input.Submitted, "#comment")
     def _comment_entered(self) -> None:
