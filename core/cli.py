@@ -344,21 +344,24 @@ def cmd_show(args: argparse.Namespace) -> int:
     return OK
 
 
+def step_names(svc: Services, run_id: int) -> dict[int, str]:
+    """'stage / step' for each step of a run, by step id."""
+    return {s["id"]: s["name"] for s in svc.store.query(
+        "SELECT s.id, st.name || ' / ' || s.name AS name FROM steps s JOIN stages st "
+        "ON st.id = s.stage_id WHERE s.run_id = ?", (run_id,))}
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     with services(args) as svc:
         run = svc.run(args.run)
-        names = {s["id"]: s["name"] for s in svc.store.query(
-            "SELECT s.id, st.name || ' / ' || s.name AS name FROM steps s JOIN stages st "
-            "ON st.id = s.stage_id WHERE s.run_id = ?", (args.run,))}
+        names = step_names(svc, args.run)
         position = (0, -1)
         current = None
         while True:
             lines = svc.logs(args.run, position)
             for line in lines:
                 if line["step_id"] not in names:
-                    names = {s["id"]: s["name"] for s in svc.store.query(
-                        "SELECT s.id, st.name || ' / ' || s.name AS name FROM steps s JOIN stages st "
-                        "ON st.id = s.stage_id WHERE s.run_id = ?", (args.run,))}
+                    names = step_names(svc, args.run)
                 if args.json:
                     print(json.dumps({"step": names.get(line["step_id"]), "seq": line["seq"],
                                       "ts": line["ts"], "line": line["line"]}))

@@ -22,7 +22,6 @@ from core.views import (
     BranchView,
     CommitView,
     EnvCell,
-    LogLine,
     RepoDetail,
     RepoView,
     RunDetail,
@@ -189,12 +188,6 @@ class ConsoleSession:
         rows = await self.db.call(self.db.store.query, "SELECT seq FROM log_lines WHERE step_id = ? "
                                   "ORDER BY seq DESC LIMIT 1 OFFSET ?", (step_id, keep))
         return int(rows[0]["seq"]) if rows else None
-
-    async def step_log(self, step_id: int, after: int = -1, limit: int = 5000) -> list[LogLine]:
-        rows = await self.db.call(
-            self.db.store.query, "SELECT step_id, seq, ts, line FROM log_lines WHERE step_id = ? "
-            "AND seq > ? ORDER BY seq LIMIT ?", (step_id, after, limit))
-        return [LogLine(r["step_id"], r["seq"], r["ts"], r["line"]) for r in rows]
 
     async def repo_detail(self, repo: str, limit: int = 300) -> RepoDetail:
         return await self.db.call(self._repo_detail, repo, limit)

@@ -71,9 +71,6 @@ class EventFeed:
     def position(self) -> int:
         return self._after or 0
 
-    def poke(self) -> None:
-        self._wake.set()
-
     async def _tail(self) -> None:
         woken = False
         while True:

@@ -7,9 +7,7 @@ AsyncStore) and by the services that clients call. Blocking; no asyncio here.
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
 from core.store.db import Row, Store
 
@@ -148,18 +146,6 @@ def finish_step(store: Store, step_id: int, status: str, exit_code: int | None,
                     exit_code=exit_code)
 
 
-def skip_rest(store: Store, run_id: int, status: str = "skipped") -> None:
-    """Everything of the run not yet finished becomes `status` (skipped after a failure)."""
-    now = time.time()
-    with store.transaction() as conn:
-        conn.execute("UPDATE steps SET status = ?, finished_at = COALESCE(finished_at, ?) "
-                     "WHERE run_id = ? AND status IN ('queued', 'running', 'waiting')",
-                     (status, now, run_id))
-        conn.execute("UPDATE stages SET status = ?, finished_at = COALESCE(finished_at, ?) "
-                     "WHERE run_id = ? AND status IN ('queued', 'running', 'waiting')",
-                     (status, now, run_id))
-
-
 def append_logs(store: Store, run_id: int, repo: str, step_id: int,
                 lines: list[tuple[int, float, str]]) -> None:
     """Write a batch of (seq, ts, line) log lines in one transaction, with one event."""
@@ -277,6 +263,3 @@ def known_refs(store: Store) -> dict[str, dict[str, str]]:
         result.setdefault(row["repo"], {})[row["ref"]] = row["sha"]
     return result
 
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
