@@ -31,6 +31,7 @@ from typing import Any
 from core import approvals, gitio, lease, runstate, workspace
 from core.aio import wait_at_most
 from core.errors import ConfigError, CoreError, GitError
+from core.drift import DriftChecker
 from core.feed import Event, EventFeed
 from core.pipeline import PIPELINE_PATH, Pipeline, Stage, Step
 from core.pipeline import parse as parse_pipeline
@@ -86,6 +87,7 @@ class Engine:
         self._started = False
         self._closing = False
         self.lost_lease = asyncio.Event()
+        self.drift: DriftChecker | None = DriftChecker(ws, self.db) if self._watch else None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -115,6 +117,8 @@ class Engine:
             self._spawn(self._poll(), "ref-poll")
             if any(r.is_remote for r in self.ws.repos):
                 self._spawn(self._fetch_remotes(), "fetch-remotes")
+        if self.drift is not None:
+            self._spawn(self.drift.run(), "drift")
         waiting = await self.db.call(self.db.store.query, "SELECT id FROM runs WHERE status = 'waiting'")
         for row in waiting:  # runs at an approval gate survive a restart: pick them up again
             if self.only_runs is None or row["id"] in self.only_runs:
@@ -392,6 +396,11 @@ class Engine:
                 self._wake.set()
             elif event.kind == "run.cancel_requested" and event.run_id in self._runs:
                 self._runs[event.run_id].set()
+            elif event.kind == "deployment" and self.drift is not None:
+                self.drift.request(event.repo, event.data.get("environment"), None, "deploy")
+            elif event.kind == "drift.requested" and self.drift is not None:
+                self.drift.request(event.repo, event.data.get("environment"), event.data.get("target"),
+                                   f"asked by {event.data.get('by', '?')}")
             elif event.kind == "notify" and event.repo in self._repos:
                 state = self._repos[event.repo]
                 if state.config.is_remote:
@@ -473,7 +482,10 @@ class RunExecution:
                     stages = await self.db.call(self.store.query, "SELECT * FROM stages WHERE run_id = ? "
                                                 "ORDER BY idx", (self.run_id,))
                 else:
-                    plan = [(s.name, s.environment, s in pipeline.selected(bool(run["on_main"])),
+                    chosen = pipeline.selected(bool(run["on_main"]))
+                    if run["environment"]:  # a reconcile deploys to its environment only
+                        chosen = [s for s in chosen if s.environment in (None, run["environment"])]
+                    plan = [(s.name, s.environment, s in chosen,
                              [(step.name, step.display) for step in s.steps]) for s in pipeline.stages]
                     stages = await self.call(runstate.create_plan, self.run_id, pipeline.digest, plan)
                 run = await self.db.call(self.store.query_one, "SELECT * FROM runs WHERE id = ?",
@@ -542,6 +554,8 @@ class RunExecution:
     async def _stage(self, run: Row, pipeline: Pipeline, row: Row, stage: Stage) -> str:
         if stage.environment is not None:
             outcome, reason = await Gate(self, run, row, stage.environment).wait()
+            if outcome == "pass" and run["environment"]:
+                outcome, reason = await self.db.call(self._still_deployed, run, stage.environment)
             if outcome != "pass":
                 await self.call(runstate.set_stage, row["id"], outcome, reason)
                 await self.db.call(self._set_error, reason)
@@ -561,6 +575,16 @@ class RunExecution:
         else:
             await self.call(runstate.set_stage, row["id"], "succeeded")
         return "succeeded"
+
+    def _still_deployed(self, run: Row, environment: str) -> tuple[str, str]:
+        """(store thread) A reconcile re-deploys the environment's deployed commit; if another
+        deploy moved it on meanwhile, going ahead would roll it back: skip instead."""
+        row = self.store.query_one("SELECT commit_sha FROM deployments WHERE repo = ? AND environment = ? "
+                                   "ORDER BY id DESC LIMIT 1", (run["repo"], environment))
+        if row is not None and row["commit_sha"] != run["commit_sha"]:
+            return "skipped", (f"{environment} moved on to {row['commit_sha'][:7]} since this reconcile was "
+                               f"queued; re-deploying {run['commit_sha'][:7]} would roll it back")
+        return "pass", ""
 
     def _set_error(self, reason: str | None) -> None:
         with self.store.transaction() as conn:

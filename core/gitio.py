@@ -329,3 +329,108 @@ def check_repo(repo: Path, branch: str) -> str | None:
     if branch not in names:
         return f"{repo} has no branch {branch!r} (branches: {', '.join(sorted(names)) or 'none'})"
     return None
+
+
+# -- live trees (drift) ------------------------------------------------------------------------
+# A drift target gets a private git dir of its own: HEAD is a commit of the desired tree, the
+# index is that tree, and the objects are borrowed from the repo (alternates). `git status`
+# with the live directory as work tree then finds what differs at the speed of git itself, and
+# keeps the index's stat data between checks (so a warm check hashes nothing). Global and
+# system git config are not read: only the private config below applies.
+
+LIVE_ENV = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "GIT_ATTR_NOSYSTEM": "1",
+            "GIT_AUTHOR_NAME": "change-ahead", "GIT_AUTHOR_EMAIL": "drift@change-ahead",
+            "GIT_AUTHOR_DATE": "@0 +0000", "GIT_COMMITTER_NAME": "change-ahead",
+            "GIT_COMMITTER_EMAIL": "drift@change-ahead", "GIT_COMMITTER_DATE": "@0 +0000"}
+LIVE_CONFIG = """[core]
+\trepositoryformatversion = 0
+\tbare = false
+\tfilemode = true
+\tsymlinks = true
+\tquotepath = false
+\tfsmonitor = false
+\tuntrackedCache = false
+\texcludesFile = /dev/null
+\thooksPath = /dev/null
+[index]
+\tthreads = true
+"""
+
+
+def tree_id(repo: Path, sha: str, path: str) -> str | None:
+    """The tree at `path` in commit `sha` (None when the commit has no such directory)."""
+    spec = f"{check_sha(sha)}^{{tree}}" if path in ("", ".") else f"{check_sha(sha)}:{path}^{{tree}}"
+    out = git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", spec, check=False).strip()
+    return out if SHA.match(out) else None
+
+
+def live_index(repo: Path, private: Path, tree: str) -> None:
+    """Make `private` a git dir whose HEAD and index are `tree` (kept when it already is)."""
+    _, common = git_dirs(repo)
+    marker = private / "desired-tree"
+    if not (private / "HEAD").is_file():
+        (private / "objects" / "info").mkdir(parents=True, exist_ok=True)
+        (private / "refs").mkdir(exist_ok=True)
+        (private / "config").write_text(LIVE_CONFIG)
+        (private / "objects" / "info" / "alternates").write_text(str(common / "objects") + "\n")
+        (private / "HEAD").write_text("0" * 40 + "\n")
+    elif marker.is_file() and marker.read_text().strip() == tree:
+        return
+    env = {**LIVE_ENV, "GIT_DIR": str(private)}
+    commit = git(None, "commit-tree", "-m", "desired state", "--end-of-options", check_sha(tree), env=env).strip()
+    (private / "HEAD").write_text(check_sha(commit) + "\n")
+    git(None, "read-tree", "--end-of-options", commit, env=env)
+    marker.write_text(tree + "\n")
+
+
+def live_status(private: Path, live: Path, timeout: float) -> tuple[int, list[tuple[str, str]], str]:
+    """(exit code, [(status, path)], stderr) of `git status` of `live` against the desired tree.
+
+    Status codes: " M" changed, " T" type changed, " D" removed, "??" added, "!!" added but
+    matched by a .gitignore in the live tree (still reported: a hidden file is still drift).
+    """
+    argv = ["git", "--git-dir", str(private), "--work-tree", str(live), "status", "--porcelain=v1",
+            "-z", "-uall", "--ignored=traditional", "--no-renames"]
+    env = {**os.environ, **GIT_ENV, **LIVE_ENV}
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
+    env.pop("GIT_INDEX_FILE", None)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, cwd=private)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise GitError(f"git status of {live} took longer than {timeout:.0f}s") from None
+    entries = []
+    for item in out.split(b"\0"):
+        if len(item) > 3:
+            entries.append((item[:2].decode("ascii", "replace"), item[3:].decode("utf-8", "surrogateescape")))
+    return proc.returncode, entries, err.decode("utf-8", "replace")
+
+
+def desired_blobs(private: Path, paths: list[str], cap: int) -> dict[str, bytes | None]:
+    """The desired content of `paths`: bytes for blobs of at most `cap` bytes, None otherwise."""
+    env = {**os.environ, **GIT_ENV, **LIVE_ENV, "GIT_DIR": str(private)}
+
+    def batch(mode: str, names: list[str]) -> bytes:
+        return subprocess.run(["git", "cat-file", mode], input="".join(f"HEAD:{p}\n" for p in names).encode(),
+                              capture_output=True, env=env, check=False, timeout=60).stdout
+
+    wanted = [p for p in paths if "\n" not in p]
+    small = []
+    for path, line in zip(wanted, batch("--batch-check", wanted).splitlines(), strict=False):
+        fields = line.split()
+        if len(fields) == 3 and fields[1] == b"blob" and int(fields[2]) <= cap:
+            small.append(path)
+    result: dict[str, bytes | None] = dict.fromkeys(wanted)
+    data, pos = batch("--batch", small), 0
+    for path in small:
+        end = data.find(b"\n", pos)
+        if end < 0:
+            break
+        size = int(data[pos:end].split()[2])
+        result[path] = data[end + 1:end + 1 + size]
+        pos = end + 1 + size + 1
+    return result

@@ -21,6 +21,8 @@ TOP_KEYS = ["on", "stages", "drift", "env"]
 STAGE_KEYS = ["name", "environment", "steps", "timeout", "env", "runner"]
 STEP_KEYS = ["name", "run", "timeout", "env", "artifact", "artifacts"]
 ON_KEYS = ["main", "branches"]
+DRIFT_KEYS = ["name", "files", "live", "host", "command", "parse", "every", "timeout", "env"]
+DRIFT_PARSERS = ("exit-code", "terraform", "ansible")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,27 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class DriftSpec:
+    """A drift target of one environment: a file tree or a command (see core/drift.py).
+
+    files: `path` in the repo (at the deployed commit) against the directory `live`, on this
+    machine or on `host` (``user@host[:port]``) over SSH. command: `argv` run in a checkout of
+    the deployed commit; `parse` reads its result (exit code 0 in sync, 2 drifted, else unknown;
+    terraform and ansible output are summarised)."""
+
+    name: str
+    kind: str
+    path: str = ""
+    live: str = ""
+    host: str | None = None
+    argv: tuple[str, ...] = ()
+    parse: str = "exit-code"
+    every: float | None = None
+    timeout: float | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Pipeline:
     file: str
     stages: tuple[Stage, ...]
@@ -62,7 +85,7 @@ class Pipeline:
     branch_stages: tuple[str, ...]
     digest: str
     env: dict[str, str] = field(default_factory=dict)
-    drift: dict[str, Any] = field(default_factory=dict)
+    drift: dict[str, tuple[DriftSpec, ...]] = field(default_factory=dict)
 
     def selected(self, on_main: bool) -> list[Stage]:
         """The stages a run on main (or on another branch) executes, in order."""
@@ -101,14 +124,84 @@ def parse(text: str, file: str = PIPELINE_PATH,
         stages.append(stage)
     main, branches = _on(doc, top.get("on"), stages)
     env = f.env_map(doc, ("env",), top["env"]) if top.get("env") is not None else {}
-    drift = f.mapping(doc, ("drift",), top.get("drift") or {}, "environment: drift check")
-    if environments is not None:
-        for env_name in drift:
-            if env_name not in environments:
-                raise doc.error(("drift", env_name), f"no environment named {env_name!r}",
-                                "drift is keyed by the workspace's environments: " + ", ".join(environments))
+    drift = _drift(doc, top.get("drift"), environments)
     return Pipeline(file=file, stages=tuple(stages), main_stages=main, branch_stages=branches,
-                    digest=digest(text), env=env, drift=dict(drift))
+                    digest=digest(text), env=env, drift=drift)
+
+
+def _drift(doc: Document, value: Any, environments: tuple[str, ...] | None) -> dict[str, tuple[DriftSpec, ...]]:
+    """`drift:` maps environment names to one target (a mapping) or a list of targets."""
+    by_env = f.mapping(doc, ("drift",), value or {}, "environment: drift target(s)")
+    result: dict[str, tuple[DriftSpec, ...]] = {}
+    for env_name, targets in by_env.items():
+        if environments is not None and env_name not in environments:
+            raise doc.error(("drift", env_name), f"no environment named {env_name!r}",
+                            "drift is keyed by the workspace's environments: " + ", ".join(environments))
+        items = targets if isinstance(targets, list) else [targets]
+        specs: list[DriftSpec] = []
+        for i, item in enumerate(items):
+            path: tuple[str | int, ...] = ("drift", env_name, i) if isinstance(targets, list) else ("drift", env_name)
+            spec = _drift_spec(doc, path, item)
+            if spec.name == "revision" or any(s.name == spec.name for s in specs):
+                raise doc.error(path, f"drift target name {spec.name!r} is used twice" if spec.name != "revision"
+                                else '"revision" is the built-in target', "give each target its own name:")
+            specs.append(spec)
+        result[env_name] = tuple(specs)
+    return result
+
+
+def _drift_spec(doc: Document, path: tuple[str | int, ...], item: Any) -> DriftSpec:
+    entry = f.mapping(doc, path, item, "a drift target with files: and live:, or command:")
+    f.check_keys(doc, path, entry, DRIFT_KEYS)
+    kinds = [k for k in ("files", "command") if entry.get(k) is not None]
+    if len(kinds) != 1:
+        raise doc.error(path, "give exactly one of files: or command:",
+                        "files: a path in the repo, with live: the directory it is deployed to; "
+                        "or command: e.g. terraform plan -detailed-exitcode")
+    every = f.duration(doc, path + ("every",), entry["every"]) if entry.get("every") is not None else None
+    timeout = f.duration(doc, path + ("timeout",), entry["timeout"]) if entry.get("timeout") is not None else None
+    env = f.env_map(doc, path + ("env",), entry["env"]) if entry.get("env") is not None else {}
+    name = f.name(doc, path + ("name",), entry["name"], "target name") if entry.get("name") is not None else None
+    if kinds[0] == "files":
+        for key in ("parse",):
+            if entry.get(key) is not None:
+                raise doc.error(path + (key,), f"{key}: applies to command: targets only", f"remove {key}:")
+        rel = f.string(doc, path + ("files",), entry["files"], "a path in the repo").strip().strip("/") or "."
+        if ".." in rel.split("/") or rel.startswith("-"):
+            raise doc.error(path + ("files",), f"{rel!r} is outside the repo", "give a path inside the repo, without ..")
+        live = f.string(doc, path + ("live",), f.require(doc, path, entry, "live",
+                        "add live: the directory this path is deployed to"), "a directory")
+        host = None
+        if entry.get("host") is not None:
+            host = f.string(doc, path + ("host",), entry["host"], "user@host[:port]")
+            from core.sshclient import parse_address
+
+            if parse_address(host) is None:
+                raise doc.error(path + ("host",), f"{host!r} is not user@host[:port]", "e.g. host: deploy@web1:22")
+            if not live.startswith("/"):
+                raise doc.error(path + ("live",), "must be an absolute path on the host", "e.g. live: /srv/www")
+        return DriftSpec(name=name or f"files:{rel}", kind="files", path=rel, live=live, host=host,
+                         every=every, timeout=timeout, env=env)
+    for key in ("live", "host"):
+        if entry.get(key) is not None:
+            raise doc.error(path + (key,), f"{key}: applies to files: targets only", f"remove {key}:")
+    command = entry["command"]
+    if isinstance(command, list):
+        if not command:
+            raise doc.error(path + ("command",), "the command list is empty")
+        argv = tuple(f.string(doc, path + ("command", k), part, "text") for k, part in enumerate(command))
+    else:
+        text = f.string(doc, path + ("command",), command, "a command")
+        if not text.strip():
+            raise doc.error(path + ("command",), "the command is empty")
+        argv = ("sh", "-c", text)
+    parse_as = "exit-code"
+    if entry.get("parse") is not None:
+        parse_as = f.string(doc, path + ("parse",), entry["parse"], "exit-code, terraform or ansible")
+        if parse_as not in DRIFT_PARSERS:
+            raise doc.error(path + ("parse",), f"unknown parser {parse_as!r}", "use one of: " + ", ".join(DRIFT_PARSERS))
+    return DriftSpec(name=name or "command", kind="command", argv=argv, parse=parse_as, every=every,
+                     timeout=timeout, env=env)
 
 
 def _stage(doc: Document, i: int, item: Any, environments: tuple[str, ...] | None) -> Stage:

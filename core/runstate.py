@@ -19,17 +19,19 @@ ENGINE = "engine"
 def queue_run(store: Store, *, repo: str, branch: str, ref: str, sha: str, on_main: bool,
               trigger: str, actor: str, author: str = "", author_email: str = "",
               subject: str = "", committed_at: float | None = None,
-              retry_of: int | None = None, supersede: bool = False) -> int:
+              retry_of: int | None = None, supersede: bool = False, environment: str | None = None) -> int:
     """Queue a run. With `supersede`, queued runs of the same branch (not yet started) are
-    skipped in its favour: a burst of commits on one branch runs only the newest."""
+    skipped in its favour: a burst of commits on one branch runs only the newest. With
+    `environment`, the run deploys only there (a drift reconcile): stages of other
+    environments are skipped."""
     now = time.time()
     with store.transaction() as conn:
         cur = conn.execute(
             "INSERT INTO runs (repo, branch, ref, commit_sha, on_main, status, trigger, actor, "
-            "author, author_email, subject, committed_at, created_at, retry_of) "
-            "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+            "author, author_email, subject, committed_at, created_at, retry_of, environment) "
+            "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (repo, branch, ref, sha, int(on_main), trigger, actor, author, author_email, subject,
-             committed_at, now, retry_of))
+             committed_at, now, retry_of, environment))
         run_id = int(cur.lastrowid or 0)
         if supersede:
             from core.approvals import supersede as supersede_changes
@@ -44,7 +46,7 @@ def queue_run(store: Store, *, repo: str, branch: str, ref: str, sha: str, on_ma
                 store.event("run.finished", repo, row["id"], status="skipped")
         store.audit(actor, "run.trigger", f"run/{run_id}", {
             "repo": repo, "branch": branch, "ref": ref, "commit": sha, "trigger": trigger,
-            "retry_of": retry_of})
+            "retry_of": retry_of, **({"environment": environment} if environment else {})})
         store.event("run.queued", repo, run_id, branch=branch, commit=sha)
     return run_id
 

@@ -51,8 +51,10 @@ class Actor:
         return cls(f"os:{user}", ("viewer",))
 
     def may(self, action: str) -> bool:
-        """trigger, cancel, retry: the operator or admin role. Default deny."""
-        return bool({"operator", "admin"} & set(self.roles)) if action in ("trigger", "cancel", "retry") else False
+        """trigger, cancel, retry, reconcile, acknowledge (drift): the operator or admin role.
+        Default deny."""
+        allowed = ("trigger", "cancel", "retry", "reconcile", "acknowledge")
+        return bool({"operator", "admin"} & set(self.roles)) if action in allowed else False
 
     def require(self, action: str) -> None:
         if not self.may(action):
@@ -104,13 +106,13 @@ class Services:
         return self.queue(repo, branch, ref_name, sha, "manual", actor.name)
 
     def queue(self, repo: RepoConfig, branch: str, ref: str, sha: str, trigger: str, actor: str,
-              retry_of: int | None = None) -> int:
+              retry_of: int | None = None, environment: str | None = None) -> int:
         info = gitio.commit(self.ws.repo_dir(repo), sha)
         return runstate.queue_run(
             self.store, repo=repo.name, branch=branch, ref=ref, sha=sha,
             on_main=branch == repo.branch, trigger=trigger, actor=actor, author=info.author,
             author_email=info.email, subject=info.subject, committed_at=info.time,
-            retry_of=retry_of, supersede=trigger == "commit")
+            retry_of=retry_of, supersede=trigger == "commit", environment=environment)
 
     def cancel(self, run_id: int, actor: Actor) -> str:
         actor.require("cancel")
@@ -123,7 +125,34 @@ class Services:
             raise InvalidRequest(f"run {run_id} is still {run['status']}; cancel it first")
         repo = self.ws.repo(run["repo"])
         return self.queue(repo, run["branch"], run["ref"], run["commit_sha"], "retry",
-                          actor.name, retry_of=run_id)
+                          actor.name, retry_of=run_id, environment=run["environment"])
+
+    def reconcile(self, repo_name: str, environment: str, actor: Actor) -> int:
+        """Queue a run of `environment`'s deploy stage at its deployed commit, so the live state
+        is put back through the pipeline (a gated environment waits at its gate like any
+        change). Audited as run.trigger with trigger "reconcile".
+
+        Raises:
+            PermissionDenied, NotFound, InvalidRequest (nothing deployed, or a reconcile of it is
+            already queued or running).
+        """
+        actor.require("reconcile")
+        repo = self.ws.repo(repo_name)
+        if environment not in self.ws.environments:
+            raise NotFound(f"no environment named {environment!r} (known: {', '.join(self.ws.environments)})")
+        row = self.deployed(repo.name, environment)
+        if row is None:
+            raise InvalidRequest(f"nothing was ever deployed to {environment} from {repo.name}: "
+                                 "nothing to reconcile to")
+        busy = self.store.query_one("SELECT id FROM runs WHERE repo = ? AND environment = ? AND status IN "
+                                    "('queued', 'running', 'waiting')", (repo.name, environment))
+        if busy is not None:
+            raise InvalidRequest(f"run {busy['id']} already reconciles {repo.name}/{environment}")
+        try:
+            return self.queue(repo, repo.branch, f"refs/heads/{repo.branch}", row["commit_sha"], "reconcile",
+                              actor.name, environment=environment)
+        except GitError as exc:
+            raise NotFound(str(exc)) from None
 
     # -- reads ---------------------------------------------------------------------------------
 

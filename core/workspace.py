@@ -61,6 +61,10 @@ class Settings:
     cancel_grace: float = 10.0
     poll_interval: float = 1.0
     keep_logs_days: int = 30
+    drift_interval: float = 300.0
+    drift_revision_interval: float = 60.0
+    drift_timeout: float = 300.0
+    drift_parallel: int = 4
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,8 @@ REPO_KEYS = ["name", "path", "url", "branch", "fetch_interval"]
 OPERATOR_KEYS = ["name", "roles", "keys", "emails", "os_users"]
 RUNNER_KEYS = ["name", "local", "ssh"]
 SETTINGS_KEYS = ["state_dir", "max_parallel_runs", "step_timeout", "cancel_grace",
-                 "poll_interval", "keep_logs_days"]
+                 "poll_interval", "keep_logs_days", "drift_interval", "drift_revision_interval",
+                 "drift_timeout", "drift_parallel"]
 
 
 def parse(text: str, file: Path) -> Workspace:
@@ -268,7 +273,10 @@ def _settings(doc: Document, value: Any, root: Path) -> Settings:
         kwargs["max_parallel_runs"] = f.positive_int(doc, path + ("max_parallel_runs",), entry["max_parallel_runs"], "runs at once")
     if "keep_logs_days" in entry:
         kwargs["keep_logs_days"] = f.positive_int(doc, path + ("keep_logs_days",), entry["keep_logs_days"], "days")
-    for key in ("step_timeout", "cancel_grace", "poll_interval"):
+    if "drift_parallel" in entry:
+        kwargs["drift_parallel"] = f.positive_int(doc, path + ("drift_parallel",), entry["drift_parallel"], "checks at once")
+    for key in ("step_timeout", "cancel_grace", "poll_interval", "drift_interval", "drift_revision_interval",
+                "drift_timeout"):
         if key in entry:
             kwargs[key] = f.duration(doc, path + (key,), entry[key])
     return Settings(state_dir=state, **kwargs)

@@ -175,4 +175,51 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE change_requests ADD COLUMN people TEXT NOT NULL DEFAULT '{}';
     """,
+    # 4: drift: the latest finding per (repo, environment, target), the history of checks, and
+    # acknowledgements; runs may target one environment (a reconcile deploys only there).
+    """
+    CREATE TABLE drift (
+        repo TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        target TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        summary TEXT NOT NULL DEFAULT '',
+        fingerprint TEXT NOT NULL DEFAULT '',
+        commit_sha TEXT,
+        since REAL NOT NULL,
+        checked_at REAL NOT NULL,
+        last_check INTEGER,
+        PRIMARY KEY (repo, environment, target)
+    );
+    CREATE TABLE drift_checks (
+        id INTEGER PRIMARY KEY,
+        repo TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        target TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        summary TEXT NOT NULL DEFAULT '',
+        fingerprint TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL DEFAULT '{}',
+        commit_sha TEXT,
+        reason TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL NOT NULL
+    );
+    CREATE INDEX drift_checks_target ON drift_checks(repo, environment, target, id);
+    CREATE TABLE drift_acks (
+        id INTEGER PRIMARY KEY,
+        repo TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        target TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX drift_acks_target ON drift_acks(repo, environment, target, id);
+    ALTER TABLE runs ADD COLUMN environment TEXT;
+    """,
 ]
