@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from core import approvals, gitio, lease, workspace
+from core import approvals, drift, gitio, lease, workspace
 from core.errors import GitError, LeaseHeld
 from core.feed import Event, EventFeed
 from core.services import Actor, Services
@@ -21,6 +21,9 @@ from core.store.db import AsyncStore, Row, Store
 from core.views import (
     BranchView,
     CommitView,
+    DriftCheckView,
+    DriftDetail,
+    DriftView,
     EnvCell,
     RepoDetail,
     RepoView,
@@ -141,14 +144,22 @@ class ConsoleSession:
                 "WHERE s2.environment IS NOT NULL AND s2.status != 'skipped' "
                 "GROUP BY r2.repo, s2.environment) m ON m.id = s.id"):
             touching[(row["repo"], row["environment"])] = row
+        drifts: dict[tuple[str, str], list[DriftView]] = {}
+        for item in self._drift():
+            if item.kind != drift.REVISION:
+                drifts.setdefault((item.repo, item.environment), []).append(item)
         views = []
         for repo in status["repos"]:
             cells = []
             for env in self.ws.environments:
                 e = repo["environments"][env]
                 touch = touching.get((repo["name"], env))
+                found = drifts.get((repo["name"], env), [])
                 cells.append(EnvCell(env, e["deploys"], e["deployed"], e["deployed_at"], e["pending"], e["oldest_pending_at"],
-                                     touch["status"] if touch else None, touch["run_id"] if touch else None))
+                                     touch["status"] if touch else None, touch["run_id"] if touch else None,
+                                     drift.worst([d.state for d in found]),
+                                     all(d.acknowledged for d in found if d.state == "drifted")
+                                     and any(d.state == "drifted" for d in found)))
             last = repo["last_run"]
             views.append(RepoView(repo["name"], repo["branch"], repo["head"], repo["error"],
                                   runs.get(last["id"]) if last else None, tuple(cells)))
@@ -279,3 +290,44 @@ class ConsoleSession:
     async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
         """Escape hatch for tests and tools; consoles use the typed reads above."""
         return await self.db.call(self.db.store.query, sql, params)
+
+    # -- drift ------------------------------------------------------------------------------------
+
+    async def drift(self) -> list[DriftView]:
+        """Every drift target's latest finding (targets never checked yet are not listed)."""
+        return await self.db.call(self._drift)
+
+    def _drift(self) -> list[DriftView]:
+        return [drift_view(item) for item in drift.listing(self.db.store)]
+
+    async def drift_detail(self, repo: str, environment: str, target: str) -> DriftDetail:
+        items = await self.db.call(drift.detail, self.db.store, repo, environment, target)
+        item = items[0]
+        history = tuple(DriftCheckView(h["id"], h["state"], h["summary"], h["reason"], h["started_at"],
+                                       h["finished_at"]) for h in item["history"])
+        return DriftDetail(drift_view(item), item["detail"], history)
+
+    async def drift_check(self, repo: str | None = None, environment: str | None = None,
+                          target: str | None = None) -> list[DriftView]:
+        """Check now, in this process (the findings are recorded and every console sees them)."""
+        checker = drift.DriftChecker(self.ws, self.db)
+        targets = await checker.targets(repo, environment, target)
+        await checker.check(targets, f"asked by {self.actor.name}")
+        keys = {(t.repo, t.environment, t.name) for t in targets}
+        return [v for v in await self.drift() if (v.repo, v.environment, v.target) in keys]
+
+    async def drift_ack(self, repo: str, environment: str, target: str | None, reason: str,
+                        seconds: float) -> list[str]:
+        self.actor.require("acknowledge")
+        return await self.db.call(drift.acknowledge, self.db.store, repo, environment, target, reason,
+                                  seconds, self.actor.name)
+
+    async def drift_reconcile(self, repo: str, environment: str) -> int:
+        return await self.db.call(self.svc.reconcile, repo, environment, self.actor)
+
+
+def drift_view(item: dict[str, Any]) -> DriftView:
+    ack = item.get("acknowledged")
+    return DriftView(item["repo"], item["environment"], item["target"], item["kind"], item["state"],
+                     item["summary"], item["commit_sha"], item["since"], item["checked_at"],
+                     ack["by"] if ack else None, ack["reason"] if ack else None, ack["until"] if ack else None)

@@ -30,8 +30,8 @@ from typing import Any
 
 from core import approvals, gitio, lease, runstate, workspace
 from core.aio import wait_at_most
-from core.errors import ConfigError, CoreError, GitError
 from core.drift import DriftChecker
+from core.errors import ConfigError, CoreError, GitError
 from core.feed import Event, EventFeed
 from core.pipeline import PIPELINE_PATH, Pipeline, Stage, Step
 from core.pipeline import parse as parse_pipeline

@@ -7,6 +7,7 @@ hold no live objects. Depends on nothing but the stdlib.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,50 @@ class EnvCell:
     oldest_pending_at: float | None  # commit time of the oldest pending commit (lag = now - it)
     last_status: str | None
     last_run: int | None
+    drift: str | None = None  # worst of the files/command drift targets; None: none configured
+    drift_acked: bool = False  # every drifted target of the cell is acknowledged
+
+
+@dataclass(frozen=True)
+class DriftView:
+    """The latest finding of one drift target (see core/drift.py)."""
+
+    repo: str
+    environment: str
+    target: str
+    kind: str  # revision, files, command
+    state: str  # in_sync, drifted, unknown
+    summary: str
+    commit: str | None  # the deployed commit it was checked against
+    since: float  # in this state since (first seen, for a drift)
+    checked_at: float  # last seen
+    ack_by: str | None = None
+    ack_reason: str | None = None
+    ack_until: float | None = None
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.ack_by is not None
+
+
+@dataclass(frozen=True)
+class DriftCheckView:
+    id: int
+    state: str
+    summary: str
+    reason: str
+    started_at: float
+    finished_at: float
+
+
+@dataclass(frozen=True)
+class DriftDetail:
+    """A target with what differs: files (added, removed, changed, unreadable, diff) or the
+    command's exit code and output; and its recent checks, newest first."""
+
+    view: DriftView
+    detail: dict[str, Any]
+    history: tuple[DriftCheckView, ...]
 
 
 @dataclass(frozen=True)
