@@ -427,7 +427,7 @@ async def mirror_remote(state_dir: Path, host: str, remote: str, mirror: Path, t
                     _ensure_dir(mirror, child)
                 elif info[0] == "l" and old.get(child) != info:
                     _place(mirror, child, link=str(info[1]))
-            semaphore = asyncio.Semaphore(16)
+            semaphore = asyncio.Semaphore(64)
 
             async def get(child: str, mode: int) -> None:
                 async with semaphore:
