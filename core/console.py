@@ -148,7 +148,8 @@ class ConsoleSession:
                 e = repo["environments"][env]
                 touch = touching.get((repo["name"], env))
                 cells.append(EnvCell(env, e["deploys"], e["deployed"], e["deployed_at"], e["pending"], e["oldest_pending_at"],
-                                     touch["status"] if touch else None, touch["run_id"] if touch else None))
+                                     touch["status"] if touch else None, touch["run_id"] if touch else None,
+                                     _locked(e.get("lock"))))
             last = repo["last_run"]
             views.append(RepoView(repo["name"], repo["branch"], repo["head"], repo["error"],
                                   runs.get(last["id"]) if last else None, tuple(cells)))
@@ -279,3 +280,8 @@ class ConsoleSession:
     async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
         """Escape hatch for tests and tools; consoles use the typed reads above."""
         return await self.db.call(self.db.store.query, sql, params)
+
+
+def _locked(lock: dict[str, Any] | None) -> str | None:
+    """The reason an environment waits for an operator's unlock, or None."""
+    return lock["reason"] if lock and lock["state"] == "needs_operator" else None

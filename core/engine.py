@@ -31,6 +31,7 @@ from typing import Any
 from core import approvals, gitio, lease, runstate, workspace
 from core.aio import wait_at_most
 from core.errors import ConfigError, CoreError, GitError
+from core.faults import fault
 from core.feed import Event, EventFeed
 from core.pipeline import PIPELINE_PATH, Pipeline, Stage, Step
 from core.pipeline import parse as parse_pipeline
@@ -82,6 +83,7 @@ class Engine:
         self._wake = asyncio.Event()
         self._repos: dict[str, RepoState] = {r.name: RepoState(r) for r in ws.repos}
         self._dirty: set[str] = set()
+        self._noted: dict[int, int] = {}  # queued run -> the run it was recorded waiting behind
         self._inotify: Inotify | None = None
         self._started = False
         self._closing = False
@@ -409,9 +411,9 @@ class Engine:
                 queued = await self.db.call(self.db.store.query,
                                             "SELECT id, repo, branch, on_main FROM runs "
                                             "WHERE status = 'queued' ORDER BY id LIMIT 200")
-                busy = await self.db.call(self.db.store.query,
-                                          "SELECT repo, branch FROM runs WHERE status IN ('running', 'waiting')")
-                lanes = {(r["repo"], r["branch"]) for r in busy}
+                busy = await self.db.call(self.db.store.query, "SELECT id, repo, branch FROM runs "
+                                          "WHERE status IN ('running', 'waiting')")
+                lanes = {(r["repo"], r["branch"]): r["id"] for r in busy}
                 for run in queued:
                     if len(self._runs) >= cap:
                         break
@@ -420,13 +422,23 @@ class Engine:
                     if run["repo"] not in self._repos:
                         continue
                     lane = (run["repo"], run["branch"])
-                    if lane in lanes:
-                        continue  # one run at a time per (repo, branch): deploys stay in order
-                    lanes.add(lane)
+                    if lane in lanes:  # one run at a time per (repo, branch): deploys stay in order
+                        await self._note_queued(run["id"], lanes[lane], run["branch"])
+                        continue
+                    lanes[lane] = run["id"]
                     cancel = asyncio.Event()
                     self._runs[run["id"]] = cancel
                     self._spawn(self._execute(run["id"], cancel), f"run-{run['id']}")
             await wait_at_most(self._wake.wait(), 1.0)
+
+    async def _note_queued(self, run_id: int, ahead: int, branch: str) -> None:
+        """Record once why a queued run waits (runs.error, shown until it starts)."""
+        if self._noted.get(run_id) != ahead:
+            self._noted[run_id] = ahead
+            if len(self._noted) > 10_000:
+                self._noted.clear()
+            await self.db.call(runstate.note_queued, self.db.store, run_id,
+                               f"queued behind run #{ahead} of {branch} (one run per branch at a time)")
 
     async def _execute(self, run_id: int, cancel: asyncio.Event, resume: bool = False) -> None:
         try:
@@ -541,12 +553,18 @@ class RunExecution:
 
     async def _stage(self, run: Row, pipeline: Pipeline, row: Row, stage: Stage) -> str:
         if stage.environment is not None:
-            outcome, reason = await Gate(self, run, row, stage.environment).wait()
+            blocked = await self.call(runstate.deploy_blocked, run["repo"], stage.environment, self.run_id)
+            outcome, reason = ("failed", blocked[1]) if blocked and blocked[0] == "locked" else (
+                await Gate(self, run, row, stage.environment).wait())
+            if outcome == "pass":
+                fault("gate.pass.after_commit")
+                outcome, reason = await self._take_environment(row, stage.environment)
             if outcome != "pass":
                 await self.call(runstate.set_stage, row["id"], outcome, reason)
                 await self.db.call(self._set_error, reason)
                 return outcome
-        await self.call(runstate.set_stage, row["id"], "running")
+        else:
+            await self.call(runstate.set_stage, row["id"], "running")
         steps = await self.call(runstate.steps_of, row["id"])
         for step_row, step in zip(steps, stage.steps, strict=True):
             if self.cancel.is_set():
@@ -561,6 +579,33 @@ class RunExecution:
         else:
             await self.call(runstate.set_stage, row["id"], "succeeded")
         return "succeeded"
+
+    async def _take_environment(self, row: Row, environment: str) -> tuple[str, str]:
+        """Take the environment lock and start the deploying stage (one transaction): ('pass',
+        '') once started; waits while another run deploys there; ('failed', why) when the
+        environment is locked for an operator, ('cancelled', ...) on cancel."""
+        gated = environment in self.engine.ws.policies
+        queue = self.engine.feed.listen()
+        shown = ""
+        try:
+            while True:
+                blocked = await self.call(runstate.start_deploy, row["id"], gated)
+                if blocked is None:
+                    if shown:
+                        await self.db.call(self._set_error, None)
+                    return "pass", ""
+                kind, reason = blocked
+                if kind == "locked":
+                    return "failed", reason
+                if self.cancel.is_set():
+                    return "cancelled", f"cancelled while waiting: {reason}"
+                if reason != shown:
+                    shown = reason
+                    self.log.info("waiting: %s", reason)
+                    await self.db.call(self._set_error, f"waiting: {reason}")
+                await wait_at_most(queue.get(), 1.0)
+        finally:
+            self.engine.feed.unlisten(queue)
 
     def _set_error(self, reason: str | None) -> None:
         with self.store.transaction() as conn:

@@ -51,12 +51,16 @@ class Actor:
         return cls(f"os:{user}", ("viewer",))
 
     def may(self, action: str) -> bool:
-        """trigger, cancel, retry: the operator or admin role. Default deny."""
+        """trigger, cancel, retry: the operator or admin role; unlock: admin or approver.
+        Default deny."""
+        if action == "unlock":
+            return bool({"approver", "admin"} & set(self.roles))
         return bool({"operator", "admin"} & set(self.roles)) if action in ("trigger", "cancel", "retry") else False
 
     def require(self, action: str) -> None:
         if not self.may(action):
-            raise PermissionDenied(f"{self.name} may not {action}: needs the operator role "
+            needs = "the admin or approver role" if action == "unlock" else "the operator role"
+            raise PermissionDenied(f"{self.name} may not {action}: needs {needs} "
                                    f"(has: {', '.join(self.roles) or 'none'}; read-only)")
 
 
@@ -124,6 +128,16 @@ class Services:
         repo = self.ws.repo(run["repo"])
         return self.queue(repo, run["branch"], run["ref"], run["commit_sha"], "retry",
                           actor.name, retry_of=run_id)
+
+    def unlock(self, repo: str, environment: str, actor: Actor, reason: str) -> Row:
+        """Resolve an environment locked after an interrupted deploy (audited with `reason`)."""
+        actor.require("unlock")
+        self.ws.repo(repo)
+        return runstate.unlock(self.store, repo, environment, actor.name, reason)
+
+    def locks(self) -> list[Row]:
+        """Environment locks: deploys in progress and environments waiting for an operator."""
+        return self.store.query("SELECT * FROM env_locks ORDER BY repo, environment")
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -212,6 +226,7 @@ class Services:
                 "(SELECT 1 FROM stages s2 WHERE s2.run_id = r2.id) GROUP BY repo) m ON m.id = r.id "
                 "WHERE s.environment IS NOT NULL"):
             targets.setdefault(row["repo"], set()).add(row["environment"])
+        locks = {(row["repo"], row["environment"]): row for row in self.locks()}
         planned = {row["repo"] for row in self.store.query(
             "SELECT DISTINCT r.repo FROM runs r JOIN stages s ON s.run_id = r.id WHERE r.on_main = 1")}
         repos = []
@@ -236,7 +251,10 @@ class Services:
                                              "deployed": dep["commit_sha"] if dep else None,
                                              "deployed_at": dep["deployed_at"] if dep else None,
                                              "pending": 0, "lag_seconds": 0.0,
-                                             "oldest_pending_at": None}
+                                             "oldest_pending_at": None, "lock": None}
+                lock = locks.get((repo.name, env))
+                if lock is not None:
+                    env_entry["lock"] = {"state": lock["state"], "run": lock["run_id"], "reason": lock["reason"]}
                 if not deploys and dep is None:
                     pass  # the pipeline does not deploy here: nothing is pending
                 elif not pending:

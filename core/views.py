@@ -70,6 +70,7 @@ class EnvCell:
     oldest_pending_at: float | None  # commit time of the oldest pending commit (lag = now - it)
     last_status: str | None
     last_run: int | None
+    locked: str | None = None  # why the environment is locked for an operator (ahead unlock)
 
 
 @dataclass(frozen=True)

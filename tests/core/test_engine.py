@@ -57,7 +57,7 @@ async def test_commit_on_main_runs_pipeline_and_moves_deployed_commit(ws: Worksp
         assert [(s["name"], s["status"]) for s in stages] == [("build", "succeeded"),
                                                               ("deploy-dev", "succeeded")]
         actions = await query(engine, "SELECT action FROM audit ORDER BY id")
-        assert [a["action"] for a in actions] == ["run.trigger", "deploy"]
+        assert [a["action"] for a in actions] == ["run.trigger", "deploy.start", "deploy"]
     # the worktree is gone and the user's repo has no leftover worktree entries
     assert git(repo, "worktree", "list").count("\n") == 0
 
