@@ -437,7 +437,7 @@ class Engine:
             self._noted[run_id] = ahead
             if len(self._noted) > 10_000:
                 self._noted.clear()
-            await self.db.call(runstate.note_queued, self.db.store, run_id,
+            await self.db.call(runstate.note, self.db.store, run_id,
                                f"queued behind run #{ahead} of {branch} (one run per branch at a time)")
 
     async def _execute(self, run_id: int, cancel: asyncio.Event, resume: bool = False) -> None:
@@ -602,7 +602,7 @@ class RunExecution:
                 if reason != shown:
                     shown = reason
                     self.log.info("waiting: %s", reason)
-                    await self.db.call(self._set_error, f"waiting: {reason}")
+                    await self.call(runstate.note, self.run_id, f"waiting: {reason}")
                 await wait_at_most(queue.get(), 1.0)
         finally:
             self.engine.feed.unlisten(queue)

@@ -61,10 +61,12 @@ def claim_run(store: Store, run_id: int, engine: str) -> bool:
     return True
 
 
-def note_queued(store: Store, run_id: int, reason: str) -> None:
-    """Record why a queued run waits (e.g. behind another run of its branch)."""
+def note(store: Store, run_id: int, reason: str) -> None:
+    """Record why a run waits (behind another run of its branch, for an environment lock) in
+    runs.error and as a `run.note` event that stays in the feed."""
     with store.transaction() as conn:
-        row = conn.execute("SELECT repo FROM runs WHERE id = ? AND status = 'queued'", (run_id,)).fetchone()
+        row = conn.execute("SELECT repo FROM runs WHERE id = ? AND status IN ('queued', 'running')",
+                           (run_id,)).fetchone()
         if row is not None:
             conn.execute("UPDATE runs SET error = ? WHERE id = ?", (reason, run_id))
             store.event("run.note", row["repo"], run_id, reason=reason)
