@@ -15,8 +15,17 @@ import pytest
 from core.faults import EXIT_CODE
 from core.store.db import Store
 from core.workspace import Workspace
-from tests.core.crash import (ahead, check_invariants, drive, engine_process, ledger, make_ws,
-                              settle, store, trigger)
+from tests.core.crash import (
+    ahead,
+    check_invariants,
+    drive,
+    engine_process,
+    ledger,
+    make_ws,
+    settle,
+    store,
+    trigger,
+)
 
 # point -> whether the interrupted deploy leaves the environment in an unknown state (a lock
 # taken and not released in a committed transaction)
