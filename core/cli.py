@@ -246,7 +246,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             problems += 1
             continue
         try:
-            pipeline = parse_pipeline(text, label, ws.environments)
+            pipeline = parse_pipeline(text, label, ws.environments, tuple(ws.secrets))
         except ConfigError as exc:
             print(f"  {exc}")
             problems += 1

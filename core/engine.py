@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import approvals, gitio, lease, runstate, workspace
+from core import approvals, gitio, lease, runstate, secrets, workspace
 from core.aio import wait_at_most
 from core.errors import ConfigError, CoreError, GitError
 from core.faults import fault
@@ -37,6 +37,7 @@ from core.pipeline import PIPELINE_PATH, Pipeline, Stage, Step
 from core.pipeline import parse as parse_pipeline
 from core.policy import Policy
 from core.runner import kill_leftovers, run_step
+from core.secrets import Masker
 from core.store.db import AsyncStore, Row, Store
 from core.watch import Inotify
 from core.workspace import RepoConfig, Workspace
@@ -549,7 +550,8 @@ class RunExecution:
         if text is None:
             raise ConfigError(label, None, "", "no pipeline file at this commit",
                               f"commit a {PIPELINE_PATH} to the repo")
-        return await asyncio.to_thread(parse_pipeline, text, label, self.engine.ws.environments)
+        return await asyncio.to_thread(parse_pipeline, text, label, self.engine.ws.environments,
+                                       tuple(self.engine.ws.secrets))
 
     async def _stage(self, run: Row, pipeline: Pipeline, row: Row, stage: Stage) -> str:
         if stage.environment is not None:
@@ -624,8 +626,10 @@ class RunExecution:
         with Store(self.engine.ws.db_path, session=self.store.session) as store:
             return store.query(sql, (self.run_id,))
 
-    def _env(self, run: Row, pipeline: Pipeline, stage: Stage, step: Step, token: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AHEAD_")}
+    def _env(self, run: Row, pipeline: Pipeline, stage: Stage, step: Step, token: str,
+             secret_values: dict[str, str] | None = None) -> dict[str, str]:
+        hidden = {s.env for s in self.engine.ws.secrets.values()}  # secret sources never leak through
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AHEAD_") and k not in hidden}
         env.update(pipeline.env)
         env.update(stage.env)
         env.update(step.env)
@@ -642,7 +646,30 @@ class RunExecution:
             "AHEAD_WORKSPACE": str(self.engine.ws.root),
             "AHEAD_STEP_TOKEN": token,
         })
+        env.update(secret_values or {})
         return {k: v.replace("\x00", "") for k, v in env.items()}
+
+    def _secrets(self, stage: Stage, step: Step) -> tuple[dict[str, str], Masker]:
+        """(worker thread) The values of the secrets this step declares, and a masker for every
+        readable secret of the workspace (a step may print one it was not given).
+
+        Raises:
+            SecretError: a declared secret cannot be read (the message holds no value).
+        """
+        wanted = set(stage.secrets) | set(step.secrets)
+        values: dict[str, str] = {}
+        readable: list[str] = []
+        for name, source in self.engine.ws.secrets.items():
+            try:
+                value = secrets.read(source)
+            except secrets.SecretError:
+                if name in wanted:
+                    raise
+                continue
+            readable.append(value)
+            if name in wanted:
+                values[name] = value
+        return values, Masker(readable)
 
     async def _step(self, run: Row, pipeline: Pipeline, stage: Stage, row: Row, step: Step) -> str:
         assert self.workdir is not None
@@ -657,8 +684,15 @@ class RunExecution:
         async def on_start(pid: int) -> None:
             await self.call(runstate.start_step, step_id, pid, token)
 
-        result = await run_step(list(step.argv), self.workdir, self._env(run, pipeline, stage, step, token),
-                                sink, timeout, self.cancel, settings.cancel_grace, on_start)
+        try:  # read only now: a gated stage's steps start after its gate passed
+            secret_values, masker = await asyncio.to_thread(self._secrets, stage, step)
+        except secrets.SecretError as exc:
+            await sink([(0, time.time(), f"[ahead] {exc}")])
+            await self.call(runstate.finish_step, step_id, "failed", None, str(exc))
+            return "failed"
+        result = await run_step(list(step.argv), self.workdir,
+                                self._env(run, pipeline, stage, step, token, secret_values),
+                                sink, timeout, self.cancel, settings.cancel_grace, on_start, masker)
         if result.status == "succeeded" and step.artifacts:
             problem = await self._keep_artifacts(step_id, step)
             if problem:
