@@ -119,7 +119,7 @@ async def test_masking_holds_at_every_chunk_boundary(size: int) -> None:
         data = b"a" * before + TOKEN.encode() + b"b\n" + b"c" * before + TOKEN.encode()
         got: list[str] = []
 
-        async def sink(lines: list[tuple[int, float, str]]) -> None:
+        async def sink(lines: list[tuple[int, float, str]], got: list[str] = got) -> None:
             got.extend(line for _, _, line in lines)
         batcher = LineBatcher(sink, masker)
         for start in range(0, len(data), size):
