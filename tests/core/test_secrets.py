@@ -171,3 +171,24 @@ def test_secret_declarations_are_checked() -> None:
                         Path("/tmp/ahead.yml"))
     assert "exactly one of env or file" in str(err.value)
     assert os.environ.get("AHEAD_FAULT", "") == ""
+
+
+def test_reading_a_secret_refuses_short_missing_or_unset_values(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.secrets import SecretError, SecretSource, read
+
+    (tmp_path / "short").write_text("abc\n")
+    monkeypatch.setenv("SHORT_TOKEN", "1234567")
+    cases = {SecretSource("A", file=tmp_path / "short"): "shorter than 8",
+             SecretSource("B", file=tmp_path / "missing"): "cannot read",
+             SecretSource("C", env="SHORT_TOKEN"): "shorter than 8",
+             SecretSource("D", env="UNSET_TOKEN_XYZ"): "UNSET_TOKEN_XYZ is not set"}
+    for source, expected in cases.items():
+        with pytest.raises(SecretError) as err:
+            read(source)
+        assert expected in str(err.value) and source.name in str(err.value)
+        assert "1234567" not in str(err.value) and "abc" not in str(err.value)
+    (tmp_path / "key").write_text("-----BEGIN KEY-----\nAAAABBBBCCCCDDDD\n-----END KEY-----\n")
+    value = read(SecretSource("K", file=tmp_path / "key"))
+    assert not value.endswith("\n")
+    assert Masker([value]).mask(b"line AAAABBBBCCCCDDDD printed alone") == b"line *** printed alone"
