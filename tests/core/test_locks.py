@@ -18,7 +18,7 @@ from tests.core.helpers import query, wait_for, wait_run_done
 
 # each deploy appends "start <run> <t>" and "end <run> <t>" (monotonic-enough wall clock)
 WINDOWS = ("stages:\n  - name: deploy\n    environment: dev\n    steps:\n"
-           "      - run: 'echo \"start $AHEAD_RUN_ID $(date +%s.%N)\" >> \"$WINDOWS\"; sleep 0.4; "
+           "      - run: 'echo \"start $AHEAD_RUN_ID $(date +%s.%N)\" >> \"$WINDOWS\"; sleep 1; "
            "echo \"end $AHEAD_RUN_ID $(date +%s.%N)\" >> \"$WINDOWS\"'\n")
 
 
