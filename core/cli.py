@@ -301,6 +301,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             cell = short(e["deployed"]) if e["deployed"] else "never"
             if e["pending"]:
                 cell += f" +{e['pending']} ({duration(e['lag_seconds'])})"
+            if e["lock"] and e["lock"]["state"] == "needs_operator":
+                cell += " LOCKED"
             row.append(cell)
         rows.append(row)
         if repo["error"]:

@@ -77,6 +77,7 @@ def test_engine_killed_at_a_commit_point_recovers(tmp_path: Path, point: str, en
         assert not db.query("SELECT 1 FROM change_requests WHERE run_id = ?", (refused["id"],))
     listing = ahead(ws, "locks")
     assert "needs_operator" in listing.stdout and f"#{run_id}" in listing.stdout
+    assert "LOCKED" in ahead(ws, "status").stdout
     # only an admin or approver may unlock, with a reason, and it is audited
     denied = ahead(ws, "--as", "alice", "unlock", "app", "prod", "--reason", "checked")
     assert denied.returncode == 3 and "admin or approver" in denied.stderr
