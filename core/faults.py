@@ -16,6 +16,7 @@ import os
 
 EXIT_CODE = 137
 _POINTS = frozenset(p.strip() for p in os.environ.get("AHEAD_FAULT", "").split(",") if p.strip())
+ARMED = bool(_POINTS)  # callers may test this first to skip building a point's name
 
 
 def fault(point: str) -> None:

@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from core import faults
 from core.errors import StoreError
-from core.faults import fault
 from core.store.schema import MIGRATIONS
 
 P = ParamSpec("P")
@@ -142,8 +142,8 @@ class Store:
                 conn.execute("ROLLBACK")
             raise
         self._in_tx = False
-        if point is not None:
-            fault(point + ".before_commit")
+        if point is not None and faults.ARMED:
+            faults.fault(point + ".before_commit")
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -151,8 +151,8 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise StoreError(f"could not save to the store {self.path}: {exc}") from None
-        if point is not None:
-            fault(point + ".after_commit")
+        if point is not None and faults.ARMED:
+            faults.fault(point + ".after_commit")
         if self._wrote_event:
             self._wrote_event = False
             if self.on_commit is not None:
