@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reject", help="reject a change request; its run stops (exit 3 when refused)")
     p.add_argument("id", type=int)
     p.add_argument("--comment", default="")
+    p = sub.add_parser("locks", help="environment locks: deploys in progress, environments an interrupted deploy left locked")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("unlock", help="release an environment locked after an interrupted deploy (admin or approver; audited)")
+    p.add_argument("repo")
+    p.add_argument("environment")
+    p.add_argument("--reason", required=True, help="what you checked before unlocking")
     p = sub.add_parser("audit", help="the audit log")
     p.add_argument("action", nargs="?", choices=["verify"], help="verify: check the hash chain")
     p.add_argument("--json", action="store_true")
@@ -241,7 +247,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             problems += 1
             continue
         try:
-            pipeline = parse_pipeline(text, label, ws.environments)
+            pipeline = parse_pipeline(text, label, ws.environments, tuple(ws.secrets))
         except ConfigError as exc:
             print(f"  {exc}")
             problems += 1
@@ -296,6 +302,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             cell = short(e["deployed"]) if e["deployed"] else "never"
             if e["pending"]:
                 cell += f" +{e['pending']} ({duration(e['lag_seconds'])})"
+            if e["lock"] and e["lock"]["state"] == "needs_operator":
+                cell += " LOCKED"
             row.append(cell)
         rows.append(row)
         if repo["error"]:
@@ -525,6 +533,24 @@ def cmd_reject(args: argparse.Namespace) -> int:
     return _decide(args, "reject")
 
 
+def cmd_locks(args: argparse.Namespace) -> int:
+    with services(args) as svc:
+        rows = svc.locks()
+    if args.json:
+        emit({"locks": rows})
+        return OK
+    table([[r["repo"], r["environment"], r["state"], f"#{r['run_id']}", ago(r["acquired_at"]),
+            one_line(r["reason"] or "")] for r in rows], ["REPO", "ENVIRONMENT", "STATE", "RUN", "SINCE", "REASON"])
+    return OK
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    with services(args) as svc:
+        lock = svc.unlock(args.repo, args.environment, Actor.local(svc.ws, args.as_name), args.reason)
+    print(f"unlocked {args.repo}/{args.environment} (was {lock['state']} by run #{lock['run_id']})")
+    return OK
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     with services(args) as svc:
         if args.action == "verify":
@@ -586,6 +612,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "trigger": cmd_trigger, "cancel": cmd_cancel, "retry": cmd_retry, "notify": cmd_notify,
     "audit": cmd_audit, "demo": cmd_demo, "console": cmd_console, "changes": cmd_changes,
     "change": cmd_change, "approve": cmd_approve, "reject": cmd_reject,
+    "locks": cmd_locks, "unlock": cmd_unlock,
 }
 
 if __name__ == "__main__":

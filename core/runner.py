@@ -4,7 +4,7 @@ The command is an argv list (a string `run:` is `sh -c TEXT`, with TEXT from the
 never from commit metadata); commit metadata reaches the step only as environment variables.
 Output is read in 64 KiB chunks (a readline loop is ~11x slower), split into lines and handed
 to a sink in batches. Timeout and cancel send SIGTERM to the whole group, wait a grace period,
-then SIGKILL. Depends on the stdlib only.
+then SIGKILL. Secrets are masked in the batcher (core.secrets), before any sink sees a line.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.aio import wait_at_most
+from core.secrets import Masker
 
 MAX_LINE = 16 * 1024
 BATCH_LINES = 1000
@@ -41,8 +42,9 @@ class LineBatcher:
     unless a whole batch is still being written.
     """
 
-    def __init__(self, sink: LogSink) -> None:
+    def __init__(self, sink: LogSink, masker: Masker | None = None) -> None:
         self._sink = sink
+        self._masker = masker if masker else None
         self._partial = b""
         self._pending: list[tuple[int, float, str]] = []
         self._seq = 0
@@ -50,12 +52,24 @@ class LineBatcher:
         self._first_at = 0.0
 
     def feed(self, chunk: bytes) -> None:
+        """Split output into lines. Secrets are masked in whole lines, so a value split between
+        two reads is still found; a line longer than MAX_LINE is cut, holding back the bytes
+        a secret could continue from."""
         data = self._partial + chunk
         parts = data.split(b"\n")
         self._partial = parts.pop()
+        masker = self._masker
+        if masker is not None:
+            parts = [masker.mask(part) for part in parts]
         if len(self._partial) > MAX_LINE:
-            parts.append(self._partial)
-            self._partial = b""
+            if masker is None:
+                parts.append(self._partial)
+                self._partial = b""
+            else:
+                masked = masker.mask(self._partial)
+                cut = max(len(masked) - masker.tail, 0)
+                parts.append(masked[:cut])
+                self._partial = masked[cut:]
         now = time.time()
         if parts and not self._pending:
             self._first_at = now
@@ -67,6 +81,8 @@ class LineBatcher:
 
     def note(self, text: str) -> None:
         """A line from the engine itself (e.g. why a step was stopped)."""
+        if self._masker is not None:
+            text = self._masker.mask_text(text)
         self._pending.append((self._seq, time.time(), text))
         self._seq += 1
 
@@ -96,8 +112,8 @@ class LineBatcher:
 
     async def close(self) -> None:
         if self._partial:
-            self._pending.append((self._seq, time.time(),
-                                  self._partial.rstrip(b"\r").decode("utf-8", "replace")))
+            last = self._masker.mask(self._partial) if self._masker is not None else self._partial
+            self._pending.append((self._seq, time.time(), last.rstrip(b"\r").decode("utf-8", "replace")))
             self._seq += 1
             self._partial = b""
         if self._pending:
@@ -108,9 +124,10 @@ class LineBatcher:
 
 async def run_step(argv: list[str], cwd: Path, env: dict[str, str], sink: LogSink,
                    timeout: float, cancel: asyncio.Event, grace: float,
-                   on_start: Callable[[int], Awaitable[None]]) -> StepResult:
-    """Run `argv` to the end, a timeout or a cancel; every output line goes to `sink`."""
-    batcher = LineBatcher(sink)
+                   on_start: Callable[[int], Awaitable[None]], masker: Masker | None = None) -> StepResult:
+    """Run `argv` to the end, a timeout or a cancel; every output line goes to `sink`, with
+    the secrets of `masker` masked."""
+    batcher = LineBatcher(sink, masker)
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from core import fields as f
 from core.errors import ConfigError, WorkspaceNotFound
 from core.policy import Policy, parse_policy
+from core.secrets import SecretSource
 from core.yamlfile import Document, load
 
 FILENAME = "ahead.yml"
@@ -78,6 +80,7 @@ class Workspace:
     operators: tuple[Operator, ...] = ()
     runners: tuple[Runner, ...] = (Runner("local"),)
     policies: dict[str, Policy] = field(default_factory=dict)
+    secrets: dict[str, SecretSource] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -128,7 +131,7 @@ def current_os_user() -> str:
         return str(os.getuid())
 
 
-TOP_KEYS = ["repos", "environments", "policies", "operators", "runners", "settings"]
+TOP_KEYS = ["repos", "environments", "policies", "operators", "runners", "settings", "secrets"]
 REPO_KEYS = ["name", "path", "url", "branch", "fetch_interval"]
 OPERATOR_KEYS = ["name", "roles", "keys", "emails", "os_users"]
 RUNNER_KEYS = ["name", "local", "ssh"]
@@ -162,8 +165,37 @@ def parse(text: str, file: Path) -> Workspace:
             raise doc.error(("policies", env), f"no environment named {env!r}",
                             "policies are keyed by a name from environments: " + ", ".join(environments))
         policies[env] = parse_policy(doc, env, value, list(operators))
+    secrets = _secrets(doc, top.get("secrets") or {}, root)
     return Workspace(file=file, repos=repos, environments=environments, settings=settings,
-                     operators=operators, runners=runners, policies=policies)
+                     operators=operators, runners=runners, policies=policies, secrets=secrets)
+
+
+SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def _secrets(doc: Document, value: Any, root: Path) -> dict[str, SecretSource]:
+    """`secrets: {NAME: {env: VAR} | {file: path}}`: where each value lives (never the value)."""
+    entries = f.mapping(doc, ("secrets",), value, "NAME: {env: VARIABLE} or NAME: {file: path}")
+    found: dict[str, SecretSource] = {}
+    for name, item in entries.items():
+        path: tuple[str | int, ...] = ("secrets", name)
+        if not isinstance(name, str) or not SECRET_NAME.match(name) or name.upper().startswith("AHEAD_"):
+            raise doc.error(path, f"{name!r} is not a usable secret name",
+                            "steps get it as an environment variable: letters, digits and _, not AHEAD_...")
+        entry = f.mapping(doc, path, item, "env: VARIABLE or file: path")
+        f.check_keys(doc, path, entry, ["env", "file"])
+        if ("env" in entry) == ("file" in entry):
+            raise doc.error(path, "needs exactly one of env or file",
+                            "env: NAME_OF_THE_ENGINE_VARIABLE, or file: path/to/file (relative to ahead.yml)")
+        if "env" in entry:
+            var = f.string(doc, path + ("env",), entry["env"], "an environment variable name")
+            if not SECRET_NAME.match(var):
+                raise doc.error(path + ("env",), f"{var!r} is not an environment variable name")
+            found[name] = SecretSource(name, env=var)
+        else:
+            rel = f.string(doc, path + ("file",), entry["file"], "a file path")
+            found[name] = SecretSource(name, file=(root / os.path.expanduser(rel)).resolve())
+    return found
 
 
 def _environments(doc: Document, value: Any) -> list[str]:
