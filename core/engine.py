@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import approvals, gitio, lease, runstate, workspace
+from core import approvals, gitio, lease, remote, runstate, workspace
 from core.aio import wait_at_most
 from core.errors import ConfigError, CoreError, GitError
 from core.feed import Event, EventFeed
@@ -451,6 +451,7 @@ class RunExecution:
         self.cancel = cancel
         self.log = ContextLog(log, {"run": run_id})
         self.workdir: Path | None = None
+        self.remote = remote.RemoteSteps(engine.ws)  # stages with `runner:` on a remote host
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await self.db.call(fn, self.store, *args, **kwargs)
@@ -528,6 +529,7 @@ class RunExecution:
             if self.workdir is not None:
                 with contextlib.suppress(GitError, OSError):
                     await asyncio.shield(asyncio.to_thread(gitio.worktree_remove, repo_dir, self.workdir))
+            await asyncio.shield(self.remote.aclose())  # directories on remote runners, connections
             self.log.info("finished: %s", status)
 
     async def _pipeline(self, repo: RepoConfig, repo_dir: Path, run: Row) -> Pipeline:
@@ -537,7 +539,8 @@ class RunExecution:
         if text is None:
             raise ConfigError(label, None, "", "no pipeline file at this commit",
                               f"commit a {PIPELINE_PATH} to the repo")
-        return await asyncio.to_thread(parse_pipeline, text, label, self.engine.ws.environments)
+        return await asyncio.to_thread(parse_pipeline, text, label, self.engine.ws.environments,
+                                       self.engine.ws.runner_names)
 
     async def _stage(self, run: Row, pipeline: Pipeline, row: Row, stage: Stage) -> str:
         if stage.environment is not None:
@@ -612,8 +615,13 @@ class RunExecution:
         async def on_start(pid: int) -> None:
             await self.call(runstate.start_step, step_id, pid, token)
 
-        result = await run_step(list(step.argv), self.workdir, self._env(run, pipeline, stage, step, token),
-                                sink, timeout, self.cancel, settings.cancel_grace, on_start)
+        env = self._env(run, pipeline, stage, step, token)
+        if self.remote.wants(stage.runner):  # on a remote runner over SSH: core/remote.py
+            result = await self.remote.run(run, pipeline, stage, step, self.workdir, env, sink, timeout,
+                                           self.cancel, settings.cancel_grace, on_start)
+        else:
+            result = await run_step(list(step.argv), self.workdir, env, sink, timeout, self.cancel,
+                                    settings.cancel_grace, on_start)
         if result.status == "succeeded" and step.artifacts:
             problem = await self._keep_artifacts(step_id, step)
             if problem:
