@@ -164,6 +164,7 @@ class RemoteSteps:
         self.ws = ws
         self._conns: dict[str, asyncssh.SSHClientConnection] = {}
         self._dirs: dict[str, tuple[str, str]] = {}  # runner -> (stage, directory on the runner)
+        self._lost: list[tuple[Runner, str]] = []  # directories behind a lost connection
 
     def wants(self, runner: str | None) -> bool:
         return wants(self.ws, runner)
@@ -299,7 +300,9 @@ class RemoteSteps:
 
     def _forget(self, runner: Runner) -> None:
         conn = self._conns.pop(runner.name, None)
-        self._dirs.pop(runner.name, None)
+        current = self._dirs.pop(runner.name, None)
+        if current is not None:
+            self._lost.append((runner, current[1]))
         if conn is not None:
             conn.abort()
 
@@ -379,12 +382,17 @@ class RemoteSteps:
         return None
 
     async def aclose(self) -> None:
-        """Remove the run's directories on the runners and close the connections."""
+        """Remove the run's directories on the runners (reconnecting once where the connection
+        was lost) and close the connections."""
         for name, (_stage, directory) in list(self._dirs.items()):
             conn = self._conns.get(name)
             if conn is not None and not conn.is_closed():
                 await self._remove(conn, directory)
         self._dirs.clear()
+        for runner, directory in self._lost:
+            with contextlib.suppress(CoreError):
+                await self._remove(await self._connect(runner), directory)
+        self._lost.clear()
         for conn in self._conns.values():
             conn.close()
             with contextlib.suppress(Exception):

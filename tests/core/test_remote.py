@@ -15,6 +15,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -126,7 +127,7 @@ def remote_ws(tmp_path: Path, host: Host, pipeline: str, trust: bool = True) -> 
     return ws
 
 
-async def run_once(ws: Workspace, timeout: float = 20) -> tuple[Engine, int]:
+async def run_once(ws: Workspace) -> tuple[Engine, int]:
     engine = Engine(ws)
     await engine.start()
     run_id = await engine.db.call(Services(ws, engine.db.store).trigger, "app", Actor("alice"))
@@ -179,11 +180,7 @@ async def test_remote_step_runs_streams_and_brings_artifacts_back(tmp_path: Path
         assert [(a["path"], a["size"]) for a in artifacts] == [("out/result.txt", 6)]
         steps = await query(engine, "SELECT status, exit_code FROM steps WHERE run_id = ?", (run_id,))
         assert all(s["status"] == "succeeded" and s["exit_code"] == 0 for s in steps)
-        for _ in range(100):  # the stage's directory on the runner goes when the run ends
-            if not list((host.home / ".ahead-runner").iterdir()):
-                break
-            await asyncio.sleep(0.05)
-        assert list((host.home / ".ahead-runner").iterdir()) == []
+        assert await emptied(host)  # the stage's directory on the runner goes when the run ends
     finally:
         await engine.aclose()
     # no command string carried commit metadata
@@ -221,6 +218,14 @@ def remote_pids(host: Host) -> list[int]:
     return [int((directory / name).read_text()) for name in ("shell", "child")]
 
 
+async def emptied(host: Host) -> bool:
+    for _ in range(100):
+        if not list((host.home / ".ahead-runner").iterdir()):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
 async def gone(pids: list[int], seconds: float) -> bool:
     for _ in range(int(seconds / 0.05)):
         if not any(alive(pid) for pid in pids):
@@ -229,40 +234,61 @@ async def gone(pids: list[int], seconds: float) -> bool:
     return False
 
 
-async def test_cancel_kills_the_remote_process_group(tmp_path: Path, host: Host) -> None:
-    ws = remote_ws(tmp_path, host, LONG)
-    engine, run_id = await run_once(ws)
+@contextlib.asynccontextmanager
+async def long_step(tmp_path: Path, host: Host, pipeline: str = LONG) -> AsyncIterator[tuple[Engine, int, list[int]]]:
+    """An engine whose run's remote step has started: (engine, run id, remote pids)."""
+    engine, run_id = await run_once(remote_ws(tmp_path, host, pipeline))
     try:
         await wait_started(engine, run_id)
         pids = remote_pids(host)
         assert all(alive(pid) for pid in pids)
-        assert await engine.db.call(Services(ws, engine.db.store).cancel, run_id, Actor("alice")) == "cancelling"
-        run = await wait_run_done(engine, run_id, timeout=10)
-        assert run["status"] == "cancelled"
-        assert await gone(pids, 3)
-        step = (await query(engine, "SELECT * FROM steps WHERE run_id = ?", (run_id,)))[0]
-        assert step["status"] == "cancelled" and step["pid"] > 0
-        assert any("kill" in c and "TERM" in c for c in host.commands)  # over a second channel
+        yield engine, run_id, pids
     finally:
         await engine.aclose()
 
 
+async def first_step(engine: Engine, run_id: int) -> dict[str, Any]:
+    return (await query(engine, "SELECT * FROM steps WHERE run_id = ? ORDER BY id", (run_id,)))[0]
+
+
+async def test_cancel_kills_the_remote_process_group(tmp_path: Path, host: Host) -> None:
+    async with long_step(tmp_path, host) as (engine, run_id, pids):
+        svc = Services(engine.ws, engine.db.store)
+        assert await engine.db.call(svc.cancel, run_id, Actor("alice")) == "cancelling"
+        run = await wait_run_done(engine, run_id, timeout=10)
+        assert run["status"] == "cancelled"
+        assert await gone(pids, 3)
+        step = await first_step(engine, run_id)
+        assert step["status"] == "cancelled" and step["pid"] > 0
+        assert any("kill" in c and "TERM" in c for c in host.commands)  # over a second channel
+
+
 async def test_lost_connection_marks_the_step_interrupted(tmp_path: Path, host: Host) -> None:
-    ws = remote_ws(tmp_path, host, LONG)
-    engine, run_id = await run_once(ws)
-    try:
-        await wait_started(engine, run_id)
-        pids = remote_pids(host)
+    async with long_step(tmp_path, host) as (engine, run_id, pids):
         for conn in host.connections:
             conn.abort()  # the network goes
         run = await wait_run_done(engine, run_id, timeout=10)
-        step = (await query(engine, "SELECT * FROM steps WHERE run_id = ?", (run_id,)))[0]
+        step = await first_step(engine, run_id)
         assert step["status"] == "interrupted" and run["status"] == "interrupted"
         assert "lost the connection to runner far" in step["error"]
         assert any("lost the connection" in line for line in await log_of(engine, run_id))
         assert await gone(pids, 5)  # the wrapper on the runner ended the group when stdin closed
-    finally:
-        await engine.aclose()
+        assert await emptied(host)  # the run reconnected to remove its directory
+
+
+async def test_timeout_ends_the_remote_group(tmp_path: Path, host: Host) -> None:
+    async with long_step(tmp_path, host, LONG.replace("wait\n", "wait\n        timeout: 1s\n")) as (
+            engine, run_id, pids):
+        await wait_run_done(engine, run_id, timeout=10)
+        step = await first_step(engine, run_id)
+        assert step["status"] == "failed" and step["error"] == "timed out after 1s"
+        assert await gone(pids, 3)
+
+
+async def test_engine_stop_mid_step_ends_the_remote_group(tmp_path: Path, host: Host) -> None:
+    async with long_step(tmp_path, host) as (_engine, _run_id, pids):
+        pass  # the engine stops mid-step
+    assert await gone(pids, 3)
 
 
 async def test_changed_host_key_is_refused(tmp_path: Path, host: Host) -> None:
@@ -274,7 +300,7 @@ async def test_changed_host_key_is_refused(tmp_path: Path, host: Host) -> None:
     engine, run_id = await run_once(ws)
     try:
         run = await wait_run_done(engine, run_id)
-        step = (await query(engine, "SELECT * FROM steps WHERE run_id = ? ORDER BY id", (run_id,)))[0]
+        step = await first_step(engine, run_id)
         assert run["status"] == "failed" and step["status"] == "failed"
         assert "HOST KEY CHANGED" in step["error"]
         assert sshclient.fingerprint(impostor) in step["error"]
@@ -289,7 +315,7 @@ async def test_untrusted_host_is_refused(tmp_path: Path, host: Host) -> None:
     engine, run_id = await run_once(ws)
     try:
         run = await wait_run_done(engine, run_id)
-        step = (await query(engine, "SELECT * FROM steps WHERE run_id = ? ORDER BY id", (run_id,)))[0]
+        step = await first_step(engine, run_id)
         assert run["status"] == "failed"
         assert "not trusted yet" in step["error"] and "ahead runner trust" in step["error"]
         assert any("not trusted yet" in line for line in await log_of(engine, run_id))
