@@ -60,18 +60,20 @@ printf '%s\n' "$dir"
 """
 
 # Runs one step in directory $1 (grace period $2 seconds). stdin: lines "E NAME VALUE" (export),
-# "A - VALUE" (append to argv), then "G -" (go); values octal-escaped for printf %b. Afterwards
-# stdin stays open: its end (the connection is gone) stops the step's process group.
-STEP = r"""dir=$1 grace=$2
+# "A - VALUE" (append to argv), then "G -" (go; a request cut short runs nothing); values
+# octal-escaped for printf %b. Afterwards stdin stays open: its end (the connection is gone)
+# stops the step's process group.
+STEP = r"""dir=$1 grace=$2 go=0
 shift 2
 while IFS=' ' read -r kind name value; do
   case $kind in
     E) v=$(printf '%b' "$value"; printf x); export "$name=${v%x}" ;;
     A) v=$(printf '%b' "$value"; printf x); set -- "$@" "${v%x}" ;;
-    G) break ;;
+    G) go=1; break ;;
     *) echo "[ahead] bad request from the engine"; exit 125 ;;
   esac
 done
+[ "$go" = 1 ] || { echo "[ahead] incomplete request from the engine"; exit 125; }
 command -v setsid >/dev/null 2>&1 || { echo "[ahead] the runner has no setsid (util-linux)"; exit 125; }
 cd -- "$dir" || exit 125
 exec 3<&0

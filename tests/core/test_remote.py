@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import io
 import os
+import shlex
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from core import cli, sshclient
 from core.engine import Engine
 from core.errors import ConfigError
 from core.pipeline import parse as parse_pipeline
-from core.remote import escape, request
+from core.remote import STEP, as_bytes, escape, request
 from core.services import Actor, Services
 from core.workspace import Workspace
 from tests.conftest import commit, make_workspace
@@ -401,3 +402,20 @@ def test_request_escapes_every_shell_character() -> None:
     assert request(["sh", "-c", hostile], {"X": hostile}).count(b"\n") == 5
     with pytest.raises(ValueError):
         request([], {"BAD NAME": "x"})
+
+
+async def test_a_request_cut_short_runs_nothing(tmp_path: Path, host: Host) -> None:
+    ws = remote_ws(tmp_path, host, REMOTE)
+    canary = tmp_path / "ran"
+    full = request(["touch", str(canary)], {"A": "1"})
+    address = ws.runner("far").ssh
+    assert address is not None
+    async with await sshclient.connect(ws.state_dir, address) as conn:
+        command = shlex.join(["sh", "-c", STEP, "ahead-step", str(host.home), "1"])
+        done = await conn.run(command, input=full[:full.rindex(b"G -")], encoding=None, check=False)
+        assert done.exit_status == 125 and b"incomplete request" in as_bytes(done.stdout)
+        assert not canary.exists()
+        process = await conn.create_process(command, encoding=None)
+        process.stdin.write(full)  # stdin stays open while the step runs, as the engine keeps it
+        done = await process.wait(check=False, timeout=10)
+        assert done.exit_status == 0 and canary.exists()
