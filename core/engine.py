@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import approvals, gitio, lease, runstate, secrets, workspace
+from core import approvals, gitio, lease, remote, runstate, secrets, workspace
 from core.aio import wait_at_most
 from core.drift import DriftChecker
 from core.errors import ConfigError, CoreError, GitError
@@ -473,6 +473,7 @@ class RunExecution:
         self.cancel = cancel
         self.log = ContextLog(log, {"run": run_id})
         self.workdir: Path | None = None
+        self.remote = remote.RemoteSteps(engine.ws)  # stages with `runner:` on a remote host
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await self.db.call(fn, self.store, *args, **kwargs)
@@ -553,6 +554,7 @@ class RunExecution:
             if self.workdir is not None:
                 with contextlib.suppress(GitError, OSError):
                     await asyncio.shield(asyncio.to_thread(gitio.worktree_remove, repo_dir, self.workdir))
+            await asyncio.shield(self.remote.aclose())  # directories on remote runners, connections
             self.log.info("finished: %s", status)
 
     async def _pipeline(self, repo: RepoConfig, repo_dir: Path, run: Row) -> Pipeline:
@@ -563,7 +565,8 @@ class RunExecution:
             raise ConfigError(label, None, "", "no pipeline file at this commit",
                               f"commit a {PIPELINE_PATH} to the repo")
         return await asyncio.to_thread(parse_pipeline, text, label, self.engine.ws.environments,
-                                       tuple(self.engine.ws.secrets))
+                                       tuple(self.engine.ws.secrets),
+                                       self.engine.ws.runner_names)
 
     async def _stage(self, run: Row, pipeline: Pipeline, row: Row, stage: Stage) -> str:
         if stage.environment is not None:
@@ -714,9 +717,13 @@ class RunExecution:
             await sink([(0, time.time(), f"[ahead] {exc}")])
             await self.call(runstate.finish_step, step_id, "failed", None, str(exc))
             return "failed"
-        result = await run_step(list(step.argv), self.workdir,
-                                self._env(run, pipeline, stage, step, token, secret_values),
-                                sink, timeout, self.cancel, settings.cancel_grace, on_start, masker)
+        env = self._env(run, pipeline, stage, step, token, secret_values)
+        if self.remote.wants(stage.runner):  # on a remote runner over SSH: core/remote.py
+            result = await self.remote.run(run, pipeline, stage, step, self.workdir, env, sink, timeout,
+                                           self.cancel, settings.cancel_grace, on_start, masker)
+        else:
+            result = await run_step(list(step.argv), self.workdir, env, sink, timeout, self.cancel,
+                                    settings.cancel_grace, on_start, masker)
         if result.status == "succeeded" and step.artifacts:
             problem = await self._keep_artifacts(step_id, step)
             if problem:

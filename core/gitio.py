@@ -296,6 +296,14 @@ def worktree_add(repo: Path, dest: Path, sha: str) -> None:
         git(repo, "worktree", "add", "--detach", "--force", "--", str(dest), check_sha(sha))
 
 
+def archive_command(repo: Path, sha: str) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of `git archive` writing commit `sha` as a tar stream to stdout
+    (a remote runner gets the code this way; the caller streams it, so nothing blocks here)."""
+    argv = ["git", "-c", "protocol.ext.allow=never", "-c", "core.fsmonitor=false", "-C", str(repo),
+            "archive", "--format=tar", check_sha(sha)]
+    return argv, {**os.environ, **GIT_ENV}
+
+
 def worktree_remove(repo: Path, dest: Path) -> None:
     with _worktree_lock(repo):
         git(repo, "worktree", "remove", "--force", "--", str(dest), check=False)

@@ -8,6 +8,7 @@ Depends on core.yamlfile and core.fields only.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,7 +101,8 @@ def digest(text: str) -> str:
 
 
 def parse(text: str, file: str = PIPELINE_PATH,
-          environments: tuple[str, ...] | None = None, secrets: tuple[str, ...] | None = None) -> Pipeline:
+          environments: tuple[str, ...] | None = None, secrets: tuple[str, ...] | None = None,
+          runners: tuple[str, ...] | None = None) -> Pipeline:
     """Validate a pipeline file.
 
     Args:
@@ -108,6 +110,7 @@ def parse(text: str, file: str = PIPELINE_PATH,
         file: how to name the file in errors (e.g. ``web-api@3f2a1c9:.ahead/pipeline.yml``).
         environments: the workspace's environments; stages may only deploy to these.
         secrets: the workspace's secret names; stages and steps may only ask for these.
+        runners: the workspace's runner names; a stage's `runner:` must be one of them.
 
     Raises:
         ConfigError: naming file, line and field.
@@ -121,7 +124,7 @@ def parse(text: str, file: str = PIPELINE_PATH,
         raise doc.error(("stages",), "must list at least one stage")
     stages: list[Stage] = []
     for i, item in enumerate(items):
-        stage = _stage(doc, i, item, environments, secrets)
+        stage = _stage(doc, i, item, environments, secrets, runners)
         if any(s.name == stage.name for s in stages):
             raise doc.error(("stages", i, "name"), f"stage name {stage.name!r} is used twice")
         stages.append(stage)
@@ -212,7 +215,7 @@ def _drift_spec(doc: Document, path: tuple[str | int, ...], item: Any) -> DriftS
 
 
 def _stage(doc: Document, i: int, item: Any, environments: tuple[str, ...] | None,
-           secrets: tuple[str, ...] | None) -> Stage:
+           secrets: tuple[str, ...] | None, runners: tuple[str, ...] | None) -> Stage:
     path: tuple[str | int, ...] = ("stages", i)
     entry = f.mapping(doc, path, item, "a stage with name and steps")
     f.check_keys(doc, path, entry, STAGE_KEYS)
@@ -233,9 +236,10 @@ def _stage(doc: Document, i: int, item: Any, environments: tuple[str, ...] | Non
     runner = None
     if entry.get("runner") is not None:
         runner = f.name(doc, path + ("runner",), entry["runner"], "runner name")
-        if runner != "local":
-            raise doc.error(path + ("runner",), f"runner {runner!r} is not available",
-                            "only the local runner exists for now; remove runner:")
+        if runners is not None and runner not in runners:
+            close = difflib.get_close_matches(runner, runners, n=1, cutoff=0.6)
+            raise doc.error(path + ("runner",), f"no runner named {runner!r} in the workspace",
+                            f'did you mean "{close[0]}"?' if close else "runners: " + ", ".join(runners))
     return Stage(name=name, steps=steps, environment=environment, timeout=timeout, env=env, runner=runner,
                  secrets=_secret_names(doc, path, entry, secrets))
 

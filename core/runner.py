@@ -139,11 +139,31 @@ async def run_step(argv: list[str], cwd: Path, env: dict[str, str], sink: LogSin
         return StepResult("failed", None, f"cannot start {argv[0]!r}: {exc.strerror}")
     await on_start(proc.pid)
     assert proc.stdout is not None
-    stdout = proc.stdout
+    outcome: str | None = None
+    try:
+        outcome = await follow(proc.stdout.read, batcher, cancel, timeout, grace,
+                               lambda: stop_group(proc, grace))
+        code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            await stop_group(proc, 0)
+        await batcher.close()
+    if outcome is None:
+        kill_group(proc.pid, signal.SIGKILL)  # leftovers the step started and did not wait for
+    return result_of(outcome, code, timeout)
 
+
+async def follow(read: Callable[[int], Awaitable[bytes]], batcher: LineBatcher, cancel: asyncio.Event,
+                 timeout: float, grace: float, stop: Callable[[], Awaitable[None]]) -> str | None:
+    """Stream a step's output from `read` into `batcher` until EOF, a cancel or the timeout.
+
+    On a cancel or timeout it notes why in the log, awaits `stop` (which ends the step's process
+    group, local or remote) and reads what is left for up to 5 s. Shared by local and remote
+    steps. Returns None at EOF, else "cancelled" or "timeout". Does not close the batcher.
+    """
     async def pump() -> None:
         while True:
-            chunk = await stdout.read(65536)
+            chunk = await read(65536)
             if not chunk:
                 return
             batcher.feed(chunk)
@@ -165,24 +185,26 @@ async def run_step(argv: list[str], cwd: Path, env: dict[str, str], sink: LogSin
             outcome = "cancelled" if cancelled in done else "timeout"
             reason = "cancel requested" if outcome == "cancelled" else f"timed out after {timeout:.0f}s"
             batcher.note(f"[ahead] {reason}: stopping the step (SIGTERM, then SIGKILL after {grace:.0f}s)")
-            await stop_group(proc, grace)
+            await stop()
             await wait_at_most(reader, 5)
-        code = await proc.wait()
     finally:
         for task in (reader, tick, cancelled):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
-        if proc.returncode is None:
-            await stop_group(proc, 0)
-        await batcher.close()
+    return outcome
+
+
+def result_of(outcome: str | None, code: int | None, timeout: float) -> StepResult:
+    """The step's result from how `follow` ended and the exit code (negative: a signal)."""
     if outcome == "cancelled":
         return StepResult("cancelled", code, "cancelled")
     if outcome == "timeout":
         return StepResult("failed", code, f"timed out after {timeout:.0f}s")
-    kill_group(proc.pid, signal.SIGKILL)  # leftovers the step started and did not wait for
     if code == 0:
         return StepResult("succeeded", 0)
+    if code is None:
+        return StepResult("failed", None, "ended without an exit status")
     return StepResult("failed", code, f"exited with {code}" if code > 0 else f"killed by signal {-code}")
 
 
