@@ -419,3 +419,29 @@ async def test_a_request_cut_short_runs_nothing(tmp_path: Path, host: Host) -> N
         process.stdin.write(full)  # stdin stays open while the step runs, as the engine keeps it
         done = await process.wait(check=False, timeout=10)
         assert done.exit_status == 0 and canary.exists()
+
+
+SECRET = "s3cr3t-remote-Value/+="
+
+
+async def test_remote_step_gets_its_secret_masked_and_never_in_a_command(
+        tmp_path: Path, host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REMOTE_TOKEN_SOURCE", SECRET)
+    pipeline = ("stages:\n  - name: s\n    runner: far\n    steps:\n"
+                "      - run: echo \"raw=$TOKEN\"; printf %s \"$TOKEN\" | base64; echo \"len=${#TOKEN}\"\n"
+                "        secrets: [TOKEN]\n")
+    ws = make_workspace(tmp_path / "ws", {"app": pipeline},
+                        extra=f"runners:\n  - name: far\n    ssh: {host.address()}\n"
+                              "secrets:\n  TOKEN: {env: REMOTE_TOKEN_SOURCE}\n")
+    address = ws.runner("far").ssh
+    assert address is not None
+    sshclient.trust(ws.state_dir, address, host.host_key)
+    engine, run_id = await run_once(ws)
+    try:
+        run = await wait_run_done(engine, run_id)
+        lines = await log_of(engine, run_id)
+        assert run["status"] == "succeeded", (run, lines)
+        assert lines == ["raw=***", "***", f"len={len(SECRET)}"], lines
+    finally:
+        await engine.aclose()
+    assert not any(SECRET in c for c in host.commands)
