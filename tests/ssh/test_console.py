@@ -29,7 +29,7 @@ async def test_alice_approves_and_bob_sees_it_within_a_second(ssh_ws: Workspace,
         trigger(ssh_ws)
         await wait_for(engine, "SELECT id FROM change_requests WHERE status = 'open'")
         _, alice_chan, alice = await open_console(server, "alice", keys["alice"])
-        _, _, bob = await open_console(server, "bob", keys["bob"])
+        _, bob_chan, bob = await open_console(server, "bob", keys["bob"])
         await bob.wait_for("never   0/2")
         await alice.wait_for("never   0/2")
         assert "· alice ·" in alice.text() and "· bob ·" in bob.text()
@@ -45,6 +45,11 @@ async def test_alice_approves_and_bob_sees_it_within_a_second(ssh_ws: Workspace,
         assert [r["operator"] for r in rows] == ["alice"]  # the session's operator, nobody else
         await bob.wait_for("never   1/2", timeout=1.0)
         assert time.perf_counter() - decided < 1.0
+        assert "also here: alice" in bob.text() and "also here: bob" in alice.text()
+        bob_chan.write(b"W")  # who: alice, over SSH, looking at the change
+        await bob.wait_for("ssh 127.0.0.1")
+        row = next(line for line in bob.screen.display if "ssh 127.0.0.1" in line)
+        assert row.split()[0] == "alice" and row.split()[-1] == "Change", bob.text()
 
 
 async def test_resize_reaches_the_console_and_client_env_is_ignored(ssh_ws: Workspace,
