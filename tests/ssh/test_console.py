@@ -11,11 +11,14 @@ import time
 from pathlib import Path
 
 from core.engine import Engine
+from core.serve.keys import host_key_path
 from core.services import Actor, Services
 from core.store.db import Store
 from core.workspace import Workspace
 from tests.core.helpers import alive, wait_for
 from tests.ssh.conftest import connect, open_console, serving
+
+ROOT = Path(__file__).parents[2]
 
 
 def trigger(ws: Workspace) -> int:
@@ -107,3 +110,34 @@ async def test_without_a_terminal_only_listings(ssh_ws: Workspace, keys: dict[st
         assert result.exit_status == 2 and "status, runs, changes, drift" in str(result.stdout)
         result = await conn.run("status", term_type="xterm", term_size=(80, 24))
         assert result.exit_status == 0 and "service" in str(result.stdout)
+
+
+async def test_ahead_serve_runs_engine_and_consoles_and_stops_cleanly(ssh_ws: Workspace,
+                                                                      keys: dict[str, Path]) -> None:
+    """The real command: `ahead serve --listen 127.0.0.1:0`, a console over SSH, then SIGTERM."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tui.launch", "--workspace", str(ssh_ws.root), "serve",
+        "--listen", "127.0.0.1:0", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=str(ROOT))
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        port = int(line.split("ssh -p ")[1].split()[0])
+        server = type("Server", (), {"port": port, "host_key_path": host_key_path(ssh_ws.state_dir)})()
+        conn, _, term = await open_console(server, "alice", keys["alice"])  # type: ignore[arg-type]
+        await term.wait_for("engine: elsewhere")  # the engine runs in `ahead serve`
+        children = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == proc.pid]
+        assert children, "no console zygote"
+        conn.close()
+    finally:
+        proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err.decode()
+    assert not [p for p in children if alive(int(p.name))], "a process outlived ahead serve"
+
+
+def _parent(proc_dir: Path) -> int:
+    try:
+        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
