@@ -305,7 +305,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(host=host, port=port, console_argv=_console_zygote)
 
     async def serve() -> None:
-        async with Engine(ws, name=f"ahead serve (pid {os.getpid()})") as engine:
+        async with Engine(ws, name="ahead serve") as engine:
             server = SSHServer(ws, options)
             await server.start()
             try:

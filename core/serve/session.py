@@ -119,7 +119,7 @@ class Session(asyncssh.SSHServerSession[bytes]):
             self._flush_input()
 
     def eof_received(self) -> bool:
-        return False
+        return True  # the client sent all its input (`ssh host status </dev/null`): answer anyway
 
     def pause_writing(self) -> None:
         if self._reading and self.master is not None:

@@ -34,6 +34,10 @@ async def test_operator_logs_in_with_own_key_and_login_logout_are_audited(ssh_ws
             result = await conn.run("status --json")
             assert result.exit_status == 0, result.stderr
             assert json.loads(str(result.stdout))["repos"][0]["name"] == "service"
+            process = await conn.create_process("status")  # stdin closed first, as `ssh host status </dev/null`
+            process.stdin.write_eof()
+            done = await process.wait(timeout=10)
+            assert done.exit_status == 0 and "service" in str(done.stdout), done.stderr
         await asyncio.sleep(0.1)
         rows = await server.db.call(server.db.store.query, "SELECT actor, action, subject FROM audit "
                                     "WHERE action LIKE 'ssh.%' ORDER BY id")

@@ -60,7 +60,7 @@ async def test_resize_reaches_the_console_and_client_env_is_ignored(ssh_ws: Work
     async with serving(ssh_ws, console=True) as server:
         _, chan, term = await open_console(server, "carol", keys["carol"], cols=80, rows=24,
                                            env={"USER": "alice", "AHEAD_WORKSPACE": "/", "TERM": "dumb"})
-        await term.wait_for("service")
+        await term.wait_for("q Quit")
         assert "· carol ·" in term.text()
         assert "Quit" in term.screen.display[23]
         chan.change_terminal_size(120, 30)
