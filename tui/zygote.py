@@ -13,6 +13,7 @@ fork safely.
 from __future__ import annotations
 
 import array
+import asyncio
 import fcntl
 import gc
 import importlib
@@ -24,6 +25,7 @@ import signal
 import socket
 import sys
 import termios
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,35 @@ def preload() -> None:
     tui.app.AheadApp.all_commands()
 
 
+def warm_up(ahead_yml: Path) -> None:
+    """Run one console headless on the workspace before forking anything: each session then
+    starts with Textual's and Rich's caches (parsed CSS selectors, styles, dispatch tables)
+    already filled. Read-only (a viewer, no presence row). Leaves no thread behind: forking
+    with a live thread could leave a lock held in the child."""
+    from textual.app import App
+
+    session = ConsoleSession(workspace.read(ahead_yml), Actor("warm-up", ("viewer",)),
+                             embed_engine=False, presence_id=0)
+
+    async def run() -> None:
+        app: App[int] = tui.app.AheadApp(session)
+        async with app.run_test(size=(120, 40)) as pilot:
+            for _ in range(100):
+                if app.is_ready:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            await pilot.pause()
+        await session.aclose()
+
+    try:
+        asyncio.run(run())
+    except Exception:  # a cold start is slower, not wrong
+        log.warning("console warm-up failed", exc_info=True)
+    if threading.active_count() != 1:
+        log.warning("threads left after the warm-up: %s", threading.enumerate())
+
+
 def receive(sock: socket.socket) -> tuple[bytes, list[int]]:
     fds = array.array("i")
     msg, ancdata, _, _ = sock.recvmsg(REQUEST_MAX, socket.CMSG_LEN(4 * fds.itemsize))
@@ -61,10 +92,12 @@ def receive(sock: socket.socket) -> tuple[bytes, list[int]]:
     return msg, list(fds)
 
 
-def main(fd: int) -> int:
+def main(fd: int, ahead_yml: Path | None = None) -> int:
     sock = socket.socket(fileno=fd)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     preload()
+    if ahead_yml is not None:
+        warm_up(ahead_yml)
     gc.collect()
     gc.freeze()
     while True:
@@ -143,4 +176,4 @@ def run(request: dict[str, Any]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1])))
+    sys.exit(main(int(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] else None))

@@ -106,7 +106,7 @@ class SSHServer:
         self.options = options
         self.db = AsyncStore(Store(ws.db_path, session=SESSION))
         self.keys = KeyBook(ws)
-        self.zygote = Zygote(list(options.console_argv)) if options.console_argv else None
+        self.zygote = Zygote(list(options.console_argv), str(ws.file)) if options.console_argv else None
         self.per_source: Counter[str] = Counter()
         self.locked: dict[str, float] = {}
         self.sessions: set[Any] = set()  # core.serve.session.Session objects

@@ -61,8 +61,9 @@ class Child:
 class Zygote:
     """Owns the fork server process; `spawn` is serialised (one request in flight)."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], ahead_yml: str) -> None:
         self.argv = argv
+        self.ahead_yml = ahead_yml  # the zygote warms a console up on it before forking
         self._proc: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
         self._lock = asyncio.Lock()
@@ -71,7 +72,7 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                *self.argv, str(theirs.fileno()), pass_fds=(theirs.fileno(),),
+                *self.argv, str(theirs.fileno()), self.ahead_yml, pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
         finally:
             theirs.close()

@@ -15,4 +15,4 @@ def broken_load(self: OverviewScreen) -> None:
 OverviewScreen.load = broken_load  # type: ignore[method-assign]
 
 if __name__ == "__main__":
-    sys.exit(tui.zygote.main(int(sys.argv[1])))
+    sys.exit(tui.zygote.main(int(sys.argv[1])))  # no warm-up: it would crash too
