@@ -217,3 +217,16 @@ def test_keys_in_ahead_yml_are_validated_with_line_and_field(tmp_path: Path, key
                     f"      - \"{good}\"\n  - name: bob\n    keys: [\"{good}\"]\n")
     with pytest.raises(ConfigError, match="already alice's"):
         workspace.read(file)
+
+
+async def test_a_key_removed_from_ahead_yml_stops_working_without_a_restart(
+        ssh_ws: Workspace, keys: dict[str, Path]) -> None:
+    async with serving(ssh_ws) as server:
+        async with await connect(server, "bob", keys["bob"]):
+            pass
+        text = ssh_ws.file.read_text().replace(public(keys["bob"]), public(keys["mallory"]))
+        ssh_ws.file.write_text(text)
+        with pytest.raises(asyncssh.PermissionDenied):
+            await connect(server, "bob", keys["bob"])
+        async with await connect(server, "bob", keys["mallory"]):  # bob's new key
+            pass
