@@ -56,10 +56,12 @@ class ConsoleSession:
         ws: the workspace.
         actor: who acts through this console.
         embed_engine: run the engine here when no other process holds the lease.
+        presence_id: the presence row an SSH server opened for this console (else its own).
+        origin: the session named in audit entries (default `console:NAME`).
     """
 
     def __init__(self, ws: Workspace, actor: Actor, embed_engine: bool = True,
-                 presence_id: int | None = None) -> None:
+                 presence_id: int | None = None, origin: str | None = None) -> None:
         self.ws = ws
         self.actor = actor
         self._embed = embed_engine
@@ -67,7 +69,8 @@ class ConsoleSession:
         # console opens its own on start and closes it on aclose.
         self.presence_id = presence_id
         self._own_presence = presence_id is None
-        self.db = AsyncStore(Store(ws.db_path, session=f"console:{actor.name}"))
+        # Audit entries name the console they came from (an SSH console: its address and session).
+        self.db = AsyncStore(Store(ws.db_path, session=origin or f"console:{actor.name}"))
         self.svc = Services(ws, self.db.store)
         self.feed = EventFeed(self.db)
         self.engine: Any = None  # core.engine.Engine when this console runs the engine

@@ -158,7 +158,8 @@ def run(request: dict[str, Any]) -> int:
     if operator is None:
         raise CoreError(f"{request['operator']} is no longer an operator of this workspace")
     session = ConsoleSession(ws, Actor(operator.name, operator.roles), embed_engine=False,
-                             presence_id=int(request["presence"]))
+                             presence_id=int(request["presence"]),
+                             origin=f"ssh:{operator.name}@{request['source']}#{request['presence']}")
     errors = io.StringIO()
 
     def capture_errors(app: Any) -> None:

@@ -54,7 +54,7 @@ class ServeOptions:
     keepalive_interval: float = 30.0
     keepalive_count_max: int = 3
     max_per_source: int = 10
-    max_auth_attempts: int = 6
+    max_auth_attempts: int = 6  # keys refused on one connection before it is closed
     max_sessions: int = 200  # consoles at once, every operator together
     lockout: guard.LockoutPolicy = field(default_factory=guard.LockoutPolicy)
     console_argv: tuple[str, ...] = ()  # the zygote program (from the UI package); () = no console
@@ -258,17 +258,15 @@ class Connection(asyncssh.SSHServer):
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         """Is `key` one of `username`'s keys? Called for offered keys too: binds nothing."""
         self._candidate = None
-        self._attempts += 1
-        if self._attempts > self.server.options.max_auth_attempts:
-            if self.conn is not None:
-                asyncio.get_running_loop().call_soon(self.conn.close)
-            return False
-        if self.server.is_locked(self.source):
-            return False
+        if self._attempts >= self.server.options.max_auth_attempts:
+            return False  # already closing
         self.server.keys.refresh()
         fingerprint = key.get_fingerprint()
         owner = self.server.keys.owner(fingerprint)
-        if owner is None or owner != username:
+        if owner is None or owner != username or self.server.is_locked(self.source):
+            self._attempts += 1  # keys refused; a key that is asked about and then signs counts none
+            if self._attempts >= self.server.options.max_auth_attempts and self.conn is not None:
+                asyncio.get_running_loop().call_soon(self.conn.close)
             return False
         self._candidate = (owner, fingerprint)
         return True

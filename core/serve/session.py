@@ -106,7 +106,7 @@ class Session(asyncssh.SSHServerSession[bytes]):
             self._finish(b"Too many consoles are open; try again later.\r\n", 1)
         else:
             self.server.sessions.add(self)
-            self.server.spawn(self._console(), "ssh-console")
+            self.server.spawn(self._console_or_apology(), "ssh-console")
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         self.size = (width, height)
@@ -142,6 +142,14 @@ class Session(asyncssh.SSHServerSession[bytes]):
 
     # -- the console ---------------------------------------------------------------------------
 
+    async def _console_or_apology(self) -> None:
+        try:
+            await self._console()
+        except Exception:
+            log.exception("%s from %s: the console did not start", self.operator, self.source)
+            self._finish(b"\r\nThe console could not start; it is logged on the server.\r\n", 1)
+            await self.end()
+
     async def _console(self) -> None:
         self.presence_id = await self.server.db.call(
             presence.open_session, self.server.db.store, self.operator, "ssh", self.source)
@@ -151,7 +159,7 @@ class Session(asyncssh.SSHServerSession[bytes]):
             tty.setraw(slave)  # before the child starts: early keys must not echo
             os.set_blocking(master, False)
             request = {"workspace": str(self.server.ws.file), "operator": self.operator,
-                       "presence": self.presence_id, "term": self.term,
+                       "presence": self.presence_id, "source": self.source, "term": self.term,
                        "log": str(self.server.ws.settings.state_dir / "serve.log")}
             assert self.server.zygote is not None
             self.child = await self.server.zygote.spawn(request, slave)

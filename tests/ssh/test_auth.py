@@ -230,3 +230,12 @@ async def test_a_key_removed_from_ahead_yml_stops_working_without_a_restart(
             await connect(server, "bob", keys["bob"])
         async with await connect(server, "bob", keys["mallory"]):  # bob's new key
             pass
+
+
+async def test_a_connection_may_try_only_so_many_keys(ssh_ws: Workspace, keys: dict[str, Path]) -> None:
+    strangers = [asyncssh.generate_private_key("ssh-ed25519") for _ in range(6)]
+    async with serving(ssh_ws, max_auth_attempts=6) as server:
+        with pytest.raises(REFUSED):  # six keys refused: closed before alice's own comes
+            await connect(server, "alice", None, client_keys=[*strangers, str(keys["alice"])])
+        async with await connect(server, "alice", None, client_keys=[*strangers[:5], str(keys["alice"])]):
+            pass

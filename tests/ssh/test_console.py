@@ -46,6 +46,8 @@ async def test_alice_approves_and_bob_sees_it_within_a_second(ssh_ws: Workspace,
         rows = await wait_for(engine, "SELECT operator FROM decisions")
         decided = time.perf_counter()
         assert [r["operator"] for r in rows] == ["alice"]  # the session's operator, nobody else
+        audited = await wait_for(engine, "SELECT actor, session FROM audit WHERE action = 'change.approve'")
+        assert audited[0]["actor"] == "alice" and audited[0]["session"].startswith("ssh:alice@127.0.0.1#")
         await bob.wait_for("never   1/2", timeout=1.0)
         assert time.perf_counter() - decided < 1.0
         assert "also here: alice" in bob.text() and "also here: bob" in alice.text()
