@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--yes", action="store_true", help="trust without asking (scripts)")
     p.add_argument("--fingerprint", metavar="SHA256:...", help="trust only if the host presents this key")
+    p = sub.add_parser("serve", help="run the engine and the SSH server: operators log in with their keys")
+    p.add_argument("--listen", default="127.0.0.1:8022", metavar="HOST:PORT",
+                   help="address for the SSH server (default 127.0.0.1:8022)")
     sub.add_parser("console", help="open the console (the default when run in a terminal)")
     p = sub.add_parser("demo", help="open the demo workspace (created on first use)")
     p.add_argument("dir", nargs="?")
@@ -117,18 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 OpenConsole = Callable[[Workspace, Actor], int]
 _open_console: OpenConsole | None = None
+_console_zygote: tuple[str, ...] = ()
 
 
-def main(argv: list[str] | None = None, open_console: OpenConsole | None = None) -> int:
+def main(argv: list[str] | None = None, open_console: OpenConsole | None = None,
+         console_zygote: tuple[str, ...] = ()) -> int:
     """Run the `ahead` command.
 
     Args:
         argv: arguments (default: sys.argv[1:]).
         open_console: opens the interactive console on a workspace; given by the `tui` package's
             launcher (core never imports the UI). Without it, `ahead` and `ahead demo` print.
+        console_zygote: the program `ahead serve` forks SSH consoles from (also from the UI).
     """
-    global _open_console
+    global _open_console, _console_zygote
     _open_console = open_console
+    _console_zygote = console_zygote
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -272,15 +279,55 @@ def cmd_engine(args: argparse.Namespace) -> int:
         logging.getLogger("ahead").setLevel(logging.INFO)
 
     async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         async with Engine(ws) as engine:
             print(f"engine running for {ws.file} (ctrl+c to stop)", flush=True)
-            waiter = asyncio.ensure_future(engine.lost_lease.wait())
-            await asyncio.wait({asyncio.ensure_future(stop.wait()), waiter},
-                               return_when=asyncio.FIRST_COMPLETED)
+            await _until_stopped(engine)
+
+    asyncio.run(serve())
+    return OK
+
+
+async def _until_stopped(engine: Any) -> None:
+    """Wait for ctrl+c, SIGTERM, or the engine losing its lease."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(engine.lost_lease.wait())}
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waiters:
+        waiter.cancel()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The engine and the SSH server (core.serve): each operator's key gives them the console."""
+    from core.engine import Engine
+    from core.serve.server import ServeOptions, SSHServer, parse_listen
+
+    ws = load_workspace(args)
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError as exc:
+        print(f"ahead: {exc}", file=sys.stderr)
+        return USAGE
+    if not args.verbose:
+        logging.getLogger("ahead").setLevel(logging.INFO)
+    ws.state_dir.mkdir(parents=True, exist_ok=True)
+    log_file = logging.FileHandler(ws.state_dir / "serve.log", encoding="utf-8")
+    log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("ahead").addHandler(log_file)
+    options = ServeOptions(host=host, port=port, console_argv=_console_zygote)
+
+    async def serve() -> None:
+        async with Engine(ws, name="ahead serve") as engine:
+            server = SSHServer(ws, options)
+            await server.start()
+            try:
+                print(f"serving {ws.file} on {host}:{server.port}: ssh -p {server.port} "
+                      f"OPERATOR@{host} (ctrl+c to stop)", flush=True)
+                await _until_stopped(engine)
+            finally:
+                await server.aclose()
 
     asyncio.run(serve())
     return OK
@@ -679,7 +726,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "trigger": cmd_trigger, "cancel": cmd_cancel, "retry": cmd_retry, "notify": cmd_notify,
     "audit": cmd_audit, "demo": cmd_demo, "console": cmd_console, "changes": cmd_changes,
     "change": cmd_change, "approve": cmd_approve, "reject": cmd_reject, "runner": cmd_runner,
-    "locks": cmd_locks, "unlock": cmd_unlock,
+    "locks": cmd_locks, "unlock": cmd_unlock, "serve": cmd_serve,
 }
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any
 from core import approvals, drift, gitio, lease, workspace
 from core.errors import GitError, LeaseHeld
 from core.feed import Event, EventFeed
+from core.serve import presence
 from core.services import Actor, Services
 from core.store.db import AsyncStore, Row, Store
 from core.views import (
@@ -58,13 +59,21 @@ class ConsoleSession:
         ws: the workspace.
         actor: who acts through this console.
         embed_engine: run the engine here when no other process holds the lease.
+        presence_id: the presence row an SSH server opened for this console (else its own).
+        origin: the session named in audit entries (default `console:NAME`).
     """
 
-    def __init__(self, ws: Workspace, actor: Actor, embed_engine: bool = True) -> None:
+    def __init__(self, ws: Workspace, actor: Actor, embed_engine: bool = True,
+                 presence_id: int | None = None, origin: str | None = None) -> None:
         self.ws = ws
         self.actor = actor
         self._embed = embed_engine
-        self.db = AsyncStore(Store(ws.db_path, session=f"console:{actor.name}"))
+        # An SSH console's presence row is the server's (opened before it started); a local
+        # console opens its own on start and closes it on aclose.
+        self.presence_id = presence_id
+        self._own_presence = presence_id is None
+        # Audit entries name the console they came from (an SSH console: its address and session).
+        self.db = AsyncStore(Store(ws.db_path, session=origin or f"console:{actor.name}"))
         self.svc = Services(ws, self.db.store)
         self.feed = EventFeed(self.db)
         self.engine: Any = None  # core.engine.Engine when this console runs the engine
@@ -84,6 +93,9 @@ class ConsoleSession:
                 self.engine_holder = exc.holder
         if self.engine is None and self.engine_holder is None:
             self.engine_holder = await self.db.call(lease.holder, self.db.store, lease.STALE_SECONDS)
+        if self._own_presence:
+            self.presence_id = await self.db.call(presence.open_session, self.db.store,
+                                                  self.actor.name, "local")
         await self.feed.start()
 
     async def aclose(self) -> None:
@@ -92,6 +104,11 @@ class ConsoleSession:
             return
         self._closed = True
         await self.feed.aclose()
+        if self._own_presence and self.presence_id is not None:
+            try:
+                await self.db.call(presence.close_session, self.db.store, self.presence_id)
+            except Exception:  # closing anyway; `who` skips rows of processes that are gone
+                log.exception("could not remove this console's presence row")
         if self.engine is not None:
             await self.engine.aclose()
         await self.db.aclose()
@@ -278,6 +295,17 @@ class ConsoleSession:
         # The policy as ahead.yml says now, not as it said when the console started.
         current = workspace.read(self.ws.file)
         return approvals.decide(self.db.store, current, change_id, self.actor.name, verdict, comment)
+
+    # -- presence ---------------------------------------------------------------------------------
+
+    async def who(self) -> list[presence.Presence]:
+        """Every open console (this one included: its id is `presence_id`), oldest first."""
+        return await self.db.call(presence.who, self.db.store)
+
+    async def show_screen(self, screen: str) -> None:
+        """Tell the others which screen this console shows."""
+        if self.presence_id is not None and not self._closed:
+            await self.db.call(presence.set_screen, self.db.store, self.presence_id, screen)
 
     async def audit(self, limit: int = 500) -> list[Row]:
         """The newest audit entries, newest first."""

@@ -42,6 +42,7 @@ from core import approvals, gitio, lease, runstate, workspace
 from core.engine import LEASE_STALE_SECONDS, Engine, Gate
 from core.errors import CoreError, InvalidRequest, LeaseHeld
 from core.fields import NAME
+from core.serve.keys import generate_key_pair
 from core.services import Services
 from core.store.db import Row, Store
 from core.workspace import FILENAME, Workspace
@@ -333,6 +334,9 @@ def create(target: Path, now: float | None = None, reproducible: bool = False) -
     user = workspace.current_os_user()
     users = _scalar(user if NAME.match(user) else str(os.getuid()))
     config = (_sources() / "ahead.yml").read_text(encoding="utf-8").replace("{user}", users)
+    for name in ("alice", "bob", "carol"):  # a key pair each, to log in over `ahead serve`
+        public = generate_key_pair(target / ".ahead" / "keys" / name, f"{name}@change-ahead-demo")
+        config = config.replace(f"{{key:{name}}}", public)
     (target / FILENAME).write_text(config, encoding="utf-8")
     ws = workspace.read(target / FILENAME)
     if reproducible:  # one run at a time: run, stage and step ids come out in the same order

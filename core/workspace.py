@@ -281,6 +281,7 @@ def _operators(doc: Document, value: Any) -> list[Operator]:
     items = f.sequence(doc, ("operators",), value, "operators")
     operators: list[Operator] = []
     seen: set[str] = set()
+    key_owners: dict[str, str] = {}
     for i, item in enumerate(items):
         path = ("operators", i)
         entry = f.mapping(doc, path, item, "an operator")
@@ -296,11 +297,31 @@ def _operators(doc: Document, value: Any) -> list[Operator]:
         operators.append(Operator(
             name=name,
             roles=tuple(roles),
-            keys=tuple(f.string_list(doc, path + ("keys",), entry.get("keys") or [], "an SSH public key")),
+            keys=_keys(doc, path + ("keys",), entry.get("keys") or [], key_owners, name),
             emails=tuple(e.lower() for e in f.string_list(doc, path + ("emails",), entry.get("emails") or [], "an email")),
             os_users=tuple(f.string_list(doc, path + ("os_users",), entry.get("os_users") or [], "a user name")),
         ))
     return operators
+
+
+def _keys(doc: Document, path: tuple[str | int, ...], value: Any, owners: dict[str, str],
+          name: str) -> tuple[str, ...]:
+    """An operator's SSH public keys, each checked (type, data) and owned by one operator only:
+    a key is who logs in over SSH, so a key shared by two operators would be ambiguous."""
+    from core.serve.keys import KeyProblem, parse_public_key
+
+    keys = f.string_list(doc, path, value, "an SSH public key")
+    for j, key in enumerate(keys):
+        try:
+            _, fp = parse_public_key(key)
+        except KeyProblem as exc:
+            raise doc.error(path + (j,), f"not an SSH public key: {exc}",
+                            "paste one line of a .pub file, e.g. ssh-ed25519 AAAA... you@host") from None
+        if fp in owners:
+            raise doc.error(path + (j,), f"this key ({fp}) is already {owners[fp]}'s",
+                            "each operator logs in with their own key")
+        owners[fp] = name
+    return tuple(keys)
 
 
 def _runners(doc: Document, value: Any) -> list[Runner]:

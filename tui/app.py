@@ -20,7 +20,7 @@ from textual.signal import Signal
 from core.console import ConsoleSession
 from core.feed import Event
 from themes import DEFAULT_THEME, STYLESHEET, THEMES, VARIABLE_DEFAULTS
-from tui.commands import AUDIT, CHANGES, HELP, OVERVIEW, QUIT, RUNS, Command, bindings
+from tui.commands import AUDIT, CHANGES, HELP, OVERVIEW, QUIT, RUNS, WHO, Command, bindings
 from tui.messages import EventBatch
 from tui.palette import JumpProvider
 from tui.settings import Settings
@@ -33,7 +33,7 @@ class AheadApp(App[int]):
     CSS_PATH = STYLESHEET
     TITLE = "Change Ahead"
     COMMANDS = App.COMMANDS | {JumpProvider}
-    COMMAND_LIST: tuple[Command, ...] = (QUIT, HELP, RUNS, CHANGES, AUDIT, OVERVIEW)
+    COMMAND_LIST: tuple[Command, ...] = (QUIT, HELP, RUNS, CHANGES, AUDIT, WHO, OVERVIEW)
     BINDINGS = bindings(*COMMAND_LIST)
     """
     | Key | Action |
@@ -43,6 +43,7 @@ class AheadApp(App[int]):
     | r | Runs across every repo |
     | a | Changes waiting for approval |
     | u | Audit log and its verification |
+    | W | Who else is connected |
     | o | Back to the overview |
     | ctrl+p | Command palette: every command, jump to any repo or run |
     """
@@ -58,6 +59,10 @@ class AheadApp(App[int]):
         self.ready: Signal[None] = Signal(self, "session-ready")
         self.is_ready = False
         self._pending_events: list[Event] = []
+        self.others: tuple[str, ...] = ()
+        """The operators of the other open consoles, for the title bar (see `presence`)."""
+        self.presence: Signal[None] = Signal(self, "presence")
+        self._screen_name = ""
 
     # -- start-up ---------------------------------------------------------------------------------
 
@@ -113,10 +118,11 @@ class AheadApp(App[int]):
         from tui.screens.repo import RepoScreen
         from tui.screens.run import RunScreen
         from tui.screens.runs import RunsScreen
+        from tui.screens.who import WhoScreen
 
         found: dict[str, Command] = {}
         for owner in (AheadApp, OverviewScreen, RepoScreen, RunScreen, RunsScreen, ChangesScreen,
-                      ChangeScreen, AuditScreen):
+                      ChangeScreen, AuditScreen, WhoScreen):
             for command in owner.COMMAND_LIST:
                 found[command.id] = command
         return list(found.values())
@@ -130,10 +136,35 @@ class AheadApp(App[int]):
         self.ready.publish(None)
         self.run_worker(self._follow(), name="engine-events", group="bridge",
                         description="follow the engine's event feed", exclusive=True)
+        self._refresh_presence()
 
     async def _follow(self) -> None:
         async for event in self.session.subscribe():
             self._pending_events.append(event)
+            if event.kind == "presence":
+                self._refresh_presence()
+
+    # -- presence ---------------------------------------------------------------------------------
+
+    def screen_shown(self, name: str) -> None:
+        """A screen came to the front: tell the other consoles (Who shows it)."""
+        self._screen_name = name
+        if self.is_ready:
+            self.run_worker(partial(self.session.show_screen, name), name="presence-screen", group="presence",
+                            description="tell the others which screen this is", exclusive=True)
+
+    def _refresh_presence(self) -> None:
+        self.run_worker(self._load_presence, name="presence-load", group="presence-load",
+                        description="who else is connected", exclusive=True)
+
+    async def _load_presence(self) -> None:
+        if self._screen_name:
+            await self.session.show_screen(self._screen_name)
+        others = tuple(sorted({p.operator for p in await self.session.who()
+                               if p.id != self.session.presence_id}))
+        if others != self.others:
+            self.others = others
+            self.presence.publish(None)
 
     def _flush_events(self) -> None:
         if self._pending_events:
@@ -200,6 +231,11 @@ class AheadApp(App[int]):
         from tui.screens.audit import AuditScreen
 
         self._show(AuditScreen)
+
+    def action_who(self) -> None:
+        from tui.screens.who import WhoScreen
+
+        self._show(WhoScreen)
 
     def action_overview(self) -> None:
         from tui.screens.overview import OverviewScreen

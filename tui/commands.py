@@ -61,3 +61,5 @@ REJECT = Command("reject", "X", "reject", "Reject", "Reject the change with a co
 DECIDED = Command("decided", "d", "decided", "Decided", "Show decided change requests too, or only open ones")
 GATE_RUN = Command("gate_run", "l", "gate_run", "Run", "Open the run waiting at this gate")
 VERIFY = Command("verify", "v", "verify", "Verify", "Check the audit log's hash chain again now")
+WHO = Command("who", "W", "app.who", "Who", "Who else is connected, since when, on which screen",
+              show=False)

@@ -1,6 +1,7 @@
 """The `ahead` entry point: the core CLI, with the console plugged in.
 
-core never imports the UI; this module hands core.cli a function that opens the console.
+core never imports the UI; this module hands core.cli a function that opens the console, and
+the program `ahead serve` forks SSH consoles from (tui.zygote).
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ from core.console import ConsoleSession
 from core.services import Actor
 from core.workspace import Workspace
 
+ZYGOTE_ARGV = (sys.executable, "-m", "tui.zygote")
 
-def open_console(ws: Workspace, actor: Actor) -> int:
+
+def run_console(session: ConsoleSession, app_setup: object = None) -> int:
+    """Run the console on `session` until it quits, then close the session; the exit code.
+    `app_setup(app)`, when given, adjusts the app before it runs (the SSH child uses it)."""
     from tui.app import AheadApp
     from tui.settings import load_settings
 
-    session = ConsoleSession(ws, actor)
     app = AheadApp(session, load_settings())
+    if callable(app_setup):
+        app_setup(app)
 
     async def run() -> None:
         try:
@@ -31,8 +37,12 @@ def open_console(ws: Workspace, actor: Actor) -> int:
     return app.return_code or 0
 
 
+def open_console(ws: Workspace, actor: Actor) -> int:
+    return run_console(ConsoleSession(ws, actor))
+
+
 def main(argv: list[str] | None = None) -> int:
-    return cli.main(argv, open_console=open_console)
+    return cli.main(argv, open_console=open_console, console_zygote=ZYGOTE_ARGV)
 
 
 if __name__ == "__main__":

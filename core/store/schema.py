@@ -238,4 +238,25 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (repo, environment)
     ) WITHOUT ROWID;
     """,
+    # 6 (ssh): sessions and login failures (presence: who is connected to which console, on which
+    # screen; failed logins by source address, so a lockout survives a restart of `ahead serve`).
+    """
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        operator TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT '',
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        screen TEXT NOT NULL DEFAULT '',
+        started_at REAL NOT NULL
+    );
+    CREATE TABLE login_failures (
+        source TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        first_at REAL NOT NULL,
+        last_at REAL NOT NULL,
+        locked_until REAL
+    );
+    """,
 ]

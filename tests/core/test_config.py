@@ -48,7 +48,7 @@ policies:
 operators:
   - name: alice
     roles: [operator, approver]
-    keys: ["ssh-ed25519 AAAA..."]
+    keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f alice@laptop"]
     emails: [Alice@Example.com]
     os_users: [alice]
   - name: bob

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -390,3 +391,14 @@ def test_ahead_demo_end_to_end(tmp_path: Path) -> None:
     assert "version=1.2.0" in (target / "live" / "prod" / "service" / "RELEASE").read_text()
     with Store(target / ".ahead" / "state.db") as store:
         assert [c["status"] for c in approvals.changes(store, limit=1)] == ["passed"]
+
+
+def test_each_operator_has_a_private_key_for_ahead_serve(demo_ws: Workspace) -> None:
+    from core.serve.keys import parse_public_key
+
+    for operator in demo_ws.operators:
+        private = demo_ws.state_dir / "keys" / operator.name
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600
+        public = private.with_name(operator.name + ".pub").read_text().strip()
+        assert operator.keys == (public,)
+        assert parse_public_key(public)[0] == "ssh-ed25519"

@@ -13,6 +13,7 @@ from typing import Any
 
 from core import demo, workspace
 from core.console import ConsoleSession
+from core.serve import presence
 from core.services import Actor
 from core.store.db import GENESIS, Store, audit_hash
 from core.workspace import Workspace
@@ -76,6 +77,8 @@ def pin_audit(ws: Workspace) -> None:
 
 def make_app(ws: Workspace, theme: str | None = None) -> AheadApp:
     render.set_clock(lambda: NOW)
+    with Store(ws.db_path, session="scenes") as store, store.transaction() as conn:
+        conn.execute("DELETE FROM sessions")  # only the Who scene shows other consoles
     session = ConsoleSession(ws, Actor("alice"), embed_engine=False)
     return AheadApp(session, Settings(theme=theme))
 
@@ -116,6 +119,19 @@ def as_operator(name: str, *keys: str) -> Callable[[Any], Awaitable[None]]:
     return steps
 
 
+async def others_connected(pilot: Any) -> None:
+    """bob over SSH on the Changes screen and carol at a local console, then the Who screen."""
+    await settle(pilot)
+    with Store(pilot.app.session.ws.db_path, session="scenes") as store:
+        for operator, kind, source, screen, since in (("bob", "ssh", "192.0.2.7", "Changes", 1500),
+                                                      ("carol", "local", "", "Overview", 7200)):
+            session_id = presence.open_session(store, operator, kind, source)
+            presence.set_screen(store, session_id, screen)
+            with store.transaction() as conn:
+                conn.execute("UPDATE sessions SET started_at = ? WHERE id = ?", (NOW - since, session_id))
+    await press(pilot, "W")
+
+
 @dataclass(frozen=True)
 class Scene:
     name: str
@@ -150,6 +166,7 @@ SCENES: tuple[Scene, ...] = (
     Scene("audit", (100, 30), lambda p: press(p, "u")),
     Scene("audit-80x24", (80, 24), lambda p: press(p, "u")),
     Scene("audit-200x60", (200, 60), lambda p: press(p, "u")),
+    Scene("who-80x24", (80, 24), others_connected),
     Scene("overview-light", (100, 30), nothing, theme="ahead-light"),
     Scene("overview-contrast", (100, 30), nothing, theme="ahead-contrast"),
 )

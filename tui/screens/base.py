@@ -40,17 +40,33 @@ class AheadScreen(Screen[None]):
         session = self.ahead.session
         mode = {"embedded": "engine: here", "client": "engine: elsewhere",
                 "no engine": "engine: not running"}[session.mode] if self.ahead.is_ready else "starting engine…"
-        return f"Change Ahead · {session.ws.root.name} · {session.actor.name} · {mode}"
+        title = f"Change Ahead · {session.ws.root.name} · {session.actor.name} · {mode}"
+        others = self.ahead.others
+        if others:
+            names = ", ".join(others[:2]) + (f" +{len(others) - 2}" if len(others) > 2 else "")
+            title += f" · also here: {names}"
+        return title
 
     def on_mount(self) -> None:
         self.ahead.engine_events.subscribe(self, self._on_events)
         self.ahead.ready.subscribe(self, self._on_ready)
+        self.ahead.presence.subscribe(self, self._on_presence)
         if self.ahead.is_ready:
             self.call_after_refresh(self.load)
 
     def _on_ready(self, _: None) -> None:
         self.query_one("#title-bar", Static).update(self.title_text())
         self.load()
+
+    def _on_presence(self, _: None) -> None:
+        self.query_one("#title-bar", Static).update(self.title_text())
+
+    def on_screen_resume(self) -> None:
+        self.ahead.screen_shown(self.presence_name())
+
+    def presence_name(self) -> str:
+        """What the other consoles see this one look at (the Who screen)."""
+        return type(self).__name__.removesuffix("Screen")
 
     def _on_events(self, batch: EventBatch) -> None:
         if self.ahead.is_ready:

@@ -1,0 +1,293 @@
+"""The SSH server of `ahead serve`: operators log in with their keys and get the console.
+
+Authentication is public key only, against the operators' `keys` in ahead.yml (re-read when the
+file changes, so a removed key stops working at the next login); the user name must be the
+key's operator. asyncssh calls `validate_public_key` for keys a client only offers, before any
+signature, so nothing is bound there: the operator is bound in `auth_completed`, from the key
+validated last, which with public key as the only method is the key whose signature was just
+checked (the CVE-2024-45337 class of bug is binding the first or any offered key). `begin_auth`
+returns True for every user: asyncssh logs in a user whose `begin_auth` is falsy with no
+credentials at all.
+
+Limits: a login timeout, keepalives, at most `max_per_source` connections per address, at most
+`max_auth_attempts` keys tried per connection, and a failed-login lockout per address kept in
+the store (core.serve.guard). No port forwarding (the hooks are not overridden, so asyncssh
+refuses), no agent or X11 forwarding, no SFTP or SCP, no subsystems; environment requests are
+accepted by the protocol and never read.
+
+Sessions (core.serve.session): with a PTY and no command, the console as its own process on its
+own pseudo-terminal; with a command (or without a PTY), only the read-only listings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from core import workspace
+from core.errors import CoreError
+from core.serve import guard, presence
+from core.serve.keys import KeyProblem, load_or_create_host_key, parse_public_key
+from core.serve.zygote import Zygote
+from core.store.db import AsyncStore, Store
+from core.workspace import Workspace
+
+log = logging.getLogger("ahead.serve")
+SESSION = "ssh-server"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How `ahead serve` listens and what it tolerates."""
+
+    host: str = "127.0.0.1"
+    port: int = 8022
+    login_timeout: float = 30.0
+    keepalive_interval: float = 30.0
+    keepalive_count_max: int = 3
+    max_per_source: int = 10
+    max_auth_attempts: int = 6  # keys refused on one connection before it is closed
+    max_sessions: int = 200  # consoles at once, every operator together
+    lockout: guard.LockoutPolicy = field(default_factory=guard.LockoutPolicy)
+    console_argv: tuple[str, ...] = ()  # the zygote program (from the UI package); () = no console
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'127.0.0.1:8022' → ('127.0.0.1', 8022); '[::1]:8022' for IPv6."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8022")
+    return host.strip("[]"), int(port)
+
+
+class KeyBook:
+    """Fingerprint → operator, from ahead.yml, read again whenever the file changes."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self._stamp: tuple[int, int] | None = None
+        self._owners: dict[str, str] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        try:
+            st = self.ws.file.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp == self._stamp:
+                return
+            current = workspace.read(self.ws.file) if self._stamp is not None else self.ws
+        except (OSError, CoreError) as exc:
+            log.warning("keeping the previous operators: cannot read %s: %s", self.ws.file, exc)
+            return
+        owners: dict[str, str] = {}
+        for operator in current.operators:
+            for key in operator.keys:
+                with contextlib.suppress(KeyProblem):
+                    owners[parse_public_key(key)[1]] = operator.name
+        self.ws, self._owners, self._stamp = current, owners, stamp
+
+    def owner(self, fingerprint: str) -> str | None:
+        return self._owners.get(fingerprint)
+
+
+class SSHServer:
+    """`ahead serve`'s SSH side: start, then `aclose` (ends every session, leaves no process)."""
+
+    def __init__(self, ws: Workspace, options: ServeOptions) -> None:
+        self.ws = ws
+        self.options = options
+        self.db = AsyncStore(Store(ws.db_path, session=SESSION))
+        self.keys = KeyBook(ws)
+        self.zygote = Zygote(list(options.console_argv), str(ws.file)) if options.console_argv else None
+        self.per_source: Counter[str] = Counter()
+        self.locked: dict[str, float] = {}
+        self.sessions: set[Any] = set()  # core.serve.session.Session objects
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._acceptor: asyncssh.SSHAcceptor | None = None
+        self.host_key_path: Path | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._acceptor is not None
+        return int(self._acceptor.get_port())
+
+    async def start(self) -> None:
+        await self.db.open()
+        await self.db.call(presence.sweep, self.db.store)
+        self.locked = dict(await self.db.call(self._load_locks, self.db.store))
+        self.host_key_path = load_or_create_host_key(self.ws.settings.state_dir)
+        if self.zygote is not None:
+            await self.zygote.start()
+        o = self.options
+        self._acceptor = await asyncssh.create_server(
+            lambda: Connection(self), o.host, o.port,
+            server_host_keys=[str(self.host_key_path)], config=None,
+            public_key_auth=True, password_auth=False, kbdint_auth=False, host_based_auth=False,
+            gss_host=None, x509_trusted_certs=None, known_client_hosts=None,
+            login_timeout=o.login_timeout, keepalive_interval=o.keepalive_interval,
+            keepalive_count_max=o.keepalive_count_max, rdns_lookup=False,
+            allow_pty=True, line_editor=False, encoding=None, x11_forwarding=False,
+            agent_forwarding=False, sftp_factory=None, allow_scp=False)
+        log.info("ssh server listening on %s:%s", o.host, self.port)
+
+    def _load_locks(self, store: Store) -> dict[str, float]:
+        rows = store.query("SELECT source, locked_until FROM login_failures WHERE locked_until > "
+                           "strftime('%s', 'now')")
+        return {r["source"]: r["locked_until"] for r in rows}
+
+    def is_locked(self, source: str) -> bool:
+        until = self.locked.get(source)
+        return until is not None and until > time.time()
+
+    def spawn(self, coro: Any, name: str) -> None:
+        """Run `coro` as an owned task; failures are logged, never lost."""
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    async def failed_login(self, source: str, username: str, reason: str) -> None:
+        until = await self.db.call(guard.record_failure, self.db.store, source, username, reason,
+                                   self.options.lockout, SESSION)
+        if until is not None:
+            self.locked[source] = until
+            log.warning("locked out %s until %s after repeated failed logins", source, until)
+
+    async def logged_in(self, operator: str, source: str, fingerprint: str) -> None:
+        def write(store: Store) -> None:
+            guard.clear_failures(store, source)
+            with store.transaction():
+                store.audit(operator, "ssh.login", source, {"key": fingerprint}, session=SESSION)
+        await self.db.call(write, self.db.store)
+
+    async def logged_out(self, operator: str, source: str) -> None:
+        def write(store: Store) -> None:
+            with store.transaction():
+                store.audit(operator, "ssh.logout", source, {}, session=SESSION)
+        await self.db.call(write, self.db.store)
+
+    async def aclose(self) -> None:
+        """Stop listening, end every session and its process, stop the zygote, close the store."""
+        if self._acceptor is not None:
+            self._acceptor.close()
+            with contextlib.suppress(Exception):
+                await self._acceptor.wait_closed()
+            self._acceptor = None
+        await asyncio.gather(*(s.end() for s in list(self.sessions)), return_exceptions=True)
+        if self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        if self.zygote is not None:
+            await self.zygote.aclose()
+        await self.db.aclose()
+
+
+class Connection(asyncssh.SSHServer):
+    """One client connection: authentication, then sessions bound to its operator."""
+
+    def __init__(self, server: SSHServer) -> None:
+        self.server = server
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.source = ""
+        self.username = ""
+        self.operator: str | None = None  # bound only when authentication completes
+        self.fingerprint = ""
+        self._candidate: tuple[str, str] | None = None
+        self._attempts = 0
+        self._counted = False
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        peer = conn.get_extra_info("peername") or ("", 0)
+        self.source = str(peer[0])
+        server = self.server
+        if server.is_locked(self.source):
+            log.info("refused %s: locked out after failed logins", self.source)
+            asyncio.get_running_loop().call_soon(conn.close)
+            return
+        if server.per_source[self.source] >= server.options.max_per_source:
+            log.info("refused %s: %d connections already", self.source, server.per_source[self.source])
+            asyncio.get_running_loop().call_soon(conn.close)
+            return
+        server.per_source[self.source] += 1
+        self._counted = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._counted:
+            self.server.per_source[self.source] -= 1
+            if self.server.per_source[self.source] <= 0:
+                del self.server.per_source[self.source]
+        if self.operator is not None:
+            self.server.spawn(self.server.logged_out(self.operator, self.source), "ssh-logout")
+        elif self.username or self._attempts:
+            reason = "no accepted key" if self._attempts else "no authentication"
+            self.server.spawn(self.server.failed_login(self.source, self.username, reason), "ssh-failed")
+
+    # -- authentication ----------------------------------------------------------------------
+
+    def begin_auth(self, username: str) -> bool:
+        # Always True: a falsy value here makes asyncssh accept the user with no credentials.
+        try:
+            self.username = username[:64]
+        finally:
+            return True  # noqa: B012 -- nothing may turn this into a falsy return
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def host_based_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        """Is `key` one of `username`'s keys? Called for offered keys too: binds nothing."""
+        self._candidate = None
+        if self._attempts >= self.server.options.max_auth_attempts:
+            return False  # already closing
+        self.server.keys.refresh()
+        fingerprint = key.get_fingerprint()
+        owner = self.server.keys.owner(fingerprint)
+        if owner is None or owner != username or self.server.is_locked(self.source):
+            self._attempts += 1  # keys refused; a key that is asked about and then signs counts none
+            if self._attempts >= self.server.options.max_auth_attempts and self.conn is not None:
+                asyncio.get_running_loop().call_soon(self.conn.close)
+            return False
+        self._candidate = (owner, fingerprint)
+        return True
+
+    def auth_completed(self) -> None:
+        """Bind the operator: the key validated last is the one whose signature was checked."""
+        assert self.conn is not None
+        candidate = self._candidate
+        if candidate is None or candidate[0] != self.conn.get_extra_info("username"):
+            log.error("authentication completed without a matching key; closing")
+            self.conn.close()
+            return
+        self.operator, self.fingerprint = candidate
+        log.info("%s logged in from %s with %s", self.operator, self.source, self.fingerprint)
+        self.server.spawn(self.server.logged_in(self.operator, self.source, self.fingerprint), "ssh-login")
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def session_requested(self) -> Any:
+        if self.operator is None:
+            return False
+        from core.serve.session import Session
+
+        return Session(self.server, self.operator, self.source)
