@@ -61,3 +61,10 @@ REJECT = Command("reject", "X", "reject", "Reject", "Reject the change with a co
 DECIDED = Command("decided", "d", "decided", "Decided", "Show decided change requests too, or only open ones")
 GATE_RUN = Command("gate_run", "l", "gate_run", "Run", "Open the run waiting at this gate")
 VERIFY = Command("verify", "v", "verify", "Verify", "Check the audit log's hash chain again now")
+DRIFT = Command("drift", "d", "app.drift", "Drift", "Drift: every environment's live state against git")
+CHECK = Command("check", "c", "check", "Check", "Check the selected drift target now")
+CHECK_ALL = Command("check_all", "C", "check_all", "Check all", "Check every drift target now", show=False)
+ACKNOWLEDGE = Command("acknowledge", "A", "acknowledge", "Ack",
+                      "Acknowledge the drift with a reason, for a while (it stays visible)")
+RECONCILE = Command("reconcile", "R", "reconcile", "Reconcile",
+                    "Re-deploy the deployed commit through the pipeline (asks first)")

@@ -1,0 +1,167 @@
+"""Drift in the console, driven by Pilot over a real engine, real git, a real live directory.
+
+The workspace's `site` repo deploys its `site/` directory to a live directory with `cp`; its
+pipeline declares that directory as prod's files drift target. A commit on main deploys it
+(and the engine checks drift right after); the test then edits the live directory by hand and
+drives the Drift screens: check, see the diff, acknowledge, reconcile.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from textual.widgets import Button, Input
+
+from core.services import Actor
+from core.views import DriftView, EnvCell
+from core.workspace import Workspace
+from tests.conftest import commit, make_workspace
+from tests.tui.conftest import console, screen_text, settle
+from tests.tui.test_changes import capture_notes, poll, until
+from tui import render
+from tui.app import AheadApp
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.drift import DriftScreen, matches
+from tui.screens.drift_actions import AcknowledgeScreen, parse_duration
+from tui.screens.drift_detail import DriftDetailScreen
+from tui.screens.overview import OverviewScreen, env_cell
+
+TARGET = "files:site"
+
+
+def make_ws(root: Path) -> tuple[Workspace, Path]:
+    live = root / "live"
+    live.mkdir(parents=True)
+    pipeline = f"""\
+stages:
+  - name: deploy-prod
+    environment: prod
+    steps:
+      - run: cp -R site/. {live}/
+drift:
+  prod:
+    files: site
+    live: {live}
+"""
+    return make_workspace(root, {"site": pipeline}, environments=("dev", "prod")), live
+
+
+async def deployed(app: AheadApp, ws: Workspace) -> str:
+    """Commit the site on main; wait for its deploy and the engine's drift check after it."""
+    sha = commit(ws.repo_dir(ws.repo("site")), "Site 1.0", files={"site/index.html": "hello\nworld\n",
+                                                                   "site/about.html": "about\n"})
+    await poll(app, f"SELECT * FROM drift WHERE target = '{TARGET}' AND commit_sha = '{sha}' AND state = 'in_sync'")
+    return sha
+
+
+def target_row(screen: DriftScreen) -> DriftView | None:
+    return next((v for v in screen._shown if v.target == TARGET), None)
+
+
+async def test_drift_check_ack_reconcile(tmp_path: Path) -> None:
+    ws, live = make_ws(tmp_path / "ws")
+    async with console(ws, size=(100, 30)) as (app, pilot):
+        notes = capture_notes(app)
+        sha = await deployed(app, ws)
+        (live / "index.html").write_text("hello\nhacked\n")
+        (live / "extra.txt").write_text("left behind\n")
+
+        # d from the overview: the Drift screen, at the selected repo; the files target in sync
+        await pilot.press("d")
+        await until(lambda: isinstance(app.screen, DriftScreen) and target_row(app.screen) is not None)
+        screen = app.screen
+        assert isinstance(screen, DriftScreen)
+        await pilot.press("slash", *"kind:files", "enter")
+        await until(lambda: [v.target for v in screen._shown] == [TARGET])
+        assert screen.selected() is not None and screen.selected().state == "in_sync"
+
+        # c checks now: the row says so while it runs, then shows the drift
+        await pilot.press("c")
+        assert "checking" in screen_text(app)
+        await until(lambda: (v := target_row(screen)) is not None and v.state == "drifted")
+        await settle(app)
+        assert any(title == "Checked" and "drifted" in msg for msg, kw in notes for title in [kw.get("title")])
+        assert "≠ drifted" in screen_text(app)
+
+        # enter: the detail with the file lists and the coloured diff
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, DriftDetailScreen) and app.screen.detail is not None)
+        detail = app.screen
+        assert isinstance(detail, DriftDetailScreen)
+        await settle(app)
+        text = screen_text(app)
+        assert "changed (1)" in text and "index.html" in text
+        assert "added (1)" in text and "extra.txt" in text
+        assert "+hacked" in text and "-world" in text
+        assert "not acknowledged" in text
+
+        # a viewer is told, before any dialog, that they may not acknowledge
+        app.session.actor = Actor("vic", ("viewer",))
+        await pilot.press("A")
+        await pilot.pause()
+        assert not isinstance(app.screen, AcknowledgeScreen)
+        assert any("vic may not acknowledge" in msg for msg, _ in notes)
+        app.session.actor = Actor("alice")
+
+        # A: a reason is required; 24h by default
+        await pilot.press("A")
+        await until(lambda: isinstance(app.screen, AcknowledgeScreen))
+        dialog = app.screen
+        assert dialog.query_one("#yes", Button).disabled
+        assert dialog.query_one("#ack-for", Input).value == "24h"
+        await pilot.press(*"hotfix by hand, ticket OPS-7", "enter")
+        await until(lambda: detail.detail is not None and detail.detail.view.acknowledged)
+        await settle(app)
+        assert detail.detail is not None and detail.detail.view.ack_by == "alice"
+        assert "acknowledged by alice" in screen_text(app) and "hotfix by hand" in screen_text(app)
+        ack = await app.session.query("SELECT * FROM drift_acks")
+        assert ack[0]["reason"] == "hotfix by hand, ticket OPS-7"
+        assert 86000 < ack[0]["expires_at"] - ack[0]["created_at"] <= 86400
+
+        # R: asks first (naming the deployed commit), queues the run, offers to open it
+        await pilot.press("R")
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        assert render.short(sha) in app.screen.detail
+        await pilot.press("y")
+        await until(lambda: isinstance(app.screen, ConfirmScreen) and "Queued run" in app.screen.question)
+        runs = await app.session.query("SELECT * FROM runs WHERE trigger = 'reconcile'")
+        assert len(runs) == 1 and runs[0]["commit_sha"] == sha and runs[0]["environment"] == "prod"
+        await pilot.press("y")
+        await until(lambda: type(app.screen).__name__ == "RunScreen")
+
+        # back on the overview, the prod cell carries the drift mark (≈ while acknowledged; ≠
+        # once the reconcile's deploy leaves extra.txt behind, a drift not acknowledged)
+        await pilot.press("o")
+        await until(lambda: isinstance(app.screen, OverviewScreen))
+        await until(lambda: "≠" in screen_text(app) or "≈" in screen_text(app))
+
+
+def test_env_cell_drift_marks() -> None:
+    palette: dict[str, str] = {}
+
+    def cell(drift: str | None, acked: bool = False) -> EnvCell:
+        return EnvCell("prod", True, "a" * 40, 0.0, 0, None, "succeeded", 1, drift, acked)
+
+    assert env_cell(cell(None), palette, wide=False).plain == "✓ aaaaaaa ✓"
+    assert env_cell(cell("in_sync"), palette, wide=False).plain == "✓ aaaaaaa ✓"  # quiet
+    assert env_cell(cell("drifted"), palette, wide=False).plain == "✓ aaaaaaa ✓≠"
+    assert env_cell(cell("drifted", True), palette, wide=False).plain == "✓ aaaaaaa ✓≈"
+    assert env_cell(cell("unknown"), palette, wide=False).plain == "✓ aaaaaaa ✓?"
+    assert env_cell(cell("drifted"), palette, wide=True).plain == "✓ aaaaaaa ✓ ≠ drifted"
+
+
+def test_drift_filter_words() -> None:
+    view = DriftView("site", "prod", TARGET, "files", "drifted", "1 changed", "a" * 40, 0.0, 0.0,
+                     ack_by="bob", ack_reason="known", ack_until=10.0)
+    assert matches(view, "repo:site env:prod state:acked kind:files")
+    assert matches(view, "state:drifted bob")
+    assert not matches(view, "state:unknown")
+    assert not matches(view, "env:dev")
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("24h") == 86400
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("7d") == 7 * 86400
+    for bad in ("", "0m", "soon", "24"):
+        assert parse_duration(bad) is None
+
