@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core import lease, workspace
+from core import cli_drift, lease, workspace
 from core.errors import CoreError, PermissionDenied
 from core.services import Actor, Services
 from core.store.db import Store
@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["verify"], help="verify: check the hash chain")
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=100)
+    cli_drift.add_parser(sub)
     sub.add_parser("console", help="open the console (the default when run in a terminal)")
     p = sub.add_parser("demo", help="open the demo workspace (created on first use)")
     p.add_argument("dir", nargs="?")
@@ -573,7 +574,13 @@ def cmd_console(args: argparse.Namespace) -> int:
     return _open_console(ws, Actor.local(ws, args.as_name))
 
 
+def cmd_drift(args: argparse.Namespace) -> int:
+    ws = load_workspace(args)
+    return cli_drift.run(args, ws, Actor.local(ws, args.as_name))
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "drift": cmd_drift,
     "init": cmd_init, "check": cmd_check, "engine": cmd_engine, "status": cmd_status,
     "runs": cmd_runs, "show": cmd_show, "logs": cmd_logs, "pending": cmd_pending,
     "trigger": cmd_trigger, "cancel": cmd_cancel, "retry": cmd_retry, "notify": cmd_notify,

@@ -444,6 +444,10 @@ async def mirror_remote(state_dir: Path, host: str, remote: str, mirror: Path, t
                 _place(mirror, child, data=data if isinstance(data, bytes) else data.encode(), mode=mode)
 
             await asyncio.gather(*(get(c, m) for c, m in fetch))
+            try:  # a directory removed while we copied it is not "every file removed"
+                await sftp.stat(remote)
+            except asyncssh.SFTPNoSuchFile:
+                raise NotFound(f"{host}:{remote} disappeared during the check") from None
     except (OSError, asyncssh.Error) as exc:
         from core.sshclient import Unreachable
 

@@ -85,6 +85,18 @@ def duration(doc: Document, path: Path, value: Any) -> float:
     return seconds
 
 
+def seconds_of(text: str) -> float | None:
+    """Seconds from "90", "90s", "5m", "1h30m" or "2d"; None when it is not a duration."""
+    text = text.strip()
+    if text.isdigit():
+        return float(text) or None
+    match = _DURATION.match(text)
+    if not match or not any(match.groups()):
+        return None
+    d, h, m, s = (int(g) if g else 0 for g in match.groups())
+    return float(((d * 24 + h) * 60 + m) * 60 + s) or None
+
+
 def env_map(doc: Document, path: Path, value: Any) -> dict[str, str]:
     """Environment variables: names like shell identifiers, values as strings."""
     items = mapping(doc, path, value, "NAME: value")

@@ -359,9 +359,11 @@ LIVE_CONFIG = """[core]
 
 def tree_id(repo: Path, sha: str, path: str) -> str | None:
     """The tree at `path` in commit `sha` (None when the commit has no such directory)."""
-    spec = f"{check_sha(sha)}^{{tree}}" if path in ("", ".") else f"{check_sha(sha)}:{path}^{{tree}}"
-    out = git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", spec, check=False).strip()
-    return out if SHA.match(out) else None
+    if "\n" in path:
+        return None
+    spec = f"{check_sha(sha)}^{{tree}}" if path in ("", ".") else f"{check_sha(sha)}:{path}"
+    fields = git(repo, "cat-file", "--batch-check", input=f"{spec}\n".encode()).split()
+    return fields[0] if len(fields) == 3 and fields[1] == "tree" and SHA.match(fields[0]) else None
 
 
 def live_index(repo: Path, private: Path, tree: str) -> None:

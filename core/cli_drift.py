@@ -1,0 +1,258 @@
+"""`ahead drift ...`: the live state against git, from the command line.
+
+    ahead drift [--json]                      latest findings (exit 0 in sync, 1 drift, 2 unknown)
+    ahead drift check [REPO [ENV]] [--target]  check now, here, and record it (same exit codes)
+    ahead drift show REPO ENV [--target]       what differs: files and diff, or command output
+    ahead drift ack REPO ENV --reason TEXT [--for 24h] [--target NAME]
+    ahead drift reconcile REPO ENV [--wait]    re-deploy the deployed commit (through its gate)
+    ahead drift trust REPO ENV [--target] [--yes | --fingerprint SHA256:...]   pin an SSH host key
+
+Exit codes: 0 every target in sync (acknowledged drift counts as known, not as found), 1 drift
+found, 2 some target could not be checked (or was never checked) and none drifted, 3 refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from core import drift, sshclient
+from core.errors import InvalidRequest, NotFound
+from core.services import Actor
+from core.store.db import AsyncStore, Store
+from core.text import duration, inert, one_line
+from core.workspace import Workspace
+
+OK, DRIFT, UNKNOWN = 0, 1, 2
+GLYPH = {"in_sync": "✓", "drifted": "≠", "unknown": "?"}
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("drift", help="the live state against git per environment (exit 0 in sync, 1 drift, "
+                       "2 could not check)")
+    p.add_argument("--json", action="store_true")
+    dsub = p.add_subparsers(dest="drift_command", metavar="ACTION")
+    q = dsub.add_parser("check", help="check now (in this process) and record the findings")
+    q.add_argument("repo", nargs="?")
+    q.add_argument("environment", nargs="?")
+    q.add_argument("--target", help="one target by name")
+    q.add_argument("--json", action="store_true")
+    q = dsub.add_parser("show", help="what differs for REPO ENV: files and diff, or the command output")
+    q.add_argument("repo")
+    q.add_argument("environment")
+    q.add_argument("--target")
+    q.add_argument("--json", action="store_true")
+    q = dsub.add_parser("ack", help="acknowledge the current drift (until it expires or changes)")
+    q.add_argument("repo")
+    q.add_argument("environment")
+    q.add_argument("--reason", required=True)
+    q.add_argument("--for", dest="duration", default="24h", help="how long (e.g. 4h, 3d; default 24h)")
+    q.add_argument("--target")
+    q = dsub.add_parser("reconcile", help="queue a run that re-deploys ENV's deployed commit (gated like any change)")
+    q.add_argument("repo")
+    q.add_argument("environment")
+    q = dsub.add_parser("trust", help="pin the SSH host key of a drift target's host (shows the fingerprint)")
+    q.add_argument("repo")
+    q.add_argument("environment")
+    q.add_argument("--target")
+    q.add_argument("--yes", action="store_true", help="do not ask (scripts)")
+    q.add_argument("--fingerprint", help="pin only if the host presents this fingerprint (SHA256:...)")
+
+
+def run(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
+    action = args.drift_command or "list"
+    return asyncio.run(_ACTIONS[action](args, ws, actor))
+
+
+async def _with_db(ws: Workspace, actor: Actor, fn: Any) -> Any:
+    db = AsyncStore(Store(ws.db_path, session=f"cli:{actor.name}"))
+    await db.open()
+    try:
+        return await fn(db)
+    finally:
+        await db.aclose()
+
+
+def _exit_code(items: list[dict[str, Any]]) -> int:
+    states = [i["state"] for i in items if not (i["state"] == "drifted" and i.get("acknowledged"))]
+    if "drifted" in states:
+        return DRIFT
+    if "unknown" in states or "not checked" in states:
+        return UNKNOWN
+    return OK
+
+
+def _print(items: list[dict[str, Any]]) -> None:
+    if not items:
+        print("no drift targets: nothing is deployed yet")
+        return
+    rows = []
+    now = time.time()
+    for i in items:
+        state = i["state"]
+        mark = f"{GLYPH.get(state, '·')} {state.replace('_', ' ')}"
+        if i.get("acknowledged"):
+            ack = i["acknowledged"]
+            mark += f" (ack {inert(ack['by'])}, {duration(ack['until'] - now)} left)"
+        since = duration(now - i["since"]) if i.get("since") else "-"
+        checked = duration(now - i["checked_at"]) + " ago" if i.get("checked_at") else "never"
+        rows.append([i["repo"], i["environment"], one_line(i["target"]), i["kind"], mark, since, checked,
+                     one_line(i.get("summary") or "")[:70]])
+    header = ["REPO", "ENV", "TARGET", "KIND", "STATE", "FOR", "CHECKED", "SUMMARY"]
+    widths = [max(len(str(r[k])) for r in [header, *rows]) for k in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(widths[k]) for k, c in enumerate(row)).rstrip())
+
+
+async def _list(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
+    async def go(db: AsyncStore) -> list[dict[str, Any]]:
+        found = await db.call(drift.listing, db.store)
+        known = {(i["repo"], i["environment"], i["target"]) for i in found}
+        for t in await drift.DriftChecker(ws, db).targets():
+            if (t.repo, t.environment, t.name) not in known:  # configured, never checked yet
+                found.append({"repo": t.repo, "environment": t.environment, "target": t.name, "kind": t.kind,
+                              "state": "not checked", "summary": "", "commit_sha": t.commit, "since": None,
+                              "checked_at": None, "acknowledged": None})
+        return found
+
+    items = await _with_db(ws, actor, go)
+    if args.json:
+        print(json.dumps({"drift": items}, indent=2, sort_keys=True, default=str))
+    else:
+        _print(items)
+    return _exit_code(items)
+
+
+async def _check(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
+    async def go(db: AsyncStore) -> list[dict[str, Any]]:
+        checker = drift.DriftChecker(ws, db)
+        targets = await checker.targets(args.repo, args.environment, args.target)
+        if not targets:
+            raise NotFound("no drift targets to check: nothing is deployed yet")
+        if not args.json:
+            print(f"checking {len(targets)} target(s)...", file=sys.stderr)
+        await checker.check(targets, f"asked by {actor.name}")
+        keys = {(t.repo, t.environment, t.name) for t in targets}
+        return [i for i in await db.call(drift.listing, db.store) if (i["repo"], i["environment"], i["target"]) in keys]
+
+    items = await _with_db(ws, actor, go)
+    if args.json:
+        print(json.dumps({"drift": items}, indent=2, sort_keys=True, default=str))
+    else:
+        _print(items)
+    return _exit_code(items)
+
+
+async def _show(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
+    async def go(db: AsyncStore) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await db.call(drift.detail, db.store, args.repo, args.environment, args.target)
+        return result
+
+    items = await _with_db(ws, actor, go)
+    if args.json:
+        print(json.dumps({"drift": items}, indent=2, sort_keys=True, default=str))
+        return _exit_code(items)
+    now = time.time()
+    for i in items:
+        print(f"{i['repo']}/{i['environment']} {one_line(i['target'])} ({i['kind']}): "
+              f"{GLYPH.get(i['state'], '?')} {i['state']} for {duration(now - i['since'])}, "
+              f"checked {duration(now - i['checked_at'])} ago against {(i['commit_sha'] or '-')[:7]}")
+        print(f"  {one_line(i['summary'])}")
+        if i.get("acknowledged"):
+            ack = i["acknowledged"]
+            print(f"  acknowledged by {inert(ack['by'])}: {one_line(ack['reason'])} "
+                  f"(for {duration(ack['until'] - now)} more)")
+        d = i["detail"]
+        for key, mark in (("changed", "~"), ("added", "+"), ("removed", "-"), ("unreadable", "?")):
+            for path in d.get(key) or []:
+                print(f"  {mark} {one_line(path)}")
+            more = (d.get("counts") or {}).get(key, 0) - len(d.get(key) or [])
+            if more > 0:
+                print(f"  {mark} ... and {more} more")
+        if d.get("error"):
+            print(f"  error: {one_line(d['error'])}")
+        for item in d.get("items") or []:
+            print(f"  * {one_line(item)}")
+        text = d.get("diff") or d.get("output") or ""
+        if text:
+            print()
+            for line in text.splitlines():
+                print("  " + inert(line))
+        print()
+    return _exit_code(items)
+
+
+async def _ack(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
+    from core.fields import seconds_of
+
+    seconds = seconds_of(args.duration)
+    if seconds is None:
+        raise InvalidRequest(f"--for {args.duration!r} is not a duration (e.g. 4h, 3d, 1h30m)")
+    actor.require("acknowledge")
+
+    async def go(db: AsyncStore) -> list[str]:
+        result: list[str] = await db.call(drift.acknowledge, db.store, args.repo, args.environment, args.target,
+                                          args.reason, seconds, actor.name)
+        return result
+
+    names = await _with_db(ws, actor, go)
+    print(f"acknowledged {', '.join(names)} of {args.repo}/{args.environment} for {duration(seconds)}")
+    return OK
+
+
+async def _reconcile(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
+    from core.services import Services
+
+    async def go(db: AsyncStore) -> int:
+        result: int = await db.call(Services(ws, db.store).reconcile, args.repo, args.environment, actor)
+        return result
+
+    run_id = await _with_db(ws, actor, go)
+    print(f"run #{run_id} queued: re-deploys {args.repo}'s deployed commit to {args.environment} "
+          "(a gated environment waits for approval; follow it with: ahead show "
+          f"{run_id})")
+    return OK
+
+
+async def _trust(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
+    async def go(db: AsyncStore) -> list[drift.Target]:
+        return await drift.DriftChecker(ws, db).targets(args.repo, args.environment, args.target)
+
+    hosts = sorted({t.spec.host for t in await _with_db(ws, actor, go) if t.spec and t.spec.host})
+    if not hosts:
+        raise InvalidRequest(f"no drift target of {args.repo}/{args.environment} is on a host (host:)")
+    for host in hosts:
+        address = sshclient.parse_address(host)
+        if address is None:
+            raise InvalidRequest(f"{host!r} is not user@host[:port]")
+        key = await sshclient.scan_host_key(address)
+        print(f"{address.pattern} presents {key.get_algorithm()} key {sshclient.fingerprint(key)}")
+        pinned = sshclient.pinned(ws.state_dir, address)
+        if any(sshclient.fingerprint(k) == sshclient.fingerprint(key) for k in pinned):
+            print("  already trusted")
+            continue
+        if pinned:
+            print(f"  WARNING: this replaces the pinned key {', '.join(sshclient.fingerprint(k) for k in pinned)}")
+        if args.fingerprint:
+            if args.fingerprint != sshclient.fingerprint(key):
+                raise InvalidRequest(f"the host presents {sshclient.fingerprint(key)}, not {args.fingerprint}: "
+                                     "not trusted")
+        elif not args.yes:
+            if not sys.stdin.isatty():
+                raise InvalidRequest("compare the fingerprint with the host's own (ssh-keygen -lf on the host), "
+                                     "then run again with --fingerprint SHA256:... or --yes")
+            if input("  trust it? [y/N] ").strip().lower() not in ("y", "yes"):
+                print("  not trusted")
+                return DRIFT
+        sshclient.trust(ws.state_dir, address, key)
+        print(f"  trusted (pinned in {sshclient.known_hosts_path(ws.state_dir)})")
+    print("the engine logs in with this key; add it to the hosts' authorized_keys:")
+    print("  " + sshclient.public_key_line(ws.state_dir))
+    return OK
+
+
+_ACTIONS = {"list": _list, "check": _check, "show": _show, "ack": _ack, "reconcile": _reconcile, "trust": _trust}
