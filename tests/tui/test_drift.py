@@ -9,6 +9,7 @@ drives the Drift screens: check, see the diff, acknowledge, reconcile.
 from __future__ import annotations
 
 from pathlib import Path
+
 from textual.widgets import Button, Input
 
 from core.services import Actor
@@ -21,7 +22,7 @@ from tui import render
 from tui.app import AheadApp
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.drift import DriftScreen, matches
-from tui.screens.drift_actions import AcknowledgeScreen, parse_duration
+from tui.screens.drift_actions import AcknowledgeScreen
 from tui.screens.drift_detail import DriftDetailScreen
 from tui.screens.overview import OverviewScreen, env_cell
 
@@ -74,13 +75,16 @@ async def test_drift_check_ack_reconcile(tmp_path: Path) -> None:
         await until(lambda: [v.target for v in screen._shown] == [TARGET])
         assert screen.selected() is not None and screen.selected().state == "in_sync"
 
-        # c checks now: the row says so while it runs, then shows the drift
+        # c checks now: the row and the status line say so while it runs, then show the drift
+        statuses: list[str] = []
+        set_status = screen.set_status
+        screen.set_status = lambda text: (statuses.append(text), set_status(text))[1]  # type: ignore[method-assign]
         await pilot.press("c")
-        assert "checking" in screen_text(app)
         await until(lambda: (v := target_row(screen)) is not None and v.state == "drifted")
         await settle(app)
         assert any(title == "Checked" and "drifted" in msg for msg, kw in notes for title in [kw.get("title")])
         assert "≠ drifted" in screen_text(app)
+        assert any(text.startswith("checking 1 target(s)…") for text in statuses)
 
         # enter: the detail with the file lists and the coloured diff
         await pilot.press("enter")
@@ -156,12 +160,3 @@ def test_drift_filter_words() -> None:
     assert matches(view, "state:drifted bob")
     assert not matches(view, "state:unknown")
     assert not matches(view, "env:dev")
-
-
-def test_parse_duration() -> None:
-    assert parse_duration("24h") == 86400
-    assert parse_duration("1h30m") == 5400
-    assert parse_duration("7d") == 7 * 86400
-    for bad in ("", "0m", "soon", "24"):
-        assert parse_duration(bad) is None
-

@@ -9,7 +9,6 @@ An operator who may not act is told before any dialog opens.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from core.errors import PermissionDenied
+from core.fields import seconds_of
 from core.views import DriftView
 from tui import render
 from tui.screens.confirm import ConfirmScreen
@@ -31,16 +31,6 @@ if TYPE_CHECKING:
 
 DEFAULT_ACK = "24h"
 MAX_ACK = 90 * 86400  # core/drift.py refuses longer acknowledgements
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds from `24h`, `90m`, `2d`, `1h30m` (None when it is not such a duration)."""
-    match = _DURATION.match(text.strip())
-    if not text.strip() or not match:
-        return None
-    d, h, m, s = (int(g) if g else 0 for g in match.groups())
-    return float(((d * 24 + h) * 60 + m) * 60 + s) or None
 
 
 def where(view: DriftView) -> str:
@@ -110,7 +100,7 @@ class AcknowledgeScreen(ModalScreen[Ack | None]):
     def _missing(self) -> str:
         if not self.query_one("#ack-reason", Input).value.strip():
             return "a reason is required"
-        seconds = parse_duration(self.query_one("#ack-for", Input).value)
+        seconds = seconds_of(self.query_one("#ack-for", Input).value)
         if seconds is None:
             return "duration: like 30m, 24h or 7d"
         if seconds > MAX_ACK:
@@ -135,7 +125,7 @@ class AcknowledgeScreen(ModalScreen[Ack | None]):
             self.query_one("#ack-for" if missing.startswith(("duration", "at most")) else "#ack-reason",
                            Input).focus()
             return
-        seconds = parse_duration(self.query_one("#ack-for", Input).value)
+        seconds = seconds_of(self.query_one("#ack-for", Input).value)
         assert seconds is not None
         self.dismiss(Ack(self.query_one("#ack-reason", Input).value.strip(), seconds))
 
