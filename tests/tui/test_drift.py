@@ -9,6 +9,7 @@ drives the Drift screens: check, see the diff, acknowledge, reconcile.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from textual.widgets import Button, Input
 
@@ -25,8 +26,14 @@ from tui.screens.drift import DriftScreen, matches
 from tui.screens.drift_actions import AcknowledgeScreen
 from tui.screens.drift_detail import DriftDetailScreen
 from tui.screens.overview import OverviewScreen, env_cell
+from tui.widgets.filter_bar import FilterBar
 
 TARGET = "files:site"
+# A terraform plan that drifted, with an escape sequence and markup that must stay inert.
+PLAN = """printf '\\033[1m  # aws_s3_bucket.site will be updated in-place\\033[0m\\n'
+printf '[bold red]APPROVED[/] Plan: 0 to add, 1 to change, 0 to destroy.\\n'
+exit 2
+"""
 
 
 def make_ws(root: Path) -> tuple[Workspace, Path]:
@@ -40,8 +47,11 @@ stages:
       - run: cp -R site/. {live}/
 drift:
   prod:
-    files: site
-    live: {live}
+    - files: site
+      live: {live}
+    - name: infra
+      command: [sh, plan.sh]
+      parse: terraform
 """
     return make_workspace(root, {"site": pipeline}, environments=("dev", "prod")), live
 
@@ -49,13 +59,21 @@ drift:
 async def deployed(app: AheadApp, ws: Workspace) -> str:
     """Commit the site on main; wait for its deploy and the engine's drift check after it."""
     sha = commit(ws.repo_dir(ws.repo("site")), "Site 1.0", files={"site/index.html": "hello\nworld\n",
-                                                                   "site/about.html": "about\n"})
+                                                                   "site/about.html": "about\n",
+                                                                   "plan.sh": PLAN})
     await poll(app, f"SELECT * FROM drift WHERE target = '{TARGET}' AND commit_sha = '{sha}' AND state = 'in_sync'")
     return sha
 
 
 def target_row(screen: DriftScreen) -> DriftView | None:
     return next((v for v in screen._shown if v.target == TARGET), None)
+
+
+async def filter_list(pilot: Any, screen: DriftScreen, text: str) -> None:
+    """`/`, the text (set at once: typing it key by key costs a pause per key), enter."""
+    await pilot.press("slash")
+    screen.query_one("#filter", FilterBar).value = text
+    await pilot.press("enter")
 
 
 async def test_drift_check_ack_reconcile(tmp_path: Path) -> None:
@@ -66,23 +84,39 @@ async def test_drift_check_ack_reconcile(tmp_path: Path) -> None:
         (live / "index.html").write_text("hello\nhacked\n")
         (live / "extra.txt").write_text("left behind\n")
 
-        # d from the overview: the Drift screen, at the selected repo; the files target in sync
+        # d from the overview: the Drift screen, at the selected repo
         await pilot.press("d")
         await until(lambda: isinstance(app.screen, DriftScreen) and target_row(app.screen) is not None)
         screen = app.screen
         assert isinstance(screen, DriftScreen)
-        await pilot.press("slash", *"kind:files", "enter")
-        await until(lambda: [v.target for v in screen._shown] == [TARGET])
-        assert screen.selected() is not None and screen.selected().state == "in_sync"
 
-        # c checks now: the row and the status line say so while it runs, then show the drift
+        # C checks every target (the command target's output shows in its detail, inert)
         statuses: list[str] = []
         set_status = screen.set_status
         screen.set_status = lambda text: (statuses.append(text), set_status(text))[1]  # type: ignore[method-assign]
+        await pilot.press("C")
+        assert any(text.startswith("checking every target…") for text in statuses)
+        await until(lambda: not screen._checking_all and (v := target_row(screen)) is not None
+                    and v.state == "drifted")
+        await filter_list(pilot, screen, "infra")
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, DriftDetailScreen) and app.screen.detail is not None)
+        await settle(app)
+        text = screen_text(app)
+        assert "exit code 2" in text and "would change (1)" in text and "aws_s3_bucket.site" in text
+        assert "[bold red]APPROVED[/]" in text
+        await pilot.press("escape", "escape")  # back to the list; clear the filter
+
+        await filter_list(pilot, screen, "files")
+        await until(lambda: [v.target for v in screen._shown] == [TARGET])
+
+        # c checks now: the row and the status line say so while it runs, then show the drift
+        statuses.clear()
         await pilot.press("c")
         await until(lambda: (v := target_row(screen)) is not None and v.state == "drifted")
         await settle(app)
-        assert any(title == "Checked" and "drifted" in msg for msg, kw in notes for title in [kw.get("title")])
+        assert any(kw.get("title") == "Checked" and msg.startswith(f"site/prod {TARGET}: ≠ drifted")
+                   for msg, kw in notes)
         assert "≠ drifted" in screen_text(app)
         assert any(text.startswith("checking 1 target(s)…") for text in statuses)
 
@@ -112,13 +146,13 @@ async def test_drift_check_ack_reconcile(tmp_path: Path) -> None:
         dialog = app.screen
         assert dialog.query_one("#yes", Button).disabled
         assert dialog.query_one("#ack-for", Input).value == "24h"
-        await pilot.press(*"hotfix by hand, ticket OPS-7", "enter")
+        await pilot.press(*"OPS-7", "enter")
         await until(lambda: detail.detail is not None and detail.detail.view.acknowledged)
         await settle(app)
         assert detail.detail is not None and detail.detail.view.ack_by == "alice"
-        assert "acknowledged by alice" in screen_text(app) and "hotfix by hand" in screen_text(app)
+        assert "acknowledged by alice" in screen_text(app) and "OPS-7" in screen_text(app)
         ack = await app.session.query("SELECT * FROM drift_acks")
-        assert ack[0]["reason"] == "hotfix by hand, ticket OPS-7"
+        assert ack[0]["reason"] == "OPS-7"
         assert 86000 < ack[0]["expires_at"] - ack[0]["created_at"] <= 86400
 
         # R: asks first (naming the deployed commit), queues the run, offers to open it

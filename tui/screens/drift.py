@@ -37,6 +37,7 @@ from tui.screens import drift_actions
 from tui.screens.base import FilteredListScreen
 from tui.widgets.filter_bar import FilterBar
 
+SUMMARY_WIDTH = 40  # the status line has the whole of the selected one
 DRIFT_EVENTS = {"drift.checked", "drift.acknowledged"}
 Key = tuple[str, str, str]  # (repo, environment, target)
 EMPTY = ("No drift checked yet. Every environment a repo deploys to has a `revision` target (main "
@@ -149,7 +150,7 @@ class DriftScreen(FilteredListScreen):
                 render.plain(view.repo), render.plain(view.environment), render.plain(view.target)[:24],
                 Text(view.kind, style=muted), state, Text(render.ago(view.since)),
                 Text(render.ago(view.checked_at), style=muted), ack_text(view, palette),
-                render.plain(view.summary, style=muted))
+                render.plain(view.summary, style=muted)[:SUMMARY_WIDTH])
         keys = [key(v) for v in self._shown]
         if self._want_repo is not None:
             mine = [v for v in self._shown if v.repo == self._want_repo]

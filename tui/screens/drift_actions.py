@@ -99,7 +99,7 @@ class AcknowledgeScreen(ModalScreen[Ack | None]):
 
     def _missing(self) -> str:
         if not self.query_one("#ack-reason", Input).value.strip():
-            return "a reason is required"
+            return "reason required"
         seconds = seconds_of(self.query_one("#ack-for", Input).value)
         if seconds is None:
             return "duration: like 30m, 24h or 7d"
