@@ -347,8 +347,39 @@ def create(target: Path, now: float | None = None, reproducible: bool = False) -
         for tracked in ws.repos:  # as an engine would: commits made from now on get runs
             _, common = gitio.git_dirs(ws.repo_dir(tracked))
             runstate.save_refs(store, tracked.name, gitio.read_branches(common), [])
+    hand_edit(target)
+    asyncio.run(_check_drift(ws))
     if reproducible:
         freeze(ws, now)
+
+
+HAND_EDIT = ("live/prod/service/current/app/orders.py", '"fig": 1.25}', '"fig": 0.99}  # sale: price match, by hand')
+
+
+def hand_edit(target: Path) -> None:
+    """The story's last event: someone edits the service on a prod host, outside the pipeline
+    (a price changed by hand during a sale). `ahead demo` opens with that drift in prod."""
+    path = target / HAND_EDIT[0]
+    text = path.read_text(encoding="utf-8")
+    if HAND_EDIT[1] not in text:
+        raise CoreError(f"the demo's hand edit no longer applies to {path}")
+    path.write_text(text.replace(HAND_EDIT[1], HAND_EDIT[2]), encoding="utf-8")
+
+
+async def _check_drift(ws: Workspace) -> None:
+    """Check every drift target once, as the engine would on start, so the demo opens with
+    findings (the engine checks again on its schedule)."""
+    from core.drift import DriftChecker
+    from core.store.db import AsyncStore
+
+    db = AsyncStore(Store(ws.db_path, session=SESSION))
+    await db.open()
+    try:
+        checker = DriftChecker(ws, db, parallel=1)  # one at a time: the same order every time
+        for target in await checker.targets():
+            await checker.check([target], "demo")
+    finally:
+        await db.aclose()
 
 
 _VARYING = [  # log text that differs from one run to the next, and what it becomes when frozen
@@ -392,6 +423,11 @@ def freeze(ws: Workspace, now: float) -> None:
         conn.execute("UPDATE steps SET pid = NULL, token = NULL")  # processes long gone
         conn.execute("UPDATE artifacts SET size = 1234, sha256 = ?", ("0" * 64,))  # as in the logs
         conn.execute("UPDATE refs SET seen_at = ?", (now,))
+        # drift: first seen an hour ago (the hand edit), checked a minute ago; no absolute paths
+        conn.execute("UPDATE drift_checks SET started_at = ? - 60, finished_at = ? - 60, "
+                     "detail = REPLACE(detail, ?, '~/demo')", (now, now, root))
+        conn.execute("UPDATE drift SET checked_at = ? - 60, since = CASE state WHEN 'drifted' THEN ? - 3600 "
+                     "ELSE ? - 86400 END", (now, now, now))
 
 
 def _freeze_run(store: Store, run: Row, now: float) -> None:

@@ -124,13 +124,15 @@ def parse(text: str, file: str = PIPELINE_PATH,
         stages.append(stage)
     main, branches = _on(doc, top.get("on"), stages)
     env = f.env_map(doc, ("env",), top["env"]) if top.get("env") is not None else {}
-    drift = _drift(doc, top.get("drift"), environments)
+    drift = _drift(doc, top.get("drift"), environments, env)
     return Pipeline(file=file, stages=tuple(stages), main_stages=main, branch_stages=branches,
                     digest=digest(text), env=env, drift=drift)
 
 
-def _drift(doc: Document, value: Any, environments: tuple[str, ...] | None) -> dict[str, tuple[DriftSpec, ...]]:
-    """`drift:` maps environment names to one target (a mapping) or a list of targets."""
+def _drift(doc: Document, value: Any, environments: tuple[str, ...] | None,
+           env: dict[str, str]) -> dict[str, tuple[DriftSpec, ...]]:
+    """`drift:` maps environment names to one target (a mapping) or a list of targets. Command
+    targets get the pipeline's top-level `env:` under their own, as steps do."""
     by_env = f.mapping(doc, ("drift",), value or {}, "environment: drift target(s)")
     result: dict[str, tuple[DriftSpec, ...]] = {}
     for env_name, targets in by_env.items():
@@ -142,6 +144,8 @@ def _drift(doc: Document, value: Any, environments: tuple[str, ...] | None) -> d
         for i, item in enumerate(items):
             path: tuple[str | int, ...] = ("drift", env_name, i) if isinstance(targets, list) else ("drift", env_name)
             spec = _drift_spec(doc, path, item)
+            if spec.kind == "command" and env:
+                spec = DriftSpec(**{**spec.__dict__, "env": {**env, **spec.env}})
             if spec.name == "revision" or any(s.name == spec.name for s in specs):
                 raise doc.error(path, f"drift target name {spec.name!r} is used twice" if spec.name != "revision"
                                 else '"revision" is the built-in target', "give each target its own name:")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from core import approvals, demo, gitio, lease, workspace
+from core import approvals, demo, drift, gitio, lease, workspace
 from core.errors import InvalidRequest
 from core.fields import NAME
 from core.pipeline import PIPELINE_PATH
@@ -158,6 +158,20 @@ def test_live_directories_hold_what_was_deployed(demo_ws: Workspace) -> None:
     assert "version=1.2.0" in (live / "preprod" / "service" / "RELEASE").read_text()
     assert "version=1.1.0" in (live / "prod" / "service" / "RELEASE").read_text()
     assert (live / "prod" / "service" / "current" / "app" / "orders.py").is_file()
+
+
+def test_the_demo_opens_with_one_hand_edited_file_drifted_in_prod(demo_ws: Workspace) -> None:
+    with Store(demo_ws.db_path) as store:
+        found = {(r["repo"], r["environment"], r["target"]): r for r in drift.listing(store)}
+        [detail] = drift.detail(store, "service", "prod", "app")
+    configured = {k: r["state"] for k, r in found.items() if r["kind"] != "revision"}
+    assert configured == {("service", "preprod", "app"): "in_sync", ("service", "prod", "app"): "drifted",
+                          ("infrastructure", "dev", "resources"): "in_sync",
+                          ("infrastructure", "preprod", "resources"): "in_sync",
+                          ("infrastructure", "prod", "resources"): "in_sync"}
+    assert detail["detail"]["changed"] == ["orders.py"] and '+PRICES = {"apple"' in detail["detail"]["diff"]
+    compile((demo_ws.root / demo.HAND_EDIT[0]).read_text(), "orders.py", "exec")  # still runs
+    assert found[("service", "prod", "revision")]["state"] == "drifted"  # 1.2.0 waits at the gate
 
 
 def test_failed_runs_say_why(demo_ws: Workspace) -> None:
