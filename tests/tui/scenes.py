@@ -150,6 +150,11 @@ SCENES: tuple[Scene, ...] = (
     Scene("audit", (100, 30), lambda p: press(p, "u")),
     Scene("audit-80x24", (80, 24), lambda p: press(p, "u")),
     Scene("audit-200x60", (200, 60), lambda p: press(p, "u")),
+    Scene("drift", (100, 30), lambda p: press(p, "d")),
+    Scene("drift-80x24", (80, 24), lambda p: press(p, "d")),
+    Scene("drift-detail", (100, 30), lambda p: press(p, "j", "j", "d", "enter")),  # service: prod's app
+    Scene("drift-detail-80x24", (80, 24), lambda p: press(p, "j", "j", "d", "enter")),
+    Scene("drift-ack-80x24", (80, 24), lambda p: press(p, "j", "j", "d", "enter", "A")),
     Scene("overview-light", (100, 30), nothing, theme="ahead-light"),
     Scene("overview-contrast", (100, 30), nothing, theme="ahead-contrast"),
 )

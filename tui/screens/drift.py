@@ -63,6 +63,12 @@ def matches(view: DriftView, query: str) -> bool:
     return True
 
 
+def worst_first(view: DriftView) -> tuple[int, bool]:
+    """Drifted, then unknown, then in sync; a live state (files, command) before the revision."""
+    order = ("drifted", "unknown", "in_sync")
+    return (order.index(view.state) if view.state in order else 3, view.kind == "revision")
+
+
 def ack_text(view: DriftView, palette: dict[str, str]) -> Text:
     """`bob 23h` (by whom, for how much longer), or nothing."""
     if not view.acknowledged:
@@ -153,9 +159,7 @@ class DriftScreen(FilteredListScreen):
                 render.plain(view.summary, style=muted)[:SUMMARY_WIDTH])
         keys = [key(v) for v in self._shown]
         if self._want_repo is not None:
-            mine = [v for v in self._shown if v.repo == self._want_repo]
-            mine.sort(key=lambda v: ("drifted", "unknown", "in_sync").index(v.state)
-                      if v.state in ("drifted", "unknown", "in_sync") else 3)
+            mine = sorted((v for v in self._shown if v.repo == self._want_repo), key=worst_first)
             if mine:
                 table.move_cursor(row=keys.index(key(mine[0])))
             self._want_repo = None
