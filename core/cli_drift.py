@@ -108,6 +108,14 @@ def _print(items: list[dict[str, Any]]) -> None:
         print("  ".join(str(c).ljust(widths[k]) for k, c in enumerate(row)).rstrip())
 
 
+def _report(args: argparse.Namespace, items: list[dict[str, Any]]) -> int:
+    if args.json:
+        print(json.dumps({"drift": items}, indent=2, sort_keys=True, default=str))
+    else:
+        _print(items)
+    return _exit_code(items)
+
+
 async def _list(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
     async def go(db: AsyncStore) -> list[dict[str, Any]]:
         found = await db.call(drift.listing, db.store)
@@ -119,12 +127,7 @@ async def _list(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
                               "checked_at": None, "acknowledged": None})
         return found
 
-    items = await _with_db(ws, actor, go)
-    if args.json:
-        print(json.dumps({"drift": items}, indent=2, sort_keys=True, default=str))
-    else:
-        _print(items)
-    return _exit_code(items)
+    return _report(args, await _with_db(ws, actor, go))
 
 
 async def _check(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
@@ -139,12 +142,7 @@ async def _check(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
         keys = {(t.repo, t.environment, t.name) for t in targets}
         return [i for i in await db.call(drift.listing, db.store) if (i["repo"], i["environment"], i["target"]) in keys]
 
-    items = await _with_db(ws, actor, go)
-    if args.json:
-        print(json.dumps({"drift": items}, indent=2, sort_keys=True, default=str))
-    else:
-        _print(items)
-    return _exit_code(items)
+    return _report(args, await _with_db(ws, actor, go))
 
 
 async def _show(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:

@@ -103,24 +103,35 @@ def unknown(summary: str, **detail: Any) -> Finding:
 # -- targets ----------------------------------------------------------------------------------
 
 
-def discover(ws: Workspace, store: Store) -> list[Target]:
-    """(store thread) Every target of every repo: revision for each environment the repo has
-    deployed to or whose stage main's pipeline has, and the `drift:` specs of each environment's
-    deployed pipeline. A pipeline that does not parse gives an `unknown` spec-less target."""
-    deployed = {(r["repo"], r["environment"]): r["commit_sha"] for r in store.query(
+def deployed_commits(store: Store) -> dict[tuple[str, str], str]:
+    """(store thread) The deployed commit of each (repo, environment)."""
+    return {(r["repo"], r["environment"]): r["commit_sha"] for r in store.query(
         "SELECT d.repo, d.environment, d.commit_sha FROM deployments d JOIN (SELECT MAX(id) AS id "
         "FROM deployments GROUP BY repo, environment) last ON last.id = d.id")}
+
+
+PipelineCache = dict[tuple[str, str], "Pipeline | ConfigError | None"]
+
+
+def discover(ws: Workspace, deployed: dict[tuple[str, str], str], cache: PipelineCache | None = None) -> list[Target]:
+    """(worker thread) Every target of every repo: revision for each environment the repo has
+    deployed to or whose stage main's pipeline has, and the `drift:` specs of each environment's
+    deployed pipeline. Pipelines are read from git once per commit (`cache`: commits never
+    change)."""
+    cache = {} if cache is None else cache
     targets: list[Target] = []
     for repo in ws.repos:
-        main_pipeline = _pipeline_at(ws, repo, _main_sha(ws, repo))
+        main_pipeline = _pipeline_at(ws, repo, _main_sha(ws, repo), cache)
         envs = [e for e in ws.environments if (repo.name, e) in deployed or (
             isinstance(main_pipeline, Pipeline) and any(s.environment == e for s in main_pipeline.stages))]
         for env in envs:
             commit = deployed.get((repo.name, env))
             targets.append(Target(repo.name, env, None, commit))
-            pipeline = _pipeline_at(ws, repo, commit) if commit else None
+            pipeline = _pipeline_at(ws, repo, commit, cache) if commit else None
             if isinstance(pipeline, Pipeline):
                 targets.extend(Target(repo.name, env, spec, commit) for spec in pipeline.drift.get(env, ()))
+    if len(cache) > 20_000:
+        cache.clear()
     return targets
 
 
@@ -132,17 +143,23 @@ def _main_sha(ws: Workspace, repo: RepoConfig) -> str | None:
         return None
 
 
-def _pipeline_at(ws: Workspace, repo: RepoConfig, sha: str | None) -> Pipeline | ConfigError | None:
+def _pipeline_at(ws: Workspace, repo: RepoConfig, sha: str | None,
+                 cache: PipelineCache) -> Pipeline | ConfigError | None:
     if not sha:
         return None
+    if (repo.name, sha) in cache:
+        return cache[(repo.name, sha)]
     label = f"{repo.name}@{sha[:7]}:{PIPELINE_PATH}"
+    found: Pipeline | ConfigError | None
     try:
         text = gitio.read_file(ws.repo_dir(repo), sha, PIPELINE_PATH)
-        return parse_pipeline(text, label, ws.environments) if text is not None else None
+        found = parse_pipeline(text, label, ws.environments) if text is not None else None
     except ConfigError as exc:
-        return exc
+        found = exc
     except GitError:
-        return None
+        return None  # not cached: git may answer next time
+    cache[(repo.name, sha)] = found
+    return found
 
 
 # -- checks -----------------------------------------------------------------------------------
@@ -427,7 +444,7 @@ async def mirror_remote(state_dir: Path, host: str, remote: str, mirror: Path, t
                     _ensure_dir(mirror, child)
                 elif info[0] == "l" and old.get(child) != info:
                     _place(mirror, child, link=str(info[1]))
-            semaphore = asyncio.Semaphore(16)
+            semaphore = asyncio.Semaphore(64)
 
             async def get(child: str, mode: int) -> None:
                 async with semaphore:
@@ -516,6 +533,7 @@ class DriftChecker:
         self.limit = asyncio.Semaphore(parallel or ws.settings.drift_parallel)
         self.root = ws.state_dir / "drift"
         self._requests: asyncio.Queue[tuple[str | None, str | None, str | None, str]] = asyncio.Queue()
+        self._pipelines: PipelineCache = {}
 
     async def targets(self, repo: str | None = None, environment: str | None = None,
                       name: str | None = None) -> list[Target]:
@@ -523,7 +541,8 @@ class DriftChecker:
             self.ws.repo(repo)  # NotFound names the known repos
         if environment is not None and environment not in self.ws.environments:
             raise NotFound(f"no environment named {environment!r} (known: {', '.join(self.ws.environments)})")
-        found = await self.db.call(discover, self.ws, self.db.store)
+        deployed = await self.db.call(deployed_commits, self.db.store)
+        found = await asyncio.to_thread(discover, self.ws, deployed, self._pipelines)
         chosen = [t for t in found if (repo is None or t.repo == repo)
                   and (environment is None or t.environment == environment) and (name is None or t.name == name)]
         if name is not None and not chosen:
@@ -620,7 +639,7 @@ class DriftChecker:
     async def run(self) -> None:
         """(engine task) Check what is due, what was asked for, and after each deploy."""
         targets: list[Target] = []
-        refreshed = 0.0
+        refreshed = time.time() - 25  # the first look 5 s after start: not in the engine's start-up
         running: dict[str, asyncio.Task[Any]] = {}
 
         def start(chosen: list[Target], reason: str) -> None:
