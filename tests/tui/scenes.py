@@ -91,6 +91,9 @@ async def settle(pilot: Any) -> None:
         workers = [w for w in app.workers if w.group != "bridge"]
         await asyncio.gather(*(w.wait() for w in workers), return_exceptions=True)
         await pilot.pause()
+    # A DataTable sizes its auto-width columns on a later refresh: on a loaded machine a bare
+    # pause could catch the rows drawn in columns still as wide as their headers.
+    await pilot.pause(0.1)
 
 
 async def press(pilot: Any, *keys: str) -> None:
