@@ -229,6 +229,11 @@ class AheadApp(App[int]):
 
         self.push_screen(RunScreen(run_id))
 
+    def open_drift(self, repo: str, environment: str, target: str) -> None:
+        from tui.screens.drift_detail import DriftDetailScreen
+
+        self.push_screen(DriftDetailScreen(repo, environment, target))
+
     def open_change(self, change_id: int) -> None:
         from tui.screens.change import ChangeScreen
 

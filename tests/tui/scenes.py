@@ -158,6 +158,7 @@ SCENES: tuple[Scene, ...] = (
     Scene("drift-detail", (100, 30), lambda p: press(p, "j", "j", "d", "enter")),  # service: prod's app
     Scene("drift-detail-80x24", (80, 24), lambda p: press(p, "j", "j", "d", "enter")),
     Scene("drift-ack-80x24", (80, 24), lambda p: press(p, "j", "j", "d", "enter", "A")),
+    Scene("drift-reconcile-80x24", (80, 24), lambda p: press(p, "j", "j", "d", "enter", "R")),
     Scene("overview-light", (100, 30), nothing, theme="ahead-light"),
     Scene("overview-contrast", (100, 30), nothing, theme="ahead-contrast"),
 )

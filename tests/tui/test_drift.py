@@ -8,6 +8,7 @@ drives the Drift screens: check, see the diff, acknowledge, reconcile.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,15 @@ async def test_drift_check_ack_reconcile(tmp_path: Path) -> None:
         await pilot.press("o")
         await until(lambda: isinstance(app.screen, OverviewScreen))
         await until(lambda: "≠" in screen_text(app) or "≈" in screen_text(app))
+        assert "drift: prod" in screen_text(app)  # the selection's status line says which
+
+        # the command palette jumps to a drift that is not in sync
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"files:si")
+        await asyncio.sleep(0.5)
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, DriftDetailScreen) and app.screen.target == TARGET)
 
 
 def test_env_cell_drift_marks() -> None:

@@ -213,9 +213,7 @@ class DriftScreen(FilteredListScreen):
     def action_open(self) -> None:
         view = self.selected()
         if view is not None:
-            from tui.screens.drift_detail import DriftDetailScreen
-
-            self.app.push_screen(DriftDetailScreen(view.repo, view.environment, view.target))
+            self.ahead.open_drift(view.repo, view.environment, view.target)
 
     def action_check(self) -> None:
         view = self.selected()
