@@ -26,6 +26,7 @@ from tui.screens.confirm import ConfirmScreen
 from tui.screens.drift import DriftScreen, matches
 from tui.screens.drift_actions import AcknowledgeScreen
 from tui.screens.drift_detail import DriftDetailScreen
+from tui.screens.help import HelpScreen
 from tui.screens.overview import OverviewScreen, env_cell
 from tui.widgets.filter_bar import FilterBar
 
@@ -173,6 +174,15 @@ async def test_drift_check_ack_reconcile(tmp_path: Path) -> None:
         await until(lambda: isinstance(app.screen, OverviewScreen))
         await until(lambda: "≠" in screen_text(app) or "≈" in screen_text(app))
         assert "drift: prod" in screen_text(app)  # the selection's status line says which
+
+        # on the Changes screen d toggles decided requests: help sends Drift to the palette
+        await pilot.press("a")
+        await until(lambda: type(app.screen).__name__ == "ChangesScreen")
+        await pilot.press("question_mark")
+        await until(lambda: isinstance(app.screen, HelpScreen))
+        rows = {label: key for key, label, _, _ in app.screen.rows()}
+        assert rows["Decided"] == "d" and rows["Drift"] == "^p"
+        await pilot.press("escape", "o")
 
         # the command palette jumps to a drift that is not in sync
         await pilot.press("ctrl+p")

@@ -47,6 +47,10 @@ class HelpScreen(ModalScreen[None]):
             key = by_id.get(command.id, command.key)
             target = self.app if command.action.startswith("app.") else self.under
             enabled = target.check_action(command.action.removeprefix("app."), ()) is True
+            if command.id not in by_id and key in active:  # the key means something else here
+                rows.append(("^p", command.label, f"{command.help} (from the palette: "
+                             f"{self._display(key)} is {active[key].binding.description} here)", enabled))
+                continue
             rows.append((self._display(key), command.label, command.help, enabled))
         for key, binding_state in active.items():
             binding = binding_state.binding
