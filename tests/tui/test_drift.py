@@ -153,6 +153,7 @@ async def test_drift_check_ack_reconcile(tmp_path: Path) -> None:
         await settle(app)
         assert detail.detail is not None and detail.detail.view.ack_by == "alice"
         assert "acknowledged by alice" in screen_text(app) and "OPS-7" in screen_text(app)
+        assert any(kw.get("title") == "Acknowledged" and "for 24h" in msg for msg, kw in notes)
         ack = await app.session.query("SELECT * FROM drift_acks")
         assert ack[0]["reason"] == "OPS-7"
         assert 86000 < ack[0]["expires_at"] - ack[0]["created_at"] <= 86400

@@ -68,6 +68,7 @@ def check_summary(views: list[DriftView]) -> str:
 class Ack:
     reason: str
     seconds: float
+    text: str  # the duration as typed ("24h")
 
 
 class AcknowledgeScreen(ModalScreen[Ack | None]):
@@ -125,9 +126,10 @@ class AcknowledgeScreen(ModalScreen[Ack | None]):
             self.query_one("#ack-for" if missing.startswith(("duration", "at most")) else "#ack-reason",
                            Input).focus()
             return
-        seconds = seconds_of(self.query_one("#ack-for", Input).value)
+        text = self.query_one("#ack-for", Input).value.strip()
+        seconds = seconds_of(text)
         assert seconds is not None
-        self.dismiss(Ack(self.query_one("#ack-reason", Input).value.strip(), seconds))
+        self.dismiss(Ack(self.query_one("#ack-reason", Input).value.strip(), seconds, text))
 
     @on(Button.Pressed, "#no")
     def action_cancel(self) -> None:
@@ -142,7 +144,7 @@ def acknowledge(screen: AheadScreen, view: DriftView, done: Callable[[], Any]) -
     async def send(ack: Ack) -> None:
         targets = await screen.ahead.session.drift_ack(view.repo, view.environment, view.target, ack.reason,
                                                        ack.seconds)
-        screen.notify(f"{where(view)} for {render.age(ack.seconds)} ({len(targets)} target)",
+        screen.notify(f"{where(view)} for {ack.text} ({len(targets)} target)",
                       title="Acknowledged", markup=False)
         done()
 
