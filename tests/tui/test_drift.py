@@ -14,6 +14,8 @@ from typing import Any
 
 from textual.widgets import Button, Input
 
+from core import drift
+from core.pipeline import DriftSpec
 from core.services import Actor
 from core.views import DriftView, EnvCell
 from core.workspace import Workspace
@@ -215,3 +217,27 @@ def test_drift_filter_words() -> None:
     assert matches(view, "state:drifted bob")
     assert not matches(view, "state:unknown")
     assert not matches(view, "env:dev")
+
+
+async def test_unknown_target_shows_why(tmp_path: Path) -> None:
+    """A check that could not tell shows `?` and its error (inert) everywhere, never "in sync";
+    it can be reconciled but there is no drift to acknowledge."""
+    ws, _ = make_ws(tmp_path / "ws")
+    spec = DriftSpec(name="www", kind="files", path="site", live="/srv/www", host="deploy@web1")
+    finding = drift.unknown("deploy@web1: host key changed [red]REFUSED[/]")
+    async with console(ws, size=(80, 24), embed=False) as (app, pilot):
+        await app.session.db.call(drift.record, app.session.db.store, drift.Target("site", "prod", spec, "a" * 40),
+                                  finding, "test", render.now() - 2, render.now())
+        await pilot.press("d")
+        await until(lambda: isinstance(app.screen, DriftScreen) and bool(app.screen._shown))
+        await settle(app)
+        assert "? unknown" in screen_text(app)
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, DriftDetailScreen) and app.screen.detail is not None)
+        await settle(app)
+        text = screen_text(app)
+        assert "host key changed [red]REFUSED[/]" in text and "? unknown" in text
+        assert app.screen.check_action("reconcile", ()) is True
+        assert app.screen.check_action("acknowledge", ()) is None
+        await pilot.press("o")
+        await until(lambda: isinstance(app.screen, OverviewScreen) and "prod ? unknown" in screen_text(app))
