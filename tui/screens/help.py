@@ -47,9 +47,11 @@ class HelpScreen(ModalScreen[None]):
             key = by_id.get(command.id, command.key)
             target = self.app if command.action.startswith("app.") else self.under
             enabled = target.check_action(command.action.removeprefix("app."), ()) is True
-            if command.id not in by_id and key in active:  # the key means something else here
+            shadow = active.get(key) if command.id not in by_id else None
+            if shadow is not None and shadow.node is self.under and target is self.app:
+                # an app command whose key this screen uses for something else
                 rows.append(("^p", command.label, f"{command.help} (from the palette: "
-                             f"{self._display(key)} is {active[key].binding.description} here)", enabled))
+                             f"{self._display(key)} is {shadow.binding.description} here)", enabled))
                 continue
             rows.append((self._display(key), command.label, command.help, enabled))
         for key, binding_state in active.items():
