@@ -28,7 +28,7 @@ DOC = BENCH_DIR.parent / "docs" / "BENCHMARKS.md"
 TARGETS_SOURCE = "/work/shared/research/baselines.md"
 
 
-ORDER = ("bench_engine", "bench_console")  # the doc's order; any other bench_*.py after them
+ORDER = ("bench_engine", "bench_console", "bench_load")  # the doc's order; any other bench_*.py after them
 
 
 def scripts() -> list[Path]:
@@ -174,6 +174,7 @@ def render(results: list[dict[str, Any]], runs: list[dict[str, Any]],
         ".venv/bin/python bench/bench_engine.py --only latency,sweep,pending [--commits 100]",
         ".venv/bin/python bench/bench_console.py --only startup,overview,flood [--starts 10]",
         ".venv/bin/python bench/run_all.py --only bench_console   # one script, then this file",
+        ".venv/bin/python bench/bench_load.py [--minutes 10] [--rate 20] [--consoles 3]   # load",
         ".venv/bin/python bench/run_all.py --render-only   # rewrite this file from bench/results/",
         "# where a slow console spends its time: per-thread stack samples, written at exit",
         "AHEAD_BENCH_SAMPLE=/tmp/samples.txt .venv/bin/python bench/console_probe.py --workspace DIR",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import NotFound
+from core.faults import fault
 from core.policy import Policy, may_approve
 from core.store.db import Row, Store
 from core.workspace import Workspace
@@ -181,6 +182,7 @@ def check_gate(store: Store, ws: Workspace, change_id: int) -> tuple[str, str, R
             "base": change["base_sha"], "head": change["head_sha"], "approvers": counted,
             "policy_version": policy.version})
         store.event("change.passed", change["repo"], run["id"], change=change_id)
+        fault("gate.pass.before_commit")
         return "pass", f"approved by {', '.join(counted)}", change
 
 
@@ -193,7 +195,7 @@ def decide(store: Store, ws: Workspace, change_id: int, actor: str, verdict: str
     """
     assert verdict in ("approve", "reject")
     now = time.time()
-    with store.transaction() as conn:
+    with store.transaction("approve") as conn:
         change = conn.execute("SELECT * FROM change_requests WHERE id = ?", (change_id,)).fetchone()
         if change is None:
             raise NotFound(f"no change {change_id} (see: ahead changes)")

@@ -91,11 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reject", help="reject a change request; its run stops (exit 3 when refused)")
     p.add_argument("id", type=int)
     p.add_argument("--comment", default="")
+    p = sub.add_parser("locks", help="environment locks: deploys in progress, environments an interrupted deploy left locked")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("unlock", help="release an environment locked after an interrupted deploy (admin or approver; audited)")
+    p.add_argument("repo")
+    p.add_argument("environment")
+    p.add_argument("--reason", required=True, help="what you checked before unlocking")
     p = sub.add_parser("audit", help="the audit log")
     p.add_argument("action", nargs="?", choices=["verify"], help="verify: check the hash chain")
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=100)
     cli_drift.add_parser(sub)
+    p = sub.add_parser("runner", help="remote runners: `runner trust NAME` pins a runner's SSH host key")
+    runner_sub = p.add_subparsers(dest="runner_command", metavar="ACTION", required=True)
+    p = runner_sub.add_parser("trust", help="show the runner's host key fingerprint, pin it after you confirm, "
+                              "print the engine's public key for the runner's authorized_keys")
+    p.add_argument("name")
+    p.add_argument("--yes", action="store_true", help="trust without asking (scripts)")
+    p.add_argument("--fingerprint", metavar="SHA256:...", help="trust only if the host presents this key")
     sub.add_parser("console", help="open the console (the default when run in a terminal)")
     p = sub.add_parser("demo", help="open the demo workspace (created on first use)")
     p.add_argument("dir", nargs="?")
@@ -241,7 +254,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             problems += 1
             continue
         try:
-            pipeline = parse_pipeline(text, label, ws.environments)
+            pipeline = parse_pipeline(text, label, ws.environments, tuple(ws.secrets), ws.runner_names)
         except ConfigError as exc:
             print(f"  {exc}")
             problems += 1
@@ -296,6 +309,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             cell = short(e["deployed"]) if e["deployed"] else "never"
             if e["pending"]:
                 cell += f" +{e['pending']} ({duration(e['lag_seconds'])})"
+            if e["lock"] and e["lock"]["state"] == "needs_operator":
+                cell += " LOCKED"
             row.append(cell)
         rows.append(row)
         if repo["error"]:
@@ -525,6 +540,24 @@ def cmd_reject(args: argparse.Namespace) -> int:
     return _decide(args, "reject")
 
 
+def cmd_locks(args: argparse.Namespace) -> int:
+    with services(args) as svc:
+        rows = svc.locks()
+    if args.json:
+        emit({"locks": rows})
+        return OK
+    table([[r["repo"], r["environment"], r["state"], f"#{r['run_id']}", ago(r["acquired_at"]),
+            one_line(r["reason"] or "")] for r in rows], ["REPO", "ENVIRONMENT", "STATE", "RUN", "SINCE", "REASON"])
+    return OK
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    with services(args) as svc:
+        lock = svc.unlock(args.repo, args.environment, Actor.local(svc.ws, args.as_name), args.reason)
+    print(f"unlocked {args.repo}/{args.environment} (was {lock['state']} by run #{lock['run_id']})")
+    return OK
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     with services(args) as svc:
         if args.action == "verify":
@@ -561,6 +594,66 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_status(args)
 
 
+def cmd_runner(args: argparse.Namespace) -> int:
+    """`ahead runner trust NAME`: pin a remote runner's host key, only after a person (or the
+    `--fingerprint` a script was given) confirms it; audited."""
+    from core import sshclient
+
+    ws = load_workspace(args)
+    actor = Actor.local(ws, args.as_name)
+    if ws.operators and "admin" not in actor.roles:
+        raise PermissionDenied(f"{actor.name} may not trust a runner's host key: needs the admin role")
+    runner = ws.runner(args.name)
+    if runner.ssh is None:
+        print(f"ahead: runner {runner.name!r} runs on this machine; there is no host key to trust",
+              file=sys.stderr)
+        return FAILED
+    address = runner.ssh
+    key = asyncio.run(sshclient.scan_host_key(address))
+    found = sshclient.fingerprint(key)
+    print(f"runner {runner.name} ({address}) presents the {key.get_algorithm()} host key {found}")
+    pinned = [sshclient.fingerprint(k) for k in sshclient.pinned(ws.state_dir, address)]
+    if found in pinned:
+        print("already trusted")
+    else:
+        if pinned:
+            print(f"WARNING: this is NOT the key trusted so far ({', '.join(pinned)}). Trust it only if you "
+                  "know why the host key changed.")
+        if not _confirm_host_key(args, found):
+            return FAILED
+        sshclient.trust(ws.state_dir, address, key)
+        with Store(ws.db_path, session=f"cli:{workspace.current_os_user()}:{os.getpid()}") as store, \
+                store.transaction():
+            store.audit(actor.name, "runner.trust", f"runner/{runner.name}",
+                        {"address": str(address), "fingerprint": found, "replaced": pinned})
+        print(f"trusted: pinned in {sshclient.known_hosts_path(ws.state_dir)}")
+    print(f"The engine logs in with its own key; add this line to ~{address.user}/.ssh/authorized_keys "
+          f"on {address.host}:")
+    print(sshclient.public_key_line(ws.state_dir))
+    return OK
+
+
+def _confirm_host_key(args: argparse.Namespace, found: str) -> bool:
+    """--fingerprint must match; without it, --yes or a typed "yes" confirms."""
+    if args.fingerprint is not None:
+        expected = args.fingerprint if args.fingerprint.startswith("SHA256:") else "SHA256:" + args.fingerprint
+        if expected != found:
+            print(f"ahead: refusing: the host presents {found}, not {expected}", file=sys.stderr)
+            return False
+        return True
+    if args.yes:
+        return True
+    try:
+        answer = input("Compare it with the host's own key (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub "
+                       "on the host). Trust it? Type yes: ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() != "yes":
+        print("ahead: not trusted (nothing changed)", file=sys.stderr)
+        return False
+    return True
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     ws = load_workspace(args)
     if _open_console is None:
@@ -585,7 +678,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "runs": cmd_runs, "show": cmd_show, "logs": cmd_logs, "pending": cmd_pending,
     "trigger": cmd_trigger, "cancel": cmd_cancel, "retry": cmd_retry, "notify": cmd_notify,
     "audit": cmd_audit, "demo": cmd_demo, "console": cmd_console, "changes": cmd_changes,
-    "change": cmd_change, "approve": cmd_approve, "reject": cmd_reject,
+    "change": cmd_change, "approve": cmd_approve, "reject": cmd_reject, "runner": cmd_runner,
+    "locks": cmd_locks, "unlock": cmd_unlock,
 }
 
 if __name__ == "__main__":

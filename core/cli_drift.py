@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from core import drift, sshclient
+from core import drift
 from core.errors import InvalidRequest, NotFound
 from core.services import Actor
 from core.store.db import AsyncStore, Store
@@ -217,6 +217,8 @@ async def _reconcile(args: argparse.Namespace, ws: Workspace, actor: Actor) -> i
 
 
 async def _trust(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
+    from core import sshclient  # asyncssh is imported only for the commands that use SSH
+
     async def go(db: AsyncStore) -> list[drift.Target]:
         return await drift.DriftChecker(ws, db).targets(args.repo, args.environment, args.target)
 

@@ -159,7 +159,8 @@ class ConsoleSession:
                                      touch["status"] if touch else None, touch["run_id"] if touch else None,
                                      drift.worst([d.state for d in found]),
                                      all(d.acknowledged for d in found if d.state == "drifted")
-                                     and any(d.state == "drifted" for d in found)))
+                                     and any(d.state == "drifted" for d in found),
+                                     _locked(e.get("lock"))))
             last = repo["last_run"]
             views.append(RepoView(repo["name"], repo["branch"], repo["head"], repo["error"],
                                   runs.get(last["id"]) if last else None, tuple(cells)))
@@ -331,3 +332,7 @@ def drift_view(item: dict[str, Any]) -> DriftView:
     return DriftView(item["repo"], item["environment"], item["target"], item["kind"], item["state"],
                      item["summary"], item["commit_sha"], item["since"], item["checked_at"],
                      ack["by"] if ack else None, ack["reason"] if ack else None, ack["until"] if ack else None)
+
+def _locked(lock: dict[str, Any] | None) -> str | None:
+    """The reason an environment waits for an operator's unlock, or None."""
+    return lock["reason"] if lock and lock["state"] == "needs_operator" else None

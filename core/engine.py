@@ -28,15 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import approvals, gitio, lease, runstate, workspace
+from core import approvals, gitio, lease, remote, runstate, secrets, workspace
 from core.aio import wait_at_most
 from core.drift import DriftChecker
 from core.errors import ConfigError, CoreError, GitError
+from core.faults import fault
 from core.feed import Event, EventFeed
 from core.pipeline import PIPELINE_PATH, Pipeline, Stage, Step
 from core.pipeline import parse as parse_pipeline
 from core.policy import Policy
 from core.runner import kill_leftovers, run_step
+from core.secrets import Masker
 from core.store.db import AsyncStore, Row, Store
 from core.watch import Inotify
 from core.workspace import RepoConfig, Workspace
@@ -83,6 +85,7 @@ class Engine:
         self._wake = asyncio.Event()
         self._repos: dict[str, RepoState] = {r.name: RepoState(r) for r in ws.repos}
         self._dirty: set[str] = set()
+        self._noted: dict[int, int] = {}  # queued run -> the run it was recorded waiting behind
         self._inotify: Inotify | None = None
         self._started = False
         self._closing = False
@@ -418,9 +421,9 @@ class Engine:
                 queued = await self.db.call(self.db.store.query,
                                             "SELECT id, repo, branch, on_main FROM runs "
                                             "WHERE status = 'queued' ORDER BY id LIMIT 200")
-                busy = await self.db.call(self.db.store.query,
-                                          "SELECT repo, branch FROM runs WHERE status IN ('running', 'waiting')")
-                lanes = {(r["repo"], r["branch"]) for r in busy}
+                busy = await self.db.call(self.db.store.query, "SELECT id, repo, branch FROM runs "
+                                          "WHERE status IN ('running', 'waiting')")
+                lanes = {(r["repo"], r["branch"]): r["id"] for r in busy}
                 for run in queued:
                     if len(self._runs) >= cap:
                         break
@@ -429,13 +432,23 @@ class Engine:
                     if run["repo"] not in self._repos:
                         continue
                     lane = (run["repo"], run["branch"])
-                    if lane in lanes:
-                        continue  # one run at a time per (repo, branch): deploys stay in order
-                    lanes.add(lane)
+                    if lane in lanes:  # one run at a time per (repo, branch): deploys stay in order
+                        await self._note_queued(run["id"], lanes[lane], run["branch"])
+                        continue
+                    lanes[lane] = run["id"]
                     cancel = asyncio.Event()
                     self._runs[run["id"]] = cancel
                     self._spawn(self._execute(run["id"], cancel), f"run-{run['id']}")
             await wait_at_most(self._wake.wait(), 1.0)
+
+    async def _note_queued(self, run_id: int, ahead: int, branch: str) -> None:
+        """Record once why a queued run waits (runs.error, shown until it starts)."""
+        if self._noted.get(run_id) != ahead:
+            self._noted[run_id] = ahead
+            if len(self._noted) > 10_000:
+                self._noted.clear()
+            await self.db.call(runstate.note, self.db.store, run_id,
+                               f"queued behind run #{ahead} of {branch} (one run per branch at a time)")
 
     async def _execute(self, run_id: int, cancel: asyncio.Event, resume: bool = False) -> None:
         try:
@@ -460,6 +473,7 @@ class RunExecution:
         self.cancel = cancel
         self.log = ContextLog(log, {"run": run_id})
         self.workdir: Path | None = None
+        self.remote = remote.RemoteSteps(engine.ws)  # stages with `runner:` on a remote host
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await self.db.call(fn, self.store, *args, **kwargs)
@@ -540,6 +554,7 @@ class RunExecution:
             if self.workdir is not None:
                 with contextlib.suppress(GitError, OSError):
                     await asyncio.shield(asyncio.to_thread(gitio.worktree_remove, repo_dir, self.workdir))
+            await asyncio.shield(self.remote.aclose())  # directories on remote runners, connections
             self.log.info("finished: %s", status)
 
     async def _pipeline(self, repo: RepoConfig, repo_dir: Path, run: Row) -> Pipeline:
@@ -549,18 +564,26 @@ class RunExecution:
         if text is None:
             raise ConfigError(label, None, "", "no pipeline file at this commit",
                               f"commit a {PIPELINE_PATH} to the repo")
-        return await asyncio.to_thread(parse_pipeline, text, label, self.engine.ws.environments)
+        return await asyncio.to_thread(parse_pipeline, text, label, self.engine.ws.environments,
+                                       tuple(self.engine.ws.secrets),
+                                       self.engine.ws.runner_names)
 
     async def _stage(self, run: Row, pipeline: Pipeline, row: Row, stage: Stage) -> str:
         if stage.environment is not None:
-            outcome, reason = await Gate(self, run, row, stage.environment).wait()
-            if outcome == "pass" and run["environment"]:
+            blocked = await self.call(runstate.deploy_blocked, run["repo"], stage.environment, self.run_id)
+            outcome, reason = ("failed", blocked[1]) if blocked and blocked[0] == "locked" else (
+                await Gate(self, run, row, stage.environment).wait())
+            if outcome == "pass" and run["environment"]:  # a reconcile must not roll back
                 outcome, reason = await self.db.call(self._still_deployed, run, stage.environment)
+            if outcome == "pass":
+                fault("gate.pass.after_commit")
+                outcome, reason = await self._take_environment(row, stage.environment)
             if outcome != "pass":
                 await self.call(runstate.set_stage, row["id"], outcome, reason)
                 await self.db.call(self._set_error, reason)
                 return outcome
-        await self.call(runstate.set_stage, row["id"], "running")
+        else:
+            await self.call(runstate.set_stage, row["id"], "running")
         steps = await self.call(runstate.steps_of, row["id"])
         for step_row, step in zip(steps, stage.steps, strict=True):
             if self.cancel.is_set():
@@ -586,6 +609,33 @@ class RunExecution:
                                f"queued; re-deploying {run['commit_sha'][:7]} would roll it back")
         return "pass", ""
 
+    async def _take_environment(self, row: Row, environment: str) -> tuple[str, str]:
+        """Take the environment lock and start the deploying stage (one transaction): ('pass',
+        '') once started; waits while another run deploys there; ('failed', why) when the
+        environment is locked for an operator, ('cancelled', ...) on cancel."""
+        gated = environment in self.engine.ws.policies
+        queue = self.engine.feed.listen()
+        shown = ""
+        try:
+            while True:
+                blocked = await self.call(runstate.start_deploy, row["id"], gated)
+                if blocked is None:
+                    if shown:
+                        await self.db.call(self._set_error, None)
+                    return "pass", ""
+                kind, reason = blocked
+                if kind == "locked":
+                    return "failed", reason
+                if self.cancel.is_set():
+                    return "cancelled", f"cancelled while waiting: {reason}"
+                if reason != shown:
+                    shown = reason
+                    self.log.info("waiting: %s", reason)
+                    await self.call(runstate.note, self.run_id, f"waiting: {reason}")
+                await wait_at_most(queue.get(), 1.0)
+        finally:
+            self.engine.feed.unlisten(queue)
+
     def _set_error(self, reason: str | None) -> None:
         with self.store.transaction() as conn:
             conn.execute("UPDATE runs SET error = ? WHERE id = ?", (reason, self.run_id))
@@ -603,8 +653,10 @@ class RunExecution:
         with Store(self.engine.ws.db_path, session=self.store.session) as store:
             return store.query(sql, (self.run_id,))
 
-    def _env(self, run: Row, pipeline: Pipeline, stage: Stage, step: Step, token: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AHEAD_")}
+    def _env(self, run: Row, pipeline: Pipeline, stage: Stage, step: Step, token: str,
+             secret_values: dict[str, str] | None = None) -> dict[str, str]:
+        hidden = {s.env for s in self.engine.ws.secrets.values()}  # secret sources never leak through
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AHEAD_") and k not in hidden}
         env.update(pipeline.env)
         env.update(stage.env)
         env.update(step.env)
@@ -621,7 +673,30 @@ class RunExecution:
             "AHEAD_WORKSPACE": str(self.engine.ws.root),
             "AHEAD_STEP_TOKEN": token,
         })
+        env.update(secret_values or {})
         return {k: v.replace("\x00", "") for k, v in env.items()}
+
+    def _secrets(self, stage: Stage, step: Step) -> tuple[dict[str, str], Masker]:
+        """(worker thread) The values of the secrets this step declares, and a masker for every
+        readable secret of the workspace (a step may print one it was not given).
+
+        Raises:
+            SecretError: a declared secret cannot be read (the message holds no value).
+        """
+        wanted = set(stage.secrets) | set(step.secrets)
+        values: dict[str, str] = {}
+        readable: list[str] = []
+        for name, source in self.engine.ws.secrets.items():
+            try:
+                value = secrets.read(source)
+            except secrets.SecretError:
+                if name in wanted:
+                    raise
+                continue
+            readable.append(value)
+            if name in wanted:
+                values[name] = value
+        return values, Masker(readable)
 
     async def _step(self, run: Row, pipeline: Pipeline, stage: Stage, row: Row, step: Step) -> str:
         assert self.workdir is not None
@@ -636,8 +711,19 @@ class RunExecution:
         async def on_start(pid: int) -> None:
             await self.call(runstate.start_step, step_id, pid, token)
 
-        result = await run_step(list(step.argv), self.workdir, self._env(run, pipeline, stage, step, token),
-                                sink, timeout, self.cancel, settings.cancel_grace, on_start)
+        try:  # read only now: a gated stage's steps start after its gate passed
+            secret_values, masker = await asyncio.to_thread(self._secrets, stage, step)
+        except secrets.SecretError as exc:
+            await sink([(0, time.time(), f"[ahead] {exc}")])
+            await self.call(runstate.finish_step, step_id, "failed", None, str(exc))
+            return "failed"
+        env = self._env(run, pipeline, stage, step, token, secret_values)
+        if self.remote.wants(stage.runner):  # on a remote runner over SSH: core/remote.py
+            result = await self.remote.run(run, pipeline, stage, step, self.workdir, env, sink, timeout,
+                                           self.cancel, settings.cancel_grace, on_start, masker)
+        else:
+            result = await run_step(list(step.argv), self.workdir, env, sink, timeout, self.cancel,
+                                    settings.cancel_grace, on_start, masker)
         if result.status == "succeeded" and step.artifacts:
             problem = await self._keep_artifacts(step_id, step)
             if problem:

@@ -278,15 +278,36 @@ def read_file(repo: Path, sha: str, path: str) -> str | None:
 # -- checkouts and mirrors ----------------------------------------------------------------------
 
 
+_worktree_locks: dict[str, threading.Lock] = {}
+_worktree_locks_guard = threading.Lock()
+
+
+def _worktree_lock(repo: Path) -> threading.Lock:
+    """One lock per repository for adding and removing worktrees: a `worktree prune` running
+    while another run's `worktree add` is half done deletes the new entry and fails the add."""
+    with _worktree_locks_guard:
+        return _worktree_locks.setdefault(str(repo), threading.Lock())
+
+
 def worktree_add(repo: Path, dest: Path, sha: str) -> None:
     """A detached checkout of exactly `sha` at `dest` (touches no branch)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    git(repo, "worktree", "add", "--detach", "--force", "--", str(dest), check_sha(sha))
+    with _worktree_lock(repo):
+        git(repo, "worktree", "add", "--detach", "--force", "--", str(dest), check_sha(sha))
+
+
+def archive_command(repo: Path, sha: str) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of `git archive` writing commit `sha` as a tar stream to stdout
+    (a remote runner gets the code this way; the caller streams it, so nothing blocks here)."""
+    argv = ["git", "-c", "protocol.ext.allow=never", "-c", "core.fsmonitor=false", "-C", str(repo),
+            "archive", "--format=tar", check_sha(sha)]
+    return argv, {**os.environ, **GIT_ENV}
 
 
 def worktree_remove(repo: Path, dest: Path) -> None:
-    git(repo, "worktree", "remove", "--force", "--", str(dest), check=False)
-    git(repo, "worktree", "prune", check=False)
+    with _worktree_lock(repo):
+        git(repo, "worktree", "remove", "--force", "--", str(dest), check=False)
+        git(repo, "worktree", "prune", check=False)
 
 
 def mirror(url: str, dest: Path) -> None:

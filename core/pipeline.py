@@ -8,6 +8,7 @@ Depends on core.yamlfile and core.fields only.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +19,8 @@ from core.yamlfile import Document, load
 PIPELINE_PATH = ".ahead/pipeline.yml"
 
 TOP_KEYS = ["on", "stages", "drift", "env"]
-STAGE_KEYS = ["name", "environment", "steps", "timeout", "env", "runner"]
-STEP_KEYS = ["name", "run", "timeout", "env", "artifact", "artifacts"]
+STAGE_KEYS = ["name", "environment", "steps", "timeout", "env", "runner", "secrets"]
+STEP_KEYS = ["name", "run", "timeout", "env", "artifact", "artifacts", "secrets"]
 ON_KEYS = ["main", "branches"]
 DRIFT_KEYS = ["name", "files", "live", "host", "command", "parse", "every", "timeout", "env"]
 DRIFT_PARSERS = ("exit-code", "terraform", "ansible")
@@ -34,6 +35,7 @@ class Step:
     timeout: float | None = None
     env: dict[str, str] = field(default_factory=dict)
     artifacts: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()  # names from ahead.yml's secrets:, given to this step
 
     @property
     def display(self) -> str:
@@ -50,6 +52,7 @@ class Stage:
     timeout: float | None = None
     env: dict[str, str] = field(default_factory=dict)
     runner: str | None = None
+    secrets: tuple[str, ...] = ()  # names from ahead.yml's secrets:, given to every step
 
     @property
     def deploys(self) -> bool:
@@ -98,13 +101,16 @@ def digest(text: str) -> str:
 
 
 def parse(text: str, file: str = PIPELINE_PATH,
-          environments: tuple[str, ...] | None = None) -> Pipeline:
+          environments: tuple[str, ...] | None = None, secrets: tuple[str, ...] | None = None,
+          runners: tuple[str, ...] | None = None) -> Pipeline:
     """Validate a pipeline file.
 
     Args:
         text: the file's contents.
         file: how to name the file in errors (e.g. ``web-api@3f2a1c9:.ahead/pipeline.yml``).
         environments: the workspace's environments; stages may only deploy to these.
+        secrets: the workspace's secret names; stages and steps may only ask for these.
+        runners: the workspace's runner names; a stage's `runner:` must be one of them.
 
     Raises:
         ConfigError: naming file, line and field.
@@ -118,7 +124,7 @@ def parse(text: str, file: str = PIPELINE_PATH,
         raise doc.error(("stages",), "must list at least one stage")
     stages: list[Stage] = []
     for i, item in enumerate(items):
-        stage = _stage(doc, i, item, environments)
+        stage = _stage(doc, i, item, environments, secrets, runners)
         if any(s.name == stage.name for s in stages):
             raise doc.error(("stages", i, "name"), f"stage name {stage.name!r} is used twice")
         stages.append(stage)
@@ -208,7 +214,8 @@ def _drift_spec(doc: Document, path: tuple[str | int, ...], item: Any) -> DriftS
                      timeout=timeout, env=env)
 
 
-def _stage(doc: Document, i: int, item: Any, environments: tuple[str, ...] | None) -> Stage:
+def _stage(doc: Document, i: int, item: Any, environments: tuple[str, ...] | None,
+           secrets: tuple[str, ...] | None, runners: tuple[str, ...] | None) -> Stage:
     path: tuple[str | int, ...] = ("stages", i)
     entry = f.mapping(doc, path, item, "a stage with name and steps")
     f.check_keys(doc, path, entry, STAGE_KEYS)
@@ -223,19 +230,22 @@ def _stage(doc: Document, i: int, item: Any, environments: tuple[str, ...] | Non
     step_items = f.sequence(doc, path + ("steps",), steps_value, "steps")
     if not step_items:
         raise doc.error(path + ("steps",), "must list at least one step")
-    steps = tuple(_step(doc, path + ("steps", j), step, j) for j, step in enumerate(step_items))
+    steps = tuple(_step(doc, path + ("steps", j), step, j, secrets) for j, step in enumerate(step_items))
     timeout = f.duration(doc, path + ("timeout",), entry["timeout"]) if entry.get("timeout") is not None else None
     env = f.env_map(doc, path + ("env",), entry["env"]) if entry.get("env") is not None else {}
     runner = None
     if entry.get("runner") is not None:
         runner = f.name(doc, path + ("runner",), entry["runner"], "runner name")
-        if runner != "local":
-            raise doc.error(path + ("runner",), f"runner {runner!r} is not available",
-                            "only the local runner exists for now; remove runner:")
-    return Stage(name=name, steps=steps, environment=environment, timeout=timeout, env=env, runner=runner)
+        if runners is not None and runner not in runners:
+            close = difflib.get_close_matches(runner, runners, n=1, cutoff=0.6)
+            raise doc.error(path + ("runner",), f"no runner named {runner!r} in the workspace",
+                            f'did you mean "{close[0]}"?' if close else "runners: " + ", ".join(runners))
+    return Stage(name=name, steps=steps, environment=environment, timeout=timeout, env=env, runner=runner,
+                 secrets=_secret_names(doc, path, entry, secrets))
 
 
-def _step(doc: Document, path: tuple[str | int, ...], item: Any, index: int) -> Step:
+def _step(doc: Document, path: tuple[str | int, ...], item: Any, index: int,
+          secrets: tuple[str, ...] | None = None) -> Step:
     if isinstance(item, str):
         item = {"run": item}
     entry = f.mapping(doc, path, item, "a step with run:")
@@ -264,7 +274,21 @@ def _step(doc: Document, path: tuple[str | int, ...], item: Any, index: int) -> 
                     raise doc.error(path + (key, k), f"{rel!r} is outside the checkout",
                                     "give a path relative to the repo, without ..")
                 artifacts.append(rel)
-    return Step(name=name, argv=argv, timeout=timeout, env=env, artifacts=tuple(artifacts))
+    return Step(name=name, argv=argv, timeout=timeout, env=env, artifacts=tuple(artifacts),
+                secrets=_secret_names(doc, path, entry, secrets))
+
+
+def _secret_names(doc: Document, path: tuple[str | int, ...], entry: dict[str, Any],
+                  known: tuple[str, ...] | None) -> tuple[str, ...]:
+    """`secrets: [NAME, ...]`: names of secrets from ahead.yml (checked when `known` is given)."""
+    if entry.get("secrets") is None:
+        return ()
+    names = f.string_list(doc, path + ("secrets",), entry["secrets"], "a secret name from ahead.yml")
+    for k, secret in enumerate(names):
+        if known is not None and secret not in known:
+            raise doc.error(path + ("secrets", k), f"no secret named {secret!r} in the workspace",
+                            "declare it in ahead.yml under secrets: (known: " + (", ".join(known) or "none") + ")")
+    return tuple(names)
 
 
 def _on(doc: Document, value: Any, stages: list[Stage]) -> tuple[tuple[str, ...], tuple[str, ...]]:

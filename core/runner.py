@@ -4,7 +4,7 @@ The command is an argv list (a string `run:` is `sh -c TEXT`, with TEXT from the
 never from commit metadata); commit metadata reaches the step only as environment variables.
 Output is read in 64 KiB chunks (a readline loop is ~11x slower), split into lines and handed
 to a sink in batches. Timeout and cancel send SIGTERM to the whole group, wait a grace period,
-then SIGKILL. Depends on the stdlib only.
+then SIGKILL. Secrets are masked in the batcher (core.secrets), before any sink sees a line.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.aio import wait_at_most
+from core.secrets import Masker
 
 MAX_LINE = 16 * 1024
 BATCH_LINES = 1000
@@ -41,8 +42,9 @@ class LineBatcher:
     unless a whole batch is still being written.
     """
 
-    def __init__(self, sink: LogSink) -> None:
+    def __init__(self, sink: LogSink, masker: Masker | None = None) -> None:
         self._sink = sink
+        self._masker = masker if masker else None
         self._partial = b""
         self._pending: list[tuple[int, float, str]] = []
         self._seq = 0
@@ -50,12 +52,24 @@ class LineBatcher:
         self._first_at = 0.0
 
     def feed(self, chunk: bytes) -> None:
+        """Split output into lines. Secrets are masked in whole lines, so a value split between
+        two reads is still found; a line longer than MAX_LINE is cut, holding back the bytes
+        a secret could continue from."""
         data = self._partial + chunk
         parts = data.split(b"\n")
         self._partial = parts.pop()
+        masker = self._masker
+        if masker is not None:
+            parts = [masker.mask(part) for part in parts]
         if len(self._partial) > MAX_LINE:
-            parts.append(self._partial)
-            self._partial = b""
+            if masker is None:
+                parts.append(self._partial)
+                self._partial = b""
+            else:
+                masked = masker.mask(self._partial)
+                cut = max(len(masked) - masker.tail, 0)
+                parts.append(masked[:cut])
+                self._partial = masked[cut:]
         now = time.time()
         if parts and not self._pending:
             self._first_at = now
@@ -67,6 +81,8 @@ class LineBatcher:
 
     def note(self, text: str) -> None:
         """A line from the engine itself (e.g. why a step was stopped)."""
+        if self._masker is not None:
+            text = self._masker.mask_text(text)
         self._pending.append((self._seq, time.time(), text))
         self._seq += 1
 
@@ -96,8 +112,8 @@ class LineBatcher:
 
     async def close(self) -> None:
         if self._partial:
-            self._pending.append((self._seq, time.time(),
-                                  self._partial.rstrip(b"\r").decode("utf-8", "replace")))
+            last = self._masker.mask(self._partial) if self._masker is not None else self._partial
+            self._pending.append((self._seq, time.time(), last.rstrip(b"\r").decode("utf-8", "replace")))
             self._seq += 1
             self._partial = b""
         if self._pending:
@@ -108,9 +124,10 @@ class LineBatcher:
 
 async def run_step(argv: list[str], cwd: Path, env: dict[str, str], sink: LogSink,
                    timeout: float, cancel: asyncio.Event, grace: float,
-                   on_start: Callable[[int], Awaitable[None]]) -> StepResult:
-    """Run `argv` to the end, a timeout or a cancel; every output line goes to `sink`."""
-    batcher = LineBatcher(sink)
+                   on_start: Callable[[int], Awaitable[None]], masker: Masker | None = None) -> StepResult:
+    """Run `argv` to the end, a timeout or a cancel; every output line goes to `sink`, with
+    the secrets of `masker` masked."""
+    batcher = LineBatcher(sink, masker)
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
@@ -122,11 +139,31 @@ async def run_step(argv: list[str], cwd: Path, env: dict[str, str], sink: LogSin
         return StepResult("failed", None, f"cannot start {argv[0]!r}: {exc.strerror}")
     await on_start(proc.pid)
     assert proc.stdout is not None
-    stdout = proc.stdout
+    outcome: str | None = None
+    try:
+        outcome = await follow(proc.stdout.read, batcher, cancel, timeout, grace,
+                               lambda: stop_group(proc, grace))
+        code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            await stop_group(proc, 0)
+        await batcher.close()
+    if outcome is None:
+        kill_group(proc.pid, signal.SIGKILL)  # leftovers the step started and did not wait for
+    return result_of(outcome, code, timeout)
 
+
+async def follow(read: Callable[[int], Awaitable[bytes]], batcher: LineBatcher, cancel: asyncio.Event,
+                 timeout: float, grace: float, stop: Callable[[], Awaitable[None]]) -> str | None:
+    """Stream a step's output from `read` into `batcher` until EOF, a cancel or the timeout.
+
+    On a cancel or timeout it notes why in the log, awaits `stop` (which ends the step's process
+    group, local or remote) and reads what is left for up to 5 s. Shared by local and remote
+    steps. Returns None at EOF, else "cancelled" or "timeout". Does not close the batcher.
+    """
     async def pump() -> None:
         while True:
-            chunk = await stdout.read(65536)
+            chunk = await read(65536)
             if not chunk:
                 return
             batcher.feed(chunk)
@@ -148,24 +185,26 @@ async def run_step(argv: list[str], cwd: Path, env: dict[str, str], sink: LogSin
             outcome = "cancelled" if cancelled in done else "timeout"
             reason = "cancel requested" if outcome == "cancelled" else f"timed out after {timeout:.0f}s"
             batcher.note(f"[ahead] {reason}: stopping the step (SIGTERM, then SIGKILL after {grace:.0f}s)")
-            await stop_group(proc, grace)
+            await stop()
             await wait_at_most(reader, 5)
-        code = await proc.wait()
     finally:
         for task in (reader, tick, cancelled):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
-        if proc.returncode is None:
-            await stop_group(proc, 0)
-        await batcher.close()
+    return outcome
+
+
+def result_of(outcome: str | None, code: int | None, timeout: float) -> StepResult:
+    """The step's result from how `follow` ended and the exit code (negative: a signal)."""
     if outcome == "cancelled":
         return StepResult("cancelled", code, "cancelled")
     if outcome == "timeout":
         return StepResult("failed", code, f"timed out after {timeout:.0f}s")
-    kill_group(proc.pid, signal.SIGKILL)  # leftovers the step started and did not wait for
     if code == 0:
         return StepResult("succeeded", 0)
+    if code is None:
+        return StepResult("failed", None, "ended without an exit status")
     return StepResult("failed", code, f"exited with {code}" if code > 0 else f"killed by signal {-code}")
 
 

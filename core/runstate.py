@@ -54,13 +54,24 @@ def queue_run(store: Store, *, repo: str, branch: str, ref: str, sha: str, on_ma
 def claim_run(store: Store, run_id: int, engine: str) -> bool:
     """queued -> running; False when someone else got there first (e.g. cancelled)."""
     with store.transaction() as conn:
-        cur = conn.execute("UPDATE runs SET status = 'running', started_at = ?, engine = ? "
+        cur = conn.execute("UPDATE runs SET status = 'running', started_at = ?, engine = ?, error = NULL "
                            "WHERE id = ? AND status = 'queued'", (time.time(), engine, run_id))
         if cur.rowcount != 1:
             return False
         row = conn.execute("SELECT repo FROM runs WHERE id = ?", (run_id,)).fetchone()
         store.event("run.started", row["repo"], run_id)
     return True
+
+
+def note(store: Store, run_id: int, reason: str) -> None:
+    """Record why a run waits (behind another run of its branch, for an environment lock) in
+    runs.error and as a `run.note` event that stays in the feed."""
+    with store.transaction() as conn:
+        row = conn.execute("SELECT repo FROM runs WHERE id = ? AND status IN ('queued', 'running')",
+                           (run_id,)).fetchone()
+        if row is not None:
+            conn.execute("UPDATE runs SET error = ? WHERE id = ?", (reason, run_id))
+            store.event("run.note", row["repo"], run_id, reason=reason)
 
 
 def create_plan(store: Store, run_id: int, digest: str,
@@ -90,13 +101,15 @@ def steps_of(store: Store, stage_id: int) -> list[Row]:
 
 def set_stage(store: Store, stage_id: int, status: str, error: str | None = None) -> None:
     now = time.time()
-    with store.transaction() as conn:
+    with store.transaction(None if status == "running" else "stage.end") as conn:
         if status == "running":
             conn.execute("UPDATE stages SET status = ?, started_at = ? WHERE id = ?",
                          (status, now, stage_id))
         else:
             conn.execute("UPDATE stages SET status = ?, finished_at = ?, error = ? WHERE id = ?",
                          (status, now, error, stage_id))
+            run_id = conn.execute("SELECT run_id FROM stages WHERE id = ?", (stage_id,)).fetchone()["run_id"]
+            settle_locks(store, run_id, interrupted=status == "interrupted")
         row = conn.execute("SELECT s.run_id, r.repo, s.name FROM stages s JOIN runs r "
                            "ON r.id = s.run_id WHERE s.id = ?", (stage_id,)).fetchone()
         store.event("stage." + ("started" if status == "running" else "finished"), row["repo"],
@@ -106,7 +119,7 @@ def set_stage(store: Store, stage_id: int, status: str, error: str | None = None
 def record_deployment(store: Store, stage_id: int) -> None:
     """Mark a deploying stage succeeded and move its environment's deployed commit, audited."""
     now = time.time()
-    with store.transaction() as conn:
+    with store.transaction("deploy.end") as conn:
         row = conn.execute(
             "SELECT s.run_id, s.environment, s.name, r.repo, r.commit_sha, r.actor FROM stages s "
             "JOIN runs r ON r.id = s.run_id WHERE s.id = ?", (stage_id,)).fetchone()
@@ -126,6 +139,7 @@ def record_deployment(store: Store, stage_id: int) -> None:
                     stage=row["name"], status="succeeded")
         store.event("deployment", row["repo"], row["run_id"], environment=row["environment"],
                     commit=row["commit_sha"])
+        settle_locks(store, row["run_id"], interrupted=False)
 
 
 def start_step(store: Store, step_id: int, pid: int, token: str) -> None:
@@ -168,7 +182,7 @@ def add_artifact(store: Store, run_id: int, step_id: int, path: str, stored: str
 
 def finish_run(store: Store, run_id: int, status: str, error: str | None = None) -> None:
     now = time.time()
-    with store.transaction() as conn:
+    with store.transaction("run.end") as conn:
         row = conn.execute("SELECT repo, status, cancel_requested FROM runs WHERE id = ?",
                            (run_id,)).fetchone()
         conn.execute("UPDATE runs SET status = ?, finished_at = ?, error = COALESCE(?, error) "
@@ -183,6 +197,7 @@ def finish_run(store: Store, run_id: int, status: str, error: str | None = None)
                      (remaining, now, run_id))
         if status == "cancelled":
             store.audit(ENGINE, "run.cancelled", f"run/{run_id}", {"repo": row["repo"]})
+        settle_locks(store, run_id, interrupted=status == "interrupted")
         store.event("run.finished", row["repo"], run_id, status=status)
 
 
@@ -191,7 +206,7 @@ def recover(store: Store, engine: str) -> list[Row]:
     succeeded), audited; runs waiting at an approval gate stay waiting (their approvals are in
     the store). Returns the steps that were running (their process groups may live)."""
     now = time.time()
-    with store.transaction() as conn:
+    with store.transaction("recover") as conn:
         steps = conn.execute("SELECT id, run_id, pid, token FROM steps WHERE status = 'running'").fetchall()
         # Runs waiting at an approval gate run nothing: they survive and the engine resumes them.
         runs = conn.execute("SELECT id, repo, engine FROM runs WHERE status = 'running'").fetchall()
@@ -206,6 +221,10 @@ def recover(store: Store, engine: str) -> list[Row]:
             store.audit(ENGINE, "run.interrupted", f"run/{run['id']}",
                         {"repo": run["repo"], "previous_engine": run["engine"], "recovered_by": engine})
             store.event("run.finished", run["repo"], run["id"], status="interrupted")
+        # Locks of runs no longer active (e.g. a crash between a stage's end and the release).
+        for lock in conn.execute("SELECT l.run_id, r.status FROM env_locks l JOIN runs r ON r.id = l.run_id "
+                                 "WHERE l.state = 'held' AND r.status NOT IN ('running', 'waiting')").fetchall():
+            settle_locks(store, lock["run_id"], interrupted=lock["status"] == "interrupted")
     return steps
 
 
@@ -265,3 +284,94 @@ def known_refs(store: Store) -> dict[str, dict[str, str]]:
         result.setdefault(row["repo"], {})[row["ref"]] = row["sha"]
     return result
 
+
+
+# -- environment locks ---------------------------------------------------------------------------
+
+HELD, NEEDS_OPERATOR = "held", "needs_operator"
+
+
+def env_lock(store: Store, repo: str, environment: str) -> Row | None:
+    return store.query_one("SELECT * FROM env_locks WHERE repo = ? AND environment = ?", (repo, environment))
+
+
+def deploy_blocked(store: Store, repo: str, environment: str, run_id: int) -> tuple[str, str] | None:
+    """Why run `run_id` may not deploy to (repo, environment) now: ('locked', why) when an
+    operator must resolve it first, ('busy', why) while another live run deploys there; None
+    when free (or left by a run that ended without releasing it: taken over)."""
+    lock = env_lock(store, repo, environment)
+    if lock is None or lock["run_id"] == run_id:
+        return None
+    if lock["state"] == NEEDS_OPERATOR:
+        return "locked", (f"{environment} is locked: {lock['reason']}; nothing deploys there until an "
+                          f"operator checks it and runs: ahead unlock {repo} {environment} --reason TEXT")
+    holder = store.query_one("SELECT status FROM runs WHERE id = ?", (lock["run_id"],))
+    if holder is not None and holder["status"] in ACTIVE:
+        return "busy", f"run #{lock['run_id']} is deploying to {environment}"
+    return None
+
+
+def start_deploy(store: Store, stage_id: int, gated: bool) -> tuple[str, str] | None:
+    """Take the (repo, environment) lock and mark the deploying stage running, in one
+    transaction, audited. Returns None when started, or why not (see deploy_blocked).
+    `gated`: the environment has a policy, so an interrupted deploy locks it for an operator."""
+    now = time.time()
+    with store.transaction("deploy.start") as conn:
+        row = conn.execute(
+            "SELECT s.run_id, s.environment, s.name, r.repo, r.commit_sha FROM stages s "
+            "JOIN runs r ON r.id = s.run_id WHERE s.id = ?", (stage_id,)).fetchone()
+        repo, env, run_id = row["repo"], row["environment"], row["run_id"]
+        blocked = deploy_blocked(store, repo, env, run_id)
+        if blocked is not None:
+            return blocked
+        conn.execute("INSERT OR REPLACE INTO env_locks (repo, environment, run_id, stage_id, gated, state, "
+                     "reason, acquired_at) VALUES (?, ?, ?, ?, ?, 'held', NULL, ?)",
+                     (repo, env, run_id, stage_id, int(gated), now))
+        conn.execute("UPDATE stages SET status = 'running', started_at = COALESCE(started_at, ?) "
+                     "WHERE id = ?", (now, stage_id))
+        store.audit(ENGINE, "deploy.start", f"{repo}/{env}", {
+            "run": run_id, "stage": row["name"], "commit": row["commit_sha"]})
+        store.event("stage.started", repo, run_id, stage_id=stage_id, stage=row["name"], status="running")
+        store.event("lock", repo, run_id, environment=env, state=HELD)
+    return None
+
+
+def settle_locks(store: Store, run_id: int, interrupted: bool) -> None:
+    """(inside a transaction) Release the locks run `run_id` holds; after an interruption, an
+    environment with a policy stays locked for an operator instead (its state is unknown)."""
+    conn = store.conn
+    for lock in conn.execute("SELECT * FROM env_locks WHERE run_id = ? AND state = 'held'", (run_id,)).fetchall():
+        key = (lock["repo"], lock["environment"])
+        if interrupted and lock["gated"]:
+            reason = f"the deploy of run #{run_id} was interrupted (state unknown)"
+            conn.execute("UPDATE env_locks SET state = 'needs_operator', reason = ? WHERE repo = ? "
+                         "AND environment = ?", (reason, *key))
+            store.audit(ENGINE, "env.locked", "/".join(key), {"run": run_id, "reason": reason})
+            store.event("lock", lock["repo"], run_id, environment=lock["environment"], state=NEEDS_OPERATOR)
+        else:
+            conn.execute("DELETE FROM env_locks WHERE repo = ? AND environment = ?", key)
+            store.event("lock", lock["repo"], run_id, environment=lock["environment"], state="free")
+
+
+def unlock(store: Store, repo: str, environment: str, actor: str, reason: str) -> Row:
+    """An operator resolves a locked environment, audited with their reason. Returns the lock.
+
+    Raises:
+        NotFound: the environment is not locked.
+        InvalidRequest: no reason, or a live run holds the lock (cancel it instead).
+    """
+    from core.errors import InvalidRequest, NotFound
+
+    if not reason.strip():
+        raise InvalidRequest("unlocking needs a reason (--reason TEXT): what you checked")
+    with store.transaction("unlock") as conn:
+        lock = env_lock(store, repo, environment)
+        if lock is None:
+            raise NotFound(f"{repo}/{environment} is not locked")
+        if lock["state"] == HELD and deploy_blocked(store, repo, environment, -1) is not None:
+            raise InvalidRequest(f"run #{lock['run_id']} is deploying to {environment} now; cancel it instead")
+        conn.execute("DELETE FROM env_locks WHERE repo = ? AND environment = ?", (repo, environment))
+        store.audit(actor, "env.unlock", f"{repo}/{environment}", {
+            "run": lock["run_id"], "state": lock["state"], "lock_reason": lock["reason"], "reason": reason})
+        store.event("lock", repo, lock["run_id"], environment=environment, state="free", by=actor)
+    return lock

@@ -51,14 +51,17 @@ class Actor:
         return cls(f"os:{user}", ("viewer",))
 
     def may(self, action: str) -> bool:
-        """trigger, cancel, retry, reconcile, acknowledge (drift): the operator or admin role.
-        Default deny."""
+        """trigger, cancel, retry, reconcile, acknowledge (drift): the operator or admin role;
+        unlock: admin or approver. Default deny."""
+        if action == "unlock":
+            return bool({"approver", "admin"} & set(self.roles))
         allowed = ("trigger", "cancel", "retry", "reconcile", "acknowledge")
         return bool({"operator", "admin"} & set(self.roles)) if action in allowed else False
 
     def require(self, action: str) -> None:
         if not self.may(action):
-            raise PermissionDenied(f"{self.name} may not {action}: needs the operator role "
+            needs = "the admin or approver role" if action == "unlock" else "the operator role"
+            raise PermissionDenied(f"{self.name} may not {action}: needs {needs} "
                                    f"(has: {', '.join(self.roles) or 'none'}; read-only)")
 
 
@@ -154,6 +157,16 @@ class Services:
         except GitError as exc:
             raise NotFound(str(exc)) from None
 
+    def unlock(self, repo: str, environment: str, actor: Actor, reason: str) -> Row:
+        """Resolve an environment locked after an interrupted deploy (audited with `reason`)."""
+        actor.require("unlock")
+        self.ws.repo(repo)
+        return runstate.unlock(self.store, repo, environment, actor.name, reason)
+
+    def locks(self) -> list[Row]:
+        """Environment locks: deploys in progress and environments waiting for an operator."""
+        return self.store.query("SELECT * FROM env_locks ORDER BY repo, environment")
+
     # -- reads ---------------------------------------------------------------------------------
 
     def run(self, run_id: int) -> Row:
@@ -241,6 +254,7 @@ class Services:
                 "(SELECT 1 FROM stages s2 WHERE s2.run_id = r2.id) GROUP BY repo) m ON m.id = r.id "
                 "WHERE s.environment IS NOT NULL"):
             targets.setdefault(row["repo"], set()).add(row["environment"])
+        locks = {(row["repo"], row["environment"]): row for row in self.locks()}
         planned = {row["repo"] for row in self.store.query(
             "SELECT DISTINCT r.repo FROM runs r JOIN stages s ON s.run_id = r.id WHERE r.on_main = 1")}
         repos = []
@@ -265,7 +279,10 @@ class Services:
                                              "deployed": dep["commit_sha"] if dep else None,
                                              "deployed_at": dep["deployed_at"] if dep else None,
                                              "pending": 0, "lag_seconds": 0.0,
-                                             "oldest_pending_at": None}
+                                             "oldest_pending_at": None, "lock": None}
+                lock = locks.get((repo.name, env))
+                if lock is not None:
+                    env_entry["lock"] = {"state": lock["state"], "run": lock["run_id"], "reason": lock["reason"]}
                 if not deploys and dep is None:
                     pass  # the pipeline does not deploy here: nothing is pending
                 elif not pending:

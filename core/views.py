@@ -73,6 +73,7 @@ class EnvCell:
     last_run: int | None
     drift: str | None = None  # worst of the files/command drift targets; None: none configured
     drift_acked: bool = False  # every drifted target of the cell is acknowledged
+    locked: str | None = None  # why the environment is locked for an operator (ahead unlock)
 
 
 @dataclass(frozen=True)

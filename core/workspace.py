@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core import fields as f
 from core.errors import ConfigError, WorkspaceNotFound
 from core.policy import Policy, parse_policy
+from core.secrets import SecretSource
 from core.yamlfile import Document, load
+
+if TYPE_CHECKING:
+    from core.sshclient import Address
 
 FILENAME = "ahead.yml"
 ROLES = ("viewer", "operator", "approver", "admin")
@@ -49,8 +54,12 @@ class Operator:
 
 @dataclass(frozen=True)
 class Runner:
+    """Where a stage's steps run: this machine, or a host reached over SSH (core/remote.py)."""
+
     name: str
-    kind: str = "local"
+    kind: str = "local"  # local or ssh
+    ssh: Address | None = None
+    workdir: str = "~/.ahead-runner"  # on the remote host; "~/" is its user's home
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,7 @@ class Workspace:
     operators: tuple[Operator, ...] = ()
     runners: tuple[Runner, ...] = (Runner("local"),)
     policies: dict[str, Policy] = field(default_factory=dict)
+    secrets: dict[str, SecretSource] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -106,6 +116,28 @@ class Workspace:
             return repo.path
         return self.state_dir / "mirrors" / f"{repo.name}.git"
 
+    @property
+    def runner_names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.runners)
+
+    def runner(self, name: str) -> Runner:
+        """The runner called `name`.
+
+        Raises:
+            NotFound: no such runner (the message suggests the closest name).
+        """
+        import difflib
+
+        from core.errors import NotFound
+
+        for runner in self.runners:
+            if runner.name == name:
+                return runner
+        names = [r.name for r in self.runners]
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise NotFound(f"no runner named {name!r} in {self.file} ({hint}runners: {', '.join(names)})")
+
     def operator(self, name: str) -> Operator | None:
         return next((op for op in self.operators if op.name == name), None)
 
@@ -128,10 +160,10 @@ def current_os_user() -> str:
         return str(os.getuid())
 
 
-TOP_KEYS = ["repos", "environments", "policies", "operators", "runners", "settings"]
+TOP_KEYS = ["repos", "environments", "policies", "operators", "runners", "settings", "secrets"]
 REPO_KEYS = ["name", "path", "url", "branch", "fetch_interval"]
 OPERATOR_KEYS = ["name", "roles", "keys", "emails", "os_users"]
-RUNNER_KEYS = ["name", "local", "ssh"]
+RUNNER_KEYS = ["name", "local", "ssh", "workdir"]
 SETTINGS_KEYS = ["state_dir", "max_parallel_runs", "step_timeout", "cancel_grace",
                  "poll_interval", "keep_logs_days", "drift_interval", "drift_revision_interval",
                  "drift_timeout", "drift_parallel"]
@@ -162,8 +194,37 @@ def parse(text: str, file: Path) -> Workspace:
             raise doc.error(("policies", env), f"no environment named {env!r}",
                             "policies are keyed by a name from environments: " + ", ".join(environments))
         policies[env] = parse_policy(doc, env, value, list(operators))
+    secrets = _secrets(doc, top.get("secrets") or {}, root)
     return Workspace(file=file, repos=repos, environments=environments, settings=settings,
-                     operators=operators, runners=runners, policies=policies)
+                     operators=operators, runners=runners, policies=policies, secrets=secrets)
+
+
+SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def _secrets(doc: Document, value: Any, root: Path) -> dict[str, SecretSource]:
+    """`secrets: {NAME: {env: VAR} | {file: path}}`: where each value lives (never the value)."""
+    entries = f.mapping(doc, ("secrets",), value, "NAME: {env: VARIABLE} or NAME: {file: path}")
+    found: dict[str, SecretSource] = {}
+    for name, item in entries.items():
+        path: tuple[str | int, ...] = ("secrets", name)
+        if not isinstance(name, str) or not SECRET_NAME.match(name) or name.upper().startswith("AHEAD_"):
+            raise doc.error(path, f"{name!r} is not a usable secret name",
+                            "steps get it as an environment variable: letters, digits and _, not AHEAD_...")
+        entry = f.mapping(doc, path, item, "env: VARIABLE or file: path")
+        f.check_keys(doc, path, entry, ["env", "file"])
+        if ("env" in entry) == ("file" in entry):
+            raise doc.error(path, "needs exactly one of env or file",
+                            "env: NAME_OF_THE_ENGINE_VARIABLE, or file: path/to/file (relative to ahead.yml)")
+        if "env" in entry:
+            var = f.string(doc, path + ("env",), entry["env"], "an environment variable name")
+            if not SECRET_NAME.match(var):
+                raise doc.error(path + ("env",), f"{var!r} is not an environment variable name")
+            found[name] = SecretSource(name, env=var)
+        else:
+            rel = f.string(doc, path + ("file",), entry["file"], "a file path")
+            found[name] = SecretSource(name, file=(root / os.path.expanduser(rel)).resolve())
+    return found
 
 
 def _environments(doc: Document, value: Any) -> list[str]:
@@ -252,13 +313,37 @@ def _runners(doc: Document, value: Any) -> list[Runner]:
         entry = f.mapping(doc, path, item, "a runner")
         f.check_keys(doc, path, entry, RUNNER_KEYS)
         name = f.name(doc, path + ("name",), f.require(doc, path, entry, "name", "give the runner a name"), "runner name")
-        if "ssh" in entry:
-            raise doc.error(path + ("ssh",), "remote runners are not supported yet",
-                            "remove this runner; steps run locally")
-        runners.append(Runner(name))
+        if any(r.name == name for r in runners):
+            raise doc.error(path + ("name",), f"runner {name!r} is listed twice", "names must be unique")
+        if "ssh" not in entry and "workdir" in entry:
+            raise doc.error(path + ("workdir",), "only a remote runner has a workdir",
+                            "add ssh: user@host, or remove workdir")
+        runners.append(_remote_runner(doc, path, entry, name) if "ssh" in entry else Runner(name))
     if not any(r.name == "local" for r in runners):
         runners.insert(0, Runner("local"))
     return runners
+
+
+def _remote_runner(doc: Document, path: tuple[str | int, ...], entry: dict[str, Any], name: str) -> Runner:
+    """A runner with `ssh: user@host[:port]` and an optional remote `workdir`."""
+    from core.sshclient import parse_address  # asyncssh is imported only by workspaces that use it
+
+    if name == "local" or entry.get("local") is not None:
+        raise doc.error(path + ("ssh",), "a runner is either local or ssh, not both",
+                        "give the remote runner its own name, e.g. name: build-box")
+    text = f.string(doc, path + ("ssh",), entry["ssh"], "user@host[:port]")
+    address = parse_address(text)
+    if address is None:
+        raise doc.error(path + ("ssh",), f"{text!r} is not user@host[:port]",
+                        "e.g. ssh: deploy@build-1.example.com or ssh: ci@10.0.0.5:2222")
+    workdir = "~/.ahead-runner"
+    if entry.get("workdir") is not None:
+        workdir = f.string(doc, path + ("workdir",), entry["workdir"], "a directory on the runner")
+        if not (workdir.startswith("/") or workdir == "~" or workdir.startswith("~/")) or any(
+                c in workdir for c in "\n\r"):
+            raise doc.error(path + ("workdir",), f"{workdir!r} is not an absolute path",
+                            "use /path/on/the/runner or ~/dir (in the runner user's home)")
+    return Runner(name, "ssh", address, workdir)
 
 
 def _settings(doc: Document, value: Any, root: Path) -> Settings:

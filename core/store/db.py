@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from core import faults
 from core.errors import StoreError
 from core.store.schema import MIGRATIONS
 
@@ -117,8 +118,12 @@ class Store:
     # -- transactions ----------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (`BEGIN IMMEDIATE`): all of it lands, or none of it."""
+    def transaction(self, point: str | None = None) -> Iterator[sqlite3.Connection]:
+        """A write transaction (`BEGIN IMMEDIATE`): all of it lands, or none of it.
+
+        `point` names it for fault injection (core.faults): `point.before_commit` dies with
+        the transaction open, `point.after_commit` right after it landed.
+        """
         if self._in_tx:
             yield self.conn
             return
@@ -137,6 +142,8 @@ class Store:
                 conn.execute("ROLLBACK")
             raise
         self._in_tx = False
+        if point is not None and faults.ARMED:
+            faults.fault(point + ".before_commit")
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -144,6 +151,8 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise StoreError(f"could not save to the store {self.path}: {exc}") from None
+        if point is not None and faults.ARMED:
+            faults.fault(point + ".after_commit")
         if self._wrote_event:
             self._wrote_event = False
             if self.on_commit is not None:

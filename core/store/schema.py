@@ -222,4 +222,20 @@ MIGRATIONS: list[str] = [
     CREATE INDEX drift_acks_target ON drift_acks(repo, environment, target, id);
     ALTER TABLE runs ADD COLUMN environment TEXT;
     """,
+    # 5 (reliability): environment locks. One deploy per (repo, environment) at a time: a row
+    # while a stage deploys; `needs_operator` when the deploy was interrupted in an environment
+    # with a policy (unknown state) until an operator unlocks it.
+    """
+    CREATE TABLE env_locks (
+        repo TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        stage_id INTEGER NOT NULL REFERENCES stages(id),
+        gated INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT,
+        acquired_at REAL NOT NULL,
+        PRIMARY KEY (repo, environment)
+    ) WITHOUT ROWID;
+    """,
 ]

@@ -115,7 +115,7 @@ async def test_happy_path_two_approvals_deploy_exactly_the_approved_commit(tmp_p
         assert await deploys(engine) == [sha]
         actions = [a["action"] for a in await query(engine, "SELECT action FROM audit ORDER BY id")]
         assert actions == ["run.trigger", "gate.opened", "change.approve", "change.approve",
-                           "change.approved", "gate.passed", "deploy"]
+                           "change.approved", "gate.passed", "deploy.start", "deploy"]
         ok, _, problem = await engine.db.call(engine.db.store.verify_audit)
         assert ok, problem
 

@@ -141,7 +141,7 @@ ENVS = ("dev", "preprod", "prod")
 
 def pipe_error(text: str) -> ConfigError:
     with pytest.raises(ConfigError) as info:
-        pipeline.parse(text, "app@abc1234:.ahead/pipeline.yml", ENVS)
+        pipeline.parse(text, "app@abc1234:.ahead/pipeline.yml", ENVS, runners=("local", "far"))
     return info.value
 
 
@@ -204,7 +204,7 @@ def test_branches_all_never_includes_deploying_stages() -> None:
      "stages[0].steps[0].artifact[0]", "outside the checkout"),
     ("stages:\n  - {name: a, steps: [x]}\n  - {name: a, steps: [y]}\n", 3, "stages[1].name", "used twice"),
     ("stages:\n  - name: a b\n    steps: [x]\n", 2, "stages[0].name", "not a valid stage name"),
-    ("stages:\n  - name: a\n    runner: far-away\n    steps: [x]\n", 3, "stages[0].runner", "not available"),
+    ("stages:\n  - name: a\n    runner: far-away\n    steps: [x]\n", 3, "stages[0].runner", "runners: local, far"),
 ])
 def test_pipeline_errors_name_line_field_and_fix(text: str, line: int, field: str, words: str) -> None:
     error = pipe_error(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -57,7 +58,7 @@ async def test_commit_on_main_runs_pipeline_and_moves_deployed_commit(ws: Worksp
         assert [(s["name"], s["status"]) for s in stages] == [("build", "succeeded"),
                                                               ("deploy-dev", "succeeded")]
         actions = await query(engine, "SELECT action FROM audit ORDER BY id")
-        assert [a["action"] for a in actions] == ["run.trigger", "deploy"]
+        assert [a["action"] for a in actions] == ["run.trigger", "deploy.start", "deploy"]
     # the worktree is gone and the user's repo has no leftover worktree entries
     assert git(repo, "worktree", "list").count("\n") == 0
 
@@ -205,7 +206,7 @@ async def test_second_engine_refuses_and_names_the_holder(ws: Workspace) -> None
 async def test_cli_trigger_in_another_process_is_picked_up(ws: Workspace) -> None:
     async with Engine(ws) as engine:
         proc = await asyncio.create_subprocess_exec(
-            "python", "-m", "core.cli", "--workspace", str(ws.root), "trigger", "app",
+            sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "trigger", "app",
             stdout=asyncio.subprocess.PIPE)
         out, _ = await proc.communicate()
         assert proc.returncode == 0, out

@@ -43,7 +43,7 @@ PENDING_CHUNK = 50
 STATE_ORDER = {"failed": 0, "interrupted": 1, "running": 2, "waiting": 3, "queued": 4,
                "cancelled": 5, "succeeded": 6, "skipped": 7, None: 8}
 REFRESH_KINDS = {"run.queued", "run.started", "run.finished", "run.planned", "stage.started",
-                 "stage.finished", "deployment", "refs", "drift.checked", "drift.acknowledged"}
+                 "stage.finished", "deployment", "refs", "lock", "drift.checked", "drift.acknowledged"}
 Gates = dict[tuple[str, str], dict[str, Any]]  # (repo, environment) → its open change request
 
 
@@ -86,6 +86,8 @@ def env_cell(cell: EnvCell, palette: Mapping[str, str], wide: bool = True,
             text.append(f" {render.age(lag(cell))}", style=palette.get("muted", ""))
     else:
         text.append(" ✓", style=palette.get("run-ok", ""))
+    if cell.locked:
+        text.append(" locked" if wide else " lk", style=f"bold {palette.get('run-failed', '')}")
     if at_gate:
         if gate is None:
             text.append(" approval" if wide else " appr", style=approval)
