@@ -2,8 +2,8 @@
 
 Three themes ship: `ahead-dark`, `ahead-light` and `ahead-contrast` (high contrast). Screens and
 widgets use only semantic variables (`$run-ok`, `$run-failed`, `$run-active`, `$pending`,
-`$drift`, ...) so a theme changes every state colour in one place. The stylesheet `ahead.tcss`
-lives in this package so it ships in the wheel.
+`$drift`, `$drift-unknown`, `$drift-acked`, ...) so a theme changes every state colour in one
+place. The stylesheet `ahead.tcss` lives in this package so it ships in the wheel.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ VARIABLE_DEFAULTS: dict[str, str] = {
     "run-interrupted": "#F0883E",
     "pending": "#D29922",
     "drift": "#F0883E",
+    "drift-unknown": "#DB61A2",
+    "drift-acked": "#8B949E",
     "deployed": "#4EBF71",
     "muted": "#8B949E",
     "approval-pending": "#D29922",
@@ -71,6 +73,8 @@ AHEAD_LIGHT = Theme(
         "run-interrupted": "#BC4C00",
         "pending": "#9A6700",
         "drift": "#BC4C00",
+        "drift-unknown": "#BF3989",
+        "drift-acked": "#6E7781",
         "deployed": "#1A7F37",
         "muted": "#6E7781",
         "approval-pending": "#9A6700",
@@ -101,6 +105,8 @@ AHEAD_CONTRAST = Theme(
         "run-interrupted": "#FFAA00",
         "pending": "#FFFF00",
         "drift": "#FFAA00",
+        "drift-unknown": "#FF55FF",
+        "drift-acked": "#C0C0C0",
         "deployed": "#00FF00",
         "muted": "#C0C0C0",
         "approval-pending": "#FFFF00",

@@ -20,7 +20,7 @@ from textual.signal import Signal
 from core.console import ConsoleSession
 from core.feed import Event
 from themes import DEFAULT_THEME, STYLESHEET, THEMES, VARIABLE_DEFAULTS
-from tui.commands import AUDIT, CHANGES, HELP, OVERVIEW, QUIT, RUNS, WHO, Command, bindings
+from tui.commands import AUDIT, CHANGES, DRIFT, HELP, OVERVIEW, QUIT, RUNS, WHO, Command, bindings
 from tui.messages import EventBatch
 from tui.palette import JumpProvider
 from tui.settings import Settings
@@ -33,7 +33,7 @@ class AheadApp(App[int]):
     CSS_PATH = STYLESHEET
     TITLE = "Change Ahead"
     COMMANDS = App.COMMANDS | {JumpProvider}
-    COMMAND_LIST: tuple[Command, ...] = (QUIT, HELP, RUNS, CHANGES, AUDIT, WHO, OVERVIEW)
+    COMMAND_LIST: tuple[Command, ...] = (QUIT, HELP, RUNS, CHANGES, DRIFT, AUDIT, WHO, OVERVIEW)
     BINDINGS = bindings(*COMMAND_LIST)
     """
     | Key | Action |
@@ -42,6 +42,7 @@ class AheadApp(App[int]):
     | ? | Help for the current screen |
     | r | Runs across every repo |
     | a | Changes waiting for approval |
+    | d | Drift of every environment (from the overview: at the selected repo) |
     | u | Audit log and its verification |
     | W | Who else is connected |
     | o | Back to the overview |
@@ -114,6 +115,8 @@ class AheadApp(App[int]):
         from tui.screens.audit import AuditScreen
         from tui.screens.change import ChangeScreen
         from tui.screens.changes import ChangesScreen
+        from tui.screens.drift import DriftScreen
+        from tui.screens.drift_detail import DriftDetailScreen
         from tui.screens.overview import OverviewScreen
         from tui.screens.repo import RepoScreen
         from tui.screens.run import RunScreen
@@ -122,7 +125,7 @@ class AheadApp(App[int]):
 
         found: dict[str, Command] = {}
         for owner in (AheadApp, OverviewScreen, RepoScreen, RunScreen, RunsScreen, ChangesScreen,
-                      ChangeScreen, AuditScreen, WhoScreen):
+                      ChangeScreen, AuditScreen, WhoScreen, DriftScreen, DriftDetailScreen):
             for command in owner.COMMAND_LIST:
                 found[command.id] = command
         return list(found.values())
@@ -227,6 +230,15 @@ class AheadApp(App[int]):
 
         self._show(ChangesScreen)
 
+    def action_drift(self) -> None:
+        from tui.screens.drift import DriftScreen
+        from tui.screens.overview import OverviewScreen
+
+        repo = self.screen.selected_repo() if isinstance(self.screen, OverviewScreen) else None
+        self._show(DriftScreen)
+        if repo is not None and isinstance(self.screen, DriftScreen):
+            self.screen.select_repo(repo)
+
     def action_audit(self) -> None:
         from tui.screens.audit import AuditScreen
 
@@ -252,6 +264,11 @@ class AheadApp(App[int]):
         from tui.screens.run import RunScreen
 
         self.push_screen(RunScreen(run_id))
+
+    def open_drift(self, repo: str, environment: str, target: str) -> None:
+        from tui.screens.drift_detail import DriftDetailScreen
+
+        self.push_screen(DriftDetailScreen(repo, environment, target))
 
     def open_change(self, change_id: int) -> None:
         from tui.screens.change import ChangeScreen

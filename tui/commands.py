@@ -63,3 +63,10 @@ GATE_RUN = Command("gate_run", "l", "gate_run", "Run", "Open the run waiting at 
 VERIFY = Command("verify", "v", "verify", "Verify", "Check the audit log's hash chain again now")
 WHO = Command("who", "W", "app.who", "Who", "Who else is connected, since when, on which screen",
               show=False)
+DRIFT = Command("drift", "d", "app.drift", "Drift", "Drift: every environment's live state against git")
+CHECK = Command("check", "c", "check", "Check", "Check the selected drift target now")
+CHECK_ALL = Command("check_all", "C", "check_all", "Check all", "Check every drift target now", show=False)
+ACKNOWLEDGE = Command("acknowledge", "A", "acknowledge", "Ack",
+                      "Acknowledge the drift with a reason, for a while (it stays visible)")
+RECONCILE = Command("reconcile", "R", "reconcile", "Reconcile",
+                    "Re-deploy the deployed commit through the pipeline (asks first)")

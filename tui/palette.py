@@ -1,4 +1,4 @@
-"""Command-palette provider: jump to any repo, recent run or open change request by name."""
+"""Command-palette provider: jump to any repo, recent run, open change request or drift by name."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 
 class JumpProvider(Provider):
-    """Repos (from the workspace), open change requests and the last 200 runs (from the engine)."""
+    """Repos (from the workspace), open change requests, drift that is not in sync and the last
+    200 runs (from the engine)."""
 
     async def startup(self) -> None:
         app = cast("AheadApp", self.app)
@@ -27,6 +28,11 @@ class JumpProvider(Provider):
                 title = f"change #{change['id']} {change['repo']} → {change['environment']} {change['status']}"
                 self._targets.append((title, "Open the change request: commits, checklist, approve",
                                       partial(app.open_change, change["id"])))
+            for drift in await app.session.drift():
+                if drift.state != "in_sync":
+                    title = f"drift {drift.repo}/{drift.environment} {one_line(drift.target)} {drift.state}"
+                    self._targets.append((title, one_line(drift.summary)[:80],
+                                          partial(app.open_drift, drift.repo, drift.environment, drift.target)))
             for run in await app.session.runs(limit=200):
                 title = f"run #{run.id} {run.repo} {one_line(run.branch)} {run.status}"
                 self._targets.append((title, one_line(run.subject)[:80], partial(app.open_run, run.id)))

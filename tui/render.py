@@ -26,6 +26,14 @@ GLYPHS: dict[str, tuple[str, str]] = {
     "skipped": ("–", "muted"),
 }
 
+# Drift of a target or a cell: acknowledged drift has its own glyph, never colour alone.
+DRIFT_GLYPHS: dict[str, tuple[str, str, str]] = {
+    "drifted": ("≠", "drift", "drifted"),
+    "acked": ("≈", "drift-acked", "acked"),
+    "unknown": ("?", "drift-unknown", "unknown"),
+    "in_sync": ("=", "run-ok", "in sync"),
+}
+
 _clock: Callable[[], float] = time.time
 
 
@@ -117,3 +125,18 @@ def until(ts: float | None) -> str:
     if not ts or ts <= now():
         return ""
     return age(ts - now())
+
+
+def drift_key(state: str | None, acknowledged: bool) -> str | None:
+    """The DRIFT_GLYPHS key: acknowledged drift is 'acked'."""
+    return "acked" if state == "drifted" and acknowledged else state
+
+
+def drift(state: str | None, acknowledged: bool, palette: Mapping[str, str], label: bool = True) -> Text:
+    """Drift state as glyph (and word) in its colour; '·' when never checked."""
+    key = drift_key(state, acknowledged)
+    if key not in DRIFT_GLYPHS:
+        return Text("·", style=palette.get("muted", ""))
+    mark, var, word = DRIFT_GLYPHS[key]
+    style = palette.get(var, "") + (" bold" if key == "drifted" else "")
+    return Text(mark + (f" {word}" if label else ""), style=style.strip())

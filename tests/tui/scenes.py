@@ -94,6 +94,9 @@ async def settle(pilot: Any) -> None:
         workers = [w for w in app.workers if w.group != "bridge"]
         await asyncio.gather(*(w.wait() for w in workers), return_exceptions=True)
         await pilot.pause()
+    # A DataTable sizes its auto-width columns on a later refresh: on a loaded machine a bare
+    # pause could catch the rows drawn in columns still as wide as their headers.
+    await pilot.pause(0.1)
 
 
 async def press(pilot: Any, *keys: str) -> None:
@@ -167,6 +170,12 @@ SCENES: tuple[Scene, ...] = (
     Scene("audit-80x24", (80, 24), lambda p: press(p, "u")),
     Scene("audit-200x60", (200, 60), lambda p: press(p, "u")),
     Scene("who-80x24", (80, 24), others_connected),
+    Scene("drift", (100, 30), lambda p: press(p, "d")),
+    Scene("drift-80x24", (80, 24), lambda p: press(p, "d")),
+    Scene("drift-detail", (100, 30), lambda p: press(p, "j", "j", "d", "enter")),  # service: prod's app
+    Scene("drift-detail-80x24", (80, 24), lambda p: press(p, "j", "j", "d", "enter")),
+    Scene("drift-ack-80x24", (80, 24), lambda p: press(p, "j", "j", "d", "enter", "A")),
+    Scene("drift-reconcile-80x24", (80, 24), lambda p: press(p, "j", "j", "d", "enter", "R")),
     Scene("overview-light", (100, 30), nothing, theme="ahead-light"),
     Scene("overview-contrast", (100, 30), nothing, theme="ahead-contrast"),
 )

@@ -47,6 +47,12 @@ class HelpScreen(ModalScreen[None]):
             key = by_id.get(command.id, command.key)
             target = self.app if command.action.startswith("app.") else self.under
             enabled = target.check_action(command.action.removeprefix("app."), ()) is True
+            shadow = active.get(key) if command.id not in by_id else None
+            if shadow is not None and shadow.node is self.under and target is self.app:
+                # an app command whose key this screen uses for something else
+                rows.append(("^p", command.label, f"{command.help} (from the palette: "
+                             f"{self._display(key)} is {shadow.binding.description} here)", enabled))
+                continue
             rows.append((self._display(key), command.label, command.help, enabled))
         for key, binding_state in active.items():
             binding = binding_state.binding

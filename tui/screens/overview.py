@@ -2,7 +2,8 @@
 
 Per cell: the last state touching the environment (glyph and colour), the deployed commit,
 how many commits on main wait (pending) and for how long (lag); a cell whose run waits at an
-approval gate says so in the approval colour with the policy status (`⏸ b3506dd +3 1/2`). Per
+approval gate says so in the approval colour with the policy status (`⏸ b3506dd +3 1/2`); a
+drifted environment ends in `≠` (acknowledged: `≈`, could not check: `?`). Per
 repo: head of main and the last run's stage strip. Sorted (`s`) and filtered (`/`).
 """
 
@@ -42,7 +43,7 @@ PENDING_CHUNK = 50
 STATE_ORDER = {"failed": 0, "interrupted": 1, "running": 2, "waiting": 3, "queued": 4,
                "cancelled": 5, "succeeded": 6, "skipped": 7, None: 8}
 REFRESH_KINDS = {"run.queued", "run.started", "run.finished", "run.planned", "stage.started",
-                 "stage.finished", "deployment", "refs", "lock"}
+                 "stage.finished", "deployment", "refs", "lock", "drift.checked", "drift.acknowledged"}
 Gates = dict[tuple[str, str], dict[str, Any]]  # (repo, environment) → its open change request
 
 
@@ -95,6 +96,10 @@ def env_cell(cell: EnvCell, palette: Mapping[str, str], wide: bool = True,
             text.append(f" {'approval ' if wide else ''}{have}/{need}", style=f"bold {approval}")
             if gate["checklist"].get("frozen"):
                 text.append("❄", style=palette.get("run-cancelled", ""))
+    if cell.drift in ("drifted", "unknown"):  # in sync stays quiet
+        if wide:
+            text.append(" ")
+        text.append_text(render.drift(cell.drift, cell.drift_acked, palette, label=wide))
     return text
 
 
@@ -289,6 +294,10 @@ class OverviewScreen(FilteredListScreen):
                 still = checklist.may_still_approve(gate)
                 parts.append(f"{env} waits for approval: change #{gate['id']} {have} of {need}"
                              + (f", may approve: {', '.join(still)}" if still else "") + " (a: Changes)")
+        drifts = [f"{c.environment} {render.drift(c.drift, c.drift_acked, {}).plain}"
+                  for c in view.cells if c.drift in ("drifted", "unknown")]
+        if drifts:
+            parts.append("drift: " + ", ".join(drifts) + " (d: Drift)")
         if view.last_run is not None:
             run = view.last_run
             parts.append(f"last run #{run.id} {run.status} on {render.plain(run.branch).plain}")
@@ -308,6 +317,9 @@ class OverviewScreen(FilteredListScreen):
                   f"{pending} env(s) behind main"]
         if self._gates:
             parts.append(f"{len(self._gates)} waiting for approval (a)")
+        drifted = sum(1 for v in views for c in v.cells if c.drift == "drifted" and not c.drift_acked)
+        if drifted:
+            parts.append(f"{drifted} env(s) drifted (d)")
         parts.append(f"sorted by {self._sort}")
         return " · ".join(parts)
 
