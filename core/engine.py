@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import approvals, gitio, lease, runstate, workspace
+from core import approvals, gitio, lease, runstate, safepath, workspace
 from core.aio import wait_at_most
 from core.errors import ConfigError, CoreError, GitError
 from core.feed import Event, EventFeed
@@ -570,9 +570,11 @@ class RunExecution:
         """(worker thread) A resumed run gets its earlier stages' artifacts back in its checkout."""
         assert self.workdir is not None
         for row in self.store_rows("SELECT path, stored_path FROM artifacts WHERE run_id = ?"):
-            target = self.workdir / row["path"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(row["stored_path"], target)
+            # the checkout may hold links (committed ones too): never write through them
+            try:
+                safepath.write_inside(self.workdir, row["path"], Path(row["stored_path"]).read_bytes())
+            except safepath.OutsideCheckout as exc:
+                self.log.warning("artifact not restored: %s", exc)
 
     def store_rows(self, sql: str) -> list[Row]:
         """(worker thread) A read on a short-lived connection of its own."""
@@ -625,17 +627,15 @@ class RunExecution:
     async def _keep_artifacts(self, step_id: int, step: Step) -> str | None:
         assert self.workdir is not None
         keep = self.engine.ws.state_dir / "artifacts" / str(self.run_id)
-        for rel in step.artifacts:
-            source = self.workdir / rel
+        for index, rel in enumerate(step.artifacts):
             try:
-                real = source.resolve(strict=True)
+                data = await asyncio.to_thread(safepath.read_inside, self.workdir, rel)
+            except safepath.OutsideCheckout:
+                return f"artifact {rel!r} is not a file inside the checkout"
             except (OSError, RuntimeError):
                 return f"artifact {rel!r} was not produced"
-            if not real.is_relative_to(self.workdir.resolve()) or not real.is_file():
-                return f"artifact {rel!r} is not a file inside the checkout"
-            dest = keep / rel.replace("/", "__")
+            dest = keep / f"{step_id}-{index}-{rel.replace('/', '__')}"  # unique per step and index
             keep.mkdir(parents=True, exist_ok=True)
-            data = await asyncio.to_thread(real.read_bytes)
             await asyncio.to_thread(dest.write_bytes, data)
             await self.call(runstate.add_artifact, self.run_id, step_id, rel, str(dest), len(data),
                             hashlib.sha256(data).hexdigest())
