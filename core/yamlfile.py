@@ -153,7 +153,8 @@ def _build(node: yaml.Node, path: Path, doc: Document, counter: list[int], depth
     try:
         return scalars.construct_object(node, deep=True)
     except Exception as exc:
-        # malformed !!timestamp) raises ValueError, AttributeError... all of them mean a bad value
+        # a scalar's constructor (a date out of range, a malformed !!timestamp) raises
+        # ValueError, AttributeError...: all of them mean a bad value, never a crash
         problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) and exc.problem else str(exc)
         raise ConfigError(doc.file, line, path_text(path), f"bad value: {problem}",
                           "quote it to make it text") from None
