@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -392,7 +393,7 @@ def cmd_pending(args: argparse.Namespace) -> int:
         commits = svc.pending(args.repo, args.environment, limit=None)
     if args.json:
         emit({"repo": args.repo, "environment": args.environment,
-              "pending": [c.__dict__ for c in commits]})
+              "pending": [dataclasses.asdict(c) for c in commits]})
         return OK
     table([[c.short, ago(c.time), one_line(c.author)[:20], one_line(c.subject)[:60]] for c in commits],
           ["COMMIT", "AGE", "AUTHOR", "SUBJECT"])

@@ -270,8 +270,9 @@ def read_file(repo: Path, sha: str, path: str) -> str | None:
     """
     if "\n" in path or not path:
         raise GitError(f"{path!r} is not a valid path")
+    check_sha(sha)
     parent, _, leaf = path.rpartition("/")
-    tree_spec = f"{check_sha(sha)}:{parent}" if parent else f"{sha}^{{tree}}"
+    tree_spec = f"{sha}:{parent}" if parent else f"{sha}^{{tree}}"
     out = git(repo, "cat-file", "--batch", input=f"{tree_spec}\n{sha}:{path}\n".encode())
     data = out.encode("utf-8", "surrogateescape")
     tree, rest = _batch_object(data)
@@ -308,15 +309,29 @@ def _tree_mode(tree: bytes, name: bytes, oid_len: int) -> bytes | None:
 # -- checkouts and mirrors ----------------------------------------------------------------------
 
 
+_WORKTREE_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _worktree_lock(repo: Path) -> threading.Lock:
+    """One lock per repository: `git worktree prune` in one run while `git worktree add` is half
+    done in another deletes the new checkout's admin files ("could not open
+    .git/worktrees/39/locked"), found by running 60 branches of one repo at once."""
+    with _LOCKS_LOCK:
+        return _WORKTREE_LOCKS.setdefault(str(repo), threading.Lock())
+
+
 def worktree_add(repo: Path, dest: Path, sha: str) -> None:
     """A detached checkout of exactly `sha` at `dest` (touches no branch)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    git(repo, "worktree", "add", "--detach", "--force", "--", str(dest), check_sha(sha))
+    with _worktree_lock(repo):
+        git(repo, "worktree", "add", "--detach", "--force", "--", str(dest), check_sha(sha))
 
 
 def worktree_remove(repo: Path, dest: Path) -> None:
-    git(repo, "worktree", "remove", "--force", "--", str(dest), check=False)
-    git(repo, "worktree", "prune", check=False)
+    with _worktree_lock(repo):
+        git(repo, "worktree", "remove", "--force", "--", str(dest), check=False)
+        git(repo, "worktree", "prune", check=False)
 
 
 def mirror(url: str, dest: Path) -> None:
