@@ -30,7 +30,7 @@ from typing import Any
 
 from core import approvals, gitio, lease, runstate, safepath, workspace
 from core.aio import wait_at_most
-from core.errors import ConfigError, CoreError, GitError
+from core.errors import ConfigError, CoreError, GitError, StoreError
 from core.feed import Event, EventFeed
 from core.pipeline import PIPELINE_PATH, Pipeline, Stage, Step
 from core.pipeline import parse as parse_pipeline
@@ -300,11 +300,15 @@ class Engine:
         removed = [b for b in state.refs if b not in branches]
         if not moved and not removed:
             return
-        state.refs = dict(branches)
-        await self.db.call(runstate.save_refs_many, self.db.store, {name: (moved, removed)})
-        for branch, sha in moved.items():
-            if self._safe(name, branch):
-                await self._queue_commit(state.config, branch, sha)
+        previous, state.refs = state.refs, dict(branches)  # before awaiting: a scan running
+        try:                                                # meanwhile must not see these moves
+            await self.db.call(runstate.save_refs_many, self.db.store, {name: (moved, removed)})
+            for branch, sha in moved.items():
+                if self._safe(name, branch):
+                    await self._queue_commit(state.config, branch, sha)
+        except CoreError as exc:  # e.g. the disk is full: the next sweep sees the moves again
+            log.error("repo %s: cannot record moved branches, will retry: %s", name, exc)
+            state.refs, state.stamp = previous, ()
 
     async def _queue_commit(self, repo: RepoConfig, branch: str, sha: str) -> None:
         try:
@@ -514,6 +518,9 @@ class RunExecution:
         except GitError as exc:
             status, error = "failed", str(exc)
             self.log.warning("git failed: %s", exc)
+        except StoreError as exc:  # e.g. the disk is full: what the run did is not all recorded
+            status, error = "failed", f"stopped: {exc}"
+            self.log.error("store write failed: %s", exc)
         except asyncio.CancelledError:
             status, error = "interrupted", "the engine stopped while this run was in progress"
             raise
@@ -523,12 +530,25 @@ class RunExecution:
             if self.at_gate and status == "interrupted":
                 self.log.info("engine stopping: the run stays waiting at its approval gate")
             elif not self.engine.lost_lease.is_set():  # else the new holder has recovered this run
-                with contextlib.suppress(CoreError):
-                    await asyncio.shield(self.call(runstate.finish_run, self.run_id, status, error))
+                await self._record_end(status, error)
             if self.workdir is not None:
                 with contextlib.suppress(GitError, OSError):
                     await asyncio.shield(asyncio.to_thread(gitio.worktree_remove, repo_dir, self.workdir))
             self.log.info("finished: %s", status)
+
+    async def _record_end(self, status: str, error: str | None) -> None:
+        """Record how the run ended, retrying while the store cannot be written (a full disk),
+        so the run does not stay `running` once space is back. Stops when the engine stops (the
+        next engine's recovery marks the run interrupted)."""
+        delay = 0.2
+        while True:
+            try:
+                await asyncio.shield(self.call(runstate.finish_run, self.run_id, status, error))
+                return
+            except CoreError as exc:
+                self.log.error("cannot record the end of the run, retrying in %.1fs: %s", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _pipeline(self, repo: RepoConfig, repo_dir: Path, run: Row) -> Pipeline:
         sha = run["commit_sha"]

@@ -130,11 +130,13 @@ class Store:
         self._in_tx = True
         try:
             yield conn
-        except BaseException:
+        except BaseException as exc:
             self._in_tx = False
             self._wrote_event = False
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+                raise StoreError(self._unsaved(exc)) from None  # a full disk mid-transaction
             raise
         self._in_tx = False
         try:
@@ -143,11 +145,15 @@ class Store:
             self._wrote_event = False
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            raise StoreError(f"could not save to the store {self.path}: {exc}") from None
+            raise StoreError(self._unsaved(exc)) from None
         if self._wrote_event:
             self._wrote_event = False
             if self.on_commit is not None:
                 self.on_commit()
+
+    def _unsaved(self, exc: BaseException) -> str:
+        hint = "; free space on that disk" if "full" in str(exc) else ""
+        return f"could not save to the store {self.path}: {exc} (nothing of this was saved{hint})"
 
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[Row]:
         return self.conn.execute(sql, params).fetchall()
