@@ -26,6 +26,12 @@ from tests.conftest import commit
 from tests.core.helpers import query, wait_for, wait_run_done
 from tests.core.test_approvals import make_ws, waiting_change
 
+FLOOD = """\
+stages:
+  - name: flood
+    steps:
+      - run: yes "a line of log output that nobody can store"
+"""
 SLOW_DEPLOY = """\
 stages:
   - name: build
@@ -151,4 +157,23 @@ async def test_a_deploy_that_cannot_be_recorded_is_never_reported_succeeded(tmp_
             assert run["status"] in ("failed", "interrupted"), run
             assert "full" in (run["error"] or ""), run
             assert await query(engine, "SELECT * FROM deployments") == []
+        integrity(ws.db_path)
+
+
+async def test_a_step_whose_log_cannot_be_stored_is_stopped_not_left_blocked(tmp_path: Path) -> None:
+    """Before the fix the step blocked on a full pipe nobody read and the run hung until the step
+    timeout (an hour by default)."""
+    with tmpfs(tmp_path / "state", size="32m") as state:
+        ws = ws_on(tmp_path / "ws", state, pipeline=FLOOD)
+        repo = ws.repo_dir(ws.repo("service"))
+        filler = Filler(state)
+        async with Engine(ws) as engine:
+            sha = commit(repo, "flood", author="alice")
+            rows = await wait_for(engine, "SELECT s.run_id FROM steps s JOIN runs r ON r.id = s.run_id "
+                                  "WHERE r.commit_sha = ? AND s.status = 'running'", (sha,))
+            filler.fill()
+            await asyncio.sleep(1.0)
+            filler.free()
+            run = await wait_run_done(engine, rows[0]["run_id"], timeout=30)
+            assert run["status"] == "failed" and "full" in (run["error"] or ""), run
         integrity(ws.db_path)
