@@ -97,9 +97,9 @@ class HostileRepo:
     refused_people: int = 0
 
 
-def fill(repo: Path, strings: list[str]) -> HostileRepo:
+def fill(repo: Path, strings: list[str], refs: bool = True) -> HostileRepo:
     """One commit per string on main (the string as subject and body, and as author name and
-    email where git takes it), then each string tried as a branch and a tag name."""
+    email where git takes it), then (with `refs`) each string tried as a branch and a tag name."""
     made = HostileRepo()
     parent = git(repo, "rev-parse", "HEAD").stdout.decode().strip()
     tree = git(repo, "rev-parse", "HEAD^{tree}").stdout.decode().strip()
@@ -119,7 +119,7 @@ def fill(repo: Path, strings: list[str]) -> HostileRepo:
         parent = done.stdout.decode().strip()
         made.commits.append((parent, message, name, email))
     git(repo, "update-ref", "refs/heads/main", parent)
-    for text in strings:
+    for text in strings if refs else []:
         name = text if text.startswith("x/") else f"h/{text}"
         if git(repo, "check-ref-format", "--branch", name, check=False).returncode == 0 and \
                 git(repo, "update-ref", f"refs/heads/{name}", parent, check=False).returncode == 0:

@@ -55,7 +55,7 @@ async def check_screen(app: Any, name: str, literal: str | None = SHOWN) -> str:
 async def test_every_screen_shows_hostile_text_inert(tmp_path: Path) -> None:
     ws = make_ws(tmp_path / "ws", policy="approvals: 1", pipeline=PIPELINE)
     repo = ws.repo_dir(ws.repo("service"))
-    made = fill(repo, corpus(tmp_path / "canary"))
+    made = fill(repo, corpus(tmp_path / "canary"), refs=False)  # branches: tests/core/test_injection.py
     async with console(ws, size=(160, 50), actor="carol") as (app, pilot):
         sha = commit(repo, f"{HEADLINE}\n\nbody {HEADLINE}", name="[@click=app.quit]Mallory[/] \x1b[2J",
                      email="mallory@example.com")
