@@ -10,15 +10,17 @@ app is still running (the click action was never wired to anything).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import commit
+from tests.conftest import commit, make_workspace
 from tests.core.test_approvals import make_ws
 from tests.hostile import corpus, fill, git, leaks
 from tests.tui.conftest import console, screen_text, settle
 from tests.tui.test_changes import poll
 from tests.tui.test_console import until
+from tests.tui.test_pty import ROOT, Terminal
 from tui.screens.audit import AuditScreen
 from tui.screens.change import ChangeScreen
 from tui.screens.changes import ChangesScreen
@@ -92,3 +94,30 @@ async def test_every_screen_shows_hostile_text_inert(tmp_path: Path) -> None:
     assert change["status"] == "open" and len(made.commits) >= 200
     assert not (tmp_path / "canary").exists()
     assert os.path.exists(ws.db_path)
+
+
+def test_no_hostile_escape_sequence_reaches_a_real_terminal(tmp_path: Path) -> None:
+    """The real `ahead` on a pseudo-terminal: the raw bytes it writes never carry the commit's
+    clipboard write (OSC 52), window title (OSC 0), hyperlink (OSC 8) or C1 CSI; the VT emulator
+    shows the markup as text."""
+    ws = make_workspace(tmp_path / "ws")
+    repo = ws.repo_dir(ws.repo("app"))
+    commit(repo, "[bold red]ALERT[/] \x1b]52;c;SE9TVElMRQ==\x07 \x1b]0;PWNED-TITLE\x07 "
+                 "\x1b]8;;https://evil.example/x\x07link\x1b]8;;\x07 \x9b2J done",
+           name="[@click=app.quit]Mallory[/]", email="mallory@example.com")
+    term = Terminal([sys.executable, "-m", "tui.launch", "--workspace", str(ws.root)],
+                    cols=160, rows=40, env={"PYTHONPATH": str(ROOT)})
+    raw = bytearray()
+    feed = term.stream.feed
+    term.stream.feed = lambda data: (raw.extend(data), feed(data))[1]  # type: ignore[method-assign]
+    try:
+        term.wait_for("engine: here")
+        term.wait_for("PROD")
+        term.send("\r")
+        screen = term.wait_for("[bold red]ALERT[/]")
+        assert "[@click=app.quit]Mallory[/]" in term.wait_for("Mallory")
+        assert "link done" in screen or "link" in screen
+    finally:
+        term.close()
+    for needle in (b"]52;", b"SE9TVElMRQ", b"PWNED-TITLE", b"evil.example", b"\xc2\x9b"):
+        assert needle not in raw, needle
