@@ -503,7 +503,7 @@ class RunExecution:
             if not selected:
                 status = "succeeded"
                 return
-            status = "succeeded"
+            status = "failed"  # until every stage passed: an unexpected error never reads as success
             for row, stage in selected:
                 if self.cancel.is_set():
                     status = "cancelled"
@@ -512,6 +512,8 @@ class RunExecution:
                 if outcome != "succeeded":
                     status = outcome
                     break
+            else:
+                status = "succeeded"
         except ConfigError as exc:
             status, error = "failed", str(exc)
             self.log.warning("pipeline invalid: %s", exc)
@@ -521,6 +523,9 @@ class RunExecution:
         except StoreError as exc:  # e.g. the disk is full: what the run did is not all recorded
             status, error = "failed", f"stopped: {exc}"
             self.log.error("store write failed: %s", exc)
+        except OSError as exc:  # the state directory (artifacts, checkouts) could not be written
+            status, error = "failed", f"stopped: {exc}"
+            self.log.error("file system error: %s", exc)
         except asyncio.CancelledError:
             status, error = "interrupted", "the engine stopped while this run was in progress"
             raise

@@ -158,3 +158,18 @@ def test_write_inside_refuses_links_on_the_way_and_replaces_a_link_at_the_end(tm
     safepath.write_inside(root, "file", b"new")
     assert (outside / "secret").read_text() == "keep me" and not (root / "file").is_symlink()
     assert (root / "file").read_bytes() == b"new" and sorted(p.name for p in outside.iterdir()) == ["secret"]
+
+
+async def test_an_unexpected_error_in_a_stage_never_reads_as_success(tmp_path: Path) -> None:
+    """An artifact whose kept name is too long for the file system (ENAMETOOLONG when it is
+    copied to the state directory) used to end the run `succeeded`: the run's status was set to
+    succeeded before its stages ran, and the OSError skipped the rest."""
+    name = "a" * 254
+    ws = make_workspace(tmp_path / "ws", {"app": ARTIFACT_PIPELINE.format(run=f"touch {name}", artifact=name)
+                                          + "  - name: after\n    steps:\n      - run: echo after\n"})
+    repo = ws.repo_dir(ws.repo("app"))
+    async with Engine(ws) as engine:
+        run = await run_of(engine, commit(repo, "go"))
+        assert run["status"] == "failed" and "File name too long" in str(run["error"]), run
+        stages = await query(engine, "SELECT name, status FROM stages WHERE run_id = ? ORDER BY idx", (run["id"],))
+        assert [s["status"] for s in stages] != ["succeeded", "succeeded"], stages
