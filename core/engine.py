@@ -659,7 +659,7 @@ class RunExecution:
                 return f"artifact {rel!r} is not a file inside the checkout"
             except (OSError, RuntimeError):
                 return f"artifact {rel!r} was not produced"
-            dest = keep / f"{step_id}-{index}-{rel.replace('/', '__')}"  # unique per step and index
+            dest = keep / f"{step_id}-{index}-{Path(rel).name[:100]}"  # unique, and short enough
             keep.mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(dest.write_bytes, data)
             await self.call(runstate.add_artifact, self.run_id, step_id, rel, str(dest), len(data),
