@@ -49,7 +49,7 @@ WORKSPACE: dict[str, Any] = {
 PIPELINE: dict[str, Any] = {
     "on": {"main": "all", "branches": ["build"]},
     "env": {"GREETING": "hi"},
-    "drift": {"prod": {"run": "check"}},
+    "drift": {"prod": {"command": "./check-live.sh"}},  # valid for the free-form and the typed drift:
     "stages": [
         {"name": "build", "timeout": "10m", "env": {"A": "1"},
          "steps": [{"name": "compile", "run": "make", "timeout": 60, "artifact": "dist/app.tar"},
