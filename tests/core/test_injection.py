@@ -80,7 +80,10 @@ async def drive(ws: Any, canary: Path, strings: list[str], tag_step: int) -> dic
 @pytest.fixture(scope="module")
 def hostile_ws(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The workspace after the engine ran everything (built once for this module's tests)."""
-    root = tmp_path_factory.mktemp("injection")
+    return build(tmp_path_factory.mktemp("injection"), tag_step=4)
+
+
+def build(root: Path, tag_step: int) -> dict[str, Any]:
     canary = root / "canary"
     env = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_AUTHOR_NAME": "T",
            "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@example.com"}
@@ -90,7 +93,7 @@ def hostile_ws(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         ws = make_workspace(root / "ws", {"app": PIPELINE.format(canary=canary)})
         git_log = record_git_calls(root / "bin", root / "git-calls")
         strings = corpus(canary)
-        facts = asyncio.run(drive(ws, canary, strings, tag_step=4))
+        facts = asyncio.run(drive(ws, canary, strings, tag_step=tag_step))
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
@@ -150,6 +153,14 @@ def test_every_branch_name_reached_its_steps_verbatim(hostile_ws: dict[str, Any]
     main = next(r for r in hostile_ws["runs"] if r["branch"] == "main" and r["trigger"] == "commit")
     assert main["commit_sha"] == hostile_ws["head"]
     assert f"subject={hostile_ws['strings'][-1]}" in by_run[main["id"]][0]
+
+
+@pytest.mark.slow
+def test_every_tag_as_a_trigger(tmp_path: Path) -> None:
+    """The CI run triggers every 4th tag; this one all of them."""
+    facts = build(tmp_path, tag_step=1)
+    assert not facts["canary"].exists() and {r["status"] for r in facts["runs"]} == {"succeeded"}
+    assert facts["triggered"] >= len(facts["made"].tags)
 
 
 LISTINGS = [["status"], ["status", "--json"], ["runs", "--limit", "1000"], ["runs", "--json", "--limit", "1000"],
