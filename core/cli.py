@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core import cli_drift, lease, workspace
-from core.errors import CoreError, PermissionDenied
+from core.errors import CoreError, InvalidRequest, PermissionDenied
 from core.services import Actor, Services
 from core.store.db import Store
 from core.text import duration as text_duration
@@ -98,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("environment")
     p.add_argument("--reason", required=True, help="what you checked before unlocking")
     p = sub.add_parser("audit", help="the audit log")
-    p.add_argument("action", nargs="?", choices=["verify"], help="verify: check the hash chain")
+    p.add_argument("action", nargs="?", choices=["verify", "head"],
+                   help="verify: check the hash chain; head: print SEQ:HASH of the newest entry, to keep off this host")
+    p.add_argument("--head", metavar="SEQ:HASH", help="with verify: the chain must still hold this entry unchanged")
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=100)
     cli_drift.add_parser(sub)
@@ -453,7 +456,7 @@ def cmd_pending(args: argparse.Namespace) -> int:
         commits = svc.pending(args.repo, args.environment, limit=None)
     if args.json:
         emit({"repo": args.repo, "environment": args.environment,
-              "pending": [c.__dict__ for c in commits]})
+              "pending": [dataclasses.asdict(c) for c in commits]})
         return OK
     table([[c.short, ago(c.time), one_line(c.author)[:20], one_line(c.subject)[:60]] for c in commits],
           ["COMMIT", "AGE", "AUTHOR", "SUBJECT"])
@@ -607,12 +610,19 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     with services(args) as svc:
+        if args.action == "head":
+            head = svc.store.audit_head()
+            if args.json:
+                emit({"seq": head[0], "hash": head[1]} if head else {"seq": 0, "hash": None})
+            else:
+                print(f"{head[0]}:{head[1]}" if head else "0:")
+            return OK
         if args.action == "verify":
-            ok, count, problem = svc.store.verify_audit()
+            ok, count, problem = svc.store.verify_audit(_head_arg(args.head) if args.head else None)
             if ok:
-                print(f"audit chain ok: {count} entries")
+                print(f"audit chain ok: {count} entries" + (f", entry {args.head} intact" if args.head else ""))
                 return OK
-            print(f"audit chain BROKEN at {problem} (checked {count} entries)", file=sys.stderr)
+            print(f"audit chain BROKEN: {problem} (checked {count} entries)", file=sys.stderr)
             return FAILED
         rows = svc.store.query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (args.limit,))
     if args.json:
@@ -622,6 +632,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
             r["action"], one_line(r["subject"]), one_line(r["detail"])[:70]] for r in reversed(rows)],
           ["ID", "TIME", "ACTOR", "ACTION", "SUBJECT", "DETAIL"])
     return OK
+
+
+def _head_arg(text: str) -> tuple[int, str]:
+    seq, _, digest = text.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise InvalidRequest(f"--head {text!r}: expected SEQ:HASH as printed by `ahead audit head`")
+    return int(seq), digest.lower()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

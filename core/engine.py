@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import approvals, gitio, lease, remote, runstate, secrets, workspace
+from core import approvals, gitio, lease, remote, runstate, safepath, secrets, workspace
 from core.aio import wait_at_most
 from core.drift import DriftChecker
-from core.errors import ConfigError, CoreError, GitError
+from core.errors import ConfigError, CoreError, GitError, StoreError
 from core.faults import fault
 from core.feed import Event, EventFeed
 from core.pipeline import PIPELINE_PATH, Pipeline, Stage, Step
@@ -307,11 +307,15 @@ class Engine:
         removed = [b for b in state.refs if b not in branches]
         if not moved and not removed:
             return
-        state.refs = dict(branches)
-        await self.db.call(runstate.save_refs_many, self.db.store, {name: (moved, removed)})
-        for branch, sha in moved.items():
-            if self._safe(name, branch):
-                await self._queue_commit(state.config, branch, sha)
+        previous, state.refs = state.refs, dict(branches)  # before awaiting: a scan running
+        try:                                                # meanwhile must not see these moves
+            await self.db.call(runstate.save_refs_many, self.db.store, {name: (moved, removed)})
+            for branch, sha in moved.items():
+                if self._safe(name, branch):
+                    await self._queue_commit(state.config, branch, sha)
+        except CoreError as exc:  # e.g. the disk is full: the next sweep sees the moves again
+            log.error("repo %s: cannot record moved branches, will retry: %s", name, exc)
+            state.refs, state.stamp = previous, ()
 
     async def _queue_commit(self, repo: RepoConfig, branch: str, sha: str) -> None:
         try:
@@ -525,7 +529,7 @@ class RunExecution:
             if not selected:
                 status = "succeeded"
                 return
-            status = "succeeded"
+            status = "failed"  # until every stage passed: an unexpected error never reads as success
             for row, stage in selected:
                 if self.cancel.is_set():
                     status = "cancelled"
@@ -534,12 +538,20 @@ class RunExecution:
                 if outcome != "succeeded":
                     status = outcome
                     break
+            else:
+                status = "succeeded"
         except ConfigError as exc:
             status, error = "failed", str(exc)
             self.log.warning("pipeline invalid: %s", exc)
         except GitError as exc:
             status, error = "failed", str(exc)
             self.log.warning("git failed: %s", exc)
+        except StoreError as exc:  # e.g. the disk is full: what the run did is not all recorded
+            status, error = "failed", f"stopped: {exc}"
+            self.log.error("store write failed: %s", exc)
+        except OSError as exc:  # the state directory (artifacts, checkouts) could not be written
+            status, error = "failed", f"stopped: {exc}"
+            self.log.error("file system error: %s", exc)
         except asyncio.CancelledError:
             status, error = "interrupted", "the engine stopped while this run was in progress"
             raise
@@ -549,13 +561,26 @@ class RunExecution:
             if self.at_gate and status == "interrupted":
                 self.log.info("engine stopping: the run stays waiting at its approval gate")
             elif not self.engine.lost_lease.is_set():  # else the new holder has recovered this run
-                with contextlib.suppress(CoreError):
-                    await asyncio.shield(self.call(runstate.finish_run, self.run_id, status, error))
+                await self._record_end(status, error)
             if self.workdir is not None:
                 with contextlib.suppress(GitError, OSError):
                     await asyncio.shield(asyncio.to_thread(gitio.worktree_remove, repo_dir, self.workdir))
             await asyncio.shield(self.remote.aclose())  # directories on remote runners, connections
             self.log.info("finished: %s", status)
+
+    async def _record_end(self, status: str, error: str | None) -> None:
+        """Record how the run ended, retrying while the store cannot be written (a full disk),
+        so the run does not stay `running` once space is back. Stops when the engine stops (the
+        next engine's recovery marks the run interrupted)."""
+        delay = 0.2
+        while True:
+            try:
+                await asyncio.shield(self.call(runstate.finish_run, self.run_id, status, error))
+                return
+            except CoreError as exc:
+                self.log.error("cannot record the end of the run, retrying in %.1fs: %s", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _pipeline(self, repo: RepoConfig, repo_dir: Path, run: Row) -> Pipeline:
         sha = run["commit_sha"]
@@ -644,9 +669,11 @@ class RunExecution:
         """(worker thread) A resumed run gets its earlier stages' artifacts back in its checkout."""
         assert self.workdir is not None
         for row in self.store_rows("SELECT path, stored_path FROM artifacts WHERE run_id = ?"):
-            target = self.workdir / row["path"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(row["stored_path"], target)
+            # the checkout may hold links (committed ones too): never write through them
+            try:
+                safepath.write_inside(self.workdir, row["path"], Path(row["stored_path"]).read_bytes())
+            except safepath.OutsideCheckout as exc:
+                self.log.warning("artifact not restored: %s", exc)
 
     def store_rows(self, sql: str) -> list[Row]:
         """(worker thread) A read on a short-lived connection of its own."""
@@ -735,17 +762,15 @@ class RunExecution:
     async def _keep_artifacts(self, step_id: int, step: Step) -> str | None:
         assert self.workdir is not None
         keep = self.engine.ws.state_dir / "artifacts" / str(self.run_id)
-        for rel in step.artifacts:
-            source = self.workdir / rel
+        for index, rel in enumerate(step.artifacts):
             try:
-                real = source.resolve(strict=True)
+                data = await asyncio.to_thread(safepath.read_inside, self.workdir, rel)
+            except safepath.OutsideCheckout:
+                return f"artifact {rel!r} is not a file inside the checkout"
             except (OSError, RuntimeError):
                 return f"artifact {rel!r} was not produced"
-            if not real.is_relative_to(self.workdir.resolve()) or not real.is_file():
-                return f"artifact {rel!r} is not a file inside the checkout"
-            dest = keep / rel.replace("/", "__")
+            dest = keep / f"{step_id}-{index}-{Path(rel).name[:100]}"  # unique, and short enough
             keep.mkdir(parents=True, exist_ok=True)
-            data = await asyncio.to_thread(real.read_bytes)
             await asyncio.to_thread(dest.write_bytes, data)
             await self.call(runstate.add_artifact, self.run_id, step_id, rel, str(dest), len(data),
                             hashlib.sha256(data).hexdigest())

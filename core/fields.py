@@ -13,7 +13,8 @@ from typing import Any
 from core.errors import ConfigError
 from core.yamlfile import Document, Path
 
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION = re.compile(r"^(?:([0-9]{1,12})d)?(?:([0-9]{1,12})h)?(?:([0-9]{1,12})m)?(?:([0-9]{1,12})s)?$")
+MAX_DURATION = 3650 * 86400  # ten years: longer is a typo, and would overflow timers and dates
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -62,9 +63,11 @@ def string_list(doc: Document, path: Path, value: Any, what: str) -> list[str]:
     return [string(doc, path + (i,), item, what) for i, item in enumerate(items)]
 
 
-def positive_int(doc: Document, path: Path, value: Any, what: str) -> int:
+def positive_int(doc: Document, path: Path, value: Any, what: str, most: int = 1_000_000) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise doc.error(path, f"must be a whole number of at least 1 ({what}), got {value!r}")
+        raise doc.error(path, f"must be a whole number of at least 1 ({what}), got {str(value)[:40]}")
+    if value > most:
+        raise doc.error(path, f"must be at most {most} ({what})")
     return value
 
 
@@ -73,16 +76,20 @@ def duration(doc: Document, path: Path, value: Any) -> float:
     if isinstance(value, bool):
         raise doc.error(path, "must be a duration like 30s, 5m or 1h", f"got {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        seconds: int | float = value
     else:
         match = _DURATION.match(str(value).strip()) if isinstance(value, str) else None
         if not match or not any(match.groups()):
-            raise doc.error(path, f"{value!r} is not a duration", "write it like 30s, 5m, 1h30m or 2d")
+            raise doc.error(path, f"{str(value)[:40]!r} is not a duration", "write it like 30s, 5m, 1h30m or 2d")
         d, h, m, s = (int(g) if g else 0 for g in match.groups())
-        seconds = float(((d * 24 + h) * 60 + m) * 60 + s)
+        seconds = ((d * 24 + h) * 60 + m) * 60 + s
+    if seconds != seconds:  # NaN (.nan in YAML) compares unequal to itself
+        raise doc.error(path, "must be a duration like 30s, 5m or 1h", "got .nan")
     if seconds <= 0:
         raise doc.error(path, "must be longer than zero")
-    return seconds
+    if seconds > MAX_DURATION:  # also .inf and numbers too large for a float
+        raise doc.error(path, f"must be at most {MAX_DURATION // 86400}d")
+    return float(seconds)
 
 
 def seconds_of(text: str) -> float | None:

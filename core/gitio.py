@@ -261,18 +261,49 @@ def is_ancestor(repo: Path, older: str, newer: str) -> bool:
 def read_file(repo: Path, sha: str, path: str) -> str | None:
     """The text of `path` at commit `sha`, or None when the commit has no such file.
 
-    One `git cat-file --batch` call answers both "is it there" and "what is in it".
+    One `git cat-file --batch` call answers "is it there", "what is in it" and (from the parent
+    tree) "is it a symbolic link". git never follows a symlink inside a tree, so a link cannot
+    make this read anything outside the commit; a link is refused so the error says why.
+
+    Raises:
+        GitError: `path` is a symbolic link in that commit.
     """
-    if "\n" in path:
+    if "\n" in path or not path:
         raise GitError(f"{path!r} is not a valid path")
-    out = git(repo, "cat-file", "--batch", input=f"{check_sha(sha)}:{path}\n".encode())
-    header, _, body = out.partition("\n")
-    fields = header.split()
-    if len(fields) != 3 or fields[1] != "blob":
+    check_sha(sha)
+    parent, _, leaf = path.rpartition("/")
+    tree_spec = f"{sha}:{parent}" if parent else f"{sha}^{{tree}}"
+    out = git(repo, "cat-file", "--batch", input=f"{tree_spec}\n{sha}:{path}\n".encode())
+    data = out.encode("utf-8", "surrogateescape")
+    tree, rest = _batch_object(data)
+    blob, _ = _batch_object(rest)
+    if blob is None or blob[0] != "blob":
         return None
+    if tree is not None and _tree_mode(tree[2], leaf.encode("utf-8", "surrogateescape"), tree[1]) == b"120000":
+        raise GitError(f"{path} is a symbolic link at {sha[:7]}; commit the file itself, not a link")
+    return blob[2].decode("utf-8", "surrogateescape")
+
+
+def _batch_object(data: bytes) -> tuple[tuple[str, int, bytes] | None, bytes]:
+    """(type, object id length in bytes, body) of the first `cat-file --batch` answer, and the rest."""
+    header, _, rest = data.partition(b"\n")
+    fields = header.split()
+    if len(fields) != 3:
+        return None, rest
     size = int(fields[2])
-    data = body.encode("utf-8", "surrogateescape")[:size]
-    return data.decode("utf-8", "surrogateescape")
+    return (fields[1].decode(), len(fields[0]) // 2, rest[:size]), rest[size + 1:]
+
+
+def _tree_mode(tree: bytes, name: bytes, oid_len: int) -> bytes | None:
+    """The mode of entry `name` in a raw tree object (entries: mode SP name NUL oid)."""
+    at = 0
+    while at < len(tree):
+        space = tree.index(b" ", at)
+        nul = tree.index(b"\0", space)
+        if tree[space + 1:nul] == name:
+            return tree[at:space]
+        at = nul + 1 + oid_len
+    return None
 
 
 # -- checkouts and mirrors ----------------------------------------------------------------------

@@ -90,9 +90,20 @@ class LineBatcher:
         return len(self._pending) >= BATCH_LINES or (
             bool(self._pending) and time.time() - self._first_at >= BATCH_SECONDS)
 
+    def failure(self) -> BaseException | None:
+        """Why the last flush failed (the store cannot be written), or None."""
+        flusher = self._flusher
+        if flusher is None or not flusher.done() or flusher.cancelled():
+            return None
+        return flusher.exception()
+
     async def maybe_flush(self) -> None:
         if not self.due():
             return
+        if (failure := self.failure()) is not None:
+            # raise once, never start more flushers chained to a failed one: each of them would
+            # re-raise the same exception and grow its traceback without bound
+            raise failure
         if self._flusher is not None and not self._flusher.done():
             if len(self._pending) < BATCH_LINES * 10:
                 return  # let the store catch up; keep reading
@@ -111,6 +122,8 @@ class LineBatcher:
         self._flusher = asyncio.ensure_future(flush())
 
     async def close(self) -> None:
+        if (failure := self.failure()) is not None:
+            raise failure
         if self._partial:
             last = self._masker.mask(self._partial) if self._masker is not None else self._partial
             self._pending.append((self._seq, time.time(), last.rstrip(b"\r").decode("utf-8", "replace")))
@@ -120,6 +133,11 @@ class LineBatcher:
             self._start_flush()
         if self._flusher is not None:
             await self._flusher
+
+
+async def _drain(read: Callable[[int], Awaitable[bytes]]) -> None:
+    while await read(65536):
+        pass
 
 
 async def run_step(argv: list[str], cwd: Path, env: dict[str, str], sink: LogSink,
@@ -181,7 +199,12 @@ async def follow(read: Callable[[int], Awaitable[bytes]], batcher: LineBatcher, 
     try:
         done, _ = await asyncio.wait({reader, cancelled}, timeout=timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
-        if reader not in done:
+        if reader in done and reader.exception() is not None:
+            # the log cannot be stored (a full disk): stop the step rather than let it block on a
+            # pipe nobody reads until its timeout; the error goes up from batcher.close() below
+            await stop()
+            await wait_at_most(_drain(read), 5)  # to EOF, so the pipe transport closes now
+        elif reader not in done:
             outcome = "cancelled" if cancelled in done else "timeout"
             reason = "cancel requested" if outcome == "cancelled" else f"timed out after {timeout:.0f}s"
             batcher.note(f"[ahead] {reason}: stopping the step (SIGTERM, then SIGKILL after {grace:.0f}s)")
@@ -190,6 +213,8 @@ async def follow(read: Callable[[int], Awaitable[bytes]], batcher: LineBatcher, 
     finally:
         for task in (reader, tick, cancelled):
             task.cancel()
+        if tick.done() and not tick.cancelled():
+            tick.exception()  # a failed flush, raised again by batcher.close() below
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
     return outcome

@@ -401,7 +401,8 @@ def read(file: Path) -> Workspace:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(str(file), None, "", f"not UTF-8 text (byte {exc.start})", "save the file as UTF-8") from None
+        raise ConfigError(str(file), raw.count(b"\n", 0, exc.start) + 1, "", f"not UTF-8 text (byte {exc.start})",
+                          "save the file as UTF-8") from None
     return parse(text, file.resolve())
 
 

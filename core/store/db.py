@@ -135,11 +135,13 @@ class Store:
         self._in_tx = True
         try:
             yield conn
-        except BaseException:
+        except BaseException as exc:
             self._in_tx = False
             self._wrote_event = False
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+                raise StoreError(self._unsaved(exc)) from None  # a full disk mid-transaction
             raise
         self._in_tx = False
         if point is not None and faults.ARMED:
@@ -150,13 +152,17 @@ class Store:
             self._wrote_event = False
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            raise StoreError(f"could not save to the store {self.path}: {exc}") from None
+            raise StoreError(self._unsaved(exc)) from None
         if point is not None and faults.ARMED:
             faults.fault(point + ".after_commit")
         if self._wrote_event:
             self._wrote_event = False
             if self.on_commit is not None:
                 self.on_commit()
+
+    def _unsaved(self, exc: BaseException) -> str:
+        hint = "; free space on that disk" if "full" in str(exc) else ""
+        return f"could not save to the store {self.path}: {exc} (nothing of this was saved{hint})"
 
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[Row]:
         return self.conn.execute(sql, params).fetchall()
@@ -195,20 +201,43 @@ class Store:
         )
         return digest
 
-    def verify_audit(self) -> tuple[bool, int, str]:
-        """Check the whole chain. Returns (ok, entries checked, problem with the first bad entry)."""
+    def verify_audit(self, head: tuple[int, str] | None = None) -> tuple[bool, int, str]:
+        """Check the whole chain. Returns (ok, entries checked, problem with the first bad entry).
+
+        The chain alone shows any edit, deletion, reordering or insertion before its last entry;
+        it cannot show a cut-off tail or a chain recomputed from an edited entry onward. `head`
+        (a `(seq, hash)` from `audit_head`, kept off this host) closes that gap: the chain must
+        still hold entry seq with exactly that hash.
+        """
         prev = GENESIS
         count = 0
+        held = None
         for row in self.conn.execute("SELECT * FROM audit ORDER BY id"):
             count += 1
+            if row["id"] != count:  # ids run 1, 2, 3...: rows are never deleted
+                return False, count, f"entry {row['id']}: expected entry {count} here (entries missing or renumbered)"
             if row["prev_hash"] != prev:
                 return False, count, f"entry {row['id']}: does not follow the entry before it"
-            expect = audit_hash(prev, row["ts"], row["actor"], row["session"], row["action"],
-                                row["subject"], row["detail"])
+            try:
+                expect = audit_hash(prev, row["ts"], row["actor"], row["session"], row["action"],
+                                    row["subject"], row["detail"])
+            except (TypeError, ValueError):  # a value of the wrong type put in by hand
+                expect = ""
             if expect != row["hash"]:
                 return False, count, f"entry {row['id']}: contents do not match its hash"
+            if head is not None and row["id"] == head[0]:
+                held = row["hash"]
             prev = row["hash"]
+        if head is not None and held != head[1]:
+            problem = (f"entry {head[0]} is missing (the log was cut off)" if held is None else
+                       f"entry {head[0]} no longer has the recorded hash (the chain was rewritten)")
+            return False, count, problem
         return True, count, ""
+
+    def audit_head(self) -> tuple[int, str] | None:
+        """(seq, hash) of the newest audit entry: ship it off this host to check the log later."""
+        row = self.query_one("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+        return (int(row["id"]), str(row["hash"])) if row else None
 
     def last_event_id(self) -> int:
         row = self.query_one("SELECT MAX(id) AS id FROM events")
@@ -220,6 +249,8 @@ class Store:
 
 def audit_hash(prev: str, ts: float, actor: str, session: str, action: str, subject: str,
                detail: str) -> str:
+    if not isinstance(ts, float) or not all(isinstance(v, str) for v in (actor, session, action, subject, detail)):
+        raise TypeError("audit fields have the wrong types")
     body = json.dumps([prev, repr(ts), actor, session, action, subject, detail],
                       separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(body.encode("utf-8", "surrogateescape")).hexdigest()

@@ -83,7 +83,7 @@ settings:
     ("repos:\n  - name: a\n    path: x\n  - name: a\n    path: y\nenvironments: [dev]\n", 4, "repos[1].name", "used twice"),
     ("repos:\n  - name: a\n    url: --upload-pack=x\nenvironments: [dev]\n", 3, "repos[0].url", "not an acceptable"),
     ("repos: []\nrepos: []\nenvironments: [dev]\n", 2, "repos", "duplicate key"),
-    ("repos: [\nenvironments: [dev]\n", 3, "", "invalid YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence on line 1)"),
+    ("repos: [\nenvironments: [dev]\n", 3, "", "expected ',' or ']'"),
     ("repos: &a []\nenvironments: *a\n", 1, "", "anchors and aliases"),
     ("- just\n- a list\n", 1, "", "must be a mapping"),
 ])
