@@ -38,7 +38,7 @@ WORKSPACE: dict[str, Any] = {
                           "freeze": ["Fri 15:00 - Mon 08:00 Europe/London", "18:00 - 08:00 UTC",
                                      "2026-12-24 - 2026-12-27"],
                           "reject_needs_comment": True}},
-    "operators": [{"name": "alice", "roles": ["operator"], "keys": ["ssh-ed25519 AAAA"],
+    "operators": [{"name": "alice", "roles": ["operator"], "keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f alice@laptop"],
                    "emails": ["alice@example.com"], "os_users": ["alice"]},
                   {"name": "bob", "roles": ["approver"]}],
     "runners": [{"name": "local"}],
