@@ -153,11 +153,12 @@ class AheadApp(App[int]):
         """A screen came to the front: tell the other consoles (Who shows it)."""
         self._screen_name = name
         if self.is_ready:
-            self.run_worker(partial(self.session.show_screen, name), name="presence-screen", group="presence",
+            self.run_worker(partial(self.session.show_screen, name),  # type: ignore[arg-type]
+                            name="presence-screen", group="presence",
                             description="tell the others which screen this is", exclusive=True)
 
     def _refresh_presence(self) -> None:
-        self.run_worker(self._load_presence, name="presence-load", group="presence-load",
+        self.run_worker(self._load_presence, name="presence-load", group="presence-load",  # type: ignore[arg-type]
                         description="who else is connected", exclusive=True)
 
     async def _load_presence(self) -> None:

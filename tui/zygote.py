@@ -59,13 +59,12 @@ def warm_up(ahead_yml: Path) -> None:
     starts with Textual's and Rich's caches (parsed CSS selectors, styles, dispatch tables)
     already filled. Read-only (a viewer, no presence row). Leaves no thread behind: forking
     with a live thread could leave a lock held in the child."""
-    from textual.app import App
 
     session = ConsoleSession(workspace.read(ahead_yml), Actor("warm-up", ("viewer",)),
                              embed_engine=False, presence_id=0)
 
     async def run() -> None:
-        app: App[int] = tui.app.AheadApp(session)
+        app = tui.app.AheadApp(session)
         async with app.run_test(size=(120, 40)) as pilot:
             for _ in range(100):
                 if app.is_ready:

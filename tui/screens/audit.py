@@ -24,6 +24,7 @@ from tui.commands import BACK, DOWN, FILTER, HELP, QUIT, UP, VERIFY, bindings
 from tui.messages import EventBatch
 from tui.screens.base import FilteredListScreen
 from tui.widgets.filter_bar import FilterBar
+from tui.widgets.table import Table
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
 BAD_ENTRY = re.compile(r"^entry (\d+)\b")
@@ -85,7 +86,7 @@ class AuditScreen(FilteredListScreen):
     def body(self) -> ComposeResult:
         yield Static("checking the audit chain…", id="audit-verdict", classes="-checking", markup=False)
         yield FilterBar("actor, action, subject or detail text", id="filter")
-        yield DataTable(id="audit", cursor_type="row")
+        yield Table(id="audit", cursor_type="row")
         yield Static("", id="audit-entry")
 
     def on_mount(self) -> None:

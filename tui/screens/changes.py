@@ -20,6 +20,7 @@ from tui.commands import APPROVE, BACK, DECIDED, DOWN, HELP, OPEN, QUIT, REJECT,
 from tui.messages import EventBatch
 from tui.screens.base import AheadScreen
 from tui.screens.decision import decide
+from tui.widgets.table import Table
 
 EMPTY = ("Nothing waits for approval. A run that reaches a stage deploying to an environment "
          "with a policy (policies: in ahead.yml) waits here until enough approvers agree.")
@@ -50,7 +51,7 @@ class ChangesScreen(AheadScreen):
 
     def body(self) -> ComposeResult:
         yield Static(EMPTY, id="changes-empty", markup=False)
-        yield DataTable(id="changes", cursor_type="row")
+        yield Table(id="changes", cursor_type="row")
 
     def on_mount(self) -> None:
         table = self.query_one("#changes", DataTable)

@@ -36,6 +36,7 @@ from tui.messages import EventBatch
 from tui.screens import drift_actions
 from tui.screens.base import FilteredListScreen
 from tui.widgets.filter_bar import FilterBar
+from tui.widgets.table import Table
 
 SUMMARY_WIDTH = 40  # the status line has the whole of the selected one
 DRIFT_EVENTS = {"drift.checked", "drift.acknowledged"}
@@ -107,7 +108,7 @@ class DriftScreen(FilteredListScreen):
     def body(self) -> ComposeResult:
         yield FilterBar("repo:NAME env:NAME state:drifted kind:files or any text", id="filter")
         yield Static(EMPTY, id="drift-empty", markup=False)
-        yield DataTable(id="drift", cursor_type="row")
+        yield Table(id="drift", cursor_type="row")
 
     def on_mount(self) -> None:
         table = self.query_one("#drift", DataTable)

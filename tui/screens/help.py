@@ -13,6 +13,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Static
 
 from tui.commands import Command
+from tui.widgets.table import Table
 
 
 class HelpScreen(ModalScreen[None]):
@@ -27,7 +28,7 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(id="dialog"):
             yield Static(f"Keys · {type(self.under).__name__.removesuffix('Screen')}",
                          classes="dialog-title", markup=False)
-            yield DataTable(id="help-table", cursor_type="row", show_header=True)
+            yield Table(id="help-table", cursor_type="row", show_header=True)
             yield Static("ctrl+p opens the command palette: every command, and a jump to any repo "
                          "or run. Remap keys by command id in ~/.config/change-ahead/config.yml "
                          "(keymap: {trigger: ctrl+t}).", markup=False)

@@ -37,6 +37,7 @@ from tui.messages import EventBatch
 from tui.screens.base import FilteredListScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets.filter_bar import FilterBar
+from tui.widgets.table import Table
 
 SORTS = ("name", "lag", "state")
 PENDING_CHUNK = 50
@@ -140,7 +141,7 @@ class OverviewScreen(FilteredListScreen):
 
     def body(self) -> ComposeResult:
         yield FilterBar("filter: repo name or state (esc clears)", id="filter")
-        table: DataTable[Text] = DataTable(id="overview", cursor_type="row", zebra_stripes=False)
+        table: DataTable[Text] = Table(id="overview", cursor_type="row", zebra_stripes=False)
         table.loading = True
         yield table
 

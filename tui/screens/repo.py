@@ -16,6 +16,7 @@ from tui.commands import BACK, DOWN, HELP, LAST_RUN, OPEN, QUIT, RUNS, TRIGGER, 
 from tui.messages import EventBatch
 from tui.screens.base import AheadScreen
 from tui.screens.confirm import ConfirmScreen
+from tui.widgets.table import Table
 
 
 class RepoScreen(AheadScreen):
@@ -39,9 +40,9 @@ class RepoScreen(AheadScreen):
 
     def body(self) -> ComposeResult:
         yield Static("", id="repo-header", classes="section-title", markup=False)
-        yield DataTable(id="commits", cursor_type="row")
+        yield Table(id="commits", cursor_type="row")
         yield Static("branches", classes="section-title", markup=False)
-        yield DataTable(id="branches", cursor_type="row")
+        yield Table(id="branches", cursor_type="row")
 
     def on_mount(self) -> None:
         commits = self.query_one("#commits", DataTable)

@@ -45,6 +45,7 @@ from tui.screens.base import AheadScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets.filter_bar import FilterBar
 from tui.widgets.stage_strip import StageStrip
+from tui.widgets.table import Table
 
 SEARCH = Command(FILTER.id, FILTER.key, "search", "Search", "Search the log")
 ACTIVE = ("queued", "running", "waiting")
@@ -103,7 +104,7 @@ class RunScreen(AheadScreen):
         yield Static("", id="run-header", markup=False)
         yield StageStrip(id="stages")
         with Horizontal(id="run-body"):
-            yield DataTable(id="steps", cursor_type="row", show_header=False)
+            yield Table(id="steps", cursor_type="row", show_header=False)
             with Vertical(id="log-pane"):
                 yield FilterBar("search the log (enter: next match, esc: close)", id="search")
                 yield Log(id="log", max_lines=MAX_LOG_LINES, auto_scroll=True)

@@ -18,6 +18,7 @@ from tui.messages import EventBatch
 from tui.screens.base import FilteredListScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets.filter_bar import FilterBar
+from tui.widgets.table import Table
 
 ACTIVE = ("queued", "running", "waiting")
 
@@ -62,7 +63,7 @@ class RunsScreen(FilteredListScreen):
 
     def body(self) -> ComposeResult:
         yield FilterBar("repo:NAME status:failed branch:main or any text", id="filter")
-        yield DataTable(id="runs", cursor_type="row")
+        yield Table(id="runs", cursor_type="row")
 
     def on_mount(self) -> None:
         table = self.query_one("#runs", DataTable)

@@ -16,6 +16,7 @@ from tui import render
 from tui.commands import BACK, DOWN, HELP, QUIT, UP, bindings
 from tui.messages import EventBatch
 from tui.screens.base import AheadScreen
+from tui.widgets.table import Table
 
 EMPTY = ("Nobody else is connected. Operators open the console with `ahead`, or over SSH with "
          "their key (ssh -p PORT NAME@HOST) while `ahead serve` runs.")
@@ -33,7 +34,7 @@ class WhoScreen(AheadScreen):
 
     def body(self) -> ComposeResult:
         yield Static(EMPTY, id="who-empty", markup=False)
-        yield DataTable(id="who", cursor_type="row")
+        yield Table(id="who", cursor_type="row")
 
     def on_mount(self) -> None:
         table = self.query_one("#who", DataTable)
