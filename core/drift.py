@@ -18,8 +18,8 @@ per target) and acknowledgements (`drift_acks`: valid while the drift's fingerpr
 acknowledged and the expiry has not passed). A change of state or of what drifted is audited.
 
 The engine checks on schedule (`every:`, default `settings.drift_interval`), right after each
-deploy and when asked (`drift.requested` events); the CLI and consoles may also check in their
-own process. A per-target file lock keeps two checks of one target from overlapping.
+deploy; the CLI and consoles check on demand in their own process (`ahead drift check`, the
+Drift screen's `c`). A per-target file lock keeps two checks of one target from overlapping.
 """
 
 from __future__ import annotations
@@ -812,12 +812,6 @@ def acknowledge(store: Store, repo: str, environment: str, target: str | None, r
                 "reason": reason, "until": now + seconds, "summary": row["summary"]})
         store.event("drift.acknowledged", repo, None, environment=environment)
     return [r["target"] for r in rows]
-
-
-def request_check(store: Store, actor: str, repo: str | None, environment: str | None, target: str | None) -> None:
-    """(store thread) Ask the engine to check now (it follows the event feed)."""
-    with store.transaction():
-        store.event("drift.requested", repo, None, environment=environment, target=target, by=actor)
 
 
 def worst(states: list[str]) -> str | None:

@@ -405,9 +405,6 @@ class Engine:
                 self._runs[event.run_id].set()
             elif event.kind == "deployment" and self.drift is not None:
                 self.drift.request(event.repo, event.data.get("environment"), None, "deploy")
-            elif event.kind == "drift.requested" and self.drift is not None:
-                self.drift.request(event.repo, event.data.get("environment"), event.data.get("target"),
-                                   f"asked by {event.data.get('by', '?')}")
             elif event.kind == "notify" and event.repo in self._repos:
                 state = self._repos[event.repo]
                 if state.config.is_remote:
