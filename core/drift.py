@@ -71,6 +71,7 @@ class Target:
     environment: str
     spec: DriftSpec | None       # None: the built-in revision target
     commit: str | None           # deployed commit (None: never deployed)
+    main: str | None = None      # revision: the head of main when the target was listed
 
     @property
     def name(self) -> str:
@@ -121,12 +122,13 @@ def discover(ws: Workspace, deployed: dict[tuple[str, str], str], cache: Pipelin
     cache = {} if cache is None else cache
     targets: list[Target] = []
     for repo in ws.repos:
-        main_pipeline = _pipeline_at(ws, repo, _main_sha(ws, repo), cache)
+        main = _main_sha(ws, repo)
+        main_pipeline = _pipeline_at(ws, repo, main, cache)
         envs = [e for e in ws.environments if (repo.name, e) in deployed or (
             isinstance(main_pipeline, Pipeline) and any(s.environment == e for s in main_pipeline.stages))]
         for env in envs:
             commit = deployed.get((repo.name, env))
-            targets.append(Target(repo.name, env, None, commit))
+            targets.append(Target(repo.name, env, None, commit, main))
             pipeline = _pipeline_at(ws, repo, commit, cache) if commit else None
             if isinstance(pipeline, Pipeline):
                 targets.extend(Target(repo.name, env, spec, commit) for spec in pipeline.drift.get(env, ()))
@@ -173,16 +175,17 @@ def check_revision(ws: Workspace, target: Target) -> Finding:
         return unknown(f"cannot read {repo.branch} of {repo.name}")
     if target.commit is None:
         return Finding("drifted", f"never deployed ({repo.branch} at {head[:7]})",
-                       {"main": head, "deployed": None, "pending": None}, f"never:{head}")
+                       {"main": head, "deployed": None, "pending": None}, f"rev:{head}")
     if target.commit == head:
-        return Finding("in_sync", f"at {repo.branch} ({head[:7]})", {"main": head, "deployed": head, "pending": 0})
+        return Finding("in_sync", f"at {repo.branch} ({head[:7]})", {"main": head, "deployed": head, "pending": 0},
+                       f"rev:{head}")
     try:
         count, oldest = gitio.pending_summary(ws.repo_dir(repo), target.commit, head)
     except GitError as exc:
         return unknown(f"git: {exc}")
     if count == 0:  # deployed is not behind main (e.g. main was rewound): nothing pending
         return Finding("in_sync", f"nothing pending ({target.commit[:7]} deployed)",
-                       {"main": head, "deployed": target.commit, "pending": 0})
+                       {"main": head, "deployed": target.commit, "pending": 0}, f"rev:{head}")
     return Finding("drifted", f"{count} commit{'s' if count != 1 else ''} on {repo.branch} not deployed",
                    {"main": head, "deployed": target.commit, "pending": count, "oldest_pending_at": oldest},
                    f"rev:{head}")
@@ -551,8 +554,17 @@ class DriftChecker:
 
     async def check(self, targets: list[Target], reason: str) -> list[tuple[Target, Finding]]:
         """Check targets in parallel (capped); each records its finding. Never raises for a
-        target: a failure is that target's `unknown`."""
-        return list(await asyncio.gather(*(self._check_one(t, reason) for t in targets)))
+        target: a failure is that target's `unknown`. Revision targets (a ref read and at most
+        one `git rev-list` each) are checked together and recorded in one transaction."""
+        revisions = [t for t in targets if t.spec is None]
+        others = [t for t in targets if t.spec is not None]
+        results = list(await asyncio.gather(*(self._check_one(t, reason) for t in others)))
+        if revisions:
+            started = time.time()
+            found = await asyncio.to_thread(lambda: [(t, check_revision(self.ws, t)) for t in revisions])
+            await self.db.call(record_many, self.db.store, found, reason, started, time.time())
+            results += found
+        return results
 
     async def _check_one(self, target: Target, reason: str) -> tuple[Target, Finding]:
         spec = target.spec
@@ -661,13 +673,17 @@ class DriftChecker:
                         refreshed = now
                 while not self._requests.empty():
                     repo, env, name, reason = self._requests.get_nowait()
-                    start([t for t in targets if (repo is None or t.repo == repo)
+                    start([t for t in targets if (repo is None or t.repo == repo) and t.spec is not None
                            and (env is None or t.environment == env) and (name is None or t.name == name)], reason)
-                last = {(r["repo"], r["environment"], r["target"]): r["checked_at"]
-                        for r in await self.db.call(self.db.store.query,
-                                                    "SELECT repo, environment, target, checked_at FROM drift")}
-                start([t for t in targets
-                       if now - last.get((t.repo, t.environment, t.name), 0) >= self._every(t)], "schedule")
+                    # revision targets of the repo are due by the rule below once the refs moved
+                last = {(r["repo"], r["environment"], r["target"]): r for r in await self.db.call(
+                    self.db.store.query, "SELECT repo, environment, target, checked_at, commit_sha, fingerprint FROM drift")}
+                due = [t for t in targets if self._due(t, last.get((t.repo, t.environment, t.name)), now)]
+                start([t for t in due if t.spec is not None], "schedule")
+                revisions = [t for t in due if t.spec is None and REVISION not in running]
+                if revisions:  # one batch: with many repos, one transaction instead of thousands
+                    running[REVISION] = asyncio.create_task(self.check(revisions, "refs moved"), name=REVISION)
+                    running[REVISION].add_done_callback(done)
                 item = await wait_at_most(self._requests.get(), 5.0)
                 if item is not None:
                     self._requests.put_nowait(item)
@@ -675,10 +691,17 @@ class DriftChecker:
             for task in running.values():
                 task.cancel()
 
-    def _every(self, target: Target) -> float:
-        if target.spec and target.spec.every:
-            return target.spec.every
-        return self.ws.settings.drift_revision_interval if target.spec is None else self.ws.settings.drift_interval
+    def _due(self, target: Target, row: Row | None, now: float) -> bool:
+        """Files and command targets: every `every:` (settings.drift_interval by default).
+        Revision: when the deployed commit or main moved since its last check (nothing else can
+        change it), and at least every settings.drift_revision_interval."""
+        if row is None:
+            return True
+        if target.spec is None:
+            moved = row["commit_sha"] != target.commit or row["fingerprint"] != f"rev:{target.main}"
+            return bool(moved or now - row["checked_at"] >= self.ws.settings.drift_revision_interval)
+        every = target.spec.every or self.ws.settings.drift_interval
+        return bool(now - row["checked_at"] >= every)
 
 
 class _Lock:
@@ -698,6 +721,14 @@ class _Lock:
 
 
 # -- store ------------------------------------------------------------------------------------
+
+
+def record_many(store: Store, found: list[tuple[Target, Finding]], reason: str, started: float,
+                finished: float) -> None:
+    """(store thread) `record` for many findings, in one transaction."""
+    with store.transaction():
+        for target, finding in found:
+            record(store, target, finding, reason, started, finished)
 
 
 def record(store: Store, target: Target, finding: Finding, reason: str, started: float, finished: float) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from core import approvals, gitio, lease, remote, runstate, safepath, secrets, workspace
 from core.aio import wait_at_most
-from core.drift import DriftChecker
+from core.drift import REVISION, DriftChecker
 from core.errors import ConfigError, CoreError, GitError, StoreError
 from core.faults import fault
 from core.feed import Event, EventFeed
@@ -330,6 +330,8 @@ class Engine:
             subject=info.subject, committed_at=info.time, supersede=True)
         ContextLog(log, {"repo": repo.name, "run": run_id}).info("queued for %s %s", branch, sha[:7])
         self._wake.set()
+        if branch == repo.branch and self.drift is not None:  # main moved: revision drift changed
+            self.drift.request(repo.name, None, REVISION, "commit")
 
     def _start_inotify(self) -> None:
         try:

@@ -71,7 +71,7 @@ class Settings:
     poll_interval: float = 1.0
     keep_logs_days: int = 30
     drift_interval: float = 300.0
-    drift_revision_interval: float = 60.0
+    drift_revision_interval: float = 3600.0
     drift_timeout: float = 300.0
     drift_parallel: int = 4
 
