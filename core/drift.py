@@ -1,8 +1,9 @@
 """Drift: the live state of each environment against git at its deployed commit.
 
 Targets, per (repo, environment):
-- `revision`, built in for every environment a repo deploys to: main ahead of the deployed
-  commit (the pending commits) is drift of the whole environment.
+- `revision`, built in for every environment a repo has deployed to: main ahead of the
+  deployed commit (the pending commits) is drift of the whole environment. (An environment never
+  deployed to shows as "never" in the overview; it has no live state to compare.)
 - `files`, from the pipeline file's `drift:` at the deployed commit: a directory of the repo
   against a live directory on this machine or on a host over SSH. Local trees are compared by
   `git status` with a private index per target (see core/gitio.py "live trees"); remote trees
@@ -115,21 +116,21 @@ PipelineCache = dict[tuple[str, str], "Pipeline | ConfigError | None"]
 
 
 def discover(ws: Workspace, deployed: dict[tuple[str, str], str], cache: PipelineCache | None = None) -> list[Target]:
-    """(worker thread) Every target of every repo: revision for each environment the repo has
-    deployed to or whose stage main's pipeline has, and the `drift:` specs of each environment's
-    deployed pipeline. Pipelines are read from git once per commit (`cache`: commits never
-    change)."""
+    """(worker thread) Every target of every repo, for each environment it has deployed to:
+    revision, and the `drift:` specs of the pipeline at the deployed commit. Pipelines are read
+    from git once per commit (`cache`: commits never change); a repo that never deployed costs a
+    read of its ref files and nothing else (1,000 idle repos must stay cheap)."""
     cache = {} if cache is None else cache
     targets: list[Target] = []
     for repo in ws.repos:
+        envs = [e for e in ws.environments if (repo.name, e) in deployed]
+        if not envs:
+            continue
         main = _main_sha(ws, repo)
-        main_pipeline = _pipeline_at(ws, repo, main, cache)
-        envs = [e for e in ws.environments if (repo.name, e) in deployed or (
-            isinstance(main_pipeline, Pipeline) and any(s.environment == e for s in main_pipeline.stages))]
         for env in envs:
-            commit = deployed.get((repo.name, env))
+            commit = deployed[(repo.name, env)]
             targets.append(Target(repo.name, env, None, commit, main))
-            pipeline = _pipeline_at(ws, repo, commit, cache) if commit else None
+            pipeline = _pipeline_at(ws, repo, commit, cache)
             if isinstance(pipeline, Pipeline):
                 targets.extend(Target(repo.name, env, spec, commit) for spec in pipeline.drift.get(env, ()))
     if len(cache) > 20_000:
