@@ -13,6 +13,7 @@ import socket
 import time
 from dataclasses import dataclass
 
+from core.lease import pid_alive
 from core.store.db import Store
 
 SCREEN_MAX = 40
@@ -26,16 +27,6 @@ class Presence:
     source: str  # the client's address for ssh
     screen: str
     started_at: float
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def open_session(store: Store, operator: str, kind: str, source: str = "",
@@ -72,14 +63,14 @@ def who(store: Store) -> list[Presence]:
     here = socket.gethostname()
     rows = store.query("SELECT * FROM sessions ORDER BY started_at, id")
     return [Presence(r["id"], r["operator"], r["kind"], r["source"], r["screen"], r["started_at"])
-            for r in rows if r["host"] != here or _alive(r["pid"])]
+            for r in rows if r["host"] != here or pid_alive(r["pid"])]
 
 
 def sweep(store: Store) -> int:
     """Remove rows of this host's processes that are gone (after a crash); returns how many."""
     here = socket.gethostname()
     gone = [r["id"] for r in store.query("SELECT id, pid, host FROM sessions")
-            if r["host"] == here and not _alive(r["pid"])]
+            if r["host"] == here and not pid_alive(r["pid"])]
     if gone:
         with store.transaction() as conn:
             conn.executemany("DELETE FROM sessions WHERE id = ?", [(i,) for i in gone])
