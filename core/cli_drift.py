@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from core import drift
-from core.errors import InvalidRequest, NotFound
+from core.errors import InvalidRequest, NotFound, PermissionDenied
 from core.services import Actor
 from core.store.db import AsyncStore, Store
 from core.text import duration, inert, one_line
@@ -131,6 +131,8 @@ async def _list(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
 
 
 async def _check(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
+    actor.require("check drift")  # checks run commands and reach hosts as this user
+
     async def go(db: AsyncStore) -> list[dict[str, Any]]:
         checker = drift.DriftChecker(ws, db)
         targets = await checker.targets(args.repo, args.environment, args.target)
@@ -219,6 +221,9 @@ async def _reconcile(args: argparse.Namespace, ws: Workspace, actor: Actor) -> i
 async def _trust(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
     from core import sshclient  # asyncssh is imported only for the commands that use SSH
 
+    if ws.operators and "admin" not in actor.roles:  # as `ahead runner trust`: the same known_hosts
+        raise PermissionDenied(f"{actor.name} may not trust a host key: needs the admin role")
+
     async def go(db: AsyncStore) -> list[drift.Target]:
         return await drift.DriftChecker(ws, db).targets(args.repo, args.environment, args.target)
 
@@ -249,6 +254,9 @@ async def _trust(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
                 print("  not trusted")
                 return DRIFT
         sshclient.trust(ws.state_dir, address, key)
+        with Store(ws.db_path, session=f"cli:{actor.name}") as store, store.transaction():
+            store.audit(actor.name, "drift.trust", str(address), {"fingerprint": sshclient.fingerprint(key),
+                                                                 "replaced": [sshclient.fingerprint(k) for k in pinned]})
         print(f"  trusted (pinned in {sshclient.known_hosts_path(ws.state_dir)})")
     print("the engine logs in with this key; add it to the hosts' authorized_keys:")
     print("  " + sshclient.public_key_line(ws.state_dir))

@@ -338,7 +338,9 @@ class ConsoleSession:
 
     async def drift_check(self, repo: str | None = None, environment: str | None = None,
                           target: str | None = None) -> list[DriftView]:
-        """Check now, in this process (the findings are recorded and every console sees them)."""
+        """Check now, in this process (the findings are recorded and every console sees them).
+        Checks run commands and reach hosts as this process's user: the operator role only."""
+        self.actor.require("check drift")
         checker = drift.DriftChecker(self.ws, self.db)
         targets = await checker.targets(repo, environment, target)
         await checker.check(targets, f"asked by {self.actor.name}")

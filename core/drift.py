@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import gitio, runstate
+from core import gitio, runstate, secrets
 from core.aio import wait_at_most
 from core.errors import ConfigError, CoreError, GitError, InvalidRequest, NotFound
 from core.pipeline import PIPELINE_PATH, DriftSpec, Pipeline
@@ -174,6 +174,7 @@ def check_revision(ws: Workspace, target: Target) -> Finding:
     head = _main_sha(ws, repo)
     if head is None:
         return unknown(f"cannot read {repo.branch} of {repo.name}")
+    moved = f"rev:{head}"  # every finding carries it: the target is due again only when refs move
     if target.commit is None:
         return Finding("drifted", f"never deployed ({repo.branch} at {head[:7]})",
                        {"main": head, "deployed": None, "pending": None}, f"rev:{head}")
@@ -183,7 +184,9 @@ def check_revision(ws: Workspace, target: Target) -> Finding:
     try:
         count, oldest = gitio.pending_summary(ws.repo_dir(repo), target.commit, head)
     except GitError as exc:
-        return unknown(f"git: {exc}")
+        failed = unknown(f"git: {exc}")
+        failed.fingerprint = moved
+        return failed
     if count == 0:  # deployed is not behind main (e.g. main was rewound): nothing pending
         return Finding("in_sync", f"nothing pending ({target.commit[:7]} deployed)",
                        {"main": head, "deployed": target.commit, "pending": 0}, f"rev:{head}")
@@ -581,6 +584,9 @@ class DriftChecker:
                 finding = unknown(str(exc))
             except OSError as exc:
                 finding = unknown(f"{exc.strerror or exc}: {exc.filename or ''}".strip(": "))
+            except Exception as exc:  # a bug: recorded as unknown (never in sync), and logged
+                log.exception("drift check of %s/%s/%s failed", target.repo, target.environment, target.name)
+                finding = unknown(f"the check failed: {type(exc).__name__}")
             finished = time.time()
         await self.db.call(record, self.db.store, target, finding, reason, started, finished)
         return target, finding
@@ -594,7 +600,7 @@ class DriftChecker:
         base = self.root / target.key
         base.mkdir(parents=True, exist_ok=True)
         repo_dir = self.ws.repo_dir(self.ws.repo(target.repo))
-        with _Lock(base / "lock"):
+        async with _Lock(base / "lock"):
             if spec.kind == "files":
                 unreadable: list[str] = []
                 live = Path(spec.live) if os.path.isabs(spec.live) else self.ws.root / spec.live
@@ -625,14 +631,17 @@ class DriftChecker:
         async def started(pid: int) -> None:
             return None
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AHEAD_")}
+        sources = list(self.ws.secrets.values())
+        hidden = secrets.hidden_sources(sources)  # a drift command is given no secret, as steps
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AHEAD_") and k not in hidden}
         env.update(spec.env)
+        masker = await asyncio.to_thread(secrets.masker_for, sources)  # and prints none
         env.update({"AHEAD_REPO": target.repo, "AHEAD_ENVIRONMENT": target.environment,
                     "AHEAD_COMMIT": target.commit or "", "AHEAD_DRIFT_TARGET": target.name,
                     "AHEAD_WORKSPACE": str(self.ws.root), "TF_IN_AUTOMATION": "1"})
         try:
             result = await run_step(list(spec.argv), work, env, sink, timeout, asyncio.Event(),
-                                    min(self.ws.settings.cancel_grace, 5.0), started)
+                                    min(self.ws.settings.cancel_grace, 5.0), started, masker)
         finally:
             with contextlib.suppress(GitError, OSError):
                 await asyncio.to_thread(gitio.worktree_remove, repo_dir, work)
@@ -677,8 +686,14 @@ class DriftChecker:
                     start([t for t in targets if (repo is None or t.repo == repo) and t.spec is not None
                            and (env is None or t.environment == env) and (name is None or t.name == name)], reason)
                     # revision targets of the repo are due by the rule below once the refs moved
-                last = {(r["repo"], r["environment"], r["target"]): r for r in await self.db.call(
-                    self.db.store.query, "SELECT repo, environment, target, checked_at, commit_sha, fingerprint FROM drift")}
+                try:
+                    rows = await self.db.call(self.db.store.query, "SELECT repo, environment, target, "
+                                              "checked_at, commit_sha, fingerprint FROM drift")
+                except CoreError as exc:  # e.g. the store is unreadable for a moment: try again
+                    log.warning("drift: cannot read the last checks: %s", exc)
+                    rows = []
+                    targets = []
+                last = {(r["repo"], r["environment"], r["target"]): r for r in rows}
                 due = [t for t in targets if self._due(t, last.get((t.repo, t.environment, t.name)), now)]
                 start([t for t in due if t.spec is not None], "schedule")
                 revisions = [t for t in due if t.spec is None and REVISION not in running]
@@ -699,25 +714,34 @@ class DriftChecker:
         if row is None:
             return True
         if target.spec is None:
-            moved = row["commit_sha"] != target.commit or row["fingerprint"] != f"rev:{target.main}"
+            moved = row["commit_sha"] != target.commit or (
+                target.main is not None and row["fingerprint"] != f"rev:{target.main}")
             return bool(moved or now - row["checked_at"] >= self.ws.settings.drift_revision_interval)
         every = target.spec.every or self.ws.settings.drift_interval
         return bool(now - row["checked_at"] >= every)
 
 
 class _Lock:
-    """An exclusive flock on a file: two checks of one target never overlap (any process)."""
+    """An exclusive flock on a file: two checks of one target never overlap (any process). Taken
+    without blocking the event loop: while another process checks the target, this one waits."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd = -1
 
-    def __enter__(self) -> _Lock:
+    async def __aenter__(self) -> _Lock:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                await asyncio.sleep(0.2)
+            except BaseException:
+                os.close(self.fd)
+                raise
 
-    def __exit__(self, *exc: object) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         os.close(self.fd)
 
 
@@ -755,8 +779,10 @@ def record(store: Store, target: Target, finding: Finding, reason: str, started:
             "since = excluded.since, checked_at = excluded.checked_at, last_check = excluded.last_check",
             (target.repo, target.environment, target.name, target.kind, finding.state, finding.summary,
              finding.fingerprint, target.commit, since, finished, check_id))
-        conn.execute("DELETE FROM drift_checks WHERE repo = ? AND environment = ? AND target = ? AND id <= ?",
-                     (target.repo, target.environment, target.name, (check_id or 0) - KEEP_CHECKS))
+        conn.execute("DELETE FROM drift_checks WHERE repo = ? AND environment = ? AND target = ? AND id <= "
+                     "(SELECT id FROM drift_checks WHERE repo = ? AND environment = ? AND target = ? "
+                     "ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                     (target.repo, target.environment, target.name) * 2 + (KEEP_CHECKS,))
         # Revision drift is the pipeline's own lag (in the run history already): not audited.
         if changed and target.kind != REVISION and not (prev is None and finding.state == "in_sync"):
             action = {"in_sync": "drift.resolved", "drifted": "drift.detected", "unknown": "drift.unknown"}[finding.state]

@@ -650,6 +650,8 @@ class RunExecution:
                 kind, reason = blocked
                 if kind == "locked":
                     return "failed", reason
+                if kind == "moved":  # a reconcile overtaken by a newer deploy
+                    return "skipped", reason
                 if self.cancel.is_set():
                     return "cancelled", f"cancelled while waiting: {reason}"
                 if reason != shown:
@@ -681,7 +683,7 @@ class RunExecution:
 
     def _env(self, run: Row, pipeline: Pipeline, stage: Stage, step: Step, token: str,
              secret_values: dict[str, str] | None = None) -> dict[str, str]:
-        hidden = {s.env for s in self.engine.ws.secrets.values()}  # secret sources never leak through
+        hidden = secrets.hidden_sources(self.engine.ws.secrets.values())  # secret sources never leak through
         env = {k: v for k, v in os.environ.items() if not k.startswith("AHEAD_") and k not in hidden}
         env.update(pipeline.env)
         env.update(stage.env)

@@ -318,12 +318,18 @@ def start_deploy(store: Store, stage_id: int, gated: bool) -> tuple[str, str] | 
     now = time.time()
     with store.transaction("deploy.start") as conn:
         row = conn.execute(
-            "SELECT s.run_id, s.environment, s.name, r.repo, r.commit_sha FROM stages s "
+            "SELECT s.run_id, s.environment, s.name, r.repo, r.commit_sha, r.environment AS target FROM stages s "
             "JOIN runs r ON r.id = s.run_id WHERE s.id = ?", (stage_id,)).fetchone()
         repo, env, run_id = row["repo"], row["environment"], row["run_id"]
         blocked = deploy_blocked(store, repo, env, run_id)
         if blocked is not None:
             return blocked
+        if row["target"]:  # a reconcile re-deploys what is deployed: never over a newer deploy
+            last = conn.execute("SELECT commit_sha FROM deployments WHERE repo = ? AND environment = ? "
+                                "ORDER BY id DESC LIMIT 1", (repo, env)).fetchone()
+            if last is not None and last["commit_sha"] != row["commit_sha"]:
+                return "moved", (f"{env} moved on to {last['commit_sha'][:7]} since this reconcile was queued; "
+                                 f"re-deploying {row['commit_sha'][:7]} would roll it back")
         conn.execute("INSERT OR REPLACE INTO env_locks (repo, environment, run_id, stage_id, gated, state, "
                      "reason, acquired_at) VALUES (?, ?, ?, ?, ?, 'held', NULL, ?)",
                      (repo, env, run_id, stage_id, int(gated), now))

@@ -119,3 +119,19 @@ class Masker:
 
     def mask_text(self, text: str) -> str:
         return self.mask(text.encode("utf-8", "surrogateescape")).decode("utf-8", "replace")
+
+
+def hidden_sources(sources: Iterable[SecretSource]) -> set[str]:
+    """The environment variables secrets are read from: never passed on to a child process."""
+    return {s.env for s in sources if s.env}
+
+
+def masker_for(sources: Iterable[SecretSource]) -> Masker:
+    """A masker for every secret that can be read now (output may print one it was not given)."""
+    values = []
+    for source in sources:
+        try:
+            values.append(read(source))
+        except SecretError:
+            continue
+    return Masker(values)

@@ -55,7 +55,7 @@ class Actor:
         unlock: admin or approver. Default deny."""
         if action == "unlock":
             return bool({"approver", "admin"} & set(self.roles))
-        allowed = ("trigger", "cancel", "retry", "reconcile", "acknowledge")
+        allowed = ("trigger", "cancel", "retry", "reconcile", "acknowledge", "check drift")
         return bool({"operator", "admin"} & set(self.roles)) if action in allowed else False
 
     def require(self, action: str) -> None:

@@ -501,3 +501,96 @@ async def test_cli_exit_codes_show_ack(tmp_path: Path) -> None:
     done = await asyncio.to_thread(cli, ws, "drift", "ack", "web", "prod")
     assert done.returncode == 2 and "--reason" in done.stderr
     assert workspace.read(ws.file).settings.drift_interval == 300
+
+
+# -- found in review --------------------------------------------------------------------------------
+
+
+async def test_drift_commands_get_no_secret_and_print_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROD_TOKEN_SOURCE", "s3cr3t-drift-value")
+    check = script(tmp_path, 'echo "token=$PROD_TOKEN_SOURCE"; echo "again=s3cr3t-drift-value"; exit 2\n')
+    spec = f"drift:\n  prod:\n    name: infra\n    command: [{check}]\n"
+    ws, repo, live = drift_ws(tmp_path, spec, extra="secrets:\n  TOKEN: {env: PROD_TOKEN_SOURCE}\n")
+    async with Engine(ws) as engine:
+        await deployed(engine, repo, "infra")
+        state, detail = await finding(ws, engine, "infra")
+        assert state == "drifted" and "token=\n" in detail["output"] + "\n", detail["output"]
+        assert "again=***" in detail["output"]
+        stored = await query(engine, "SELECT detail FROM drift_checks")
+        assert not any("s3cr3t-drift-value" in r["detail"] for r in stored)
+
+
+async def test_a_check_waiting_for_another_process_does_not_block_the_loop(tmp_path: Path) -> None:
+    import fcntl
+
+    ws, repo, live = drift_ws(tmp_path)
+    async with Engine(ws) as engine:
+        await deployed(engine, repo)
+        [target] = await drift.DriftChecker(ws, engine.db).targets("web", "prod", "files:site")
+        lock = ws.state_dir / "drift" / target.key / "lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as another process checking the same target would
+        checking = asyncio.ensure_future(finding(ws, engine))
+        started = time.monotonic()
+        await asyncio.sleep(0.5)  # the loop keeps running while the check waits
+        assert time.monotonic() - started < 0.7 and not checking.done()
+        os.close(fd)
+        assert (await checking)[0] == "in_sync"
+
+
+async def test_a_reconcile_overtaken_by_a_newer_deploy_is_skipped_not_rolled_back(tmp_path: Path) -> None:
+    me = workspace.current_os_user()
+    people = (f"policies:\n  prod:\n    approvals: 1\noperators:\n  - name: alice\n    roles: [operator, approver]\n"
+              f"    os_users: [{me}]\n  - name: bob\n    roles: [approver]\n")
+    ws, repo, live = drift_ws(tmp_path, extra=people)
+    async with Engine(ws) as engine:
+        first = ship(repo)
+
+        async def approve() -> int:
+            for _ in range(100):  # a request voided by the move is opened again by the engine
+                [change] = await wait_for(engine, "SELECT * FROM change_requests WHERE status = 'open'", timeout=30)
+                verdict = await engine.db.call(approvals.decide, engine.db.store, ws, change["id"], "bob",
+                                               "approve", "")
+                if verdict.ok:
+                    return int(change["run_id"])
+                assert verdict.status == "voided", verdict.message
+                await asyncio.sleep(0.1)
+            raise AssertionError("no request to approve")
+
+        await wait_run_done(engine, await approve(), timeout=30)
+        run_id = await engine.db.call(Services(ws, engine.db.store).reconcile, "web", "prod", Actor.local(ws, "alice"))
+        await wait_for(engine, "SELECT * FROM runs WHERE id = ? AND status = 'waiting'", (run_id,), timeout=30)
+        newer = commit(repo, "a newer release")  # deployed meanwhile (as a run of another lane would)
+        await engine.db.call(_record_deploy, engine.db.store, newer)
+        await approve()
+        run = await wait_run_done(engine, run_id, timeout=30)
+        assert run["status"] == "skipped" and "would roll it back" in (run["error"] or ""), dict(run)
+        last = await query(engine, "SELECT commit_sha FROM deployments ORDER BY id DESC LIMIT 1")
+        assert last[0]["commit_sha"] == newer != first
+
+
+def _record_deploy(store: Any, sha: str) -> None:
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO deployments (repo, environment, commit_sha, run_id, stage_id, deployed_at) "
+                     "VALUES ('web', 'prod', ?, 1, 1, ?)", (sha, time.time()))
+
+
+def test_history_keeps_100_checks_per_target(tmp_path: Path) -> None:
+    from core.store.db import Store
+
+    with Store(tmp_path / "s.db") as store:
+        targets = [drift.Target("r", "prod", None, "a" * 40), drift.Target("r", "dev", None, "a" * 40)]
+        for i in range(130):
+            for t in targets:
+                drift.record(store, t, drift.Finding("in_sync", f"#{i}"), "test", time.time(), time.time())
+        counts = store.query("SELECT environment, COUNT(*) AS n FROM drift_checks GROUP BY environment")
+        assert {r["environment"]: r["n"] for r in counts} == {"prod": drift.KEEP_CHECKS, "dev": drift.KEEP_CHECKS}
+
+
+async def test_viewers_may_not_check_and_only_admins_trust(tmp_path: Path) -> None:
+    me = workspace.current_os_user()
+    ws, repo, live = drift_ws(tmp_path, extra=f"operators:\n  - name: vic\n    roles: [viewer]\n    os_users: [{me}]\n")
+    done = await asyncio.to_thread(cli, ws, "drift", "check")
+    assert done.returncode == 3 and "may not check drift" in done.stderr, done.stderr
+    done = await asyncio.to_thread(cli, ws, "drift", "trust", "web", "prod", "--yes")
+    assert done.returncode == 3 and "admin" in done.stderr, done.stderr
