@@ -24,9 +24,10 @@ from tui.commands import AUDIT, CHANGES, DRIFT, HELP, OVERVIEW, QUIT, RUNS, WHO,
 from tui.messages import EventBatch
 from tui.palette import JumpProvider
 from tui.settings import Settings
+from tui.workers import KeepRunning
 
 
-class AheadApp(App[int]):
+class AheadApp(KeepRunning, App[int]):
     """The console. The app starts `session` after its first frame and, when it owns it,
     closes it (stopping an embedded engine) as it shuts down."""
 
@@ -153,12 +154,12 @@ class AheadApp(App[int]):
         """A screen came to the front: tell the other consoles (Who shows it)."""
         self._screen_name = name
         if self.is_ready:
-            self.run_worker(partial(self.session.show_screen, name),  # type: ignore[arg-type]
+            self.run_worker(partial(self.session.show_screen, name),
                             name="presence-screen", group="presence",
                             description="tell the others which screen this is", exclusive=True)
 
     def _refresh_presence(self) -> None:
-        self.run_worker(self._load_presence, name="presence-load", group="presence-load",  # type: ignore[arg-type]
+        self.run_worker(self._load_presence, name="presence-load", group="presence-load",
                         description="who else is connected", exclusive=True)
 
     async def _load_presence(self) -> None:
@@ -174,21 +175,6 @@ class AheadApp(App[int]):
         if self._pending_events:
             batch, self._pending_events = self._pending_events, []
             self.engine_events.publish(EventBatch(tuple(batch)))
-
-    def on_worker_state_changed(self, event: object) -> None:
-        from textual.worker import WorkerState
-
-        worker = getattr(event, "worker", None)
-        if worker is None or getattr(event, "state", None) != WorkerState.ERROR:
-            return
-        error = worker.error
-        from core.errors import CoreError
-
-        if isinstance(error, CoreError):
-            self.notify(str(error), title="Could not do that", severity="error", timeout=8)
-        else:
-            self.notify(f"{type(error).__name__}: {error}", title=f"{worker.name} failed",
-                        severity="error", timeout=12)
 
     # -- palette and app-wide actions ----------------------------------------------------------
 

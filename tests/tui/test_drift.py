@@ -241,3 +241,22 @@ async def test_unknown_target_shows_why(tmp_path: Path) -> None:
         assert app.screen.check_action("acknowledge", ()) is None
         await pilot.press("o")
         await until(lambda: isinstance(app.screen, OverviewScreen) and "prod ? unknown" in screen_text(app))
+
+
+async def test_a_viewer_pressing_check_is_told_no_and_the_console_stays(tmp_path: Path) -> None:
+    """Checks run commands and reach hosts as the console's user: a viewer may not; the refusal
+    is a notification, not a crash of the console (over SSH, the session would end)."""
+    ws, _ = make_ws(tmp_path / "ws")
+    async with console(ws, size=(80, 24), embed=False) as (app, pilot):
+        app.session.actor = Actor("vic", ("viewer",))
+        await app.session.db.call(drift.record, app.session.db.store, drift.Target("site", "prod", None, "a" * 40),
+                                  drift.Finding("drifted", "1 commit on main not deployed"), "test",
+                                  render.now() - 2, render.now())
+        notes = capture_notes(app)
+        await pilot.press("d")
+        await until(lambda: isinstance(app.screen, DriftScreen) and bool(app.screen._shown))
+        await pilot.press("c")
+        await until(lambda: any("may not check drift" in message for message, _ in notes))
+        await settle(app)
+        assert app.is_running and isinstance(app.screen, DriftScreen)
+        assert not app.screen._checking, "the row still says checking"

@@ -12,12 +12,13 @@ from textual.widgets import DataTable, Footer, Input, Static
 from tui.commands import Command
 from tui.messages import EventBatch
 from tui.widgets.filter_bar import FilterBar
+from tui.workers import KeepRunning
 
 if TYPE_CHECKING:
     from tui.app import AheadApp
 
 
-class AheadScreen(Screen[None]):
+class AheadScreen(KeepRunning, Screen[None]):
     """Base screen: subclasses set COMMAND_LIST (and BINDINGS from it) and build `body()`."""
 
     COMMAND_LIST: ClassVar[tuple[Command, ...]] = ()
