@@ -198,12 +198,10 @@ def check_revision(ws: Workspace, target: Target) -> Finding:
 def check_files_local(repo_dir: Path, private: Path, commit: str, subpath: str, live: Path,
                       timeout: float, unreadable: list[str] | None = None) -> Finding:
     """(worker thread) The tree `subpath` of `commit` against the directory `live`."""
-    tree = gitio.tree_id(repo_dir, commit, subpath)
-    if tree is None:
-        return unknown(f"{subpath!r} is not a directory at {commit[:7]}")
     if not live.is_dir():
         return unknown(f"live directory {live} does not exist or is not a directory")
-    gitio.live_index(repo_dir, private, tree)
+    if not gitio.live_index(repo_dir, private, commit, subpath):
+        return unknown(f"{subpath!r} is not a directory at {commit[:7]}")
     code, entries, err = gitio.live_status(private, live, timeout)
     if not live.is_dir():
         return unknown(f"live directory {live} disappeared during the check")
@@ -226,7 +224,7 @@ def check_files_local(repo_dir: Path, private: Path, commit: str, subpath: str, 
     denied += unread
     changed = [p for p in changed if p not in unread]
     detail: dict[str, Any] = {
-        "tree": tree, "live": str(live), "path": subpath,
+        "commit": commit, "live": str(live), "path": subpath,
         "added": added[:LIST_CAP], "removed": removed[:LIST_CAP], "changed": changed[:LIST_CAP],
         "unreadable": sorted(set(denied))[:LIST_CAP],
         "counts": {"added": len(added), "removed": len(removed), "changed": len(changed),

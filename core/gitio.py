@@ -409,32 +409,33 @@ LIVE_CONFIG = """[core]
 """
 
 
-def tree_id(repo: Path, sha: str, path: str) -> str | None:
-    """The tree at `path` in commit `sha` (None when the commit has no such directory)."""
-    if "\n" in path:
-        return None
-    spec = f"{check_sha(sha)}^{{tree}}" if path in ("", ".") else f"{check_sha(sha)}:{path}"
-    fields = git(repo, "cat-file", "--batch-check", input=f"{spec}\n".encode()).split()
-    return fields[0] if len(fields) == 3 and fields[1] == "tree" and SHA.match(fields[0]) else None
-
-
-def live_index(repo: Path, private: Path, tree: str) -> None:
-    """Make `private` a git dir whose HEAD and index are `tree` (kept when it already is)."""
+def live_index(repo: Path, private: Path, sha: str, path: str) -> bool:
+    """Make `private` a git dir whose HEAD and index are the tree `path` of commit `sha` (kept
+    when they already are: commits never change, so a warm check runs no git here). False when
+    the commit has no directory `path`."""
     _, common = git_dirs(repo)
     marker = private / "desired-tree"
+    want = f"{check_sha(sha)}:{path}"
     if not (private / "HEAD").is_file():
         (private / "objects" / "info").mkdir(parents=True, exist_ok=True)
         (private / "refs").mkdir(exist_ok=True)
         (private / "config").write_text(LIVE_CONFIG)
         (private / "objects" / "info" / "alternates").write_text(str(common / "objects") + "\n")
         (private / "HEAD").write_text("0" * 40 + "\n")
-    elif marker.is_file() and marker.read_text().strip() == tree:
-        return
+    elif marker.is_file() and marker.read_text().rstrip("\n") == want:
+        return True
+    if "\n" in path:
+        return False
     env = {**LIVE_ENV, "GIT_DIR": str(private)}
-    commit = git(None, "commit-tree", "-m", "desired state", "--end-of-options", check_sha(tree), env=env).strip()
+    tree = f"{check_sha(sha)}^{{tree}}" if path in ("", ".") else want
+    try:  # one git call resolves the path and makes the commit; not a directory: git refuses
+        commit = git(None, "commit-tree", "-m", "desired state", "--end-of-options", tree, env=env).strip()
+    except GitError:
+        return False
     (private / "HEAD").write_text(check_sha(commit) + "\n")
     git(None, "read-tree", "--end-of-options", commit, env=env)
-    marker.write_text(tree + "\n")
+    marker.write_text(want + "\n")
+    return True
 
 
 def live_status(private: Path, live: Path, timeout: float) -> tuple[int, list[tuple[str, str]], str]:

@@ -594,3 +594,14 @@ async def test_viewers_may_not_check_and_only_admins_trust(tmp_path: Path) -> No
     assert done.returncode == 3 and "may not check drift" in done.stderr, done.stderr
     done = await asyncio.to_thread(cli, ws, "drift", "trust", "web", "prod", "--yes")
     assert done.returncode == 3 and "admin" in done.stderr, done.stderr
+
+
+async def test_a_path_that_is_not_a_directory_at_the_deployed_commit_is_unknown(tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    spec = f"drift:\n  prod:\n    - files: nosuchdir\n      live: {live}\n    - files: README\n      live: {live}\n"
+    ws, repo, _ = drift_ws(tmp_path, spec)
+    async with Engine(ws) as engine:
+        await deployed(engine, repo, "files:nosuchdir")
+        for name in ("files:nosuchdir", "files:README"):
+            state, detail = await finding(ws, engine, name)
+            assert state == "unknown" and "is not a directory" in detail["summary"], detail
