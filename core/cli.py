@@ -27,6 +27,7 @@ from core.services import Actor, Services
 from core.store.db import Store
 from core.text import duration as text_duration
 from core.text import inert, one_line
+from core.text import table as text_table
 from core.workspace import Workspace
 
 OK, FAILED, USAGE, REFUSED = 0, 1, 2, 3
@@ -215,9 +216,7 @@ def short(sha: str | None) -> str:
 
 
 def table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    print(text_table(rows, header))
 
 
 # -- commands -------------------------------------------------------------------------------------

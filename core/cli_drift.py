@@ -24,7 +24,7 @@ from core import drift
 from core.errors import InvalidRequest, NotFound, PermissionDenied
 from core.services import Actor
 from core.store.db import AsyncStore, Store
-from core.text import duration, inert, one_line
+from core.text import duration, inert, one_line, table
 from core.workspace import Workspace
 
 OK, DRIFT, UNKNOWN = 0, 1, 2
@@ -102,10 +102,7 @@ def _print(items: list[dict[str, Any]]) -> None:
         checked = duration(now - i["checked_at"]) + " ago" if i.get("checked_at") else "never"
         rows.append([i["repo"], i["environment"], one_line(i["target"]), i["kind"], mark, since, checked,
                      one_line(i.get("summary") or "")[:70]])
-    header = ["REPO", "ENV", "TARGET", "KIND", "STATE", "FOR", "CHECKED", "SUMMARY"]
-    widths = [max(len(str(r[k])) for r in [header, *rows]) for k in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(str(c).ljust(widths[k]) for k, c in enumerate(row)).rstrip())
+    print(table(rows, ["REPO", "ENV", "TARGET", "KIND", "STATE", "FOR", "CHECKED", "SUMMARY"]))
 
 
 def _report(args: argparse.Namespace, items: list[dict[str, Any]]) -> int:

@@ -597,8 +597,6 @@ class RunExecution:
             blocked = await self.call(runstate.deploy_blocked, run["repo"], stage.environment, self.run_id)
             outcome, reason = ("failed", blocked[1]) if blocked and blocked[0] == "locked" else (
                 await Gate(self, run, row, stage.environment).wait())
-            if outcome == "pass" and run["environment"]:  # a reconcile must not roll back
-                outcome, reason = await self.db.call(self._still_deployed, run, stage.environment)
             if outcome == "pass":
                 fault("gate.pass.after_commit")
                 outcome, reason = await self._take_environment(row, stage.environment)
@@ -622,16 +620,6 @@ class RunExecution:
         else:
             await self.call(runstate.set_stage, row["id"], "succeeded")
         return "succeeded"
-
-    def _still_deployed(self, run: Row, environment: str) -> tuple[str, str]:
-        """(store thread) A reconcile re-deploys the environment's deployed commit; if another
-        deploy moved it on meanwhile, going ahead would roll it back: skip instead."""
-        row = self.store.query_one("SELECT commit_sha FROM deployments WHERE repo = ? AND environment = ? "
-                                   "ORDER BY id DESC LIMIT 1", (run["repo"], environment))
-        if row is not None and row["commit_sha"] != run["commit_sha"]:
-            return "skipped", (f"{environment} moved on to {row['commit_sha'][:7]} since this reconcile was "
-                               f"queued; re-deploying {run['commit_sha'][:7]} would roll it back")
-        return "pass", ""
 
     async def _take_environment(self, row: Row, environment: str) -> tuple[str, str]:
         """Take the environment lock and start the deploying stage (one transaction): ('pass',

@@ -38,3 +38,10 @@ def duration(seconds: float) -> str:
     if seconds < 86400:
         return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
     return f"{seconds // 86400:.0f}d{seconds % 86400 // 3600:.0f}h"
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """Columns padded to their widest cell, two spaces apart (the CLI's listings)."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+                     for row in [header, *rows])
