@@ -396,11 +396,7 @@ async def mirror_remote(state_dir: Path, host: str, remote: str, mirror: Path, t
     if address is None:
         raise InvalidRequest(f"{host!r} is not user@host[:port]")
     manifest_path = mirror.parent / "manifest.json"
-    try:
-        old: dict[str, list[Any]] = json.loads(manifest_path.read_text())
-    except (OSError, ValueError):
-        old = {}
-    mirror.mkdir(parents=True, exist_ok=True)
+    old = await asyncio.to_thread(_read_manifest, manifest_path, mirror)
     seen: dict[str, list[Any]] = {}
     denied: list[str] = []
     conn = await sshclient.connect(state_dir, address, timeout=min(timeout, 15.0))
@@ -443,12 +439,7 @@ async def mirror_remote(state_dir: Path, host: str, remote: str, mirror: Path, t
                 await asyncio.gather(*(walk(d) for d in subdirs))
 
             await walk("")
-            _prune_mirror(mirror, seen)
-            for child, info in seen.items():
-                if info[0] == "d":
-                    _ensure_dir(mirror, child)
-                elif info[0] == "l" and old.get(child) != info:
-                    _place(mirror, child, link=str(info[1]))
+            await asyncio.to_thread(_sync_tree, mirror, seen, old)  # local disk work off the loop
             semaphore = asyncio.Semaphore(64)
 
             async def get(child: str, mode: int) -> None:
@@ -463,7 +454,8 @@ async def mirror_remote(state_dir: Path, host: str, remote: str, mirror: Path, t
                     except asyncssh.SFTPNoSuchFile:  # removed while we looked: next check sees it
                         seen.pop(child, None)
                         return
-                _place(mirror, child, data=data if isinstance(data, bytes) else data.encode(), mode=mode)
+                await asyncio.to_thread(_place, mirror, child, data=data if isinstance(data, bytes) else data.encode(),
+                                        mode=mode)
 
             await asyncio.gather(*(get(c, m) for c, m in fetch))
             try:  # a directory removed while we copied it is not "every file removed"
@@ -474,11 +466,36 @@ async def mirror_remote(state_dir: Path, host: str, remote: str, mirror: Path, t
         from core.sshclient import Unreachable
 
         raise Unreachable(f"{address}: {exc}") from exc
-    for child in denied:  # what we could not read is left out of the mirror
+    await asyncio.to_thread(_finish_mirror, mirror, manifest_path, seen, denied)
+    return denied
+
+
+def _read_manifest(path: Path, mirror: Path) -> dict[str, list[Any]]:
+    """(worker thread) What the last mirror fetched: {path: [type, size, mtime, mode]}."""
+    mirror.mkdir(parents=True, exist_ok=True)
+    try:
+        old: dict[str, list[Any]] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return old
+
+
+def _sync_tree(mirror: Path, seen: dict[str, list[Any]], old: dict[str, list[Any]]) -> None:
+    """(worker thread) Remove what the host no longer has; make its directories and links."""
+    _prune_mirror(mirror, seen)
+    for child, info in seen.items():
+        if info[0] == "d":
+            _ensure_dir(mirror, child)
+        elif info[0] == "l" and old.get(child) != info:
+            _place(mirror, child, link=str(info[1]))
+
+
+def _finish_mirror(mirror: Path, manifest_path: Path, seen: dict[str, list[Any]], denied: list[str]) -> None:
+    """(worker thread) Leave out what we could not read; remember what was fetched."""
+    for child in denied:
         with contextlib.suppress(OSError):
             _remove(mirror / child)
     manifest_path.write_text(json.dumps(seen))
-    return denied
 
 
 def _ensure_dir(mirror: Path, rel: str) -> None:
