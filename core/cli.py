@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core import cli_drift, lease, workspace
+from core import cli_drift, lease, states, workspace
 from core.errors import CoreError, InvalidRequest, PermissionDenied
 from core.services import Actor, Services
 from core.store.db import Store
@@ -31,9 +31,8 @@ from core.text import table as text_table
 from core.workspace import Workspace
 
 OK, FAILED, USAGE, REFUSED = 0, 1, 2, 3
-TERMINAL = ("succeeded", "failed", "cancelled", "interrupted", "skipped")
-GLYPH = {"succeeded": "✓", "failed": "✗", "cancelled": "⊘", "interrupted": "!", "skipped": "-",
-         "queued": "…", "running": "▶", "waiting": "⏸"}
+TERMINAL = states.TERMINAL
+GLYPH = states.GLYPHS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("runs", help="recent runs")
     p.add_argument("--repo")
-    p.add_argument("--status", choices=["queued", "running", "waiting", *TERMINAL])
+    p.add_argument("--status", choices=list(states.RunState))
     p.add_argument("--branch")
     p.add_argument("--limit", type=int, default=30)
     p.add_argument("--json", action="store_true")

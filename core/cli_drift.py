@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from core import drift
+from core import drift, states
 from core.errors import InvalidRequest, NotFound, PermissionDenied
 from core.services import Actor
 from core.store.db import AsyncStore, Store
@@ -28,7 +28,7 @@ from core.text import duration, inert, one_line, table
 from core.workspace import Workspace
 
 OK, DRIFT, UNKNOWN = 0, 1, 2
-GLYPH = {"in_sync": "✓", "drifted": "≠", "unknown": "?"}
+GLYPH = states.GLYPHS
 
 
 def add_parser(sub: Any) -> None:

@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from core import approvals, gitio, lease, runstate, workspace
+from core import approvals, gitio, lease, runstate, states, workspace
 from core.engine import LEASE_STALE_SECONDS, Engine, Gate
 from core.errors import CoreError, InvalidRequest, LeaseHeld
 from core.fields import NAME
@@ -54,7 +54,7 @@ SETTLE_TIMEOUT = 60.0
 # reported): settle gives runs waiting at gates this long to get there before it stops.
 RESUME_GRACE = 1.0
 People = dict[str, tuple[str, str, str]]  # name: (full name, email, time zone)
-GLYPH = {"succeeded": "✓", "failed": "✗", "cancelled": "⊘", "interrupted": "!", "skipped": "-"}
+GLYPH = states.GLYPHS
 
 # Our git commands must not depend on (or be changed by) the user's git configuration.
 GIT_OPTIONS = ("-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null",

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 
+from core import states
 from core.store.db import Row, Store
 
-ACTIVE = ("running", "waiting")
-TERMINAL = ("succeeded", "failed", "cancelled", "interrupted", "skipped")
+ACTIVE = states.IN_PROGRESS
+TERMINAL = states.TERMINAL
 ENGINE = "engine"
 
 

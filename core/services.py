@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import gitio, runstate
+from core import gitio, runstate, states
 from core.errors import GitError, InvalidRequest, NotFound, PermissionDenied
 from core.store.db import Row, Store
 from core.workspace import RepoConfig, Workspace, current_os_user
@@ -51,12 +51,14 @@ class Actor:
         return cls(f"os:{user}", ("viewer",))
 
     def may(self, action: str) -> bool:
-        """trigger, cancel, retry, reconcile, acknowledge (drift): the operator or admin role;
-        unlock: admin or approver. Default deny."""
-        if action == "unlock":
-            return bool({"approver", "admin"} & set(self.roles))
-        allowed = ("trigger", "cancel", "retry", "reconcile", "acknowledge", "check drift")
-        return bool({"operator", "admin"} & set(self.roles)) if action in allowed else False
+        """Whether the actor's roles grant `action` (a `states.Capability` value: trigger,
+        cancel, retry, reconcile, acknowledge and check drift need the operator or admin role;
+        unlock the admin or approver role). Default deny: an unknown action is refused."""
+        try:
+            capability = states.Capability(action)
+        except ValueError:
+            return False
+        return capability in states.capabilities(self.roles)
 
     def require(self, action: str) -> None:
         if not self.may(action):

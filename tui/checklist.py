@@ -14,13 +14,13 @@ from typing import Any
 
 from rich.text import Text
 
+from core import states
 from tui import render
 
 Change = Mapping[str, Any]
-DECIDABLE = ("open", "approved")
+DECIDABLE = states.DECIDABLE
 PRODUCTION_NAMES = ("prod", "production")
-STATUS_GLYPHS = {"open": "⏸", "approved": "✓", "passed": "✓", "rejected": "✗", "expired": "⌛",
-                 "superseded": "–", "voided": "⊘", "cancelled": "⊘"}
+STATUS_GLYPHS = states.GLYPHS
 
 
 def is_production(environments: tuple[str, ...], environment: str) -> bool:

@@ -12,26 +12,21 @@ from collections.abc import Callable, Mapping
 
 from rich.text import Text
 
+from core import states
 from core.text import duration as text_duration
 from core.text import inert, one_line
 
-GLYPHS: dict[str, tuple[str, str]] = {
-    "succeeded": ("✓", "run-ok"),
-    "failed": ("✗", "run-failed"),
-    "running": ("▶", "run-active"),
-    "queued": ("…", "run-queued"),
-    "waiting": ("⏸", "run-waiting"),
-    "cancelled": ("⊘", "run-cancelled"),
-    "interrupted": ("!", "run-interrupted"),
-    "skipped": ("–", "muted"),
-}
+# Glyphs come from core.states (one table for the CLI and the console); colours are the theme's.
+_COLOURS = {"succeeded": "run-ok", "failed": "run-failed", "running": "run-active", "queued": "run-queued",
+            "waiting": "run-waiting", "cancelled": "run-cancelled", "interrupted": "run-interrupted",
+            "skipped": "muted"}
+GLYPHS: dict[str, tuple[str, str]] = {state: (states.glyph(state), var) for state, var in _COLOURS.items()}
 
 # Drift of a target or a cell: acknowledged drift has its own glyph, never colour alone.
 DRIFT_GLYPHS: dict[str, tuple[str, str, str]] = {
-    "drifted": ("≠", "drift", "drifted"),
-    "acked": ("≈", "drift-acked", "acked"),
-    "unknown": ("?", "drift-unknown", "unknown"),
-    "in_sync": ("=", "run-ok", "in sync"),
+    key: (states.glyph(key), var, word) for key, var, word in (
+        ("drifted", "drift", "drifted"), ("acked", "drift-acked", "acked"),
+        ("unknown", "drift-unknown", "unknown"), ("in_sync", "run-ok", "in sync"))
 }
 
 _clock: Callable[[], float] = time.time

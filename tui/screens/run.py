@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.timer import Timer
 from textual.widgets import DataTable, Input, Log, Static
 
+from core import states
 from core.text import inert
 from core.views import RunDetail, StepView
 from tui import render
@@ -48,7 +49,7 @@ from tui.widgets.stage_strip import StageStrip
 from tui.widgets.table import Table
 
 SEARCH = Command(FILTER.id, FILTER.key, "search", "Search", "Search the log")
-ACTIVE = ("queued", "running", "waiting")
+ACTIVE = states.UNFINISHED
 MAX_LOG_LINES = 50_000
 LOG_READS_PER_SECOND = 4
 CHUNK = 5_000

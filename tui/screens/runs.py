@@ -11,6 +11,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import DataTable
 
+from core import states
 from core.views import RunView
 from tui import render
 from tui.commands import BACK, CANCEL, DOWN, FILTER, HELP, OPEN, QUIT, RETRY, UP, bindings
@@ -20,7 +21,7 @@ from tui.screens.confirm import ConfirmScreen
 from tui.widgets.filter_bar import FilterBar
 from tui.widgets.table import Table
 
-ACTIVE = ("queued", "running", "waiting")
+ACTIVE = states.UNFINISHED
 
 
 def matches(run: RunView, query: str) -> bool:
