@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core import cli_drift, lease, states, workspace
+from core import cli_drift, lease, retention, states, workspace
 from core.errors import CoreError, InvalidRequest, PermissionDenied
 from core.services import Actor, Services
 from core.store.db import Store
@@ -421,8 +421,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
         names = step_names(svc, args.run)
         position = (0, -1)
         current = None
+        shown = False
         while True:
             lines = svc.logs(args.run, position)
+            shown = shown or bool(lines)
             for line in lines:
                 if line["step_id"] not in names:
                     names = step_names(svc, args.run)
@@ -442,6 +444,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 break
             time.sleep(0.2)
             run = svc.run(args.run)
+    note = None if shown else retention.removed_note(run.get("finished_at"), svc.ws.settings.keep_logs_days)
+    if note:
+        print(f"ahead: run #{args.run}: {note}", file=sys.stderr)
     return OK
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import approvals, gitio, lease, remote, runstate, safepath, secrets, workspace
+from core import approvals, gitio, lease, remote, retention, runstate, safepath, secrets, workspace
 from core.aio import wait_at_most
 from core.drift import REVISION, DriftChecker
 from core.errors import ConfigError, CoreError, GitError, StoreError
@@ -46,6 +46,8 @@ from core.workspace import RepoConfig, Workspace
 log = logging.getLogger("ahead.engine")
 HEARTBEAT_SECONDS = 2.0
 LEASE_STALE_SECONDS = lease.STALE_SECONDS
+RETENTION_FIRST_DELAY = 60.0
+RETENTION_EVERY = 3600.0
 
 
 class ContextLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -129,6 +131,7 @@ class Engine:
                 self._runs[row["id"]] = cancel
                 self._spawn(self._execute(row["id"], cancel, resume=True), f"run-{row['id']}")
         self._spawn(self._schedule(), "scheduler")
+        self._spawn(self._retention(), "log-retention")
         log.info("engine started for %s", self.ws.file)
 
     async def aclose(self) -> None:
@@ -220,6 +223,31 @@ class Engine:
                 for cancel in self._runs.values():
                     cancel.set()
                 return
+
+    async def _retention(self) -> None:
+        """Delete the log lines of runs that ended more than keep_logs_days ago: a minute after
+        start, then hourly, a few runs per store call so other writes never wait long. The
+        watermark (highest run id pruned) lives in memory: after a restart the first pass looks
+        at every ended run once (an indexed read each)."""
+        await asyncio.sleep(RETENTION_FIRST_DELAY)
+        after = 0
+        while True:
+            try:
+                total = 0
+                while True:
+                    deleted, last = await self.db.call(
+                        retention.prune_logs, self.db.store, self.ws.settings.keep_logs_days, after,
+                        max_runs=20)
+                    total += deleted
+                    if last == after:
+                        break
+                    after = last
+                if total:
+                    log.info("removed %d log lines of runs older than %d days", total,
+                             self.ws.settings.keep_logs_days)
+            except CoreError:
+                log.exception("log retention failed; trying again in an hour")
+            await asyncio.sleep(RETENTION_EVERY)
 
     # -- refs ---------------------------------------------------------------------------------
 
