@@ -54,7 +54,6 @@ from core.workspace import RepoConfig, Workspace
 
 log = logging.getLogger("ahead.drift")
 
-STATES = ("in_sync", "drifted", "unknown")
 REVISION = "revision"
 DIFF_FILE_CAP = 64 * 1024      # bytes of one file read for its diff
 DIFF_TOTAL_CAP = 256 * 1024    # characters of diff kept per check

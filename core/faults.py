@@ -23,8 +23,3 @@ def fault(point: str) -> None:
     """Die here (exit 137, nothing flushed) when `point` is armed in AHEAD_FAULT."""
     if _POINTS and point in _POINTS:
         os._exit(EXIT_CODE)
-
-
-def armed() -> frozenset[str]:
-    """The points armed in this process (for logs and tests)."""
-    return _POINTS

@@ -10,7 +10,6 @@ import difflib
 import re
 from typing import Any
 
-from core.errors import ConfigError
 from core.yamlfile import Document, Path
 
 _DURATION = re.compile(r"^(?:([0-9]{1,12})d)?(?:([0-9]{1,12})h)?(?:([0-9]{1,12})m)?(?:([0-9]{1,12})s)?$")
@@ -132,7 +131,3 @@ def require(doc: Document, path: Path, value: dict[str, Any], key: str, fix: str
     if key not in value or value[key] is None:
         raise doc.error(path, f'missing required key "{key}"', fix)
     return value[key]
-
-
-def fail(doc: Document, path: Path, problem: str, fix: str = "") -> ConfigError:
-    return doc.error(path, problem, fix)

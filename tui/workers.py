@@ -26,6 +26,7 @@ class KeepRunning:
     def run_worker(self, work: Any, name: str | None = "", group: str = "default", description: str = "",
                    exit_on_error: bool = True, start: bool = True, exclusive: bool = False,
                    thread: bool = False) -> Any:
+        del exit_on_error  # in Textual's signature (`@work` passes it); never honoured here
         return super().run_worker(work, name=name, group=group,  # type: ignore[misc]
                                   description=description, exit_on_error=False, start=start,
                                   exclusive=exclusive, thread=thread)
