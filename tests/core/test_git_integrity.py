@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core import gitio
-from core.engine import Engine, capped
+from core.engine import Engine
 from core.errors import GitError
 from core.workspace import Workspace
 from tests.conftest import commit, git, make_repo
@@ -170,6 +170,8 @@ async def test_a_128_kib_subject_does_not_stop_the_steps(tmp_path: Path) -> None
 
 
 def test_capped_keeps_short_values_and_whole_characters() -> None:
+    from core.engine import capped
+
     assert capped("release 1.2") == "release 1.2"
     assert capped("é" * 3000) == "é" * 2048 + "… [truncated 1904 bytes]"
 
@@ -179,7 +181,7 @@ def test_capped_keeps_short_values_and_whole_characters() -> None:
 
 @pytest.mark.parametrize(("email", "message", "expect"), [
     ("Alice+x@Example.COM", "change", "alice cannot approve: author of"),
-    ("ALICE@HOME.EXAMPLE", "change", "alice cannot approve: author of"),
+    ("ALICE+ci@HOME.EXAMPLE", "change", "alice cannot approve: author of"),
     ("carol@example.com", "change\n\nCo-authored-by: Alice Archer <alice@example.com>",
      "alice cannot approve: co-author or sign-off (trailer) of"),
     ("carol@example.com", "change\n\nSigned-off-by: Alice <Alice+signing@home.example>",
