@@ -47,7 +47,9 @@ def evil_twin(repo: Path, sha: str, files: dict[str, str]) -> str:
 
 async def test_a_replace_ref_never_deploys_the_replacement(tmp_path: Path) -> None:
     seen = tmp_path / "seen.txt"
-    pipeline = f"stages:\n  - name: deploy-dev\n    environment: dev\n    steps:\n      - run: cat payload.txt >> {seen}\n"
+    pipeline = (f"stages:\n  - name: deploy-dev\n    environment: dev\n    steps:\n"
+                f"      - run: cat payload.txt >> {seen}\n"
+                f"      - run: git show HEAD:payload.txt >> {seen}\n")  # a step's own git too
     from tests.conftest import make_workspace
 
     ws = make_workspace(tmp_path / "ws", {"app": pipeline})
@@ -63,7 +65,7 @@ async def test_a_replace_ref_never_deploys_the_replacement(tmp_path: Path) -> No
         run = await wait_run_done(engine, rows[0]["id"])
         assert run["status"] == "succeeded", run
         deployed = await query(engine, "SELECT commit_sha FROM deployments WHERE environment = 'dev'")
-    assert seen.read_text() == "reviewed\n"
+    assert seen.read_text() == "reviewed\nreviewed\n"
     assert [d["commit_sha"] for d in deployed] == [sha]
 
 
