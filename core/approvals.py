@@ -41,15 +41,18 @@ def short(sha: str | None) -> str:
 
 def forbidden(store: Store, ws: Workspace, policy: Policy, change: Row) -> dict[str, str]:
     """Operators who may not approve this change, each with the reason: authors and committers of
-    every commit in base..head, and whoever triggered a run of its head commit."""
+    every commit in base..head (and whoever a `Co-authored-by:` or `Signed-off-by:` trailer names,
+    as authors), and whoever triggered a run of its head commit. Emails match as identities
+    (case and `+tag` folded: Workspace.operator_by_email)."""
     reasons: dict[str, str] = {}
     people = json.loads(change["people"] or "{}")
     if not people:  # a request opened before ranges were recorded whole
         commits = json.loads(change["commits"])
         people = {"authors": {c["email"]: c["sha"] for c in commits},
                   "committers": {c["committer_email"]: c["sha"] for c in commits}}
-    for kind, label in (("authors", "author"), ("committers", "committer")):
-        if kind in policy.forbid:
+    for kind, label, rule in (("authors", "author", "authors"), ("committers", "committer", "committers"),
+                              ("trailers", "co-author or sign-off (trailer)", "authors")):
+        if rule in policy.forbid:
             for email, sha in people.get(kind, {}).items():
                 op = ws.operator_by_email(email)
                 if op is not None:

@@ -631,6 +631,7 @@ class DriftChecker:
     async def _command(self, target: Target, spec: DriftSpec, repo_dir: Path, base: Path, timeout: float) -> Finding:
         work = base / f"checkout-{uuid.uuid4().hex[:8]}"
         await asyncio.to_thread(gitio.worktree_add, repo_dir, work, target.commit or "")
+        await asyncio.to_thread(gitio.verify_checkout, repo_dir, work, target.commit or "")
         lines: list[str] = []
         size = 0
 

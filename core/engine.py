@@ -518,8 +518,7 @@ class RunExecution:
         status, error = "failed", None
         workdir = self.engine.ws.state_dir / "work" / repo.name / str(self.run_id)
         # The checkout (~10 ms of git) runs while the pipeline is read and planned.
-        checkout = asyncio.ensure_future(
-            asyncio.to_thread(gitio.worktree_add, repo_dir, workdir, run["commit_sha"]))
+        checkout = asyncio.ensure_future(asyncio.to_thread(_checkout, repo_dir, workdir, run["commit_sha"]))
         try:
             try:
                 pipeline = await self._pipeline(repo, repo_dir, run)
@@ -701,16 +700,17 @@ class RunExecution:
              secret_values: dict[str, str] | None = None) -> dict[str, str]:
         hidden = secrets.hidden_sources(self.engine.ws.secrets.values())  # secret sources never leak through
         env = {k: v for k, v in os.environ.items() if not k.startswith("AHEAD_") and k not in hidden}
+        env.update({k: v for k, v in gitio.GIT_ENV.items() if k in ("GIT_NO_REPLACE_OBJECTS", "GIT_GRAFT_FILE")})
         env.update(pipeline.env)
         env.update(stage.env)
         env.update(step.env)
         env.update({
             "AHEAD_REPO": run["repo"],
             "AHEAD_COMMIT": run["commit_sha"],
-            "AHEAD_REF": run["ref"],
-            "AHEAD_BRANCH": run["branch"],
-            "AHEAD_AUTHOR": f"{run['author']} <{run['author_email']}>",
-            "AHEAD_SUBJECT": run["subject"],
+            "AHEAD_REF": capped(run["ref"]),
+            "AHEAD_BRANCH": capped(run["branch"]),
+            "AHEAD_AUTHOR": capped(f"{run['author']} <{run['author_email']}>"),
+            "AHEAD_SUBJECT": capped(run["subject"]),
             "AHEAD_ENVIRONMENT": stage.environment or "",
             "AHEAD_STAGE": stage.name,
             "AHEAD_RUN_ID": str(self.run_id),
@@ -884,6 +884,27 @@ class Gate:
     def _cancel(self) -> None:
         with self.x.store.transaction():
             approvals.cancel_open(self.x.store, self.run["id"], "engine")
+
+
+METADATA_CAP = 4096
+
+
+def capped(value: str | None, limit: int = METADATA_CAP) -> str:
+    """`value` cut to at most `limit` bytes of UTF-8 plus a visible marker: commit metadata is
+    written by committers, and one 128 KiB value (Linux's cap on a single environment string)
+    would make every step fail to start with "Argument list too long"."""
+    value = value or ""
+    data = value.encode("utf-8", "surrogateescape")
+    if len(data) <= limit:
+        return value
+    kept = data[:limit].decode("utf-8", "ignore")
+    return f"{kept}… [truncated {len(data) - len(kept.encode('utf-8', 'surrogateescape'))} bytes]"
+
+
+def _checkout(repo_dir: Path, workdir: Path, sha: str) -> None:
+    """(worker thread) The run's checkout of exactly `sha`, verified (see gitio.verify_checkout)."""
+    gitio.worktree_add(repo_dir, workdir, sha)
+    gitio.verify_checkout(repo_dir, workdir, sha)
 
 
 def _cancelled() -> bool:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import GitError
+from core.text import email_identity
 
 SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock$|/$|^/|^\.|^-")
@@ -28,10 +29,21 @@ GIT_ENV = {
     # git flushes after every commit when writing to a pipe; that made `git log` over 50k commits
     # 2x slower here (20,869 reads for 550 KB). We read to the end anyway.
     "GIT_FLUSH": "0",
+    # Replace refs and grafts make git show one commit's sha with another commit's content or
+    # history: a pusher's `refs/replace/<C>` would deploy C' while every record says C. Off for
+    # every git we run (`core.useReplaceRefs=false` below too); the graft file is a path that
+    # cannot exist (a file under /dev/null).
+    "GIT_NO_REPLACE_OBJECTS": "1",
+    "GIT_GRAFT_FILE": os.path.join(os.devnull, "no-grafts"),
 }
-SEP = "\x1f"
-END = "\x1e"
-LOG_FORMAT = f"%H{SEP}%an{SEP}%ae{SEP}%ce{SEP}%ct{SEP}%s{END}"
+# Options before every git subcommand we run (argv, never a shell).
+GIT_OPTIONS = ["-c", "protocol.ext.allow=never", "-c", "core.fsmonitor=false", "-c", "core.useReplaceRefs=false"]
+# `git log -z` with NUL between fields: git cuts a message or name at a NUL byte, so no commit
+# content can add a field or a record (any other separator byte can be committed).
+LOG_FIELDS = ("%H", "%an", "%ae", "%ce", "%ct", "%s")
+LOG_FORMAT = "%x00".join(LOG_FIELDS)
+# The trailers that name more authors of a commit (values unfolded: one line each).
+AUTHOR_TRAILERS = "%(trailers:key=Co-authored-by,key=Signed-off-by,valueonly,unfold)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +74,7 @@ def git(repo: Path | None, *args: str, input: bytes | None = None, check: bool =
     Raises:
         GitError: git failed (its stderr is in the message) or timed out.
     """
-    argv = ["git", "-c", "protocol.ext.allow=never", "-c", "core.fsmonitor=false"]
+    argv = ["git", *GIT_OPTIONS]
     if repo is not None:
         argv += ["-C", str(repo)]
     argv += list(args)
@@ -177,14 +189,29 @@ def ref_stamp(paths: list[str]) -> tuple[int, ...]:
 # -- commits and history ----------------------------------------------------------------------
 
 
+def _records(out: str, width: int) -> list[list[str]]:
+    """The records of `git log -z` output whose format has `width` NUL-separated fields, each
+    checked to start with a commit id.
+
+    Raises:
+        GitError: the output does not split into whole records (git never emits a NUL inside a
+            field, so this means git changed, not that a commit is hostile).
+    """
+    fields = out.split("\0")
+    if fields and fields[-1] == "":
+        fields.pop()  # -z ends the last record with a NUL too
+    if len(fields) % width:
+        raise GitError(f"git log output has {len(fields)} fields, not a multiple of {width}")
+    records = [fields[i:i + width] for i in range(0, len(fields), width)]
+    for record in records:
+        if not SHA.match(record[0]):
+            raise GitError(f"git log output has {record[0][:50]!r} where a commit id belongs")
+    return records
+
+
 def _parse_log(out: str) -> list[Commit]:
-    commits = []
-    for record in out.split(END):
-        parts = record.strip("\n").split(SEP, 5)
-        if len(parts) == 6:
-            commits.append(Commit(parts[0], parts[1], parts[2].lower(), parts[3].lower(),
-                                  float(parts[4] or 0), parts[5]))
-    return commits
+    return [Commit(r[0], r[1], r[2].lower(), r[3].lower(), float(r[4] or 0), r[5])
+            for r in _records(out, len(LOG_FIELDS))]
 
 
 def check_sha(sha: str) -> str:
@@ -209,7 +236,7 @@ def resolve(repo: Path, ref: str) -> str:
 
 
 def commit(repo: Path, sha: str) -> Commit:
-    out = git(repo, "log", "-1", f"--format={LOG_FORMAT}", "--end-of-options", check_sha(sha))
+    out = git(repo, "log", "-1", "-z", f"--format={LOG_FORMAT}", "--end-of-options", check_sha(sha))
     found = _parse_log(out)
     if not found:
         raise GitError(f"no commit {sha} in {repo}")
@@ -218,7 +245,7 @@ def commit(repo: Path, sha: str) -> Commit:
 
 def log_range(repo: Path, base: str | None, head: str, limit: int | None = None) -> list[Commit]:
     """Commits in base..head (all of head's history when base is None), newest first."""
-    args = ["log", f"--format={LOG_FORMAT}"]
+    args = ["log", "-z", f"--format={LOG_FORMAT}"]
     if limit is not None:
         args.append(f"--max-count={limit}")
     args.append("--end-of-options")
@@ -227,17 +254,58 @@ def log_range(repo: Path, base: str | None, head: str, limit: int | None = None)
 
 
 def range_people(repo: Path, base: str | None, head: str) -> dict[str, dict[str, str]]:
-    """Every author and committer email in base..head, each with the newest commit of theirs:
-    {"authors": {email: sha}, "committers": {email: sha}}. The whole range, however long."""
-    args = ["log", f"--format=%H{SEP}%ae{SEP}%ce", "--end-of-options"]
+    """Every identity in base..head, each with the newest commit naming it:
+    {"authors": {email: sha}, "committers": {email: sha}, "trailers": {email: sha}}, the last
+    for `Co-authored-by:` and `Signed-off-by:` trailers. The whole range, however long.
+
+    Emails are identities (`core.text.email_identity`: case and `+tag` folded). The `.mailmap`
+    of `base` (the deployed, approved commit; never the commits under review, whose author
+    writes them) maps an email to another; both the email and what it maps to are kept, so a
+    mailmap can only add people, never hide one.
+    """
+    args = ["log", "-z", f"--format=%H%x00%ae%x00%ce%x00{AUTHOR_TRAILERS}", "--end-of-options"]
     args.append(f"{check_sha(base)}..{check_sha(head)}" if base else check_sha(head))
-    people: dict[str, dict[str, str]] = {"authors": {}, "committers": {}}
-    for line in git(repo, *args).splitlines():
-        parts = line.split(SEP)
-        if len(parts) == 3:
-            people["authors"].setdefault(parts[1].lower(), parts[0])
-            people["committers"].setdefault(parts[2].lower(), parts[0])
+    aliases = mailmap(repo, base) if base else {}
+    people: dict[str, dict[str, str]] = {"authors": {}, "committers": {}, "trailers": {}}
+
+    def add(kind: str, email: str, sha: str) -> None:
+        if not email:
+            return
+        who = email_identity(email)
+        people[kind].setdefault(who, sha)
+        if who in aliases:
+            people[kind].setdefault(aliases[who], sha)
+
+    for sha, author, committer, trailers in _records(git(repo, *args), 4):
+        add("authors", author, sha)
+        add("committers", committer, sha)
+        for value in trailers.splitlines():
+            add("trailers", trailer_email(value), sha)
     return people
+
+
+def trailer_email(value: str) -> str:
+    """The email of a trailer value like `Name <email>` (or a bare email), or ""."""
+    found = re.findall(r"<([^<>]*)>", value)
+    if found:
+        return str(found[-1]).strip()
+    value = value.strip()
+    return value if "@" in value and " " not in value else ""
+
+
+def mailmap(repo: Path, sha: str) -> dict[str, str]:
+    """{email identity: identity it maps to} from the `.mailmap` of commit `sha` (none when the
+    commit has no such file, or it is a link). Lines naming two emails map the second to the first."""
+    try:
+        text = read_file(repo, sha, ".mailmap")
+    except GitError:
+        return {}
+    result: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        emails = re.findall(r"<([^<>]*)>", line.split("#", 1)[0])
+        if len(emails) >= 2 and emails[0].strip() and emails[1].strip():
+            result[email_identity(emails[1])] = email_identity(emails[0])
+    return result
 
 
 def pending_summary(repo: Path, base: str | None, head: str) -> tuple[int, float | None]:
@@ -252,7 +320,7 @@ def pending_summary(repo: Path, base: str | None, head: str) -> tuple[int, float
 
 def is_ancestor(repo: Path, older: str, newer: str) -> bool:
     proc = subprocess.run(  # exit status is the answer here
-        ["git", "-C", str(repo), "merge-base", "--is-ancestor", "--end-of-options",
+        ["git", *GIT_OPTIONS, "-C", str(repo), "merge-base", "--is-ancestor", "--end-of-options",
          check_sha(older), check_sha(newer)],
         capture_output=True, env={**os.environ, **GIT_ENV}, check=False)
     return proc.returncode == 0
@@ -327,11 +395,32 @@ def worktree_add(repo: Path, dest: Path, sha: str) -> None:
         git(repo, "worktree", "add", "--detach", "--force", "--", str(dest), check_sha(sha))
 
 
+def verify_checkout(repo: Path, dest: Path, sha: str) -> None:
+    """Check that the checkout at `dest` is exactly commit `sha` of `repo`: HEAD is `sha`, the
+    tree checked out is the commit's own tree (replace refs and grafts off), and nothing in the
+    work tree or index differs from it (no change, no untracked or ignored file).
+
+    Raises:
+        GitError: any difference, naming the commit, both trees and what differs.
+    """
+    check_sha(sha)
+    want = git(repo, "rev-parse", "--verify", "--end-of-options", f"{sha}^{{tree}}").strip()
+    head, tree = (git(dest, "rev-parse", "HEAD", "HEAD^{tree}").split() + ["", ""])[:2]
+    if head != sha or tree != want:
+        raise GitError(f"checkout {dest} is commit {head[:12] or '?'} tree {tree[:12] or '?'}, but the run "
+                       f"pins commit {sha[:12]} tree {want[:12]}; refusing to run on it")
+    status = git(dest, "status", "--porcelain=v1", "-z", "-uall", "--ignored=traditional", "--no-renames")
+    changed = [entry for entry in status.split("\0") if entry]
+    if changed:
+        raise GitError(f"checkout {dest} of commit {sha[:12]} (tree {want[:12]}) differs from the commit: "
+                       f"{changed[0][:200]!r}{f' and {len(changed) - 1} more' if len(changed) > 1 else ''}; "
+                       "refusing to run on it")
+
+
 def archive_command(repo: Path, sha: str) -> tuple[list[str], dict[str, str]]:
     """The argv and environment of `git archive` writing commit `sha` as a tar stream to stdout
     (a remote runner gets the code this way; the caller streams it, so nothing blocks here)."""
-    argv = ["git", "-c", "protocol.ext.allow=never", "-c", "core.fsmonitor=false", "-C", str(repo),
-            "archive", "--format=tar", check_sha(sha)]
+    argv = ["git", *GIT_OPTIONS, "-C", str(repo), "archive", "--format=tar", check_sha(sha)]
     return argv, {**os.environ, **GIT_ENV}
 
 
@@ -341,13 +430,20 @@ def worktree_remove(repo: Path, dest: Path) -> None:
         git(repo, "worktree", "prune", check=False)
 
 
+MIRROR_REFSPECS = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+
+
 def mirror(url: str, dest: Path) -> None:
-    """Clone `url` as a bare mirror at `dest`, or fetch it when it exists."""
-    if (dest / "HEAD").is_file():
-        git(dest, "fetch", "--prune", "--quiet", "origin", timeout=600)
-        return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    git(None, "clone", "--mirror", "--quiet", "--", url, str(dest), timeout=600)
+    """Clone `url` as a bare copy at `dest`, or fetch it when it exists: branches and tags only.
+    Never `refs/replace/*` (a pushed replace ref would swap a commit's content) nor anything
+    else; replace refs left by an older `clone --mirror` are deleted."""
+    if not (dest / "HEAD").is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        git(None, "clone", "--bare", "--quiet", "--", url, str(dest), timeout=600)
+    git(dest, "fetch", "--prune", "--quiet", "--no-tags", "origin", *MIRROR_REFSPECS, timeout=600)
+    stale = git(dest, "for-each-ref", "--format=delete %(refname)", "refs/replace/")
+    if stale:
+        git(dest, "update-ref", "--no-deref", "--stdin", input=stale.encode("utf-8", "surrogateescape"))
 
 
 def head_branch(repo: Path) -> str | None:
@@ -444,7 +540,7 @@ def live_status(private: Path, live: Path, timeout: float) -> tuple[int, list[tu
     Status codes: " M" changed, " T" type changed, " D" removed, "??" added, "!!" added but
     matched by a .gitignore in the live tree (still reported: a hidden file is still drift).
     """
-    argv = ["git", "--git-dir", str(private), "--work-tree", str(live), "status", "--porcelain=v1",
+    argv = ["git", *GIT_OPTIONS, "--git-dir", str(private), "--work-tree", str(live), "status", "--porcelain=v1",
             "-z", "-uall", "--ignored=traditional", "--no-renames"]
     env = {**os.environ, **GIT_ENV, **LIVE_ENV}
     env.pop("GIT_DIR", None)
@@ -470,7 +566,7 @@ def desired_blobs(private: Path, paths: list[str], cap: int) -> dict[str, bytes 
     env = {**os.environ, **GIT_ENV, **LIVE_ENV, "GIT_DIR": str(private)}
 
     def batch(mode: str, names: list[str]) -> bytes:
-        return subprocess.run(["git", "cat-file", mode], input="".join(f"HEAD:{p}\n" for p in names).encode(),
+        return subprocess.run(["git", *GIT_OPTIONS, "cat-file", mode], input="".join(f"HEAD:{p}\n" for p in names).encode(),
                               capture_output=True, env=env, check=False, timeout=60).stdout
 
     wanted = [p for p in paths if "\n" not in p]

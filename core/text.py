@@ -45,3 +45,16 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
                      for row in [header, *rows])
+
+
+def email_identity(email: str) -> str:
+    """The identity an email address stands for when deciding who may approve: trimmed, without
+    angle brackets, case-folded, and without a `+tag` in the local part, so
+    `Alice+x@Example.COM` and `alice@example.com` are one person. Git identities are claims the
+    committer makes; this only stops the trivial variants (see docs/SECURITY.md)."""
+    email = email.strip().strip("<>").strip().casefold()
+    local, at, domain = email.rpartition("@")
+    if not at:
+        return email
+    base = local.split("+", 1)[0]
+    return f"{base or local}@{domain}"

@@ -19,6 +19,7 @@ from core import fields as f
 from core.errors import ConfigError, WorkspaceNotFound
 from core.policy import Policy, parse_policy
 from core.secrets import SecretSource
+from core.text import email_identity
 from core.yamlfile import Document, load
 
 if TYPE_CHECKING:
@@ -142,8 +143,8 @@ class Workspace:
         return next((op for op in self.operators if op.name == name), None)
 
     def operator_by_email(self, email: str) -> Operator | None:
-        email = email.lower()
-        return next((op for op in self.operators if email in op.emails), None)
+        who = email_identity(email)
+        return next((op for op in self.operators if who in {email_identity(e) for e in op.emails}), None)
 
     def operator_for_os_user(self, user: str | None = None) -> Operator | None:
         user = user or current_os_user()
@@ -282,6 +283,7 @@ def _operators(doc: Document, value: Any) -> list[Operator]:
     operators: list[Operator] = []
     seen: set[str] = set()
     key_owners: dict[str, str] = {}
+    email_owners: dict[str, str] = {}
     for i, item in enumerate(items):
         path = ("operators", i)
         entry = f.mapping(doc, path, item, "an operator")
@@ -298,10 +300,25 @@ def _operators(doc: Document, value: Any) -> list[Operator]:
             name=name,
             roles=tuple(roles),
             keys=_keys(doc, path + ("keys",), entry.get("keys") or [], key_owners, name),
-            emails=tuple(e.lower() for e in f.string_list(doc, path + ("emails",), entry.get("emails") or [], "an email")),
+            emails=_emails(doc, path + ("emails",), entry.get("emails") or [], email_owners, name),
             os_users=tuple(f.string_list(doc, path + ("os_users",), entry.get("os_users") or [], "a user name")),
         ))
     return operators
+
+
+def _emails(doc: Document, path: tuple[str | int, ...], value: Any, owners: dict[str, str],
+            name: str) -> tuple[str, ...]:
+    """An operator's git emails as identities (core.text.email_identity: `Alice+x@Example.COM` is
+    `alice@example.com`), each one operator's only: it decides who may not approve a change."""
+    emails = []
+    for j, email in enumerate(f.string_list(doc, path, value, "an email")):
+        who = email_identity(email)
+        if owners.get(who, name) != name:
+            raise doc.error(path + (j,), f"{email!r} is the identity {who!r}, already {owners[who]}'s",
+                            "each git identity belongs to one operator")
+        owners[who] = name
+        emails.append(who)
+    return tuple(emails)
 
 
 def _keys(doc: Document, path: tuple[str | int, ...], value: Any, owners: dict[str, str],
