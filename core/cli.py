@@ -284,9 +284,18 @@ def cmd_engine(args: argparse.Namespace) -> int:
         async with Engine(ws) as engine:
             print(f"engine running for {ws.file} (ctrl+c to stop)", flush=True)
             await _until_stopped(engine)
+        _fenced_out(engine)
 
     asyncio.run(serve())
     return OK
+
+
+def _fenced_out(engine: Any) -> None:
+    """An engine that lost its lease or its store ends the command with that one line."""
+    from core.errors import LeaseLost
+
+    if engine.lost_reason is not None:
+        raise LeaseLost(engine.lost_reason)
 
 
 async def _until_stopped(engine: Any) -> None:
@@ -330,6 +339,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 await _until_stopped(engine)
             finally:
                 await server.aclose()
+        _fenced_out(engine)
 
     asyncio.run(serve())
     return OK
