@@ -110,7 +110,7 @@ class Engine:
         try:
             await self.db.call(self.db.store.require_intact)  # PRAGMA quick_check
             await self.db.call(lease.acquire, self.db.store, self.name, self._token,
-                               LEASE_STALE_SECONDS)
+                               self.ws.settings.lease_timeout)
         except BaseException:
             await self.db.aclose()
             raise
@@ -249,7 +249,7 @@ class Engine:
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(min(HEARTBEAT_SECONDS, self.ws.settings.lease_timeout / 5))
             try:
                 held = await self.db.call(lease.heartbeat, self.db.store, self._token)
             except LeaseLost as exc:  # taken over, or the store file deleted or replaced
