@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -127,7 +129,20 @@ class SSHServer:
         if self.zygote is not None:
             await self.zygote.start()
         o = self.options
-        self._acceptor = await asyncssh.create_server(
+        try:
+            self._acceptor = await self._listen(o)
+        except OSError as exc:
+            await self.aclose()
+            if exc.errno == errno.EADDRINUSE:
+                pid = port_owner(o.port)
+                by = f" (by pid {pid})" if pid else ""
+                raise CoreError(f"port {o.port} on {o.host} is in use{by}; choose another with "
+                                f"--listen {o.host}:PORT") from None
+            raise CoreError(f"cannot listen on {o.host}:{o.port}: {exc.strerror or exc}") from None
+        log.info("ssh server listening on %s:%s", o.host, self.port)
+
+    async def _listen(self, o: ServeOptions) -> Any:
+        return await asyncssh.create_server(
             lambda: Connection(self), o.host, o.port,
             server_host_keys=[str(self.host_key_path)], config=None,
             public_key_auth=True, password_auth=False, kbdint_auth=False, host_based_auth=False,
@@ -136,7 +151,6 @@ class SSHServer:
             keepalive_count_max=o.keepalive_count_max, rdns_lookup=False,
             allow_pty=True, line_editor=False, encoding=None, x11_forwarding=False,
             agent_forwarding=False, sftp_factory=None, allow_scp=False)
-        log.info("ssh server listening on %s:%s", o.host, self.port)
 
     def _load_locks(self, store: Store) -> dict[str, float]:
         rows = store.query("SELECT source, locked_until FROM login_failures WHERE locked_until > "
@@ -291,3 +305,31 @@ class Connection(asyncssh.SSHServer):
         from core.serve.session import Session
 
         return Session(self.server, self.operator, self.source)
+
+
+def port_owner(port: int) -> int | None:
+    """(Linux, best effort) The pid of a process of ours listening on TCP `port`, else None."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return int(pid)
+            except OSError:
+                continue
+    return None
