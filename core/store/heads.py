@@ -47,12 +47,12 @@ def compare(store: Store, count: int) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(seen.get("ts") or 0)))  # type: ignore[arg-type]
     was = f"{seq} entries long at {when} (head {digest[:16]}...)"
     remove = f"if the store was restored on purpose, remove {head_file(store)}"
+    if count < seq:
+        return (f"the chain has {count} entries but was {was}: the log was cut off, or the store "
+                f"rolled back or emptied; {remove}")
     if seen.get("store_id") and seen["store_id"] != store.store_id:
         return (f"the store {store.path} is not the one verified before (store id {store.store_id or 'none'}, "
                 f"was {seen['store_id']} when its chain was {was}); {remove}")
-    if count < seq:
-        return (f"the chain has {count} entries but was {was}: the log was cut off or the store "
-                f"rolled back; {remove}")
     if seq:
         row = store.query_one("SELECT hash FROM audit WHERE id = ?", (seq,))
         if row is None or row["hash"] != digest:

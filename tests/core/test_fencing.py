@@ -84,12 +84,11 @@ def test_an_engine_paused_past_its_lease_writes_nothing_when_it_continues(tmp_pa
             before = run_rows(ws, run_id)
             os.kill(first.pid, signal.SIGCONT)
             _, err = first.communicate(timeout=10)
+            assert run_rows(ws, run_id) == before  # nothing of A's landed: no step end, no deploy
+            assert before[3] == []
             assert first.returncode == 1, err
             assert "lost the workspace lease to another engine" in err and "nothing more is written" in err
             assert "Traceback" not in err
-            time.sleep(0.3)
-            assert run_rows(ws, run_id) == before  # nothing of A's landed: no step end, no deploy
-            assert before[3] == []
             with store(ws) as db:
                 assert db.query_one("SELECT pid FROM lease")["pid"] == second.pid  # B still holds it
             assert second.poll() is None
