@@ -344,7 +344,7 @@ async def _until_stopped(engine: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """The engine and the SSH server (core.serve): each operator's key gives them the console."""
     from core.engine import Engine
-    from core.serve.server import ServeOptions, SSHServer, parse_listen
+    from core.serve.server import ServeOptions, SSHServer, parse_listen, port_in_use
 
     ws = load_workspace(args)
     try:
@@ -352,6 +352,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"ahead: {exc}", file=sys.stderr)
         return USAGE
+    busy = port_in_use(host, port)
+    if busy:  # before the engine starts and takes the workspace
+        raise CoreError(busy)
     if not args.verbose:
         logging.getLogger("ahead").setLevel(logging.INFO)
     ws.state_dir.mkdir(parents=True, exist_ok=True)

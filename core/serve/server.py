@@ -26,6 +26,7 @@ import contextlib
 import errno
 import logging
 import os
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -134,10 +135,7 @@ class SSHServer:
         except OSError as exc:
             await self.aclose()
             if exc.errno == errno.EADDRINUSE:
-                pid = port_owner(o.port)
-                by = f" (by pid {pid})" if pid else ""
-                raise CoreError(f"port {o.port} on {o.host} is in use{by}; choose another with "
-                                f"--listen {o.host}:PORT") from None
+                raise CoreError(busy_port(o.host, o.port)) from None
             raise CoreError(f"cannot listen on {o.host}:{o.port}: {exc.strerror or exc}") from None
         log.info("ssh server listening on %s:%s", o.host, self.port)
 
@@ -305,6 +303,32 @@ class Connection(asyncssh.SSHServer):
         from core.serve.session import Session
 
         return Session(self.server, self.operator, self.source)
+
+
+def port_in_use(host: str, port: int) -> str:
+    """Before the engine starts: "" when `host:port` can be listened on, else the one-line reason
+    (the server's own bind says the same if the port is taken in between)."""
+    if port == 0:
+        return ""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return ""  # let the server report a name that does not resolve
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return busy_port(host, port)
+    return ""
+
+
+def busy_port(host: str, port: int) -> str:
+    pid = port_owner(port)
+    by = f" (by pid {pid})" if pid else ""
+    return f"port {port} on {host} is in use{by}; choose another with --listen {host}:PORT"
 
 
 def port_owner(port: int) -> int | None:
