@@ -117,7 +117,8 @@ class Engine:
         loop = asyncio.get_running_loop()
 
         def fence_lost(reason: str) -> None:  # (store thread)
-            loop.call_soon_threadsafe(self._fenced_out, reason)
+            with contextlib.suppress(RuntimeError):  # the loop already closed: nothing to stop
+                loop.call_soon_threadsafe(self._fenced_out, reason)
 
         self.db.store.on_fence_lost = fence_lost
         self.db.store.fence = self._token  # from now on every write checks the lease is still ours
