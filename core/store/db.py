@@ -35,9 +35,10 @@ T = TypeVar("T")
 Row = dict[str, Any]
 GENESIS = "0" * 64
 DatabaseError = sqlite3.DatabaseError  # the CLI's last net for a damaged store (it never imports sqlite3)
-# What in a state directory shows that a workspace already has state (a missing store there was
-# deleted, not never made): checkouts, artifacts, keys, mirrors, drift records.
-STATE_ENTRIES = ("work", "artifacts", "ssh", "mirrors", "drift", "known_hosts")
+# What in a state directory shows that an engine already ran there (a missing store there was
+# deleted, not never made): checkouts, artifacts, mirrors. Not keys or known_hosts: `ahead runner
+# trust` and `ahead drift trust` write those before the first store is made.
+STATE_ENTRIES = ("work", "artifacts", "mirrors")
 
 
 def marker_path(db: Path) -> Path:

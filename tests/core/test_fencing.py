@@ -20,7 +20,7 @@ import pytest
 from core import lease
 from core.engine import Engine
 from core.errors import LeaseLost, StoreError
-from core.store.db import Store
+from core.store.db import Store, marker_path
 from core.workspace import Workspace
 from core.workspace import read as read_workspace
 from tests.core.crash import ahead, engine_process, ledger, make_ws, store, trigger
@@ -212,3 +212,18 @@ def test_an_engine_that_lost_the_lease_leaves_its_run_and_checkout_to_the_new_ho
             await engine.aclose()
 
     asyncio.run(scenario())
+
+
+def test_only_an_engine_makes_a_store_where_an_engine_ran(tmp_path: Path) -> None:
+    """A workspace from before the store id: checkouts but no state.db. A CLI open refuses (and
+    makes no file); the engine's open (create=True) makes the store and its id file."""
+    state = tmp_path / ".ahead"
+    (state / "work" / "app").mkdir(parents=True)
+    db = state / "state.db"
+    with pytest.raises(StoreError, match=r"holds this workspace's state \(work\)"):
+        Store(db).open()
+    assert not db.exists()
+    made = Store(db, create=True).open()
+    made.close()
+    assert marker_path(db).read_text().strip() == made.store_id != ""
+    Store(db).open().close()  # from now on the CLI opens it as usual
