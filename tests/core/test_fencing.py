@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -56,6 +57,24 @@ def wait_until(check: Any, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+def pause(ws: Workspace, proc: subprocess.Popen[str]) -> None:
+    """SIGSTOP `proc` at a moment it holds no write transaction (a process stopped inside one
+    blocks every writer until it continues: what fencing cannot help, see RELIABILITY.md)."""
+    for _ in range(200):
+        os.kill(proc.pid, signal.SIGSTOP)
+        probe = sqlite3.connect(ws.db_path, timeout=0.05, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.005)
+        finally:
+            probe.close()
+    raise AssertionError("the engine never left its write transaction")
+
+
 def run_rows(ws: Workspace, run_id: int) -> list[Any]:
     with store(ws) as db:
         return [db.query("SELECT * FROM runs WHERE id = ?", (run_id,)),
@@ -73,7 +92,7 @@ def test_an_engine_paused_past_its_lease_writes_nothing_when_it_continues(tmp_pa
     try:
         run_id = trigger(ws)
         wait_until(lambda: run_id in ledger(ws, "dev", "started"))
-        os.kill(first.pid, signal.SIGSTOP)
+        pause(ws, first)
         stopped = time.monotonic()
         wait_until(lambda: run_id in ledger(ws, "dev", "done"))  # the deploy ran to its end meanwhile
         time.sleep(max(0.0, 1.2 - (time.monotonic() - stopped)))  # A's lease goes stale
