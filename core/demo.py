@@ -492,7 +492,7 @@ def _play(ws: Workspace, shas: dict[tuple[str, str], str], round_: Round, number
     """Queue a round's runs as the engine would for pushed commits, and run them to the end
     (or to their approval gate)."""
     runs: dict[int, DemoRun] = {}
-    with Store(ws.db_path, session=SESSION) as store:
+    with Store(ws.db_path, session=SESSION, create=True) as store:  # the demo makes its store
         services = Services(ws, store)
         for run in round_.runs:
             repo = ws.repo(run.repo)

@@ -26,12 +26,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from core import approvals, gitio, lease, remote, retention, runstate, safepath, secrets, workspace
 from core.aio import wait_at_most
 from core.drift import REVISION, DriftChecker
-from core.errors import ConfigError, CoreError, GitError, StoreError
+from core.errors import ConfigError, CoreError, GitError, LeaseLost, StoreError
 from core.faults import fault
 from core.feed import Event, EventFeed
 from core.pipeline import PIPELINE_PATH, Pipeline, Stage, Step
@@ -48,6 +48,7 @@ HEARTBEAT_SECONDS = 2.0
 LEASE_STALE_SECONDS = lease.STALE_SECONDS
 RETENTION_FIRST_DELAY = 60.0
 RETENTION_EVERY = 3600.0
+T = TypeVar("T")
 
 
 class ContextLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -79,7 +80,9 @@ class Engine:
         self.name = name or f"engine pid {os.getpid()} on {socket.gethostname()}"
         self.only_runs = only_runs
         self._watch = watch and only_runs is None
-        self.db = AsyncStore(Store(ws.db_path, session=f"engine:{os.getpid()}"))
+        # The engine may make the store on its first start; every write it makes is fenced by
+        # its lease token (Store.fence) once it holds the lease.
+        self.db = AsyncStore(Store(ws.db_path, session=f"engine:{os.getpid()}", create=True))
         self.feed = EventFeed(self.db)
         self._token = uuid.uuid4().hex
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -92,6 +95,7 @@ class Engine:
         self._started = False
         self._closing = False
         self.lost_lease = asyncio.Event()
+        self.lost_reason: str | None = None  # why this engine was fenced out (lease lost, store replaced)
         self.drift: DriftChecker | None = DriftChecker(ws, self.db) if self._watch else None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -106,13 +110,26 @@ class Engine:
         self.ws.state_dir.mkdir(parents=True, exist_ok=True)
         await self.db.open()
         try:
+            await self.db.call(self.db.store.require_intact)  # PRAGMA quick_check
             await self.db.call(lease.acquire, self.db.store, self.name, self._token,
-                               LEASE_STALE_SECONDS)
+                               self.ws.settings.lease_timeout)
         except BaseException:
             await self.db.aclose()
             raise
+        loop = asyncio.get_running_loop()
+
+        def fence_lost(reason: str) -> None:  # (store thread)
+            with contextlib.suppress(RuntimeError):  # the loop already closed: nothing to stop
+                loop.call_soon_threadsafe(self._fenced_out, reason)
+
+        self.db.store.on_fence_lost = fence_lost
+        self.db.store.fence = self._token  # from now on every write checks the lease is still ours
         self._started = True
-        await self._recover()
+        try:
+            await self._recover()
+        except LeaseLost:
+            await self.aclose()
+            raise
         await self.feed.start()
         self._spawn(self._follow_feed(), "feed-follower")
         self._spawn(self._heartbeat(), "heartbeat")
@@ -167,7 +184,9 @@ class Engine:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+        if not task.cancelled() and isinstance(task.exception(), LeaseLost):
+            self._fenced_out(str(task.exception()))
+        elif not task.cancelled() and task.exception() is not None:
             log.error("engine task %s failed", task.get_name(), exc_info=task.exception())
 
     def subscribe(self) -> AsyncIterator[Event]:
@@ -187,17 +206,40 @@ class Engine:
 
     # -- recovery and lease -------------------------------------------------------------------
 
+    @property
+    def fenced_out(self) -> bool:
+        """This engine lost the lease or its store: it writes nothing more and cleans up nothing
+        (what it ran now belongs to the engine that took over)."""
+        return self.lost_lease.is_set() or self.db.store.fence_lost is not None
+
+    def _fenced_out(self, reason: str) -> None:
+        """(event loop) Stop work at once: like a lost heartbeat."""
+        if self.lost_reason is None:
+            self.lost_reason = reason
+            log.error("%s", reason)
+        self.lost_lease.set()
+        for cancel in self._runs.values():
+            cancel.set()
+        self._wake.set()
+
+    def under_fence(self, fn: Callable[..., T], *args: Any) -> T:
+        """(store thread) Run `fn` inside a fenced write transaction: the lease is checked and the
+        write lock held while it runs, so no other engine can take over half-way (cleanups of
+        files and processes, which the store cannot roll back). Raises LeaseLost."""
+        with self.db.store.transaction():
+            return fn(*args)
+
     async def _recover(self) -> None:
         steps = await self.db.call(runstate.recover, self.db.store, self.name)
         for step in steps:
             if step["token"]:
-                killed = await asyncio.to_thread(kill_leftovers, step["token"])
+                killed = await self.db.call(self.under_fence, kill_leftovers, step["token"])
                 if killed:
                     log.warning("killed %d leftover process(es) of step %s", killed, step["id"])
-        await asyncio.to_thread(self._remove_stale_checkouts)
+        await self.db.call(self.under_fence, self._remove_stale_checkouts)
 
     def _remove_stale_checkouts(self) -> None:
-        """(worker thread) Delete checkouts a dead engine left and prune their worktree entries,
+        """(store thread, under the fence) Delete checkouts a dead engine left and prune their worktree entries,
         running git only in repos that have worktree entries at all."""
         shutil.rmtree(self.ws.state_dir / "work", ignore_errors=True)
         for repo in self.ws.repos:
@@ -211,17 +253,17 @@ class Engine:
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(min(HEARTBEAT_SECONDS, self.ws.settings.lease_timeout / 5))
             try:
                 held = await self.db.call(lease.heartbeat, self.db.store, self._token)
+            except LeaseLost as exc:  # taken over, or the store file deleted or replaced
+                self._fenced_out(str(exc))
+                return
             except CoreError:
                 log.exception("heartbeat failed")
                 continue
             if not held:
-                log.error("lost the workspace lease to another engine; stopping work")
-                self.lost_lease.set()
-                for cancel in self._runs.values():
-                    cancel.set()
+                self._fenced_out("this engine lost the workspace lease to another engine; stopping work")
                 return
 
     async def _retention(self) -> None:
@@ -245,6 +287,8 @@ class Engine:
                 if total:
                     log.info("removed %d log lines of runs older than %d days", total,
                              self.ws.settings.keep_logs_days)
+            except LeaseLost:
+                return  # fenced out: the heartbeat stops the engine
             except CoreError:
                 log.exception("log retention failed; trying again in an hour")
             await asyncio.sleep(RETENTION_EVERY)
@@ -582,15 +626,18 @@ class RunExecution:
             status, error = "interrupted", "the engine stopped while this run was in progress"
             raise
         finally:
-            if self.cancel.is_set() and status != "succeeded" and not self.engine.lost_lease.is_set():
+            if self.cancel.is_set() and status != "succeeded" and not self.engine.fenced_out:
                 status = "cancelled"
             if self.at_gate and status == "interrupted":
                 self.log.info("engine stopping: the run stays waiting at its approval gate")
-            elif not self.engine.lost_lease.is_set():  # else the new holder has recovered this run
+            elif not self.engine.fenced_out:  # else the new holder has recovered this run
                 await self._record_end(status, error)
-            if self.workdir is not None:
-                with contextlib.suppress(GitError, OSError):
-                    await asyncio.shield(asyncio.to_thread(gitio.worktree_remove, repo_dir, self.workdir))
+            # A fenced-out engine leaves the checkout: the engine that took over owns the state
+            # directory now (and removed stale checkouts when it started).
+            if self.workdir is not None and not self.engine.fenced_out:
+                with contextlib.suppress(CoreError, OSError):
+                    await asyncio.shield(self.db.call(self.engine.under_fence, gitio.worktree_remove,
+                                                      repo_dir, self.workdir))
             await asyncio.shield(self.remote.aclose())  # directories on remote runners, connections
             self.log.info("finished: %s", status)
 
@@ -600,8 +647,12 @@ class RunExecution:
         next engine's recovery marks the run interrupted)."""
         delay = 0.2
         while True:
+            if self.engine.fenced_out:
+                return  # the engine that took over recovers this run
             try:
                 await asyncio.shield(self.call(runstate.finish_run, self.run_id, status, error))
+                return
+            except LeaseLost:
                 return
             except CoreError as exc:
                 self.log.error("cannot record the end of the run, retrying in %.1fs: %s", delay, exc)

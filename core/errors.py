@@ -78,3 +78,12 @@ class GitError(CoreError):
 
 class StoreError(CoreError):
     """The store could not be opened or written (disk full, corrupt file, newer schema)."""
+
+
+class LeaseLost(CoreError):
+    """This engine no longer holds the workspace lease (fenced out): it must write nothing more
+    and clean up nothing, since what it ran now belongs to the engine that took over."""
+
+
+class StoreReplaced(LeaseLost):
+    """The store file was deleted or replaced while this engine ran."""

@@ -3,6 +3,10 @@
 A second engine refuses to start and names the holder. A lease whose holder stopped
 heartbeating, or whose process is gone from this host, is taken over (and the take-over
 audited). Blocking; called through AsyncStore.
+
+The lease's token is also the engine's fencing token: once acquired the engine sets
+`Store.fence` to it, and every write transaction it makes checks the row still holds it
+(core/store/db.py), so an engine that was taken over writes nothing more.
 """
 
 from __future__ import annotations

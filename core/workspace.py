@@ -75,6 +75,7 @@ class Settings:
     drift_revision_interval: float = 3600.0
     drift_timeout: float = 300.0
     drift_parallel: int = 4
+    lease_timeout: float = 15.0  # an engine silent this long loses the workspace to the next one
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ OPERATOR_KEYS = ["name", "roles", "keys", "emails", "os_users"]
 RUNNER_KEYS = ["name", "local", "ssh", "workdir"]
 SETTINGS_KEYS = ["state_dir", "max_parallel_runs", "step_timeout", "cancel_grace",
                  "poll_interval", "keep_logs_days", "drift_interval", "drift_revision_interval",
-                 "drift_timeout", "drift_parallel"]
+                 "drift_timeout", "drift_parallel", "lease_timeout"]
 
 
 def parse(text: str, file: Path) -> Workspace:
@@ -399,7 +400,7 @@ def _settings(doc: Document, value: Any, root: Path) -> Settings:
     if "drift_parallel" in entry:
         kwargs["drift_parallel"] = f.positive_int(doc, path + ("drift_parallel",), entry["drift_parallel"], "checks at once")
     for key in ("step_timeout", "cancel_grace", "poll_interval", "drift_interval", "drift_revision_interval",
-                "drift_timeout"):
+                "drift_timeout", "lease_timeout"):
         if key in entry:
             kwargs[key] = f.duration(doc, path + (key,), entry[key])
     return Settings(state_dir=state, **kwargs)

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -127,7 +130,17 @@ class SSHServer:
         if self.zygote is not None:
             await self.zygote.start()
         o = self.options
-        self._acceptor = await asyncssh.create_server(
+        try:
+            self._acceptor = await self._listen(o)
+        except OSError as exc:
+            await self.aclose()
+            if exc.errno == errno.EADDRINUSE:
+                raise CoreError(busy_port(o.host, o.port)) from None
+            raise CoreError(f"cannot listen on {o.host}:{o.port}: {exc.strerror or exc}") from None
+        log.info("ssh server listening on %s:%s", o.host, self.port)
+
+    async def _listen(self, o: ServeOptions) -> Any:
+        return await asyncssh.create_server(
             lambda: Connection(self), o.host, o.port,
             server_host_keys=[str(self.host_key_path)], config=None,
             public_key_auth=True, password_auth=False, kbdint_auth=False, host_based_auth=False,
@@ -136,7 +149,6 @@ class SSHServer:
             keepalive_count_max=o.keepalive_count_max, rdns_lookup=False,
             allow_pty=True, line_editor=False, encoding=None, x11_forwarding=False,
             agent_forwarding=False, sftp_factory=None, allow_scp=False)
-        log.info("ssh server listening on %s:%s", o.host, self.port)
 
     def _load_locks(self, store: Store) -> dict[str, float]:
         rows = store.query("SELECT source, locked_until FROM login_failures WHERE locked_until > "
@@ -291,3 +303,57 @@ class Connection(asyncssh.SSHServer):
         from core.serve.session import Session
 
         return Session(self.server, self.operator, self.source)
+
+
+def port_in_use(host: str, port: int) -> str:
+    """Before the engine starts: "" when `host:port` can be listened on, else the one-line reason
+    (the server's own bind says the same if the port is taken in between)."""
+    if port == 0:
+        return ""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return ""  # let the server report a name that does not resolve
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return busy_port(host, port)
+    return ""
+
+
+def busy_port(host: str, port: int) -> str:
+    pid = port_owner(port)
+    by = f" (by pid {pid})" if pid else ""
+    return f"port {port} on {host} is in use{by}; choose another with --listen {host}:PORT"
+
+
+def port_owner(port: int) -> int | None:
+    """(Linux, best effort) The pid of a process of ours listening on TCP `port`, else None."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return int(pid)
+            except OSError:
+                continue
+    return None
