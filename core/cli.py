@@ -25,8 +25,8 @@ from core import cli_drift, lease, workspace
 from core.errors import CoreError, InvalidRequest, PermissionDenied
 from core.services import Actor, Services
 from core.store.db import Store
+from core.text import LOG_FORMAT, InertFormatter, inert, inert_output, one_line
 from core.text import duration as text_duration
-from core.text import inert, one_line
 from core.text import table as text_table
 from core.workspace import Workspace
 
@@ -142,13 +142,21 @@ def main(argv: list[str] | None = None, open_console: OpenConsole | None = None,
     _console_zygote = console_zygote
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stderr = logging.StreamHandler()
+    stderr.setFormatter(InertFormatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[stderr])
     if args.command is None:
         if _open_console is None or not interactive():
             parser.print_help()
             return USAGE
         args.command = "console"
+    if args.command in ("console", "demo"):  # the full-screen console owns the terminal
+        return _run(args)
+    with inert_output():  # everything the CLI prints: repo and operator text cannot emit escapes
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
     try:
         return handler(args)
@@ -181,7 +189,7 @@ def console_log(ws: Workspace) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.FileHandler(ws.state_dir / "console.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(InertFormatter(LOG_FORMAT))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
 
@@ -316,7 +324,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger("ahead").setLevel(logging.INFO)
     ws.state_dir.mkdir(parents=True, exist_ok=True)
     log_file = logging.FileHandler(ws.state_dir / "serve.log", encoding="utf-8")
-    log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log_file.setFormatter(InertFormatter(LOG_FORMAT))
     logging.getLogger("ahead").addHandler(log_file)
     options = ServeOptions(host=host, port=port, console_argv=_console_zygote)
 
