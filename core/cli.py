@@ -312,8 +312,10 @@ async def _until_stopped(engine: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """The engine and the SSH server (core.serve): each operator's key gives them the console."""
     from core.engine import Engine
+    from core.serve.guard import raise_fd_limit
     from core.serve.server import ServeOptions, SSHServer, parse_listen
 
+    raise_fd_limit()  # ulimit -n up to the hard limit: idle connections must not starve the engine
     ws = load_workspace(args)
     try:
         host, port = parse_listen(args.listen)
