@@ -265,12 +265,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         _, common = gitio.git_dirs(path)
         sha = gitio.read_branches(common)[repo.branch]
         label = f"{repo.name}@{sha[:7]}:{PIPELINE_PATH}"
-        text = gitio.read_file(path, sha, PIPELINE_PATH)
-        if text is None:
-            print(f"  {label}: missing (commit one to {repo.branch})")
-            problems += 1
-            continue
         try:
+            text = gitio.read_file(path, sha, PIPELINE_PATH)
+            if text is None:
+                print(f"  {label}: missing (commit one to {repo.branch})")
+                problems += 1
+                continue
             pipeline = parse_pipeline(text, label, ws.environments, tuple(ws.secrets), ws.runner_names)
         except ConfigError as exc:
             print(f"  {exc}")

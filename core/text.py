@@ -88,6 +88,15 @@ def duration(seconds: float) -> str:
     return f"{seconds // 86400:.0f}d{seconds % 86400 // 3600:.0f}h"
 
 
+def size(count: int) -> str:
+    """A byte count for people: 900 bytes, 64 KiB, 512 MiB, 2.0 GiB."""
+    for unit, name in ((1024**4, "TiB"), (1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
+        if count >= unit:
+            value = count / unit
+            return f"{value:.1f} {name}" if value < 10 else f"{value:.0f} {name}"
+    return f"{count} bytes"
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
     """Columns padded to their widest cell, two spaces apart (the CLI's listings)."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

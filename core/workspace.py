@@ -74,6 +74,7 @@ class Settings:
     drift_revision_interval: float = 3600.0
     drift_timeout: float = 300.0
     drift_parallel: int = 4
+    artifact_max_bytes: int = 512 * 1024**2  # an artifact larger than this fails its step
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ OPERATOR_KEYS = ["name", "roles", "keys", "emails", "os_users"]
 RUNNER_KEYS = ["name", "local", "ssh", "workdir"]
 SETTINGS_KEYS = ["state_dir", "max_parallel_runs", "step_timeout", "cancel_grace",
                  "poll_interval", "keep_logs_days", "drift_interval", "drift_revision_interval",
-                 "drift_timeout", "drift_parallel"]
+                 "drift_timeout", "drift_parallel", "artifact_max_bytes"]
 
 
 def parse(text: str, file: Path) -> Workspace:
@@ -381,6 +382,8 @@ def _settings(doc: Document, value: Any, root: Path) -> Settings:
         kwargs["keep_logs_days"] = f.positive_int(doc, path + ("keep_logs_days",), entry["keep_logs_days"], "days")
     if "drift_parallel" in entry:
         kwargs["drift_parallel"] = f.positive_int(doc, path + ("drift_parallel",), entry["drift_parallel"], "checks at once")
+    if "artifact_max_bytes" in entry:
+        kwargs["artifact_max_bytes"] = f.size(doc, path + ("artifact_max_bytes",), entry["artifact_max_bytes"])
     for key in ("step_timeout", "cancel_grace", "poll_interval", "drift_interval", "drift_revision_interval",
                 "drift_timeout"):
         if key in entry:
