@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None, open_console: OpenConsole | None = None,
     _open_console = open_console
     _console_zygote = console_zygote
     parser = build_parser()
-    args = parser.parse_args(argv)
+    with inert_output():  # usage errors quote the arguments (an SSH client's, for a listing)
+        args = parser.parse_args(argv)
     stderr = logging.StreamHandler()
     stderr.setFormatter(InertFormatter(LOG_FORMAT))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[stderr])
