@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import ConfigError, GitError
+from core.errors import GitError
 
 SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock$|/$|^/|^\.|^-")
@@ -31,7 +31,6 @@ GIT_ENV = {
 }
 SEP = "\x1f"
 END = "\x1e"
-READ_MAX = 1024 * 1024  # what read_file reads at most: core.yamlfile.MAX_BYTES, the pipeline's own cap
 LOG_FORMAT = f"%H{SEP}%an{SEP}%ae{SEP}%ce{SEP}%ct{SEP}%s{END}"
 
 
@@ -259,6 +258,9 @@ def is_ancestor(repo: Path, older: str, newer: str) -> bool:
     return proc.returncode == 0
 
 
+READ_MAX = 1024 * 1024  # what read_file reads at most: core.yamlfile.MAX_BYTES, the pipeline's own cap
+
+
 def read_file(repo: Path, sha: str, path: str, max_bytes: int = READ_MAX) -> str | None:
     """The text of `path` at commit `sha`, or None when the commit has no such file.
 
@@ -274,6 +276,8 @@ def read_file(repo: Path, sha: str, path: str, max_bytes: int = READ_MAX) -> str
     """
     if "\n" in path or not path:
         raise GitError(f"{path!r} is not a valid path")
+    from core.errors import ConfigError
+
     check_sha(sha)
     fields = git(repo, "cat-file", "--batch-check", input=f"{sha}:{path}\n".encode()).split()
     if len(fields) == 3 and fields[1] == "blob" and int(fields[2]) > max_bytes:
