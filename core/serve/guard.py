@@ -138,5 +138,5 @@ class BurstFilter(logging.Filter):
         if len(self._seen) > 1000:
             self._seen = {key: (now, 0)}
         if more > 0:
-            record.msg = f"{record.msg} (and {more} more like it in the last {self.window:.0f} s)"
+            record.msg = f"{record.msg} (and {more} more like it in the last {self.window:g} s)"
         return True

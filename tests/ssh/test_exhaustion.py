@@ -152,3 +152,20 @@ def test_serve_raises_its_open_file_limit_to_the_hard_limit() -> None:
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.stdout.split() == ["512", "512"]
     assert "raise_fd_limit()" in (ROOT / "core" / "cli.py").read_text()
+
+
+def test_burst_filter_passes_one_record_a_window_without_repeating_tracebacks(
+        caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("ahead.test.accept")
+    logger.addFilter(guard.BurstFilter(window=0.2))
+    caplog.set_level(logging.INFO, "ahead.test.accept")
+    try:
+        raise OSError(24, "Too many open files")
+    except OSError as exc:
+        for _ in range(100):
+            logger.error("socket.accept() out of system resource", exc_info=exc)
+    time.sleep(0.25)
+    logger.error("socket.accept() out of system resource")
+    assert [r.getMessage() for r in caplog.records] == [
+        "socket.accept() out of system resource",
+        "socket.accept() out of system resource (and 99 more like it in the last 0.2 s)"]
