@@ -20,6 +20,7 @@ from core.errors import NotFound
 from core.faults import fault
 from core.policy import Policy, may_approve
 from core.store.db import Row, Store
+from core.text import one_line
 from core.workspace import Workspace
 
 OPEN, APPROVED = "open", "approved"
@@ -213,7 +214,7 @@ def decide(store: Store, ws: Workspace, change_id: int, actor: str, verdict: str
         env = change["environment"]
         if change["status"] not in (OPEN, APPROVED):
             return refuse(f"change {change_id} is {change['status']}" +
-                          (f": {change['reason']}" if change["reason"] else ""))
+                          (f": {one_line(change['reason'])}" if change["reason"] else ""))
         policy = ws.policies.get(env)
         if policy is None:
             return refuse(f"no policy for {env} in {ws.file}: cannot decide (fail closed)")

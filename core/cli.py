@@ -25,8 +25,8 @@ from core import cli_drift, lease, retention, states, workspace
 from core.errors import CoreError, InvalidRequest, PermissionDenied
 from core.services import Actor, Services
 from core.store.db import DatabaseError, Store
+from core.text import LOG_FORMAT, InertFormatter, inert, inert_output, one_line
 from core.text import duration as text_duration
-from core.text import inert, one_line
 from core.text import table as text_table
 from core.workspace import Workspace
 
@@ -140,14 +140,23 @@ def main(argv: list[str] | None = None, open_console: OpenConsole | None = None,
     _open_console = open_console
     _console_zygote = console_zygote
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with inert_output():  # usage errors quote the arguments (an SSH client's, for a listing)
+        args = parser.parse_args(argv)
+    stderr = logging.StreamHandler()
+    stderr.setFormatter(InertFormatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[stderr])
     if args.command is None:
         if _open_console is None or not interactive():
             parser.print_help()
             return USAGE
         args.command = "console"
+    if args.command in ("console", "demo"):  # the full-screen console owns the terminal
+        return _run(args)
+    with inert_output():  # everything the CLI prints: repo and operator text cannot emit escapes
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
     try:
         return handler(args)
@@ -184,7 +193,7 @@ def console_log(ws: Workspace) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.FileHandler(ws.state_dir / "console.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(InertFormatter(LOG_FORMAT))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
 
@@ -269,12 +278,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         _, common = gitio.git_dirs(path)
         sha = gitio.read_branches(common)[repo.branch]
         label = f"{repo.name}@{sha[:7]}:{PIPELINE_PATH}"
-        text = gitio.read_file(path, sha, PIPELINE_PATH)
-        if text is None:
-            print(f"  {label}: missing (commit one to {repo.branch})")
-            problems += 1
-            continue
         try:
+            text = gitio.read_file(path, sha, PIPELINE_PATH)
+            if text is None:
+                print(f"  {label}: missing (commit one to {repo.branch})")
+                problems += 1
+                continue
             pipeline = parse_pipeline(text, label, ws.environments, tuple(ws.secrets), ws.runner_names)
         except ConfigError as exc:
             print(f"  {exc}")
@@ -343,8 +352,10 @@ async def _until_stopped(engine: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """The engine and the SSH server (core.serve): each operator's key gives them the console."""
     from core.engine import Engine
+    from core.serve.guard import raise_fd_limit
     from core.serve.server import ServeOptions, SSHServer, parse_listen, port_in_use
 
+    raise_fd_limit()  # ulimit -n up to the hard limit: idle connections must not starve the engine
     ws = load_workspace(args)
     try:
         host, port = parse_listen(args.listen)
@@ -358,7 +369,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger("ahead").setLevel(logging.INFO)
     ws.state_dir.mkdir(parents=True, exist_ok=True)
     log_file = logging.FileHandler(ws.state_dir / "serve.log", encoding="utf-8")
-    log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log_file.setFormatter(InertFormatter(LOG_FORMAT))
     logging.getLogger("ahead").addHandler(log_file)
     options = ServeOptions(host=host, port=port, console_argv=_console_zygote)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -40,6 +39,8 @@ from core.policy import Policy
 from core.runner import kill_leftovers, run_step
 from core.secrets import Masker
 from core.store.db import AsyncStore, Row, Store
+from core.text import one_line
+from core.text import size as text_size
 from core.watch import Inotify
 from core.workspace import RepoConfig, Workspace
 
@@ -738,7 +739,7 @@ class RunExecution:
         for row in self.store_rows("SELECT path, stored_path FROM artifacts WHERE run_id = ?"):
             # the checkout may hold links (committed ones too): never write through them
             try:
-                safepath.write_inside(self.workdir, row["path"], Path(row["stored_path"]).read_bytes())
+                safepath.copy_inside(self.workdir, row["path"], Path(row["stored_path"]))  # in chunks
             except safepath.OutsideCheckout as exc:
                 self.log.warning("artifact not restored: %s", exc)
 
@@ -830,18 +831,20 @@ class RunExecution:
     async def _keep_artifacts(self, step_id: int, step: Step) -> str | None:
         assert self.workdir is not None
         keep = self.engine.ws.state_dir / "artifacts" / str(self.run_id)
+        cap = self.engine.ws.settings.artifact_max_bytes
         for index, rel in enumerate(step.artifacts):
-            try:
-                data = await asyncio.to_thread(safepath.read_inside, self.workdir, rel)
-            except safepath.OutsideCheckout:
-                return f"artifact {rel!r} is not a file inside the checkout"
-            except (OSError, RuntimeError):
-                return f"artifact {rel!r} was not produced"
             dest = keep / f"{step_id}-{index}-{Path(rel).name[:100]}"  # unique, and short enough
             keep.mkdir(parents=True, exist_ok=True)
-            await asyncio.to_thread(dest.write_bytes, data)
-            await self.call(runstate.add_artifact, self.run_id, step_id, rel, str(dest), len(data),
-                            hashlib.sha256(data).hexdigest())
+            try:  # streamed, never whole in memory; refused over the cap before a byte is read
+                size, digest = await asyncio.to_thread(safepath.copy_out, self.workdir, rel, dest, cap)
+            except safepath.OutsideCheckout:
+                return f"artifact {rel!r} is not a file inside the checkout"
+            except safepath.TooLarge as exc:
+                return (f"artifact {one_line(rel)} is {text_size(exc.size)}, over the {text_size(cap)} cap "
+                        "(settings.artifact_max_bytes)")
+            except (OSError, RuntimeError):
+                return f"artifact {rel!r} was not produced"
+            await self.call(runstate.add_artifact, self.run_id, step_id, rel, str(dest), size, digest)
         return None
 
 

@@ -91,6 +91,26 @@ def duration(doc: Document, path: Path, value: Any) -> float:
     return float(seconds)
 
 
+_SIZE = re.compile(r"^(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib|t|tb|tib)?$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
+          "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4, "tb": 1000**4, "tib": 1024**4}
+
+
+def size(doc: Document, path: Path, value: Any, most: int = 1024**4) -> int:
+    """Bytes from ``1048576``, ``"512MiB"``, ``"2GiB"``, ``"100MB"`` or ``"64k"``."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise doc.error(path, "must be a size like 512MiB or 2GiB", f"got {str(value)[:40]}")
+    match = _SIZE.match(value.strip()) if isinstance(value, str) else None
+    if isinstance(value, str) and match is None:
+        raise doc.error(path, f"{value[:40]!r} is not a size", "write it like 512MiB, 2GiB or 100MB")
+    number = value if isinstance(value, int) else int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]  # type: ignore[union-attr]
+    if number < 1:
+        raise doc.error(path, "must be at least 1 byte")
+    if number > most:
+        raise doc.error(path, f"must be at most {most // 1024**3} GiB")
+    return number
+
+
 def seconds_of(text: str) -> float | None:
     """Seconds from "90", "90s", "5m", "1h30m" or "2d"; None when it is not a duration."""
     text = text.strip()

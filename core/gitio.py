@@ -326,19 +326,31 @@ def is_ancestor(repo: Path, older: str, newer: str) -> bool:
     return proc.returncode == 0
 
 
-def read_file(repo: Path, sha: str, path: str) -> str | None:
+READ_MAX = 1024 * 1024  # what read_file reads at most: core.yamlfile.MAX_BYTES, the pipeline's own cap
+
+
+def read_file(repo: Path, sha: str, path: str, max_bytes: int = READ_MAX) -> str | None:
     """The text of `path` at commit `sha`, or None when the commit has no such file.
 
-    One `git cat-file --batch` call answers "is it there", "what is in it" and (from the parent
-    tree) "is it a symbolic link". git never follows a symlink inside a tree, so a link cannot
-    make this read anything outside the commit; a link is refused so the error says why.
+    `git cat-file --batch-check` first gives the blob's size: a blob over `max_bytes` is refused
+    without being read (a 100 MB pipeline.yml never reaches memory). Then one `git cat-file
+    --batch` call answers "what is in it" and (from the parent tree) "is it a symbolic link".
+    git never follows a symlink inside a tree, so a link cannot make this read anything outside
+    the commit; a link is refused so the error says why.
 
     Raises:
         GitError: `path` is a symbolic link in that commit.
+        ConfigError: the file is larger than `max_bytes`.
     """
     if "\n" in path or not path:
         raise GitError(f"{path!r} is not a valid path")
+    from core.errors import ConfigError
+
     check_sha(sha)
+    fields = git(repo, "cat-file", "--batch-check", input=f"{sha}:{path}\n".encode()).split()
+    if len(fields) == 3 and fields[1] == "blob" and int(fields[2]) > max_bytes:
+        raise ConfigError(f"{sha[:7]}:{path}", None, "", f"file is {int(fields[2])} bytes, larger than "
+                          f"{max_bytes // 1024} KiB (not read)", "split it or remove generated content")
     parent, _, leaf = path.rpartition("/")
     tree_spec = f"{sha}:{parent}" if parent else f"{sha}^{{tree}}"
     out = git(repo, "cat-file", "--batch", input=f"{tree_spec}\n{sha}:{path}\n".encode())

@@ -35,13 +35,15 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from core import gitio
 from core.aio import wait_at_most
 from core.errors import CoreError, NotFound
 from core.runner import LineBatcher, LogSink, StepResult, follow, result_of
 from core.secrets import Masker
+from core.text import one_line
+from core.text import size as text_size
 from core.workspace import Runner, Workspace
 
 if TYPE_CHECKING:
@@ -97,6 +99,8 @@ KILL = r"""kill -s "$1" -- "-$2" 2>/dev/null; exit 0"""
 
 # Prints file $2 of directory $1 (a step's artifact).
 FETCH = r"""cd -- "$1" && test -f "$2" && exec cat -- "$2" """
+
+FETCH_CHUNK = 1024 * 1024
 
 # Removes a directory SETUP made.
 CLEANUP = r"""case $1 in */run.*) rm -rf -- "$1" ;; esac"""
@@ -371,18 +375,44 @@ class RemoteSteps:
         """Copy each artifact from the runner into the local checkout; a problem, or None."""
         import asyncssh
 
+        cap = self.ws.settings.artifact_max_bytes
         for rel in artifacts:
             try:
                 target = local_target(checkout, rel)
-                done = await conn.run(shlex.join(["sh", "-c", FETCH, "ahead-fetch", directory, rel]),
-                                      encoding=None, check=False, timeout=600)
+                async with asyncio.timeout(600):
+                    problem = await self._fetch_one(conn, directory, rel, target, cap)
             except (OSError, asyncssh.Error, TimeoutError) as exc:
                 return f"artifact {rel!r}: cannot fetch it from the runner: {exc}"
             except ValueError as exc:
                 return f"artifact {rel!r}: {exc}"
-            if done.exit_status != 0:
-                return f"artifact {rel!r} was not produced on the runner"
-            await asyncio.to_thread(write_new, target, as_bytes(done.stdout))
+            if problem:
+                return problem
+        return None
+
+    async def _fetch_one(self, conn: asyncssh.SSHClientConnection, directory: str, rel: str,
+                         target: Path, cap: int) -> str | None:
+        """Stream one artifact from the runner into `target` in chunks, stopping past `cap`."""
+        process = await conn.create_process(shlex.join(["sh", "-c", FETCH, "ahead-fetch", directory, rel]),
+                                            encoding=None)
+        try:
+            out = await asyncio.to_thread(open_new, target)
+            total = 0
+            try:
+                while chunk := await process.stdout.read(FETCH_CHUNK):
+                    total += len(chunk)
+                    if total > cap:
+                        out.close()
+                        await asyncio.to_thread(target.unlink, missing_ok=True)
+                        return (f"artifact {one_line(rel)} is over the {text_size(cap)} cap "
+                                "(settings.artifact_max_bytes)")
+                    await asyncio.to_thread(out.write, chunk)
+            finally:
+                out.close()
+            done = await process.wait()
+        finally:
+            process.close()
+        if done.exit_status != 0:
+            return f"artifact {rel!r} was not produced on the runner"
         return None
 
     async def aclose(self) -> None:
@@ -426,12 +456,12 @@ def local_target(checkout: Path, rel: str) -> Path:
     return checkout.joinpath(*parts)
 
 
-def write_new(target: Path, data: bytes) -> None:
-    """(worker thread) Write `data` at `target`, never through a symlink."""
+def open_new(target: Path) -> BinaryIO:
+    """(worker thread) `target` opened for writing, never through a symlink."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         if target.is_symlink():
             target.unlink()
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
+    return os.fdopen(fd, "wb")
+

@@ -6,7 +6,12 @@ and bidirectional overrides (so text cannot reorder itself on screen). Stdlib on
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO, cast
 
 _CONTROL = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
@@ -28,6 +33,49 @@ def one_line(text: str) -> str:
     return inert(text.replace("\r", " ").replace("\n", " "), keep_tabs=False)
 
 
+class InertFormatter(logging.Formatter):
+    """A log formatter whose final line (message, arguments, traceback) is inert: repo content
+    logged by the engine or the server cannot emit ESC/OSC/C1 or bidi controls to a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return inert(super().format(record))
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class InertStream:
+    """A text stream that writes everything through `inert` (newlines and tabs kept)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.wrapped = stream
+
+    def write(self, text: str) -> int:
+        self.wrapped.write(inert(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
+
+@contextlib.contextmanager
+def inert_output() -> Iterator[None]:
+    """While inside, every `print` and write to sys.stdout/sys.stderr is rendered inert: the one
+    way the CLI reaches a terminal (tests/core/test_inert.py checks core/ writes nowhere else)."""
+    saved = sys.stdout, sys.stderr
+    if not isinstance(sys.stdout, InertStream):
+        sys.stdout = cast(TextIO, InertStream(sys.stdout))
+    if not isinstance(sys.stderr, InertStream):
+        sys.stderr = cast(TextIO, InertStream(sys.stderr))
+    try:
+        yield
+    finally:  # a command that swapped a stream (a broken pipe: /dev/null) keeps its choice
+        if isinstance(sys.stdout, InertStream):
+            sys.stdout = saved[0]
+        if isinstance(sys.stderr, InertStream):
+            sys.stderr = saved[1]
+
+
 def duration(seconds: float) -> str:
     """A duration for people: 4.2s, 42s, 3m05s, 2h10m, 3d4h."""
     seconds = max(0.0, seconds)
@@ -38,6 +86,15 @@ def duration(seconds: float) -> str:
     if seconds < 86400:
         return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
     return f"{seconds // 86400:.0f}d{seconds % 86400 // 3600:.0f}h"
+
+
+def size(count: int) -> str:
+    """A byte count for people: 900 bytes, 64 KiB, 512 MiB, 2.0 GiB."""
+    for unit, name in ((1024**4, "TiB"), (1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
+        if count >= unit:
+            value = count / unit
+            return f"{value:.1f} {name}" if value < 10 else f"{value:.0f} {name}"
+    return f"{count} bytes"
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

@@ -76,6 +76,7 @@ class Settings:
     drift_timeout: float = 300.0
     drift_parallel: int = 4
     lease_timeout: float = 15.0  # an engine silent this long loses the workspace to the next one
+    artifact_max_bytes: int = 512 * 1024**2  # an artifact larger than this fails its step
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,8 @@ OPERATOR_KEYS = ["name", "roles", "keys", "emails", "os_users"]
 RUNNER_KEYS = ["name", "local", "ssh", "workdir"]
 SETTINGS_KEYS = ["state_dir", "max_parallel_runs", "step_timeout", "cancel_grace",
                  "poll_interval", "keep_logs_days", "drift_interval", "drift_revision_interval",
-                 "drift_timeout", "drift_parallel", "lease_timeout"]
+                 "drift_timeout", "drift_parallel", "lease_timeout",
+                 "artifact_max_bytes"]
 
 
 def parse(text: str, file: Path) -> Workspace:
@@ -399,6 +401,8 @@ def _settings(doc: Document, value: Any, root: Path) -> Settings:
         kwargs["keep_logs_days"] = f.positive_int(doc, path + ("keep_logs_days",), entry["keep_logs_days"], "days")
     if "drift_parallel" in entry:
         kwargs["drift_parallel"] = f.positive_int(doc, path + ("drift_parallel",), entry["drift_parallel"], "checks at once")
+    if "artifact_max_bytes" in entry:
+        kwargs["artifact_max_bytes"] = f.size(doc, path + ("artifact_max_bytes",), entry["artifact_max_bytes"])
     for key in ("step_timeout", "cancel_grace", "poll_interval", "drift_interval", "drift_revision_interval",
                 "drift_timeout", "lease_timeout"):
         if key in entry:

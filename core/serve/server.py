@@ -11,7 +11,13 @@ credentials at all.
 
 Limits: a login timeout, keepalives, at most `max_per_source` connections per address, at most
 `max_auth_attempts` keys tried per connection, and a failed-login lockout per address kept in
-the store (core.serve.guard). No port forwarding (the hooks are not overridden, so asyncssh
+the store (core.serve.guard). Exhaustion: at most `max_preauth` unauthenticated connections in
+all (when full, a newcomer evicts the oldest unauthenticated connection of the address holding
+the most, if that address holds more than the newcomer's would; else it is refused); no new
+connection while the process's open files exceed its limit less `fd_reserve` (kept for the
+engine, which shares the process); per connection at most `max_channels` session channels and
+`max_listings_per_connection` listing processes (`max_listings` in all). Refusals are dropped
+at once (abort: no wait, no disconnect message) and logged once per burst (guard.BurstLog). No port forwarding (the hooks are not overridden, so asyncssh
 refuses), no agent or X11 forwarding, no SFTP or SCP, no subsystems; environment requests are
 accepted by the protocol and never read.
 
@@ -59,6 +65,13 @@ class ServeOptions:
     max_per_source: int = 10
     max_auth_attempts: int = 6  # keys refused on one connection before it is closed
     max_sessions: int = 200  # consoles at once, every operator together
+    max_preauth: int = 64  # unauthenticated connections at once, every address together
+    max_channels: int = 4  # session channels open at once on one connection
+    max_listings_per_connection: int = 2  # listing processes running at once for one connection
+    max_listings: int = 16  # listing processes running at once, every connection together
+    fd_reserve: int = 0  # open files kept for the engine; 0: a quarter of the limit, at least 32
+    accept_backlog: int = 0  # listen queue, and how many asyncio accepts at once before any check:
+    # 0: half the reserve (8 to 128), so one burst of accepts stays inside the reserve
     lockout: guard.LockoutPolicy = field(default_factory=guard.LockoutPolicy)
     console_argv: tuple[str, ...] = ()  # the zygote program (from the UI package); () = no console
 
@@ -111,6 +124,11 @@ class SSHServer:
         self.keys = KeyBook(ws)
         self.zygote = Zygote(list(options.console_argv), str(ws.file)) if options.console_argv else None
         self.per_source: Counter[str] = Counter()
+        self.preauth: dict[str, dict[Connection, None]] = {}  # address → its unauthenticated, oldest first
+        self.preauth_total = 0
+        self.listings = 0  # listing processes running
+        self.refusals = guard.BurstLog(log)
+        self.fd_ceiling = 0  # no new connection above this many open files (set in start)
         self.locked: dict[str, float] = {}
         self.sessions: set[Any] = set()  # core.serve.session.Session objects
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -123,6 +141,14 @@ class SSHServer:
         return int(self._acceptor.get_port())
 
     async def start(self) -> None:
+        limit = guard.fd_limit()
+        reserve = self.options.fd_reserve or max(32, limit // 4)
+        self.fd_ceiling = limit - reserve
+        backlog = self.options.accept_backlog or max(8, min(128, reserve // 2))
+        for name in ("asyncio", "asyncssh"):  # accept errors (EMFILE) and per-connection noise
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, guard.BurstFilter) for f in logger.filters):
+                logger.addFilter(guard.BurstFilter())
         await self.db.open()
         await self.db.call(presence.sweep, self.db.store)
         self.locked = dict(await self.db.call(self._load_locks, self.db.store))
@@ -131,7 +157,7 @@ class SSHServer:
             await self.zygote.start()
         o = self.options
         try:
-            self._acceptor = await self._listen(o)
+            self._acceptor = await self._listen(o, backlog)
         except OSError as exc:
             await self.aclose()
             if exc.errno == errno.EADDRINUSE:
@@ -139,9 +165,9 @@ class SSHServer:
             raise CoreError(f"cannot listen on {o.host}:{o.port}: {exc.strerror or exc}") from None
         log.info("ssh server listening on %s:%s", o.host, self.port)
 
-    async def _listen(self, o: ServeOptions) -> Any:
+    async def _listen(self, o: ServeOptions, backlog: int) -> Any:
         return await asyncssh.create_server(
-            lambda: Connection(self), o.host, o.port,
+            lambda: Connection(self), o.host, o.port, backlog=backlog,
             server_host_keys=[str(self.host_key_path)], config=None,
             public_key_auth=True, password_auth=False, kbdint_auth=False, host_based_auth=False,
             gss_host=None, x509_trusted_certs=None, known_client_hosts=None,
@@ -159,6 +185,53 @@ class SSHServer:
         until = self.locked.get(source)
         return until is not None and until > time.time()
 
+    def admit(self, conn: Connection) -> bool:
+        """May this new connection go on to authenticate? Counts it when it may."""
+        source, options = conn.source, self.options
+        if self.is_locked(source):
+            self.refusals.refused("locked out", "refused %s: locked out after failed logins", source)
+            return False
+        if self.per_source[source] >= options.max_per_source:
+            self.refusals.refused("per address", "refused %s: %d connections from it already (max_per_source)",
+                                  source, self.per_source[source])
+            return False
+        fds = guard.open_fds()
+        if fds is not None and fds > self.fd_ceiling:
+            self.refusals.refused("file descriptors", "refused %s: %d files open, the rest of the limit "
+                                  "(%d) is kept for the engine", source, fds, guard.fd_limit())
+            return False
+        if self.preauth_total >= options.max_preauth and not self._evict_for(source):
+            self.refusals.refused("unauthenticated", "refused %s: %d unauthenticated connections already "
+                                  "(max_preauth)", source, self.preauth_total)
+            return False
+        self.per_source[source] += 1
+        self.preauth.setdefault(source, {})[conn] = None
+        self.preauth_total += 1
+        return True
+
+    def _evict_for(self, source: str) -> bool:
+        """Make room for a newcomer from `source`: drop the oldest unauthenticated connection of
+        the address holding the most, if it holds more than `source` will."""
+        heaviest = max(self.preauth, key=lambda s: len(self.preauth[s]), default=None)
+        if heaviest is None or len(self.preauth[heaviest]) <= len(self.preauth.get(source, ())) + 1:
+            return False
+        victim = next(iter(self.preauth[heaviest]))
+        self.authenticated(victim)
+        self.refusals.refused("evicted", "dropped an unauthenticated connection from %s to let %s in",
+                              heaviest, source)
+        if victim.conn is not None:
+            asyncio.get_running_loop().call_soon(victim.conn.abort)
+        return True
+
+    def authenticated(self, conn: Connection) -> None:
+        """`conn` no longer counts as unauthenticated (logged in, gone, or evicted)."""
+        held = self.preauth.get(conn.source)
+        if held is not None and conn in held:
+            del held[conn]
+            self.preauth_total -= 1
+            if not held:
+                del self.preauth[conn.source]
+
     def spawn(self, coro: Any, name: str) -> None:
         """Run `coro` as an owned task; failures are logged, never lost."""
         task = asyncio.create_task(coro, name=name)
@@ -168,7 +241,8 @@ class SSHServer:
     def _done(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", task.get_name(), exc_info=task.exception())
+            self.refusals.refused(f"{task.get_name()} failed", "%s failed", task.get_name(),
+                                  exc_info=task.exception())
 
     async def failed_login(self, source: str, username: str, reason: str) -> None:
         until = await self.db.call(guard.record_failure, self.db.store, source, username, reason,
@@ -218,24 +292,20 @@ class Connection(asyncssh.SSHServer):
         self._candidate: tuple[str, str] | None = None
         self._attempts = 0
         self._counted = False
+        self.channels = 0  # session channels open
+        self.listings = 0  # listing processes running
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         peer = conn.get_extra_info("peername") or ("", 0)
         self.source = str(peer[0])
-        server = self.server
-        if server.is_locked(self.source):
-            log.info("refused %s: locked out after failed logins", self.source)
-            asyncio.get_running_loop().call_soon(conn.close)
+        if not self.server.admit(self):
+            asyncio.get_running_loop().call_soon(conn.abort)  # before key exchange, no goodbye
             return
-        if server.per_source[self.source] >= server.options.max_per_source:
-            log.info("refused %s: %d connections already", self.source, server.per_source[self.source])
-            asyncio.get_running_loop().call_soon(conn.close)
-            return
-        server.per_source[self.source] += 1
         self._counted = True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.server.authenticated(self)
         if self._counted:
             self.server.per_source[self.source] -= 1
             if self.server.per_source[self.source] <= 0:
@@ -292,6 +362,7 @@ class Connection(asyncssh.SSHServer):
             self.conn.close()
             return
         self.operator, self.fingerprint = candidate
+        self.server.authenticated(self)
         log.info("%s logged in from %s with %s", self.operator, self.source, self.fingerprint)
         self.server.spawn(self.server.logged_in(self.operator, self.source, self.fingerprint), "ssh-login")
 
@@ -300,9 +371,15 @@ class Connection(asyncssh.SSHServer):
     def session_requested(self) -> Any:
         if self.operator is None:
             return False
+        if self.channels >= self.server.options.max_channels:
+            self.server.refusals.refused("session channels", "%s from %s: refused a session channel: %d "
+                                         "open on the connection (max_channels)", self.operator,
+                                         self.source, self.channels)
+            return False
         from core.serve.session import Session
 
-        return Session(self.server, self.operator, self.source)
+        self.channels += 1
+        return Session(self.server, self.operator, self.source, self)
 
 
 def port_in_use(host: str, port: int) -> str:

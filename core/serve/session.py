@@ -35,11 +35,12 @@ from core.serve.listing import LISTINGS
 from core.serve.zygote import Child
 
 if TYPE_CHECKING:
-    from core.serve.server import SSHServer
+    from core.serve.server import Connection, SSHServer
 
 log = logging.getLogger("ahead.serve")
 TERM_NAME = re.compile(r"^[A-Za-z0-9._+-]{1,40}$")
 LISTING_TIMEOUT = 60.0
+BUSY = b"ahead: too many listings running at once; try again when one has finished\n"
 USAGE = ("This door gives the console to a terminal (ssh -t), or runs one of: "
          + ", ".join(LISTINGS) + " (each takes --json).\r\n")
 
@@ -52,8 +53,10 @@ def set_winsize(fd: int, cols: int, rows: int) -> None:
 class Session(asyncssh.SSHServerSession[bytes]):
     """A session channel of an authenticated operator."""
 
-    def __init__(self, server: SSHServer, operator: str, source: str) -> None:
+    def __init__(self, server: SSHServer, operator: str, source: str,
+                 connection: Connection | None = None) -> None:
         self.server = server
+        self.connection = connection  # counts this channel and its listings against its caps
         self.operator = operator
         self.source = source
         self.chan: asyncssh.SSHServerChannel[bytes] | None = None
@@ -132,6 +135,8 @@ class Session(asyncssh.SSHServerSession[bytes]):
             self._reading = True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.connection is not None:
+            self.connection.channels -= 1  # asyncssh calls this once per channel
         self._closed = True
         self.server.spawn(self.end(), "ssh-session-end")
 
@@ -257,6 +262,25 @@ class Session(asyncssh.SSHServerSession[bytes]):
         if not argv or argv[0] not in LISTINGS:
             self._finish(USAGE.encode(), 2)
             return
+        conn, options = self.connection, self.server.options
+        if (conn is not None and conn.listings >= options.max_listings_per_connection
+                or self.server.listings >= options.max_listings):
+            self.server.refusals.refused("listings", "%s from %s: refused a listing: %d running on the "
+                                         "connection, %d in all", self.operator, self.source,
+                                         conn.listings if conn else 0, self.server.listings)
+            self._finish(BUSY, 1)
+            return
+        self.server.listings += 1
+        if conn is not None:
+            conn.listings += 1
+        try:
+            await self._run_listing(argv)
+        finally:
+            self.server.listings -= 1
+            if conn is not None:
+                conn.listings -= 1
+
+    async def _run_listing(self, argv: list[str]) -> None:
         log.info("%s from %s: listing %s", self.operator, self.source, shlex.join(argv)[:200])
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "core.serve.listing", str(self.server.ws.file), self.operator, *argv,

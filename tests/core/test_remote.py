@@ -21,7 +21,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from core import cli, sshclient
+from core import cli, sshclient, workspace
 from core.engine import Engine
 from core.errors import ConfigError
 from core.pipeline import parse as parse_pipeline
@@ -445,3 +445,23 @@ async def test_remote_step_gets_its_secret_masked_and_never_in_a_command(
     finally:
         await engine.aclose()
     assert not any(SECRET in c for c in host.commands)
+
+
+async def test_a_remote_artifact_is_streamed_and_stopped_past_the_cap(tmp_path: Path, host: Host) -> None:
+    pipeline = ("stages:\n  - name: s\n    runner: far\n    steps:\n"
+                "      - run: mkdir -p out && head -c 700000 /dev/zero > out/fits\n        artifact: out/fits\n"
+                "      - run: head -c 3000000 /dev/zero > out/big\n        artifact: out/big\n")
+    ws = remote_ws(tmp_path, host, pipeline)
+    ws.file.write_text(ws.file.read_text().replace("  poll_interval: 0.2", "  poll_interval: 0.2\n"
+                                                   "  artifact_max_bytes: 1MiB"))
+    ws = workspace.read(ws.file)
+    engine, run_id = await run_once(ws)
+    try:
+        run = await wait_run_done(engine, run_id)
+        lines = await log_of(engine, run_id)
+        assert run["status"] == "failed", (run, lines)
+        assert lines[-1] == "[ahead] artifact out/big is over the 1.0 MiB cap (settings.artifact_max_bytes)"
+        kept = await query(engine, "SELECT path, size FROM artifacts WHERE run_id = ?", (run_id,))
+        assert [(a["path"], a["size"]) for a in kept] == [("out/fits", 700000)]
+    finally:
+        await engine.aclose()
