@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import approvals, gitio, lease, remote, runstate, safepath, secrets, workspace
+from core import approvals, gitio, lease, remote, runstate, safepath, sandbox, secrets, workspace
 from core.aio import wait_at_most
 from core.drift import REVISION, DriftChecker
 from core.errors import ConfigError, CoreError, GitError, StoreError
@@ -44,6 +44,7 @@ from core.watch import Inotify
 from core.workspace import RepoConfig, Workspace
 
 log = logging.getLogger("ahead.engine")
+DEPLOY_DIR = "deploy"  # under the state dir, 0700: gated stages' checkouts, made after the gate
 HEARTBEAT_SECONDS = 2.0
 LEASE_STALE_SECONDS = lease.STALE_SECONDS
 
@@ -197,6 +198,7 @@ class Engine:
         """(worker thread) Delete checkouts a dead engine left and prune their worktree entries,
         running git only in repos that have worktree entries at all."""
         shutil.rmtree(self.ws.state_dir / "work", ignore_errors=True)
+        shutil.rmtree(self.ws.state_dir / DEPLOY_DIR, ignore_errors=True)
         for repo in self.ws.repos:
             try:
                 _, common = gitio.git_dirs(self.ws.repo_dir(repo))
@@ -521,6 +523,10 @@ class RunExecution:
                 if workdir.exists():
                     self.workdir = workdir
             checkout.result()  # a failed checkout fails the run (GitError below)
+            refused = await self._sandbox_refusal(run)
+            if refused:
+                status, error = "failed", refused
+                return
             if self.resume:
                 await asyncio.to_thread(self._restore_artifacts)
             selected = [(row, stage) for row, stage in zip(stages, pipeline.stages, strict=True)
@@ -600,6 +606,10 @@ class RunExecution:
             if outcome == "pass":
                 fault("gate.pass.after_commit")
                 outcome, reason = await self._take_environment(row, stage.environment)
+            if outcome == "pass" and stage.environment in self.engine.ws.policies:
+                problem = await self._deploy_checkout(run, row)
+                if problem:
+                    outcome, reason = "failed", problem
             if outcome != "pass":
                 await self.call(runstate.set_stage, row["id"], outcome, reason)
                 await self.db.call(self._set_error, reason)
@@ -649,6 +659,88 @@ class RunExecution:
                 await wait_at_most(queue.get(), 1.0)
         finally:
             self.engine.feed.unlisten(queue)
+
+    async def _sandbox_refusal(self, run: Row) -> str | None:
+        """Why this run may not start: a branch run needs a sandbox (or `sandbox: off`)."""
+        if run["on_main"] or not self.engine.ws.settings.sandbox:
+            return None
+        why = await asyncio.to_thread(sandbox.unavailable)
+        if why is None:
+            return None
+        return (f"refused: branch runs run in a sandbox and none can be had here ({why}); "
+                f"fix user namespaces, or set `settings: sandbox: off` in {self.engine.ws.file.name}")
+
+    def _isolated(self, run: Row, stage: Stage) -> bool:
+        """Whether a (local) step of this stage runs in the sandbox: every step of a branch run
+        and of a stage that deploys nowhere, unless ahead.yml says `sandbox: off`; a stage with
+        `sandbox: true` always."""
+        if stage.sandbox:
+            return True
+        return self.engine.ws.settings.sandbox and (not run["on_main"] or stage.environment is None)
+
+    def _sandbox_plan(self) -> sandbox.Plan:
+        """What a sandboxed step sees: its checkout writable; the workspace root and repos
+        read-only; the state dir hidden (the mirrors of remote repos shown read-only, for git);
+        secret files of ahead.yml empty."""
+        assert self.workdir is not None
+        ws = self.engine.ws
+        state = ws.state_dir
+
+        def inside(path: Path, top: Path) -> bool:
+            return path == top or top in path.parents
+
+        repos = [ws.repo_dir(r) for r in ws.repos]
+        readonly = [ws.root] + [d for d in repos if not inside(d, ws.root) and not inside(d, state)]
+        reveal = [state / "mirrors"] if any(r.is_remote for r in ws.repos) else []
+        blank = [s.file for s in ws.secrets.values() if s.file is not None]
+        return sandbox.Plan(workdir=self.workdir, hide=(state,), readonly=tuple(readonly),
+                            reveal=tuple(reveal), blank=tuple(blank))
+
+    async def _deploy_checkout(self, run: Row, stage_row: Row) -> str | None:
+        """Once a gate passed: a fresh checkout of the approved commit in the 0700 deploy dir
+        (no sandboxed step can see it), verified against the commit, with the run's kept
+        artifacts restored; it replaces the run's checkout. None, or why the stage must fail."""
+        ws = self.engine.ws
+        repo_dir = ws.repo_dir(ws.repo(run["repo"]))
+        dest = ws.state_dir / DEPLOY_DIR / run["repo"] / f"{self.run_id}-{stage_row['id']}"
+        try:
+            await asyncio.to_thread(self._make_deploy_checkout, repo_dir, dest, run["commit_sha"])
+        except (CoreError, OSError) as exc:
+            with contextlib.suppress(GitError, OSError):
+                await asyncio.shield(asyncio.to_thread(gitio.worktree_remove, repo_dir, dest))
+            self.log.error("deploy checkout refused: %s", exc)
+            return f"deploy refused: {exc}"
+        old, self.workdir = self.workdir, dest
+        if old is not None and old != dest:
+            with contextlib.suppress(GitError, OSError):
+                await asyncio.shield(asyncio.to_thread(gitio.worktree_remove, repo_dir, old))
+        return None
+
+    def _make_deploy_checkout(self, repo_dir: Path, dest: Path, sha: str) -> None:
+        """(worker thread) See `_deploy_checkout`.
+
+        Raises:
+            CheckoutChanged: the checkout or a kept artifact is not what was approved.
+            GitError, OSError: the checkout cannot be made.
+        """
+        top = self.engine.ws.state_dir / DEPLOY_DIR
+        top.mkdir(mode=0o700, parents=True, exist_ok=True)
+        top.chmod(0o700)
+        if dest.exists():  # left by an engine stop during a deploy
+            gitio.worktree_remove(repo_dir, dest)
+            shutil.rmtree(dest, ignore_errors=True)
+        gitio.worktree_add(repo_dir, dest, sha)
+        verify_deploy_checkout(repo_dir, dest, sha)
+        for row in self.store_rows("SELECT path, stored_path, sha256 FROM artifacts WHERE run_id = ? "
+                                   "ORDER BY id"):
+            data = Path(row["stored_path"]).read_bytes()
+            if hashlib.sha256(data).hexdigest() != row["sha256"]:
+                raise CheckoutChanged(f"artifact {row['path']!r} ({row['stored_path']}) changed since it "
+                                      "was kept; re-run the pipeline")
+            try:  # the checkout may hold links (committed ones too): never write through them
+                safepath.write_inside(dest, row["path"], data)
+            except safepath.OutsideCheckout as exc:
+                self.log.warning("artifact not restored: %s", exc)
 
     def _set_error(self, reason: str | None) -> None:
         with self.store.transaction() as conn:
@@ -738,7 +830,17 @@ class RunExecution:
             result = await self.remote.run(run, pipeline, stage, step, self.workdir, env, sink, timeout,
                                            self.cancel, settings.cancel_grace, on_start, masker)
         else:
-            result = await run_step(list(step.argv), self.workdir, env, sink, timeout, self.cancel,
+            argv = list(step.argv)
+            if self._isolated(run, stage):
+                why = await asyncio.to_thread(sandbox.unavailable)
+                if why is not None and (stage.sandbox or not run["on_main"]):
+                    refusal = f"no sandbox for this step: {why}"
+                    await sink([(0, time.time(), f"[ahead] {refusal}")])
+                    await self.call(runstate.finish_step, step_id, "failed", None, refusal)
+                    return "failed"
+                if why is None:
+                    argv = sandbox.command(argv, self._sandbox_plan())
+            result = await run_step(argv, self.workdir, env, sink, timeout, self.cancel,
                                     settings.cancel_grace, on_start, masker)
         if result.status == "succeeded" and step.artifacts:
             problem = await self._keep_artifacts(step_id, step)
@@ -764,6 +866,31 @@ class RunExecution:
             await self.call(runstate.add_artifact, self.run_id, step_id, rel, str(dest), len(data),
                             hashlib.sha256(data).hexdigest())
         return None
+
+
+class CheckoutChanged(CoreError):
+    """A deploy checkout differs from the approved commit."""
+
+
+def verify_deploy_checkout(repo: Path, dest: Path, sha: str) -> None:
+    """(worker thread) Refuse a checkout at `dest` that is not exactly commit `sha`: HEAD is the
+    commit, its tree is the commit's tree and `git status` (untracked and ignored files too)
+    shows nothing. Stand-in for gitio.verify_checkout(repo, dest, sha) (point this at it).
+
+    Raises:
+        CheckoutChanged: with the first differences.
+        GitError: git cannot read the checkout.
+    """
+    want = gitio.git(repo, "rev-parse", "--verify", "--end-of-options", f"{gitio.check_sha(sha)}^{{tree}}").strip()
+    head = gitio.git(dest, "rev-parse", "--verify", "HEAD").strip()
+    tree = gitio.git(dest, "rev-parse", "--verify", "HEAD^{tree}").strip()
+    if head != sha or tree != want:
+        raise CheckoutChanged(f"{dest}: HEAD is {head[:12]} (tree {tree[:12]}), not commit {sha[:12]} "
+                              f"(tree {want[:12]})")
+    status = gitio.git(dest, "status", "--porcelain", "-uall", "--ignored", "-z")
+    if status.strip("\0"):
+        changed = [entry for entry in status.split("\0") if entry][:5]
+        raise CheckoutChanged(f"{dest}: differs from commit {sha[:12]}: {', '.join(changed)}")
 
 
 class Gate:

@@ -136,3 +136,15 @@ def require(doc: Document, path: Path, value: dict[str, Any], key: str, fix: str
 
 def fail(doc: Document, path: Path, problem: str, fix: str = "") -> ConfigError:
     return doc.error(path, problem, fix)
+
+
+def switch(doc: Document, path: Path, value: Any, fix: str = "") -> bool:
+    """on/off (also true/false, yes/no)."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text in ("on", "true", "yes"):
+        return True
+    if text in ("off", "false", "no"):
+        return False
+    raise doc.error(path, f"must be on or off, got {str(value)[:40]!r}", fix)

@@ -13,8 +13,8 @@ whole process group, so the step gets them directly) and exits with the step's e
 
 What the step sees: the workspace root and the repos read-only; the state directory (state.db,
 other runs' checkouts, artifacts, keys) replaced by an empty read-only directory, with only its
-own checkout bound back writable (and the mirrors of remote repos read-only, for git); private
-/tmp, /var/tmp and /dev/shm. Network, CPU and memory are not limited (docs/SECURITY.md).
+own checkout bound back writable (and the mirrors of remote repos read-only, for git); secret
+files of ahead.yml read as empty; private /tmp, /var/tmp and /dev/shm. Network, CPU and memory are not limited (docs/SECURITY.md).
 """
 
 from __future__ import annotations
@@ -42,10 +42,12 @@ PRIVATE = ("/tmp", "/var/tmp", "/dev/shm")
 class Plan:
     """What one sandboxed step sees. `workdir` is its checkout (writable); `hide` paths become
     empty and read-only; `readonly` paths are bound read-only; `reveal` paths (inside a hidden
-    one) are bound back read-only; `private` paths get a fresh tmpfs."""
+    one) are bound back read-only; `blank` files (secrets) read as empty; `private` paths get a
+    fresh tmpfs."""
 
     workdir: Path
     hide: tuple[Path, ...] = ()
+    blank: tuple[Path, ...] = ()
     readonly: tuple[Path, ...] = ()
     reveal: tuple[Path, ...] = ()
     private: tuple[str, ...] = PRIVATE
@@ -54,6 +56,7 @@ class Plan:
 
     def to_json(self) -> str:
         return json.dumps({"workdir": str(self.workdir), "hide": [str(p) for p in self.hide],
+                           "blank": [str(p) for p in self.blank],
                            "readonly": [str(p) for p in self.readonly],
                            "reveal": [str(p) for p in self.reveal], "private": list(self.private),
                            "uid": self.uid, "gid": self.gid})
@@ -166,6 +169,10 @@ def _mount_plan(libc: _Libc, plan: dict[str, object]) -> None:
     for path in paths("readonly"):
         if path in held:
             bind(path, True)
+    for path in paths("blank"):
+        if os.path.isfile(path) and not os.path.islink(path):
+            libc.mount("/dev/null", path, None, MS_BIND)
+            libc.mount("none", path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     hidden = [p for p in paths("hide") if os.path.isdir(p)]
     for path in hidden:
         libc.mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")

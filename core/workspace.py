@@ -74,6 +74,7 @@ class Settings:
     drift_revision_interval: float = 3600.0
     drift_timeout: float = 300.0
     drift_parallel: int = 4
+    sandbox: bool = True  # False: `sandbox: off`, untrusted steps run unisolated (core/sandbox.py)
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ OPERATOR_KEYS = ["name", "roles", "keys", "emails", "os_users"]
 RUNNER_KEYS = ["name", "local", "ssh", "workdir"]
 SETTINGS_KEYS = ["state_dir", "max_parallel_runs", "step_timeout", "cancel_grace",
                  "poll_interval", "keep_logs_days", "drift_interval", "drift_revision_interval",
-                 "drift_timeout", "drift_parallel"]
+                 "drift_timeout", "drift_parallel", "sandbox"]
 
 
 def parse(text: str, file: Path) -> Workspace:
@@ -385,6 +386,9 @@ def _settings(doc: Document, value: Any, root: Path) -> Settings:
                 "drift_timeout"):
         if key in entry:
             kwargs[key] = f.duration(doc, path + (key,), entry[key])
+    if "sandbox" in entry:
+        kwargs["sandbox"] = f.switch(doc, path + ("sandbox",), entry["sandbox"],
+                                     "write `sandbox: off` only to run untrusted steps without isolation")
     return Settings(state_dir=state, **kwargs)
 
 
