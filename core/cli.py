@@ -244,6 +244,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     ws = load_workspace(args)
     problems = 0
     print(f"{ws.file}: ok ({len(ws.repos)} repos, environments {' → '.join(ws.environments)})")
+    print(f"  {_sandbox_line(ws)}")
     for repo in ws.repos:
         path = ws.repo_dir(repo)
         if repo.is_remote and not path.exists():
@@ -271,6 +272,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         stages = ", ".join(s.name + (f"→{s.environment}" if s.environment else "") for s in pipeline.stages)
         print(f"  {repo.name}: ok ({stages})")
     return FAILED if problems else OK
+
+
+def _sandbox_line(ws: workspace.Workspace) -> str:
+    """How untrusted steps (branch runs, stages that deploy nowhere) are isolated here."""
+    from core import sandbox
+
+    if not ws.settings.sandbox:
+        return "sandbox: off (settings): branch runs and builds run unisolated, as the engine's user"
+    why = sandbox.unavailable()
+    if why:
+        return (f"sandbox: unavailable: {why}; branch runs will be refused "
+                "(fix user namespaces, or set `settings: sandbox: off`)")
+    return "sandbox: ok (branch runs and builds run in user+mount namespaces)"
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
