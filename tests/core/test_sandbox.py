@@ -268,3 +268,25 @@ def test_sandbox_setting_is_on_or_off(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         make_ws(tmp_path / "ws", "  sandbox: maybe\n")
     assert "ahead.yml:20: " in str(caught.value) and "settings.sandbox: must be on or off" in str(caught.value)
+
+
+async def test_kept_artifact_changed_while_waiting_refuses_the_deploy(tmp_path: Path) -> None:
+    # opted out of the sandbox, a branch step rewrites the waiting run's kept artifact
+    ws = make_ws(tmp_path / "ws", "  sandbox: off\n")
+    repo = ws.repo_dir(ws.repo("app"))
+    async with Engine(ws) as engine:
+        sha = commit(repo, "release", author="alice", files={"notes.txt": "1.0\n"})
+        change = (await wait_for(engine, "SELECT * FROM change_requests WHERE head_sha = ? AND "
+                                         "status = 'open'", (sha,)))[0]
+        run, lines = await branch_run(engine, branch_commit(ws, "artifact", """
+for f in "$AHEAD_WORKSPACE"/.ahead/artifacts/*/*; do echo pwned > "$f" && echo "WROTE $f"; done
+"""))
+        assert run["status"] == "succeeded" and any(line.startswith("WROTE") for line in lines), lines
+        with Store(ws.db_path, session="test:bob") as store:
+            assert approvals.decide(store, ws, change["id"], "bob", "approve", "").ok
+        done = await wait_run_done(engine, change["run_id"])
+        assert done["status"] == "failed", done
+        assert "deploy refused: artifact 'build.txt'" in str(done["error"])
+        assert "changed since it was kept" in str(done["error"])
+        assert await query(engine, "SELECT * FROM deployments WHERE environment = 'prod'") == []
+        assert "pwned" not in await log_of(engine, change["run_id"])
