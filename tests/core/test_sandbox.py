@@ -136,8 +136,8 @@ async def test_branch_step_cannot_change_what_a_waiting_run_deploys(tmp_path: Pa
         # the approved commit's content, and the build stage's artifact handed over
         assert (await log_of(engine, change["run_id"]))[-2:] == [COMMITTED, "built-from-the-commit"]
         assert not waiting.exists()  # the waiting checkout was replaced, then removed
-        assert not list((ws.state_dir / "deploy").glob("*/*"))
-        assert (ws.state_dir / "deploy").stat().st_mode & 0o777 == 0o700
+    assert not list((ws.state_dir / "deploy").glob("*/*"))  # removed once the run ended
+    assert (ws.state_dir / "deploy").stat().st_mode & 0o777 == 0o700
 
 
 async def test_branch_step_cannot_write_the_live_directory_or_the_repo(tmp_path: Path) -> None:
@@ -217,7 +217,7 @@ async def test_cancel_and_leftover_kill_reach_the_whole_sandboxed_tree(tmp_path:
                 assert await engine.db.call(svc.cancel, run_id, Actor("alice")) == "cancelling"
                 assert (await wait_run_done(engine, run_id, timeout=10))["status"] == "cancelled"
             else:  # what a restarted engine does with a dead engine's steps
-                assert await asyncio.to_thread(kill_leftovers, step["token"]) >= 4
+                assert await asyncio.to_thread(kill_leftovers, step["token"]) >= 1  # the rest may die first
                 assert (await wait_run_done(engine, run_id, timeout=10))["status"] == "failed"
             for _ in range(50):
                 if not _holders(step["token"]):
