@@ -290,3 +290,34 @@ for f in "$AHEAD_WORKSPACE"/.ahead/artifacts/*/*; do echo pwned > "$f" && echo "
         assert "changed since it was kept" in str(done["error"])
         assert await query(engine, "SELECT * FROM deployments WHERE environment = 'prod'") == []
         assert "pwned" not in await log_of(engine, change["run_id"])
+
+
+async def test_a_deploying_stage_can_opt_in_to_the_sandbox(tmp_path: Path) -> None:
+    ws = make_ws(tmp_path / "ws")
+    repo = ws.repo_dir(ws.repo("app"))
+    pipeline = ("stages:\n  - name: deploy-dev\n    environment: dev\n    sandbox: true\n    steps:\n"
+                '      - run: echo hacked > "$AHEAD_WORKSPACE/live/prod/index.html" || echo DENIED\n'
+                "  - name: deploy-dev-plain\n    environment: dev\n    steps:\n"
+                '      - run: echo plain > "$AHEAD_WORKSPACE/live/plain.txt" && echo WROTE\n')
+    async with Engine(ws) as engine:
+        sha = commit(repo, "opt in", author="alice", files={".ahead/pipeline.yml": pipeline})
+        rows = await wait_for(engine, "SELECT * FROM runs WHERE commit_sha = ?", (sha,))
+        run = await wait_run_done(engine, rows[0]["id"])
+        assert run["status"] == "succeeded", run
+        assert (await log_of(engine, run["id"]))[-2:] == ["DENIED", "WROTE"]
+    assert (ws.root / "live" / "prod" / "index.html").read_text() == "v1\n"
+    assert (ws.root / "live" / "plain.txt").read_text() == "plain\n"  # not opted in: as before
+
+
+def test_stage_sandbox_is_a_switch_for_local_steps_only() -> None:
+    from core.pipeline import parse
+
+    def stage(extra: str) -> str:
+        return f"stages:\n  - name: s\n    environment: dev\n{extra}    steps: [echo hi]\n"
+
+    assert parse(stage("    sandbox: true\n"), "p.yml", ("dev",), (), ("local", "far")).stages[0].sandbox
+    assert not parse(stage(""), "p.yml", ("dev",), (), ("local", "far")).stages[0].sandbox
+    with pytest.raises(ConfigError, match=r"p.yml:4: stages\[0\].sandbox: must be on or off"):
+        parse(stage("    sandbox: sometimes\n"), "p.yml", ("dev",), (), ("local", "far"))
+    with pytest.raises(ConfigError, match="the sandbox isolates local steps only"):
+        parse(stage("    runner: far\n    sandbox: true\n"), "p.yml", ("dev",), (), ("local", "far"))
