@@ -265,6 +265,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if damaged:
         print(f"  {damaged}")
         problems += 1
+    print(f"  {_sandbox_line(ws)}")
     for repo in ws.repos:
         path = ws.repo_dir(repo)
         if repo.is_remote and not path.exists():
@@ -310,6 +311,19 @@ def _check_store(ws: Workspace) -> str:
     except CoreError as exc:
         return str(exc)
     return ""
+
+
+def _sandbox_line(ws: workspace.Workspace) -> str:
+    """How untrusted steps (branch runs, stages that deploy nowhere) are isolated here."""
+    from core import sandbox
+
+    if not ws.settings.sandbox:
+        return "sandbox: off (settings): branch runs and builds run unisolated, as the engine's user"
+    why = sandbox.unavailable()
+    if why:
+        return (f"sandbox: unavailable: {why}; branch runs will be refused "
+                "(fix user namespaces, or set `settings: sandbox: off`)")
+    return "sandbox: ok (branch runs and builds run in user+mount namespaces)"
 
 
 def cmd_engine(args: argparse.Namespace) -> int:

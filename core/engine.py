@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -27,7 +28,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core import approvals, gitio, lease, remote, retention, runstate, safepath, secrets, workspace
+from core import (
+    approvals,
+    gitio,
+    lease,
+    remote,
+    retention,
+    runstate,
+    safepath,
+    sandbox,
+    secrets,
+    workspace,
+)
 from core.aio import wait_at_most
 from core.drift import REVISION, DriftChecker
 from core.errors import ConfigError, CoreError, GitError, LeaseLost, StoreError
@@ -45,6 +57,7 @@ from core.watch import Inotify
 from core.workspace import RepoConfig, Workspace
 
 log = logging.getLogger("ahead.engine")
+DEPLOY_DIR = "deploy"  # under the state dir, 0700: gated stages' checkouts, made after the gate
 HEARTBEAT_SECONDS = 2.0
 LEASE_STALE_SECONDS = lease.STALE_SECONDS
 RETENTION_FIRST_DELAY = 60.0
@@ -243,6 +256,7 @@ class Engine:
         """(store thread, under the fence) Delete checkouts a dead engine left and prune their worktree entries,
         running git only in repos that have worktree entries at all."""
         shutil.rmtree(self.ws.state_dir / "work", ignore_errors=True)
+        shutil.rmtree(self.ws.state_dir / DEPLOY_DIR, ignore_errors=True)
         for repo in self.ws.repos:
             try:
                 _, common = gitio.git_dirs(self.ws.repo_dir(repo))
@@ -593,6 +607,10 @@ class RunExecution:
                 if workdir.exists():
                     self.workdir = workdir
             checkout.result()  # a failed checkout fails the run (GitError below)
+            refused = await self._sandbox_refusal(run)
+            if refused:
+                status, error = "failed", refused
+                return
             if self.resume:
                 await asyncio.to_thread(self._restore_artifacts)
             selected = [(row, stage) for row, stage in zip(stages, pipeline.stages, strict=True)
@@ -679,6 +697,10 @@ class RunExecution:
             if outcome == "pass":
                 fault("gate.pass.after_commit")
                 outcome, reason = await self._take_environment(row, stage.environment)
+            if outcome == "pass" and stage.environment in self.engine.ws.policies:
+                problem = await self._deploy_checkout(run, row)
+                if problem:
+                    outcome, reason = "failed", problem
             if outcome != "pass":
                 await self.call(runstate.set_stage, row["id"], outcome, reason)
                 await self.db.call(self._set_error, reason)
@@ -728,6 +750,95 @@ class RunExecution:
                 await wait_at_most(queue.get(), 1.0)
         finally:
             self.engine.feed.unlisten(queue)
+
+    async def _sandbox_refusal(self, run: Row) -> str | None:
+        """Why this run may not start: a branch run needs a sandbox (or `sandbox: off`)."""
+        if run["on_main"] or not self.engine.ws.settings.sandbox:
+            return None
+        why = await asyncio.to_thread(sandbox.unavailable)
+        if why is None:
+            return None
+        return (f"refused: branch runs run in a sandbox and none can be had here ({why}); "
+                f"fix user namespaces, or set `settings: sandbox: off` in {self.engine.ws.file.name}")
+
+    def _isolated(self, run: Row, stage: Stage) -> bool:
+        """Whether a (local) step of this stage runs in the sandbox: every step of a branch run
+        and of a stage that deploys nowhere, unless ahead.yml says `sandbox: off`; a stage with
+        `sandbox: true` always."""
+        if stage.sandbox:
+            return True
+        return self.engine.ws.settings.sandbox and (not run["on_main"] or stage.environment is None)
+
+    def _sandbox_plan(self) -> sandbox.Plan:
+        """What a sandboxed step sees: its checkout writable; the workspace root and repos
+        read-only; the state dir hidden (the mirrors of remote repos shown read-only, for git);
+        secret files of ahead.yml empty."""
+        assert self.workdir is not None
+        ws = self.engine.ws
+        state = ws.state_dir
+
+        def inside(path: Path, top: Path) -> bool:
+            return path == top or top in path.parents
+
+        repos = [ws.repo_dir(r) for r in ws.repos]
+        readonly = [ws.root] + [d for d in repos if not inside(d, ws.root) and not inside(d, state)]
+        reveal = [state / "mirrors"] if any(r.is_remote for r in ws.repos) else []
+        blank = [s.file for s in ws.secrets.values() if s.file is not None]
+        return sandbox.Plan(workdir=self.workdir, hide=(state,), readonly=tuple(readonly),
+                            reveal=tuple(reveal), blank=tuple(blank))
+
+    async def _deploy_checkout(self, run: Row, stage_row: Row) -> str | None:
+        """Once a gate passed: a fresh checkout of the approved commit in the 0700 deploy dir
+        (no sandboxed step can see it), verified against the commit, with the run's kept
+        artifacts restored; it replaces the run's checkout. None, or why the stage must fail."""
+        ws = self.engine.ws
+        repo_dir = ws.repo_dir(ws.repo(run["repo"]))
+        dest = ws.state_dir / DEPLOY_DIR / run["repo"] / f"{self.run_id}-{stage_row['id']}"
+        try:
+            await asyncio.to_thread(self._make_deploy_checkout, repo_dir, dest, run["commit_sha"])
+        except (CoreError, OSError) as exc:
+            with contextlib.suppress(GitError, OSError):
+                await asyncio.shield(asyncio.to_thread(gitio.worktree_remove, repo_dir, dest))
+            self.log.error("deploy checkout refused: %s", exc)
+            return f"deploy refused: {exc}"
+        old, self.workdir = self.workdir, dest
+        if old is not None and old != dest:
+            with contextlib.suppress(GitError, OSError, LeaseLost):  # fenced out: not ours to remove
+                await asyncio.shield(self.db.call(self.engine.under_fence, gitio.worktree_remove, repo_dir, old))
+        return None
+
+    def _make_deploy_checkout(self, repo_dir: Path, dest: Path, sha: str) -> None:
+        """(worker thread) See `_deploy_checkout`.
+
+        Raises:
+            CheckoutChanged: the checkout or a kept artifact is not what was approved.
+            GitError, OSError: the checkout cannot be made.
+        """
+        top = self.engine.ws.state_dir / DEPLOY_DIR
+        top.mkdir(mode=0o700, parents=True, exist_ok=True)
+        top.chmod(0o700)
+        if dest.exists():  # left by an engine stop during a deploy
+            gitio.worktree_remove(repo_dir, dest)
+            shutil.rmtree(dest, ignore_errors=True)
+        gitio.worktree_add(repo_dir, dest, sha)
+        verify_deploy_checkout(repo_dir, dest, sha)
+        for row in self.store_rows("SELECT path, stored_path, sha256 FROM artifacts WHERE run_id = ? "
+                                   "ORDER BY id"):
+            stored = Path(row["stored_path"])
+            try:  # the checkout may hold links (committed ones too): never write through them
+                copied = safepath.copy_inside(dest, row["path"], stored)  # in chunks, never whole
+            except safepath.OutsideCheckout as exc:
+                self.log.warning("artifact not restored: %s", exc)
+                continue
+            # What the deploy will read is checked, not the stored file before the copy (which a
+            # writer could swap in between): hashed in chunks.
+            digest = hashlib.sha256()
+            with copied.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+            if digest.hexdigest() != row["sha256"]:
+                raise CheckoutChanged(f"artifact {row['path']!r} ({stored}) changed since it "
+                                      "was kept; re-run the pipeline")
 
     def _set_error(self, reason: str | None) -> None:
         with self.store.transaction() as conn:
@@ -818,7 +929,17 @@ class RunExecution:
             result = await self.remote.run(run, pipeline, stage, step, self.workdir, env, sink, timeout,
                                            self.cancel, settings.cancel_grace, on_start, masker)
         else:
-            result = await run_step(list(step.argv), self.workdir, env, sink, timeout, self.cancel,
+            argv = list(step.argv)
+            if self._isolated(run, stage):
+                why = await asyncio.to_thread(sandbox.unavailable)
+                if why is not None and (stage.sandbox or not run["on_main"]):
+                    refusal = f"no sandbox for this step: {why}"
+                    await sink([(0, time.time(), f"[ahead] {refusal}")])
+                    await self.call(runstate.finish_step, step_id, "failed", None, refusal)
+                    return "failed"
+                if why is None:
+                    argv = sandbox.command(argv, self._sandbox_plan())
+            result = await run_step(argv, self.workdir, env, sink, timeout, self.cancel,
                                     settings.cancel_grace, on_start, masker)
         if result.status == "succeeded" and step.artifacts:
             problem = await self._keep_artifacts(step_id, step)
@@ -846,6 +967,23 @@ class RunExecution:
                 return f"artifact {rel!r} was not produced"
             await self.call(runstate.add_artifact, self.run_id, step_id, rel, str(dest), size, digest)
         return None
+
+
+class CheckoutChanged(CoreError):
+    """A deploy checkout differs from the approved commit."""
+
+
+def verify_deploy_checkout(repo: Path, dest: Path, sha: str) -> None:
+    """(worker thread) Refuse a deploy checkout at `dest` that is not exactly commit `sha`
+    (gitio.verify_checkout: HEAD, the commit's own tree, and a clean `git status`).
+
+    Raises:
+        CheckoutChanged: with the first differences.
+    """
+    try:
+        gitio.verify_checkout(repo, dest, sha)
+    except GitError as exc:
+        raise CheckoutChanged(str(exc)) from None
 
 
 class Gate:

@@ -151,3 +151,15 @@ def require(doc: Document, path: Path, value: dict[str, Any], key: str, fix: str
     if key not in value or value[key] is None:
         raise doc.error(path, f'missing required key "{key}"', fix)
     return value[key]
+
+
+def switch(doc: Document, path: Path, value: Any, fix: str = "") -> bool:
+    """on/off (also true/false, yes/no)."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text in ("on", "true", "yes"):
+        return True
+    if text in ("off", "false", "no"):
+        return False
+    raise doc.error(path, f"must be on or off, got {str(value)[:40]!r}", fix)

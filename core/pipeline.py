@@ -19,7 +19,7 @@ from core.yamlfile import Document, load
 PIPELINE_PATH = ".ahead/pipeline.yml"
 
 TOP_KEYS = ["on", "stages", "drift", "env"]
-STAGE_KEYS = ["name", "environment", "steps", "timeout", "env", "runner", "secrets"]
+STAGE_KEYS = ["name", "environment", "steps", "timeout", "env", "runner", "secrets", "sandbox"]
 STEP_KEYS = ["name", "run", "timeout", "env", "artifact", "artifacts", "secrets"]
 ON_KEYS = ["main", "branches"]
 DRIFT_KEYS = ["name", "files", "live", "host", "command", "parse", "every", "timeout", "env"]
@@ -53,6 +53,7 @@ class Stage:
     env: dict[str, str] = field(default_factory=dict)
     runner: str | None = None
     secrets: tuple[str, ...] = ()  # names from ahead.yml's secrets:, given to every step
+    sandbox: bool = False  # a deploying stage's steps isolated too (core/sandbox.py)
 
     @property
     def deploys(self) -> bool:
@@ -240,8 +241,14 @@ def _stage(doc: Document, i: int, item: Any, environments: tuple[str, ...] | Non
             close = difflib.get_close_matches(runner, runners, n=1, cutoff=0.6)
             raise doc.error(path + ("runner",), f"no runner named {runner!r} in the workspace",
                             f'did you mean "{close[0]}"?' if close else "runners: " + ", ".join(runners))
+    sandbox = False
+    if entry.get("sandbox") is not None:
+        sandbox = f.switch(doc, path + ("sandbox",), entry["sandbox"], "sandbox: true isolates this stage's steps")
+        if sandbox and runner is not None:
+            raise doc.error(path + ("sandbox",), "the sandbox isolates local steps only",
+                            "drop `sandbox:` or `runner:` from this stage")
     return Stage(name=name, steps=steps, environment=environment, timeout=timeout, env=env, runner=runner,
-                 secrets=_secret_names(doc, path, entry, secrets))
+                 secrets=_secret_names(doc, path, entry, secrets), sandbox=sandbox)
 
 
 def _step(doc: Document, path: tuple[str | int, ...], item: Any, index: int,

@@ -77,6 +77,7 @@ class Settings:
     drift_parallel: int = 4
     lease_timeout: float = 15.0  # an engine silent this long loses the workspace to the next one
     artifact_max_bytes: int = 512 * 1024**2  # an artifact larger than this fails its step
+    sandbox: bool = True  # False: `sandbox: off`, untrusted steps run unisolated (core/sandbox.py)
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ RUNNER_KEYS = ["name", "local", "ssh", "workdir"]
 SETTINGS_KEYS = ["state_dir", "max_parallel_runs", "step_timeout", "cancel_grace",
                  "poll_interval", "keep_logs_days", "drift_interval", "drift_revision_interval",
                  "drift_timeout", "drift_parallel", "lease_timeout",
-                 "artifact_max_bytes"]
+                 "artifact_max_bytes", "sandbox"]
 
 
 def parse(text: str, file: Path) -> Workspace:
@@ -407,6 +408,9 @@ def _settings(doc: Document, value: Any, root: Path) -> Settings:
                 "drift_timeout", "lease_timeout"):
         if key in entry:
             kwargs[key] = f.duration(doc, path + (key,), entry[key])
+    if "sandbox" in entry:
+        kwargs["sandbox"] = f.switch(doc, path + ("sandbox",), entry["sandbox"],
+                                     "write `sandbox: off` only to run untrusted steps without isolation")
     return Settings(state_dir=state, **kwargs)
 
 

@@ -130,7 +130,9 @@ async def test_burst_of_commits_queues_one_run_for_the_newest(tmp_path: Path) ->
 
 async def test_cancel_kills_the_whole_process_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "pids"
-    pipeline = ("stages:\n  - name: long\n    steps:\n"
+    # a deploying stage: unsandboxed, so the step can report its pids (the sandboxed cancel is
+    # in test_sandbox.py)
+    pipeline = ("stages:\n  - name: long\n    environment: dev\n    steps:\n"
                 f"      - run: sleep 60 & echo $! > {pidfile}.child; echo $$ > {pidfile}; wait\n")
     ws = make_workspace(tmp_path / "ws", {"app": pipeline})
     async with Engine(ws) as engine:

@@ -42,6 +42,8 @@ class AheadScreen(KeepRunning, Screen[None]):
         mode = {"embedded": "engine: here", "client": "engine: elsewhere",
                 "no engine": "engine: not running"}[session.mode] if self.ahead.is_ready else "starting engine…"
         title = f"Change Ahead · {session.ws.root.name} · {session.actor.name} · {mode}"
+        if not session.ws.settings.sandbox:
+            title += " · ⚠ sandbox off: branch steps run unisolated"
         others = self.ahead.others
         if others:
             names = ", ".join(others[:2]) + (f" +{len(others) - 2}" if len(others) > 2 else "")
