@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -263,7 +264,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             problems += 1
             continue
         try:
-            pipeline = parse_pipeline(text, label, ws.environments, tuple(ws.secrets), ws.runner_names)
+            pipeline = parse_pipeline(text, label, ws.environments, tuple(ws.secrets), ws.runner_names,
+                                      secret_scope=functools.partial(_secret_refusal, ws, repo.name))
         except ConfigError as exc:
             print(f"  {exc}")
             problems += 1
@@ -271,6 +273,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         stages = ", ".join(s.name + (f"→{s.environment}" if s.environment else "") for s in pipeline.stages)
         print(f"  {repo.name}: ok ({stages})")
     return FAILED if problems else OK
+
+
+def _secret_refusal(ws: Workspace, repo: str, name: str, environment: str | None, branch: bool) -> str | None:
+    """Why the pipeline of `repo` may not give secret `name` to a stage (`ahead check`)."""
+    source = ws.secrets.get(name)
+    return None if source is None else source.refusal(repo, environment, branch)
 
 
 def cmd_engine(args: argparse.Namespace) -> int:

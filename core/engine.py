@@ -90,7 +90,10 @@ class Engine:
         self._started = False
         self._closing = False
         self.lost_lease = asyncio.Event()
-        self.drift: DriftChecker | None = DriftChecker(ws, self.db) if self._watch else None
+        # env-sourced secrets: read once, out of os.environ and /proc/<pid>/environ from now on
+        self.secret_env = secrets.capture(ws.secrets.values())
+        self.drift: DriftChecker | None = (DriftChecker(ws, self.db, secret_env=self.secret_env)
+                                           if self._watch else None)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -692,19 +695,27 @@ class RunExecution:
         env.update(secret_values or {})
         return {k: v.replace("\x00", "") for k, v in env.items()}
 
-    def _secrets(self, stage: Stage, step: Step) -> tuple[dict[str, str], Masker]:
+    def _secrets(self, run: Row, stage: Stage, step: Step) -> tuple[dict[str, str], Masker]:
         """(worker thread) The values of the secrets this step declares, and a masker for every
         readable secret of the workspace (a step may print one it was not given).
 
         Raises:
-            SecretError: a declared secret cannot be read (the message holds no value).
+            SecretError: a declared secret cannot be read, or its scope in ahead.yml does not
+                allow this run's repo, branch or the stage's environment (the message holds no
+                value; the step is given none).
         """
         wanted = set(stage.secrets) | set(step.secrets)
+        for name in sorted(wanted):
+            source = self.engine.ws.secrets.get(name)
+            reason = (f"secret {name} is not in {self.engine.ws.file}" if source is None else
+                      source.refusal(run["repo"], stage.environment, not run["on_main"]))
+            if reason is not None:
+                raise secrets.SecretError(f"refused: {reason}")
         values: dict[str, str] = {}
         readable: list[str] = []
         for name, source in self.engine.ws.secrets.items():
             try:
-                value = secrets.read(source)
+                value = secrets.read(source, self.engine.secret_env)
             except secrets.SecretError:
                 if name in wanted:
                     raise
@@ -728,7 +739,7 @@ class RunExecution:
             await self.call(runstate.start_step, step_id, pid, token)
 
         try:  # read only now: a gated stage's steps start after its gate passed
-            secret_values, masker = await asyncio.to_thread(self._secrets, stage, step)
+            secret_values, masker = await asyncio.to_thread(self._secrets, run, stage, step)
         except secrets.SecretError as exc:
             await sink([(0, time.time(), f"[ahead] {exc}")])
             await self.call(runstate.finish_step, step_id, "failed", None, str(exc))
