@@ -549,11 +549,9 @@ def _prune_mirror(mirror: Path, seen: dict[str, list[Any]]) -> None:
 class DriftChecker:
     """Runs checks and records them. One per engine (scheduled) or per client (on demand)."""
 
-    def __init__(self, ws: Workspace, db: AsyncStore, parallel: int | None = None,
-                 secret_env: dict[str, str] | None = None) -> None:
+    def __init__(self, ws: Workspace, db: AsyncStore, parallel: int | None = None) -> None:
         self.ws = ws
         self.db = db
-        self.secret_env = secret_env  # secret values the engine took out of os.environ (masking)
         self.limit = asyncio.Semaphore(parallel or ws.settings.drift_parallel)
         self.root = ws.state_dir / "drift"
         self._requests: asyncio.Queue[tuple[str | None, str | None, str | None, str]] = asyncio.Queue()
@@ -652,7 +650,7 @@ class DriftChecker:
         hidden = secrets.hidden_sources(sources)  # a drift command is given no secret, as steps
         env = {k: v for k, v in os.environ.items() if not k.startswith("AHEAD_") and k not in hidden}
         env.update(spec.env)
-        masker = await asyncio.to_thread(secrets.masker_for, sources, self.secret_env)  # and prints none
+        masker = await asyncio.to_thread(secrets.masker_for, sources)  # and prints none
         env.update({"AHEAD_REPO": target.repo, "AHEAD_ENVIRONMENT": target.environment,
                     "AHEAD_COMMIT": target.commit or "", "AHEAD_DRIFT_TARGET": target.name,
                     "AHEAD_WORKSPACE": str(self.ws.root), "TF_IN_AUTOMATION": "1"})

@@ -90,10 +90,8 @@ class Engine:
         self._started = False
         self._closing = False
         self.lost_lease = asyncio.Event()
-        # env-sourced secrets: read once, out of os.environ and /proc/<pid>/environ from now on
-        self.secret_env = secrets.capture(ws.secrets.values())
-        self.drift: DriftChecker | None = (DriftChecker(ws, self.db, secret_env=self.secret_env)
-                                           if self._watch else None)
+        self._secret_env: dict[str, str] = {}
+        self.drift: DriftChecker | None = DriftChecker(ws, self.db) if self._watch else None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -113,6 +111,8 @@ class Engine:
             await self.db.aclose()
             raise
         self._started = True
+        # env-sourced secrets: read once, out of os.environ and /proc/<pid>/environ from now on
+        self._secret_env = secrets.capture(self.ws.secrets.values())
         await self._recover()
         await self.feed.start()
         self._spawn(self._follow_feed(), "feed-follower")
@@ -150,6 +150,7 @@ class Engine:
         with contextlib.suppress(CoreError):
             await self.db.call(lease.release, self.db.store, self._token)
         await self.db.aclose()
+        secrets.release(self._secret_env)
         log.info("engine stopped")
 
     async def __aenter__(self) -> Engine:
@@ -715,7 +716,7 @@ class RunExecution:
         readable: list[str] = []
         for name, source in self.engine.ws.secrets.items():
             try:
-                value = secrets.read(source, self.engine.secret_env)
+                value = secrets.read(source)
             except secrets.SecretError:
                 if name in wanted:
                     raise

@@ -66,18 +66,30 @@ class SecretError(Exception):
     """A secret could not be read; the message names the secret and its source, never a value."""
 
 
+_captured: dict[str, str] = {}  # environment variables taken out of os.environ by capture()
+
+
 def capture(sources: Iterable[SecretSource]) -> dict[str, str]:
-    """Take the environment variables secrets are read from out of this process: their values
-    (by variable) for `read`, each deleted from os.environ (so no child process inherits it) and,
-    on Linux, blanked in the process's initial environment block, which /proc/PID/environ shows
-    to any process of the same user even after the variable is unset."""
-    captured: dict[str, str] = {}
+    """Take the environment variables secrets are read from out of this process (the engine
+    does when it starts): their values stay in memory for `read` until `release`; each is deleted
+    from os.environ (no child process inherits it) and, on Linux, blanked in the process's
+    initial environment block, which /proc/PID/environ shows to any process of the same user
+    even after the variable is unset. Returns what it took (variable -> value)."""
+    taken: dict[str, str] = {}
     for source in sources:
         if source.env is not None and source.env in os.environ:
-            captured[source.env] = os.environ.pop(source.env)
-    if captured and sys.platform == "linux":
-        _blank_initial_environ(set(captured))
-    return captured
+            taken[source.env] = os.environ.pop(source.env)
+    _captured.update(taken)
+    if taken and sys.platform == "linux":
+        _blank_initial_environ(set(taken))
+    return taken
+
+
+def release(taken: Mapping[str, str]) -> None:
+    """Forget values `capture` took (the engine stopped); they are not put back in os.environ."""
+    for var, value in taken.items():
+        if _captured.get(var) == value:
+            del _captured[var]
 
 
 def _blank_initial_environ(names: set[str]) -> None:
@@ -101,15 +113,15 @@ def _blank_initial_environ(names: set[str]) -> None:
         return
 
 
-def read(source: SecretSource, captured: Mapping[str, str] | None = None) -> str:
-    """The secret's value (a file's trailing newline dropped); an environment variable is taken
-    from `captured` (see `capture`) when it holds it.
+def read(source: SecretSource) -> str:
+    """The secret's value (a file's trailing newline dropped); an environment variable is read
+    from os.environ, or from what `capture` took out of it.
 
     Raises:
         SecretError: unset, unreadable, or too short to mask safely.
     """
     if source.env is not None:
-        value = (captured or {}).get(source.env, os.environ.get(source.env))
+        value = os.environ.get(source.env, _captured.get(source.env))
         if value is None:
             raise SecretError(f"secret {source.name}: the engine's environment variable {source.env} is not set")
     else:
@@ -310,12 +322,12 @@ def hidden_sources(sources: Iterable[SecretSource]) -> set[str]:
     return {s.env for s in sources if s.env}
 
 
-def masker_for(sources: Iterable[SecretSource], captured: Mapping[str, str] | None = None) -> Masker:
+def masker_for(sources: Iterable[SecretSource]) -> Masker:
     """A masker for every secret that can be read now (output may print one it was not given)."""
     values = []
     for source in sources:
         try:
-            values.append(read(source, captured))
+            values.append(read(source))
         except SecretError:
             continue
     return Masker(values)
