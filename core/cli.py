@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -285,7 +286,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                 print(f"  {label}: missing (commit one to {repo.branch})")
                 problems += 1
                 continue
-            pipeline = parse_pipeline(text, label, ws.environments, tuple(ws.secrets), ws.runner_names)
+            pipeline = parse_pipeline(text, label, ws.environments, tuple(ws.secrets), ws.runner_names,
+                                      secret_scope=functools.partial(_secret_refusal, ws, repo.name))
         except ConfigError as exc:
             print(f"  {exc}")
             problems += 1
@@ -324,6 +326,12 @@ def _sandbox_line(ws: workspace.Workspace) -> str:
         return (f"sandbox: unavailable: {why}; branch runs will be refused "
                 "(fix user namespaces, or set `settings: sandbox: off`)")
     return "sandbox: ok (branch runs and builds run in user+mount namespaces)"
+
+
+def _secret_refusal(ws: Workspace, repo: str, name: str, environment: str | None, branch: bool) -> str | None:
+    """Why the pipeline of `repo` may not give secret `name` to a stage (`ahead check`)."""
+    source = ws.secrets.get(name)
+    return None if source is None else source.refusal(repo, environment, branch)
 
 
 def cmd_engine(args: argparse.Namespace) -> int:

@@ -110,6 +110,7 @@ class Engine:
         self._closing = False
         self.lost_lease = asyncio.Event()
         self.lost_reason: str | None = None  # why this engine was fenced out (lease lost, store replaced)
+        self._secret_env: dict[str, str] = {}
         self.drift: DriftChecker | None = DriftChecker(ws, self.db) if self._watch else None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -139,6 +140,8 @@ class Engine:
         self.db.store.on_fence_lost = fence_lost
         self.db.store.fence = self._token  # from now on every write checks the lease is still ours
         self._started = True
+        # env-sourced secrets: read once, out of os.environ and /proc/<pid>/environ from now on
+        self._secret_env = secrets.capture(self.ws.secrets.values())
         try:
             await self._recover()
         except LeaseLost:
@@ -181,6 +184,7 @@ class Engine:
         with contextlib.suppress(CoreError):
             await self.db.call(lease.release, self.db.store, self._token)
         await self.db.aclose()
+        secrets.release(self._secret_env)
         log.info("engine stopped")
 
     async def __aenter__(self) -> Engine:
@@ -883,14 +887,22 @@ class RunExecution:
         env.update(secret_values or {})
         return {k: v.replace("\x00", "") for k, v in env.items()}
 
-    def _secrets(self, stage: Stage, step: Step) -> tuple[dict[str, str], Masker]:
+    def _secrets(self, run: Row, stage: Stage, step: Step) -> tuple[dict[str, str], Masker]:
         """(worker thread) The values of the secrets this step declares, and a masker for every
         readable secret of the workspace (a step may print one it was not given).
 
         Raises:
-            SecretError: a declared secret cannot be read (the message holds no value).
+            SecretError: a declared secret cannot be read, or its scope in ahead.yml does not
+                allow this run's repo, branch or the stage's environment (the message holds no
+                value; the step is given none).
         """
         wanted = set(stage.secrets) | set(step.secrets)
+        for name in sorted(wanted):
+            source = self.engine.ws.secrets.get(name)
+            reason = (f"secret {name} is not in {self.engine.ws.file}" if source is None else
+                      source.refusal(run["repo"], stage.environment, not run["on_main"]))
+            if reason is not None:
+                raise secrets.SecretError(f"refused: {reason}")
         values: dict[str, str] = {}
         readable: list[str] = []
         for name, source in self.engine.ws.secrets.items():
@@ -919,7 +931,7 @@ class RunExecution:
             await self.call(runstate.start_step, step_id, pid, token)
 
         try:  # read only now: a gated stage's steps start after its gate passed
-            secret_values, masker = await asyncio.to_thread(self._secrets, stage, step)
+            secret_values, masker = await asyncio.to_thread(self._secrets, run, stage, step)
         except secrets.SecretError as exc:
             await sink([(0, time.time(), f"[ahead] {exc}")])
             await self.call(runstate.finish_step, step_id, "failed", None, str(exc))

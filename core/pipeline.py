@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,7 +104,8 @@ def digest(text: str) -> str:
 
 def parse(text: str, file: str = PIPELINE_PATH,
           environments: tuple[str, ...] | None = None, secrets: tuple[str, ...] | None = None,
-          runners: tuple[str, ...] | None = None) -> Pipeline:
+          runners: tuple[str, ...] | None = None,
+          secret_scope: Callable[[str, str | None, bool], str | None] | None = None) -> Pipeline:
     """Validate a pipeline file.
 
     Args:
@@ -112,6 +114,9 @@ def parse(text: str, file: str = PIPELINE_PATH,
         environments: the workspace's environments; stages may only deploy to these.
         secrets: the workspace's secret names; stages and steps may only ask for these.
         runners: the workspace's runner names; a stage's `runner:` must be one of them.
+        secret_scope: why a secret may not go to a stage (`ahead check`): called with the
+            secret's name, the stage's environment and whether branch runs execute the stage;
+            a reason refuses the file at that secret.
 
     Raises:
         ConfigError: naming file, line and field.
@@ -130,6 +135,8 @@ def parse(text: str, file: str = PIPELINE_PATH,
             raise doc.error(("stages", i, "name"), f"stage name {stage.name!r} is used twice")
         stages.append(stage)
     main, branches = _on(doc, top.get("on"), stages)
+    if secret_scope is not None:
+        _check_scopes(doc, stages, branches, secret_scope)
     env = f.env_map(doc, ("env",), top["env"]) if top.get("env") is not None else {}
     drift = _drift(doc, top.get("drift"), environments, env)
     return Pipeline(file=file, stages=tuple(stages), main_stages=main, branch_stages=branches,
@@ -283,6 +290,19 @@ def _step(doc: Document, path: tuple[str | int, ...], item: Any, index: int,
                 artifacts.append(rel)
     return Step(name=name, argv=argv, timeout=timeout, env=env, artifacts=tuple(artifacts),
                 secrets=_secret_names(doc, path, entry, secrets))
+
+
+def _check_scopes(doc: Document, stages: list[Stage], branches: tuple[str, ...],
+                  scope: Callable[[str, str | None, bool], str | None]) -> None:
+    for i, stage in enumerate(stages):
+        lists: list[tuple[tuple[str | int, ...], tuple[str, ...]]] = [(("stages", i), stage.secrets)]
+        lists += [(("stages", i, "steps", j), step.secrets) for j, step in enumerate(stage.steps)]
+        for path, names in lists:
+            for k, name in enumerate(names):
+                reason = scope(name, stage.environment, stage.name in branches)
+                if reason is not None:
+                    raise doc.error(path + ("secrets", k), f"stage {stage.name!r} may not have it: {reason}",
+                                    "remove it from this stage, or widen the secret's scope in ahead.yml")
 
 
 def _secret_names(doc: Document, path: tuple[str | int, ...], entry: dict[str, Any],

@@ -199,7 +199,7 @@ def parse(text: str, file: Path) -> Workspace:
             raise doc.error(("policies", env), f"no environment named {env!r}",
                             "policies are keyed by a name from environments: " + ", ".join(environments))
         policies[env] = parse_policy(doc, env, value, list(operators))
-    secrets = _secrets(doc, top.get("secrets") or {}, root)
+    secrets = _secrets(doc, top.get("secrets") or {}, root, environments, tuple(r.name for r in repos))
     return Workspace(file=file, repos=repos, environments=environments, settings=settings,
                      operators=operators, runners=runners, policies=policies, secrets=secrets)
 
@@ -207,8 +207,11 @@ def parse(text: str, file: Path) -> Workspace:
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
-def _secrets(doc: Document, value: Any, root: Path) -> dict[str, SecretSource]:
-    """`secrets: {NAME: {env: VAR} | {file: path}}`: where each value lives (never the value)."""
+def _secrets(doc: Document, value: Any, root: Path, environments: tuple[str, ...] = (),
+             repos: tuple[str, ...] = ()) -> dict[str, SecretSource]:
+    """`secrets: {NAME: {env: VAR} | {file: path}}`: where each value lives (never the value),
+    and where it may go: `environments: [..]` (only stages deploying there), `repos: [..]` and
+    `branches: true` (branch runs too; by default a secret is for main runs only)."""
     entries = f.mapping(doc, ("secrets",), value, "NAME: {env: VARIABLE} or NAME: {file: path}")
     found: dict[str, SecretSource] = {}
     for name, item in entries.items():
@@ -217,19 +220,42 @@ def _secrets(doc: Document, value: Any, root: Path) -> dict[str, SecretSource]:
             raise doc.error(path, f"{name!r} is not a usable secret name",
                             "steps get it as an environment variable: letters, digits and _, not AHEAD_...")
         entry = f.mapping(doc, path, item, "env: VARIABLE or file: path")
-        f.check_keys(doc, path, entry, ["env", "file"])
+        f.check_keys(doc, path, entry, ["env", "file", "environments", "repos", "branches"])
         if ("env" in entry) == ("file" in entry):
             raise doc.error(path, "needs exactly one of env or file",
                             "env: NAME_OF_THE_ENGINE_VARIABLE, or file: path/to/file (relative to ahead.yml)")
+        branches = entry.get("branches", False)
+        if not isinstance(branches, bool):
+            raise doc.error(path + ("branches",), f"must be true or false, got {str(branches)[:40]}",
+                            "true gives the secret to branch runs too (false, the default: main runs only)")
+        envs = _secret_scope(doc, path, entry, "environments", environments)
+        only = _secret_scope(doc, path, entry, "repos", repos)
         if "env" in entry:
             var = f.string(doc, path + ("env",), entry["env"], "an environment variable name")
             if not SECRET_NAME.match(var):
                 raise doc.error(path + ("env",), f"{var!r} is not an environment variable name")
-            found[name] = SecretSource(name, env=var)
+            found[name] = SecretSource(name, env=var, environments=envs, repos=only, branches=branches)
         else:
             rel = f.string(doc, path + ("file",), entry["file"], "a file path")
-            found[name] = SecretSource(name, file=(root / os.path.expanduser(rel)).resolve())
+            found[name] = SecretSource(name, file=(root / os.path.expanduser(rel)).resolve(),
+                                       environments=envs, repos=only, branches=branches)
     return found
+
+
+def _secret_scope(doc: Document, path: tuple[str | int, ...], entry: dict[str, Any], key: str,
+                  known: tuple[str, ...]) -> tuple[str, ...] | None:
+    """A secret's `environments:` or `repos:`: names from the workspace (None: not limited)."""
+    if entry.get(key) is None:
+        return None
+    names = f.string_list(doc, path + (key,), entry[key], f"names from {key}:")
+    if not names:
+        raise doc.error(path + (key,), "is empty: the secret could go nowhere",
+                        f"list names from {key}: ({', '.join(known)}), or remove the key")
+    for k, item in enumerate(names):
+        if item not in known:
+            raise doc.error(path + (key, k), f"no {key[:-1]} named {item!r}",
+                            f"{key}: known are " + (", ".join(known) or "none"))
+    return tuple(names)
 
 
 def _environments(doc: Document, value: Any) -> list[str]:

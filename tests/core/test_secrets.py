@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -192,3 +193,75 @@ def test_reading_a_secret_refuses_short_missing_or_unset_values(tmp_path: Path,
     value = read(SecretSource("K", file=tmp_path / "key"))
     assert not value.endswith("\n")
     assert Masker([value]).mask(b"line AAAABBBBCCCCDDDD printed alone") == b"line *** printed alone"
+
+
+# -- issue 11: masking after the display's normalisation ---------------------------------------------
+
+SPLITS = {"ansi reset": "\x1b[0m", "zero-width space": "\u200b", "carriage return": "\r",
+          "delete": "\x7f", "osc": "\x1b]0;title\x07", "bidi isolate": "\u2066"}
+
+
+def test_masker_finds_values_split_by_invisible_characters_wrapped_base64_and_any_case_escapes() -> None:
+    from core.text import inert
+
+    masker = Masker([TOKEN])
+    for what, mark in SPLITS.items():
+        for cut in (1, 5, len(TOKEN) - 1):
+            line = f"token={TOKEN[:cut]}{mark}{TOKEN[cut:]} done".encode()
+            masked = masker.mask(line).decode()
+            assert TOKEN not in inert(masked) and inert(masked) == "token=*** done", (what, cut, masked)
+    escaped = quote(TOKEN, safe="")
+    lower = re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), escaped)
+    for variant in (lower, escaped.replace("%2B", "%2b"), escaped.replace("%2F", "%2f").replace("%3D", "%3d")):
+        assert masker.mask(b"u=" + variant.encode()) == b"u=***", variant
+    long_value = "k3y-" + "Q" * 70 + "/end-of-key"  # its base64 fills whole wrapped lines
+    for value in (TOKEN, long_value):
+        m = Masker([value])
+        for width in (76, 64):
+            for before in (0, 1, 2, 30, 74):
+                text = base64.b64encode(b"h" * before + value.encode() + b"tail").decode()
+                lines = [text[i:i + width] for i in range(0, len(text), width)]
+                shown = "".join(m.mask(line.encode()).decode() for line in lines)
+                decoded = base64.b64decode(text)
+                assert "***" in shown
+                # no piece of 4+ base64 characters of the value is left between masks
+                for piece in shown.split("***"):
+                    assert value.encode()[:3] not in base64.b64decode(piece + "=" * (-len(piece) % 4),
+                                                                      validate=False) or len(piece) < 4, \
+                        (width, before, piece)
+                assert decoded  # the payload itself decodes: the test text is real base64
+
+
+async def test_invisible_splits_are_masked_in_the_store_and_in_ahead_logs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.store.db import Store
+    from core.text import inert
+    from tests.core.test_cli import ahead
+
+    value = "spl1t/s3cret+Value"
+    printer = "import base64, sys\nv = sys.argv[1]\n" + "".join(
+        f"print('{what}: ' + v[:6] + {mark!r} + v[6:])\n" for what, mark in SPLITS.items()) + (
+        "print('escaped: ' + v[:5] + '%2f' + v[6:12] + '%2b' + v[13:])\n"
+        "payload = base64.encodebytes(b'x' * 50 + v.encode() + b'y' * 50).decode()\n"
+        "print(payload, end='')\n")
+    pipeline = ("stages:\n  - name: print\n    steps:\n"
+                "      - run: 'python3 printer.py \"$SPLIT_TOKEN\"'\n        secrets: [SPLIT_TOKEN]\n")
+    ws = make_workspace(tmp_path / "ws", {"app": pipeline},
+                        extra="secrets:\n  SPLIT_TOKEN: {env: SPLIT_SOURCE, branches: true}\n")
+    commit(ws.repo_dir(ws.repo("app")), "printer", files={"printer.py": printer})
+    monkeypatch.setenv("SPLIT_SOURCE", value)
+    done = ahead(ws.root, "trigger", "app", "--wait")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    with Store(ws.db_path) as store:
+        stored = [r["line"] for r in store.query("SELECT line FROM log_lines ORDER BY step_id, seq")]
+    shown = ahead(ws.root, "logs", "1").stdout
+    for what in SPLITS:
+        line = next(s for s in stored if s.startswith(what))
+        assert inert(line) == f"{what}: ***", (what, line)
+        assert f"{what}: ***" in shown.splitlines(), shown
+    assert "escaped: ***" in shown
+    assert value not in shown and value not in "".join(inert(s) for s in stored)
+    encoded = base64.b64encode(b"x" * 50 + value.encode() + b"y" * 50).decode()
+    assert encoded not in "".join(inert(s) for s in stored)
+    assert value.encode() not in base64.b64decode("".join(s for s in stored if s and ":" not in s)
+                                                  .replace("***", ""), validate=False)
