@@ -75,8 +75,8 @@ async def test_trigger_from_the_console_really_queues_and_runs(ws: Workspace) ->
 
 
 async def test_cancel_from_the_run_screen_asks_then_really_stops(tmp_path: Path) -> None:
-    pidfile = tmp_path / "pid"
-    ws = make_workspace(tmp_path / "ws", {"app": f"stages:\n  - name: long\n    steps:\n      - run: echo $$ > {pidfile}; echo started; sleep 60\n"})
+    pidfile = tmp_path / "pid"  # a deploying stage: not sandboxed, so its pid is the host's
+    ws = make_workspace(tmp_path / "ws", {"app": f"stages:\n  - name: long\n    environment: dev\n    steps:\n      - run: echo $$ > {pidfile}; echo started; sleep 60\n"})
     async with console(ws) as (app, pilot):
         await pilot.press("t")
         await until(lambda: isinstance(app.screen, ConfirmScreen))
