@@ -561,7 +561,8 @@ def cmd_change(args: argparse.Namespace) -> int:
           + (f" ({', '.join(check['approved_by'])})" if check["approved_by"] else ""))
     for d in data["decisions"]:
         comment = f": {one_line(d['comment'])}" if d["comment"] else ""
-        print(f"    {d['operator']} {d['verdict']}d {ago(d['created_at'])}{comment}")
+        forged = "" if d.get("authentic", True) else " [NOT AUTHENTICATED: not counted]"
+        print(f"    {d['operator']} {d['verdict']}d {ago(d['created_at'])}{comment}{forged}")
     if check["eligible"]:
         print(f"  may approve: {', '.join(check['eligible'])}")
     for name, reason in check["barred"].items():
@@ -608,6 +609,8 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from core import approvals
+
     with services(args) as svc:
         if args.action == "head":
             head = svc.store.audit_head()
@@ -618,6 +621,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
             return OK
         if args.action == "verify":
             ok, count, problem = svc.store.verify_audit(_head_arg(args.head) if args.head else None)
+            forged = approvals.unauthenticated(svc.store, svc.ws)
+            for finding in forged:
+                print(f"unauthenticated decision: {finding}", file=sys.stderr)
+            if ok and forged:
+                print(f"audit chain ok: {count} entries, but {len(forged)} decision(s) do not verify "
+                      "(ignored by every gate)", file=sys.stderr)
+                return FAILED
             if ok:
                 print(f"audit chain ok: {count} entries" + (f", entry {args.head} intact" if args.head else ""))
                 return OK
