@@ -391,8 +391,13 @@ def decide(store: Store, ws: Workspace, change_id: int, actor: str, verdict: str
             _end(store, change, "voided", stale)
             return Verdict(False, f"change {change_id} is void: {stale}; the engine opens a new "
                            "request", "voided")
-        previous = next((d for d in conn.execute("SELECT * FROM decisions WHERE change_id = ? AND operator = ?",
-                                                 (change_id, actor)).fetchall() if authentic(key, change, d)), None)
+        previous = conn.execute("SELECT * FROM decisions WHERE change_id = ? AND operator = ?",
+                                (change_id, actor)).fetchone()
+        if previous is not None and not authentic(key, change, previous):
+            _warn_unauthenticated(change, previous)
+            return refuse(f"decision {previous['id']} in the store, {actor}'s on change {change_id}, does not "
+                          "verify (made before decisions were signed, or put in by hand): it does not count and "
+                          "leaves no room for yours; retry the run for a new request (see: ahead audit verify)")
         if previous is not None:
             return refuse(f"{actor} already decided ({previous['verdict']}d) change {change_id}: "
                           "each operator counts once")
