@@ -57,8 +57,9 @@ def key_path(ws: Workspace) -> Path:
     return ws.state_dir / "keys" / "decisions.key"
 
 
-def decision_key(ws: Workspace) -> bytes:
-    """The decision key, made (0600, in a 0700 directory) by the first writer that needs it.
+def decision_key(ws: Workspace, create: bool = True) -> bytes | None:
+    """The decision key, made (0600, in a 0700 directory) by the first writer that needs it
+    (`create`: the engine at a gate, a decision); a reader gets None when there is none yet.
 
     Raises:
         PermissionDenied: the key cannot be read, or is not this user's own private file (a key
@@ -68,7 +69,8 @@ def decision_key(ws: Workspace) -> bytes:
     try:
         return _read_key(path)
     except FileNotFoundError:
-        pass
+        if not create:
+            return None
     except OSError as exc:
         raise PermissionDenied(f"{path}: cannot read the decision key ({exc.strerror}): only the user "
                                "that runs the engine or `ahead serve` records and counts decisions "
@@ -91,7 +93,7 @@ def decision_key(ws: Workspace) -> bytes:
         return _read_key(path)
     except OSError as exc:
         raise PermissionDenied(f"{path}: cannot create the decision key ({exc.strerror}): run the "
-                               "first decision or the engine as the user that owns the state directory") from None
+                               "engine (or the first decision) as the user that owns the state directory") from None
 
 
 def _read_key(path: Path) -> bytes:
@@ -118,9 +120,9 @@ def _read_key(path: Path) -> bytes:
     return key
 
 
-def _key_or_none(ws: Workspace) -> bytes | None:
+def _key_or_none(ws: Workspace, create: bool) -> bytes | None:
     try:
-        return decision_key(ws)
+        return decision_key(ws, create)
     except PermissionDenied as exc:
         log.warning("no decision counts: %s", exc)
         return None
@@ -160,8 +162,9 @@ def seal(store: Store, ws: Workspace, decision_id: int) -> None:
     trusted rewrite of its times (the demo's pictures)."""
     row = store.conn.execute("SELECT * FROM decisions WHERE id = ?", (decision_id,)).fetchone()
     change = store.conn.execute("SELECT * FROM change_requests WHERE id = ?", (row["change_id"],)).fetchone()
-    store.conn.execute("UPDATE decisions SET mac = ? WHERE id = ?",
-                       (decision_mac(decision_key(ws), change, row), decision_id))
+    key = decision_key(ws)
+    assert key is not None
+    store.conn.execute("UPDATE decisions SET mac = ? WHERE id = ?", (decision_mac(key, change, row), decision_id))
 
 
 def unauthenticated(store: Store, ws: Workspace) -> list[str]:
@@ -170,7 +173,7 @@ def unauthenticated(store: Store, ws: Workspace) -> list[str]:
     Raises:
         PermissionDenied: the decision key cannot be read (only its owner can check).
     """
-    key = decision_key(ws)
+    key = decision_key(ws, create=False)
     changes_by_id = {c["id"]: c for c in store.query("SELECT * FROM change_requests")}
     found = []
     for row in store.query("SELECT * FROM decisions ORDER BY id"):
@@ -299,7 +302,7 @@ def check_gate(store: Store, ws: Workspace, change_id: int) -> tuple[str, str, R
     longer hold: the change was voided and the caller opens a new one.
     """
     now = time.time()
-    key = _key_or_none(ws)
+    key = _key_or_none(ws, create=True)
     with store.transaction() as conn:
         change = conn.execute("SELECT * FROM change_requests WHERE id = ?", (change_id,)).fetchone()
         run = conn.execute("SELECT * FROM runs WHERE id = ?", (change["run_id"],)).fetchone()
@@ -351,6 +354,7 @@ def decide(store: Store, ws: Workspace, change_id: int, actor: str, verdict: str
     """
     assert verdict in ("approve", "reject")
     key = decision_key(ws)
+    assert key is not None
     now = time.time()
     with store.transaction("approve") as conn:
         change = conn.execute("SELECT * FROM change_requests WHERE id = ?", (change_id,)).fetchone()
@@ -467,7 +471,7 @@ def change_detail(store: Store, ws: Workspace, change_id: int) -> dict[str, Any]
     if change is None:
         raise NotFound(f"no change {change_id} (see: ahead changes)")
     run = store.query_one("SELECT * FROM runs WHERE id = ?", (change["run_id"],)) or {}
-    key = _key_or_none(ws)
+    key = _key_or_none(ws, create=False)
     decisions = []
     for row in store.query("SELECT * FROM decisions WHERE change_id = ? ORDER BY id", (change_id,)):
         decisions.append({"operator": row["operator"], "verdict": row["verdict"], "comment": row["comment"],

@@ -157,8 +157,10 @@ async def test_a_decision_put_in_by_hand_does_not_count_and_is_reported(tmp_path
 
 def test_the_decision_key_is_private_and_never_in_the_store(tmp_path: Path) -> None:
     ws = make_ws(tmp_path / "ws")
-    key = approvals.decision_key(ws)
     path = approvals.key_path(ws)
+    assert approvals.decision_key(ws, create=False) is None and not path.exists()  # readers make none
+    key = approvals.decision_key(ws)
+    assert key is not None
     assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
     assert approvals.decision_key(ws) == key  # made once
     with Store(ws.db_path):
