@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from core import approvals, drift, gitio, lease
-from core.errors import GitError, LeaseHeld
+from core.errors import GitError, LeaseHeld, PermissionDenied
 from core.feed import Event, EventFeed
 from core.serve import presence
 from core.services import Actor, Revoked, Services
@@ -333,8 +333,20 @@ class ConsoleSession:
                                   (limit,))
 
     async def verify_audit(self) -> tuple[bool, int, str]:
-        """Check the whole hash chain: (ok, entries checked, the first bad entry)."""
-        return await self.db.call(self.db.store.verify_audit)
+        """Check the whole hash chain, then every decision's MAC (when this user may read the
+        decision key): (ok, entries checked, the first problem)."""
+        return await self.db.call(self._verify_audit)
+
+    def _verify_audit(self) -> tuple[bool, int, str]:
+        ok, count, problem = self.db.store.verify_audit()
+        if ok:
+            try:
+                forged = approvals.unauthenticated(self.db.store, self.ws)
+            except PermissionDenied:
+                forged = []  # only the key's owner (the engine's user) can check decisions
+            if forged:
+                return False, count, f"{len(forged)} decision(s) do not verify: {forged[0]}"
+        return ok, count, problem
 
     async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
         """Escape hatch for tests and tools; consoles use the typed reads above."""

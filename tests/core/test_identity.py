@@ -143,6 +143,12 @@ async def test_a_decision_put_in_by_hand_does_not_count_and_is_reported(tmp_path
         assert "decision 2 (bob approves change 1): has no MAC" in verify.stderr
         assert "decision 3 (erin approves change 1): its MAC does not match" in verify.stderr
         assert "decision 1 " not in verify.stderr
+        session = await started(ws, Actor("carol"))  # the console's audit screen says it too
+        try:
+            ok, _, problem = await session.verify_audit()
+        finally:
+            await session.aclose()
+        assert not ok and problem.startswith("2 decision(s) do not verify: decision 2 (bob approves")
         shown = ahead(ws, "change", str(change["id"]))
         assert "bob approved" in shown.stdout and "NOT AUTHENTICATED" in shown.stdout
         refused = decide(ws, change["id"], "bob")  # the forged row takes bob's place: said plainly
@@ -169,3 +175,18 @@ def test_the_decision_key_is_private_and_never_in_the_store(tmp_path: Path) -> N
     path.chmod(0o640)  # a key others may read authenticates nothing
     with pytest.raises(PermissionDenied, match="chmod 600"):
         approvals.decision_key(ws)
+
+
+async def test_a_local_console_loses_an_operator_whose_os_users_no_longer_list_you(tmp_path: Path) -> None:
+    ws = make_ws(tmp_path / "ws")
+    me = current_os_user()
+    session = await started(ws, Actor.local(ws, "bob"))
+    try:
+        assert session.actor.os_user == me
+        assert await session.trigger("service") == 1
+        edit(ws, f"    emails: [bob@example.com]\n    os_users: [{me}]\n",
+             "    emails: [bob@example.com]\n    os_users: [somebody-else]\n")
+        with pytest.raises(Revoked, match=f"no longer lists the OS user '{me}' in bob's os_users"):
+            await session.trigger("service")
+    finally:
+        await session.aclose()
