@@ -11,18 +11,26 @@ engine calls it through its store thread. Depends on core.store, core.policy, co
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import logging
+import os
+import secrets
+import stat
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from core.errors import NotFound
+from core.errors import NotFound, PermissionDenied
 from core.faults import fault
 from core.policy import Policy, may_approve
 from core.store.db import Row, Store
 from core.text import one_line
 from core.workspace import Workspace
 
+log = logging.getLogger("ahead.approvals")
 OPEN, APPROVED = "open", "approved"
 FINAL = ("rejected", "expired", "superseded", "voided", "cancelled", "passed")
 
@@ -34,6 +42,150 @@ class Verdict:
     ok: bool
     message: str
     status: str
+
+
+# -- decision keys and MACs ---------------------------------------------------------------------
+#
+# A decision counts only when its MAC verifies: HMAC-SHA256, keyed by a secret in a 0600 file of
+# the state directory (never in the store), over the decision's fields and its change's pins. An
+# OS user who may write state.db but not read the key cannot make a row that counts.
+
+KEY_BYTES = 32
+_reported: set[int] = set()  # decision ids already warned about by this process
+
+
+def key_path(ws: Workspace) -> Path:
+    return ws.state_dir / "keys" / "decisions.key"
+
+
+def decision_key(ws: Workspace, create: bool = True) -> bytes | None:
+    """The decision key, made (0600, in a 0700 directory) by the first writer that needs it
+    (`create`: the engine at a gate, a decision); a reader gets None when there is none yet.
+
+    Raises:
+        PermissionDenied: the key cannot be read, or is not this user's own private file (a key
+            another user owns, or may read or write, cannot authenticate anything).
+    """
+    path = key_path(ws)
+    try:
+        return _read_key(path)
+    except FileNotFoundError:
+        if not create:
+            return None
+    except OSError as exc:
+        raise PermissionDenied(f"{path}: cannot read the decision key ({exc.strerror}): only the user "
+                               "that runs the engine or `ahead serve` records and counts decisions "
+                               "(decide over SSH, or as that user)") from None
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fresh = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, secrets.token_hex(KEY_BYTES).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(fresh, path)  # atomic, and never replaces a key another writer made first
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(fresh)
+        return _read_key(path)
+    except OSError as exc:
+        raise PermissionDenied(f"{path}: cannot create the decision key ({exc.strerror}): run the "
+                               "engine (or the first decision) as the user that owns the state directory") from None
+
+
+def _read_key(path: Path) -> bytes:
+    me = os.getuid()
+    directory = os.lstat(path.parent)
+    if not stat.S_ISDIR(directory.st_mode) or directory.st_uid != me or directory.st_mode & 0o022:
+        raise PermissionDenied(f"{path.parent}: the decision key's directory must be this user's own "
+                               f"(uid {me}), not group or world writable; fix with: chmod 700 {path.parent}")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != me or st.st_mode & 0o077:
+            raise PermissionDenied(f"{path}: the decision key must be this user's own file (uid {me}) "
+                                   f"readable by nobody else; fix with: chmod 600 {path}")
+        text = os.read(fd, 4096).decode("ascii", "replace").strip()
+    finally:
+        os.close(fd)
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) < KEY_BYTES:
+        raise PermissionDenied(f"{path}: not a decision key (expected {KEY_BYTES * 2} hex digits)")
+    return key
+
+
+def _key_or_none(ws: Workspace, create: bool) -> bytes | None:
+    try:
+        return decision_key(ws, create)
+    except PermissionDenied as exc:
+        log.warning("no decision counts: %s", exc)
+        return None
+
+
+def decision_mac(key: bytes, change: Row, decision: Row) -> str:
+    """The MAC of `decision` on `change`: its fields and the change's pins, canonical JSON."""
+    def moment(value: Any) -> str | None:
+        return None if value is None else repr(float(value))
+
+    fields = {"change": change["id"], "repo": change["repo"], "environment": change["environment"],
+              "base": change["base_sha"], "head": change["head_sha"],
+              "pipeline_digest": change["pipeline_digest"], "policy_version": change["policy_version"],
+              "operator": decision["operator"], "verdict": decision["verdict"],
+              "comment": decision["comment"], "session": decision["session"],
+              "created_at": moment(decision["created_at"]), "expires_at": moment(decision["expires_at"])}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hmac.new(key, b"ahead decision v1\n" + text.encode(), hashlib.sha256).hexdigest()
+
+
+def authentic(key: bytes | None, change: Row, decision: Row) -> bool:
+    mac = decision["mac"]
+    return (key is not None and isinstance(mac, str)
+            and hmac.compare_digest(mac, decision_mac(key, change, decision)))
+
+
+def _warn_unauthenticated(change: Row, decision: Row) -> None:
+    if decision["id"] not in _reported:
+        _reported.add(decision["id"])
+        log.warning("ignoring decision %s on change %s by %r (%s): its MAC does not verify (made "
+                    "before decisions were signed, or put in the store by hand; see: ahead audit verify)",
+                    decision["id"], change["id"], decision["operator"], decision["verdict"])
+
+
+def seal(store: Store, ws: Workspace, decision_id: int) -> None:
+    """(inside a transaction that lifted the append-only trigger) Sign a decision again after a
+    trusted rewrite of its times (the demo's pictures)."""
+    row = store.conn.execute("SELECT * FROM decisions WHERE id = ?", (decision_id,)).fetchone()
+    change = store.conn.execute("SELECT * FROM change_requests WHERE id = ?", (row["change_id"],)).fetchone()
+    key = decision_key(ws)
+    assert key is not None
+    store.conn.execute("UPDATE decisions SET mac = ? WHERE id = ?", (decision_mac(key, change, row), decision_id))
+
+
+def unauthenticated(store: Store, ws: Workspace) -> list[str]:
+    """Every decision whose MAC does not verify, in words (for `ahead audit verify`).
+
+    Raises:
+        PermissionDenied: the decision key cannot be read (only its owner can check).
+    """
+    key = decision_key(ws, create=False)
+    changes_by_id = {c["id"]: c for c in store.query("SELECT * FROM change_requests")}
+    found = []
+    for row in store.query("SELECT * FROM decisions ORDER BY id"):
+        change = changes_by_id.get(row["change_id"])
+        if change is None:
+            found.append(f"decision {row['id']}: for change {row['change_id']}, which does not exist")
+        elif not authentic(key, change, row):
+            why = "has no MAC" if not row["mac"] else "its MAC does not match"
+            found.append(f"decision {row['id']} ({row['operator']} {row['verdict']}s change {change['id']}): "
+                         f"{why}: never counted (made before decisions were signed, or put in by hand)")
+    return found
 
 
 def short(sha: str | None) -> str:
@@ -112,18 +264,24 @@ def _end(store: Store, change: Row, status: str, reason: str, actor: str = "engi
     store.event("change." + status, change["repo"], change["run_id"], change=change["id"])
 
 
-def _valid_approvals(store: Store, ws: Workspace, policy: Policy, change: Row, now: float) -> list[str]:
-    """Operators whose approval counts right now: still approvers, not forbidden, not expired."""
+def _valid_approvals(store: Store, ws: Workspace, policy: Policy, change: Row, now: float,
+                     key: bytes | None) -> list[str]:
+    """Operators whose approval counts right now: authenticated (the MAC verifies with `key`),
+    still approvers, not forbidden, not expired; each once."""
     barred = forbidden(store, ws, policy, change)
-    counted = []
-    for row in store.query("SELECT operator, expires_at FROM decisions WHERE change_id = ? "
-                           "AND verdict = 'approve' ORDER BY id", (change["id"],)):
+    counted: list[str] = []
+    for row in store.query("SELECT * FROM decisions WHERE change_id = ? AND verdict = 'approve' "
+                           "ORDER BY id", (change["id"],)):
+        if not authentic(key, change, row):
+            _warn_unauthenticated(change, row)
+            continue
         op = ws.operator(row["operator"])
         if op is None or not may_approve(policy, op.name, op.roles) or op.name in barred:
             continue
         if row["expires_at"] is not None and row["expires_at"] <= now:
             continue
-        counted.append(op.name)
+        if op.name not in counted:
+            counted.append(op.name)
     return counted
 
 
@@ -148,6 +306,7 @@ def check_gate(store: Store, ws: Workspace, change_id: int) -> tuple[str, str, R
     longer hold: the change was voided and the caller opens a new one.
     """
     now = time.time()
+    key = _key_or_none(ws, create=True)
     with store.transaction() as conn:
         change = conn.execute("SELECT * FROM change_requests WHERE id = ?", (change_id,)).fetchone()
         run = conn.execute("SELECT * FROM runs WHERE id = ?", (change["run_id"],)).fetchone()
@@ -166,7 +325,7 @@ def check_gate(store: Store, ws: Workspace, change_id: int) -> tuple[str, str, R
         if stale is not None:
             _end(store, change, "voided", stale)
             return "stale", stale, change
-        counted = _valid_approvals(store, ws, policy, change, now)
+        counted = _valid_approvals(store, ws, policy, change, now, key)
         if len(counted) < policy.approvals:
             if change["status"] == APPROVED:  # an approval expired or its approver lost the right
                 conn.execute("UPDATE change_requests SET status = 'open' WHERE id = ?", (change_id,))
@@ -198,6 +357,8 @@ def decide(store: Store, ws: Workspace, change_id: int, actor: str, verdict: str
         NotFound: no such change.
     """
     assert verdict in ("approve", "reject")
+    key = decision_key(ws)
+    assert key is not None
     now = time.time()
     with store.transaction("approve") as conn:
         change = conn.execute("SELECT * FROM change_requests WHERE id = ?", (change_id,)).fetchone()
@@ -238,17 +399,25 @@ def decide(store: Store, ws: Workspace, change_id: int, actor: str, verdict: str
             _end(store, change, "voided", stale)
             return Verdict(False, f"change {change_id} is void: {stale}; the engine opens a new "
                            "request", "voided")
-        previous = conn.execute("SELECT verdict FROM decisions WHERE change_id = ? AND operator = ?",
+        previous = conn.execute("SELECT * FROM decisions WHERE change_id = ? AND operator = ?",
                                 (change_id, actor)).fetchone()
+        if previous is not None and not authentic(key, change, previous):
+            _warn_unauthenticated(change, previous)
+            return refuse(f"decision {previous['id']} in the store, {actor}'s on change {change_id}, does not "
+                          "verify (made before decisions were signed, or put in by hand): it does not count and "
+                          "leaves no room for yours; retry the run for a new request (see: ahead audit verify)")
         if previous is not None:
             return refuse(f"{actor} already decided ({previous['verdict']}d) change {change_id}: "
                           "each operator counts once")
         if verdict == "reject" and policy.reject_needs_comment and not comment.strip():
             return refuse("a rejection needs a comment (--comment TEXT)")
         expires = now + policy.approval_expires if policy.approval_expires and verdict == "approve" else None
+        decision = {"operator": actor, "verdict": verdict, "comment": comment, "session": store.session,
+                    "created_at": now, "expires_at": expires}
         conn.execute("INSERT INTO decisions (change_id, operator, verdict, comment, session, created_at, "
-                     "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     (change_id, actor, verdict, comment, store.session, now, expires))
+                     "expires_at, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (change_id, actor, verdict, comment, store.session, now, expires,
+                      decision_mac(key, change, decision)))
         commits = [c["sha"] for c in json.loads(change["commits"])]
         store.audit(actor, f"change.{verdict}", f"change/{change_id}", {
             "repo": change["repo"], "environment": env, "base": change["base_sha"],
@@ -259,7 +428,7 @@ def decide(store: Store, ws: Workspace, change_id: int, actor: str, verdict: str
         if verdict == "reject":
             _end(store, change, "rejected", f"rejected by {actor}: {comment}".rstrip(": "), actor)
             return Verdict(True, f"rejected change {change_id}; run #{change['run_id']} stops", "rejected")
-        counted = _valid_approvals(store, ws, policy, change, now)
+        counted = _valid_approvals(store, ws, policy, change, now, key)
         if len(counted) >= policy.approvals and change["status"] == OPEN:
             conn.execute("UPDATE change_requests SET status = 'approved', decided_at = ? WHERE id = ? "
                          "AND status = 'open'", (now, change_id))
@@ -306,8 +475,12 @@ def change_detail(store: Store, ws: Workspace, change_id: int) -> dict[str, Any]
     if change is None:
         raise NotFound(f"no change {change_id} (see: ahead changes)")
     run = store.query_one("SELECT * FROM runs WHERE id = ?", (change["run_id"],)) or {}
-    decisions = store.query("SELECT operator, verdict, comment, session, created_at, expires_at "
-                            "FROM decisions WHERE change_id = ? ORDER BY id", (change_id,))
+    key = _key_or_none(ws, create=False)
+    decisions = []
+    for row in store.query("SELECT * FROM decisions WHERE change_id = ? ORDER BY id", (change_id,)):
+        decisions.append({"operator": row["operator"], "verdict": row["verdict"], "comment": row["comment"],
+                          "session": row["session"], "created_at": row["created_at"],
+                          "expires_at": row["expires_at"], "authentic": authentic(key, change, row)})
     artifacts = store.query("SELECT a.path, a.size, a.sha256, s.name AS step FROM artifacts a JOIN steps s "
                             "ON s.id = a.step_id WHERE a.run_id = ? ORDER BY a.id", (change["run_id"],))
     policy = ws.policies.get(change["environment"])
@@ -315,7 +488,7 @@ def change_detail(store: Store, ws: Workspace, change_id: int) -> dict[str, Any]
                                  "eligible": [], "frozen": None, "policy": None}
     if policy is not None:
         now = time.time()
-        checklist["approved_by"] = _valid_approvals(store, ws, policy, change, now)
+        checklist["approved_by"] = _valid_approvals(store, ws, policy, change, now, key)
         checklist["barred"] = forbidden(store, ws, policy, change)
         checklist["eligible"] = [op.name for op in ws.operators if may_approve(policy, op.name, op.roles)
                                  and op.name not in checklist["barred"]]

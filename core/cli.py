@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core import cli_drift, lease, retention, states, workspace
+from core import approvals, cli_drift, lease, retention, states, workspace
 from core.errors import CoreError, InvalidRequest, PermissionDenied
 from core.services import Actor, Services
 from core.store.db import DatabaseError, Store
@@ -642,7 +642,8 @@ def cmd_change(args: argparse.Namespace) -> int:
           + (f" ({', '.join(check['approved_by'])})" if check["approved_by"] else ""))
     for d in data["decisions"]:
         comment = f": {one_line(d['comment'])}" if d["comment"] else ""
-        print(f"    {d['operator']} {d['verdict']}d {ago(d['created_at'])}{comment}")
+        forged = "" if d.get("authentic", True) else " [NOT AUTHENTICATED: not counted]"
+        print(f"    {d['operator']} {d['verdict']}d {ago(d['created_at'])}{comment}{forged}")
     if check["eligible"]:
         print(f"  may approve: {', '.join(check['eligible'])}")
     for name, reason in check["barred"].items():
@@ -689,6 +690,7 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+
     with services(args) as svc:
         if args.action == "head":
             head = svc.store.audit_head()
@@ -698,7 +700,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 print(f"{head[0]}:{head[1]}" if head else "0:")
             return OK
         if args.action == "verify":
-            return _verify(svc.store, args.head)
+            return _verify(svc.store, args.head, svc.ws)
         rows = svc.store.query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (args.limit,))
     if args.json:
         emit({"audit": rows})
@@ -709,7 +711,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return OK
 
 
-def _verify(store: Store, head_text: str | None) -> int:
+def _verify(store: Store, head_text: str | None, ws: Workspace) -> int:
     """Verify the chain, the store's pages, and the chain against the head the last verify of
     this store printed (kept outside the state directory: core.store.heads)."""
     from core.store import heads
@@ -726,6 +728,17 @@ def _verify(store: Store, head_text: str | None) -> int:
     shrunk = heads.compare(store, count)
     if shrunk:
         print(f"audit chain BROKEN: {shrunk}", file=sys.stderr)
+        return FAILED
+    try:
+        forged = approvals.unauthenticated(store, ws)
+    except PermissionDenied as exc:  # only the decision key's owner can check decisions
+        forged = []
+        print(f"decisions not checked: {exc}", file=sys.stderr)
+    for finding in forged:
+        print(f"unauthenticated decision: {finding}", file=sys.stderr)
+    if forged:
+        print(f"audit chain ok: {count} entries, but {len(forged)} decision(s) do not verify "
+              "(ignored by every gate)", file=sys.stderr)
         return FAILED
     current = store.audit_head()
     where = heads.save(store, current)

@@ -13,11 +13,11 @@ import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from core import approvals, drift, gitio, lease, workspace
-from core.errors import GitError, LeaseHeld
+from core import approvals, drift, gitio, lease
+from core.errors import GitError, LeaseHeld, PermissionDenied
 from core.feed import Event, EventFeed
 from core.serve import presence
-from core.services import Actor, Services
+from core.services import Actor, Revoked, Services
 from core.store.db import AsyncStore, Row, Store
 from core.views import (
     BranchView,
@@ -78,6 +78,7 @@ class ConsoleSession:
         self.feed = EventFeed(self.db)
         self.engine: Any = None  # core.engine.Engine when this console runs the engine
         self.engine_holder: str | None = None
+        self.revoked: str | None = None  # why this console's operator may no longer act
         self._closed = False
 
     async def start(self) -> None:
@@ -125,14 +126,32 @@ class ConsoleSession:
 
     # -- commands -------------------------------------------------------------------------------
 
+    def acting(self) -> Actor:
+        """(store thread) Who acts, as ahead.yml says now: called before every command, so an
+        operator removed from the file, or a role taken away, stops working in an open console.
+        Once revoked, the console is read-only (`actor` has no roles) and `revoked` says why.
+
+        Raises:
+            Revoked: the operator is gone. PermissionDenied: ahead.yml is broken (fail closed).
+        """
+        try:
+            actor = self.svc.acting(self.actor)
+        except Revoked as exc:
+            self.revoked = str(exc)
+            self.actor = Actor(self.actor.name, (), self.actor.os_user)
+            raise
+        self.revoked = None
+        self.actor = actor
+        return actor
+
     async def trigger(self, repo: str, ref: str | None = None, commit: str | None = None) -> int:
-        return await self.db.call(self.svc.trigger, repo, self.actor, ref, commit)
+        return await self.db.call(lambda: self.svc.trigger(repo, self.acting(), ref, commit))
 
     async def cancel(self, run_id: int) -> str:
-        return await self.db.call(self.svc.cancel, run_id, self.actor)
+        return await self.db.call(lambda: self.svc.cancel(run_id, self.acting()))
 
     async def retry(self, run_id: int) -> int:
-        return await self.db.call(self.svc.retry, run_id, self.actor)
+        return await self.db.call(lambda: self.svc.retry(run_id, self.acting()))
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -292,9 +311,10 @@ class ConsoleSession:
         return await self.db.call(self._decide, change_id, "reject", comment)
 
     def _decide(self, change_id: int, verdict: str, comment: str) -> approvals.Verdict:
-        # The policy as ahead.yml says now, not as it said when the console started.
-        current = workspace.read(self.ws.file)
-        return approvals.decide(self.db.store, current, change_id, self.actor.name, verdict, comment)
+        # The operator and the policy as ahead.yml says now, not as it said when the console started.
+        actor = self.acting()
+        current = self.svc.watch.current()
+        return approvals.decide(self.db.store, current, change_id, actor.name, verdict, comment)
 
     # -- presence ---------------------------------------------------------------------------------
 
@@ -313,8 +333,20 @@ class ConsoleSession:
                                   (limit,))
 
     async def verify_audit(self) -> tuple[bool, int, str]:
-        """Check the whole hash chain: (ok, entries checked, the first bad entry)."""
-        return await self.db.call(self.db.store.verify_audit)
+        """Check the whole hash chain, then every decision's MAC (when this user may read the
+        decision key): (ok, entries checked, the first problem)."""
+        return await self.db.call(self._verify_audit)
+
+    def _verify_audit(self) -> tuple[bool, int, str]:
+        ok, count, problem = self.db.store.verify_audit()
+        if ok:
+            try:
+                forged = approvals.unauthenticated(self.db.store, self.ws)
+            except PermissionDenied:
+                forged = []  # only the key's owner (the engine's user) can check decisions
+            if forged:
+                return False, count, f"{len(forged)} decision(s) do not verify: {forged[0]}"
+        return ok, count, problem
 
     async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
         """Escape hatch for tests and tools; consoles use the typed reads above."""
@@ -340,21 +372,24 @@ class ConsoleSession:
                           target: str | None = None) -> list[DriftView]:
         """Check now, in this process (the findings are recorded and every console sees them).
         Checks run commands and reach hosts as this process's user: the operator role only."""
-        self.actor.require("check drift")
+        actor = await self.db.call(self.acting)
+        actor.require("check drift")
         checker = drift.DriftChecker(self.ws, self.db)
         targets = await checker.targets(repo, environment, target)
-        await checker.check(targets, f"asked by {self.actor.name}")
+        await checker.check(targets, f"asked by {actor.name}")
         keys = {(t.repo, t.environment, t.name) for t in targets}
         return [v for v in await self.drift() if (v.repo, v.environment, v.target) in keys]
 
     async def drift_ack(self, repo: str, environment: str, target: str | None, reason: str,
                         seconds: float) -> list[str]:
-        self.actor.require("acknowledge")
-        return await self.db.call(drift.acknowledge, self.db.store, repo, environment, target, reason,
-                                  seconds, self.actor.name)
+        def ack() -> list[str]:
+            actor = self.acting()
+            actor.require("acknowledge")
+            return drift.acknowledge(self.db.store, repo, environment, target, reason, seconds, actor.name)
+        return await self.db.call(ack)
 
     async def drift_reconcile(self, repo: str, environment: str) -> int:
-        return await self.db.call(self.svc.reconcile, repo, environment, self.actor)
+        return await self.db.call(lambda: self.svc.reconcile(repo, environment, self.acting()))
 
 
 def drift_view(item: dict[str, Any]) -> DriftView:

@@ -409,7 +409,7 @@ def freeze(ws: Workspace, now: float) -> None:
                              "AND name = 'decisions_no_update'").fetchone()
         conn.execute("DROP TRIGGER decisions_no_update")
         for run in conn.execute("SELECT id, committed_at, finished_at FROM runs ORDER BY id").fetchall():
-            _freeze_run(store, run, now)
+            _freeze_run(store, ws, run, now)
         conn.execute(guard["sql"])
         for row in conn.execute("SELECT step_id, seq, line FROM log_lines").fetchall():
             line = row["line"].replace(root, "~/demo")
@@ -434,7 +434,7 @@ def freeze(ws: Workspace, now: float) -> None:
                      "ELSE ? - 86400 END", (now, now, now))
 
 
-def _freeze_run(store: Store, run: Row, now: float) -> None:
+def _freeze_run(store: Store, ws: Workspace, run: Row, now: float) -> None:
     """(in freeze's transaction) One run's times; stages and steps that never started have none."""
     conn = store.conn
     start = (run["committed_at"] or now - 86400) + 120
@@ -450,7 +450,7 @@ def _freeze_run(store: Store, run: Row, now: float) -> None:
         stage_start = clock
         for change in conn.execute("SELECT * FROM change_requests WHERE stage_id = ? ORDER BY id",
                                    (stage["id"],)).fetchall():
-            clock = _freeze_gate(store, change, clock)
+            clock = _freeze_gate(store, ws, change, clock)
         for step in conn.execute("SELECT id, idx, started_at FROM steps WHERE stage_id = ? ORDER BY idx",
                                  (stage["id"],)).fetchall():
             if step["started_at"] is None:
@@ -468,7 +468,7 @@ def _freeze_run(store: Store, run: Row, now: float) -> None:
                  (None if run["finished_at"] is None else clock, run["id"]))
 
 
-def _freeze_gate(store: Store, change: Row, opened: float) -> float:
+def _freeze_gate(store: Store, ws: Workspace, change: Row, opened: float) -> float:
     """(in freeze's transaction) A change request opened at `opened`, its decisions 20 and then
     35 minutes apart; returns when the gate let its stage go on (or the last decision)."""
     def moved(moment: float | None, was: float, now: float) -> float | None:
@@ -481,6 +481,7 @@ def _freeze_gate(store: Store, change: Row, opened: float) -> float:
         at += (20 + 15 * k) * 60
         store.conn.execute("UPDATE decisions SET created_at = ?, expires_at = ? WHERE id = ?",
                            (at, moved(decision["expires_at"], decision["created_at"], at), decision["id"]))
+        approvals.seal(store, ws, decision["id"])  # signed again: its times changed
     decided = None if change["decided_at"] is None else at
     store.conn.execute("UPDATE change_requests SET created_at = ?, expires_at = ?, decided_at = ? "
                        "WHERE id = ?", (opened, moved(change["expires_at"], change["created_at"], opened),

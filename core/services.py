@@ -16,7 +16,7 @@ from typing import Any
 from core import gitio, runstate, states
 from core.errors import GitError, InvalidRequest, NotFound, PermissionDenied
 from core.store.db import Row, Store
-from core.workspace import RepoConfig, Workspace, current_os_user
+from core.workspace import RepoConfig, Workspace, WorkspaceWatch, current_os_user
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class Actor:
 
     name: str
     roles: tuple[str, ...] = ("operator",)
+    os_user: str | None = None  # locally: the OS user (from the uid) the operator was found by
+
 
     @classmethod
     def local(cls, ws: Workspace, as_name: str | None = None) -> Actor:
@@ -42,13 +44,36 @@ class Actor:
             if user not in operator.os_users:
                 raise PermissionDenied(f"--as {as_name}: {as_name}'s os_users in {ws.file} do not "
                                        f"list the OS user {user!r}")
-            return cls(operator.name, operator.roles)
+            return cls(operator.name, operator.roles, user)
         operator = ws.operator_for_os_user(user)
         if operator is not None:
-            return cls(operator.name, operator.roles)
+            return cls(operator.name, operator.roles, user)
         if not ws.operators:
-            return cls(f"os:{user}", ("operator",))
-        return cls(f"os:{user}", ("viewer",))
+            return cls(f"os:{user}", ("operator",), user)
+        return cls(f"os:{user}", ("viewer",), user)
+
+    def refreshed(self, ws: Workspace) -> Actor:
+        """This actor as `ws` (ahead.yml as it says now) sees them: the operator's current roles.
+
+        A workspace that lists no operators keeps the actor as it started (single-user); an OS
+        user who is no operator is read-only, as in `local`.
+
+        Raises:
+            Revoked: the operator is gone from ahead.yml, or (locally) their entry no longer
+                lists the OS user they were found by.
+        """
+        if not ws.operators:
+            return self
+        operator = ws.operator(self.name)
+        if operator is None:
+            if self.name.startswith("os:"):
+                return Actor(self.name, ("viewer",), self.os_user)
+            raise Revoked(f"{self.name}: you are no longer an operator of this workspace ({ws.file}); "
+                          "nothing more is done as you (ask an admin to add you again)")
+        if self.os_user is not None and self.os_user not in operator.os_users:
+            raise Revoked(f"{self.name}: you are no longer an operator of this workspace: {ws.file} "
+                          f"no longer lists the OS user {self.os_user!r} in {self.name}'s os_users")
+        return Actor(operator.name, operator.roles, self.os_user)
 
     def may(self, action: str) -> bool:
         """Whether the actor's roles grant `action` (a `states.Capability` value: trigger,
@@ -67,14 +92,28 @@ class Actor:
                                    f"(has: {', '.join(self.roles) or 'none'}; read-only)")
 
 
+class Revoked(PermissionDenied):
+    """The operator was removed from ahead.yml (or lost the OS user they acted as)."""
+
+
 class Services:
     def __init__(self, ws: Workspace, store: Store) -> None:
         self.ws = ws
         self.store = store
+        self.watch = WorkspaceWatch(ws)
         # (repo, base, head) -> (count, oldest commit time): history never changes for a pair
         self._pending_cache: dict[tuple[str, str | None, str], tuple[int, float | None]] = {}
 
     # -- commands ------------------------------------------------------------------------------
+
+    def acting(self, actor: Actor) -> Actor:
+        """`actor` with the roles ahead.yml gives them now (re-read when it changed), checked
+        before every command: a removed operator or role stops working without a restart.
+
+        Raises:
+            Revoked: the operator is gone. PermissionDenied: ahead.yml is broken (fail closed).
+        """
+        return actor.refreshed(self.watch.current())
 
     def trigger(self, repo_name: str, actor: Actor, ref: str | None = None,
                 commit: str | None = None) -> int:
@@ -85,6 +124,7 @@ class Services:
         Raises:
             NotFound: no such repo or commit.
         """
+        actor = self.acting(actor)
         actor.require("trigger")
         repo = self.ws.repo(repo_name)
         path = self.ws.repo_dir(repo)
@@ -120,10 +160,12 @@ class Services:
             retry_of=retry_of, supersede=trigger == "commit", environment=environment)
 
     def cancel(self, run_id: int, actor: Actor) -> str:
+        actor = self.acting(actor)
         actor.require("cancel")
         return runstate.request_cancel(self.store, run_id, actor.name)
 
     def retry(self, run_id: int, actor: Actor) -> int:
+        actor = self.acting(actor)
         actor.require("retry")
         run = self.run(run_id)
         if run["status"] not in runstate.TERMINAL:
@@ -141,6 +183,7 @@ class Services:
             PermissionDenied, NotFound, InvalidRequest (nothing deployed, or a reconcile of it is
             already queued or running).
         """
+        actor = self.acting(actor)
         actor.require("reconcile")
         repo = self.ws.repo(repo_name)
         if environment not in self.ws.environments:
@@ -161,6 +204,7 @@ class Services:
 
     def unlock(self, repo: str, environment: str, actor: Actor, reason: str) -> Row:
         """Resolve an environment locked after an interrupted deploy (audited with `reason`)."""
+        actor = self.acting(actor)
         actor.require("unlock")
         self.ws.repo(repo)
         return runstate.unlock(self.store, repo, environment, actor.name, reason)

@@ -8,15 +8,15 @@ core.yamlfile and core.fields only; opens no database and touches no repository.
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core import fields as f
-from core.errors import ConfigError, WorkspaceNotFound
+from core.errors import ConfigError, CoreError, PermissionDenied, WorkspaceNotFound
 from core.policy import Policy, parse_policy
 from core.secrets import SecretSource
 from core.text import email_identity
@@ -158,10 +158,20 @@ class Workspace:
 
 
 def current_os_user() -> str:
+    """The OS user this process runs as, from its real uid and the passwd database.
+
+    Never from the environment: `LOGNAME`, `USER` and `LNAME` are set by whoever starts the
+    process, so `LOGNAME=carol ahead --as carol approve 6` must not make anyone carol.
+
+    Raises:
+        PermissionDenied: the uid has no passwd entry (no name to match against `os_users`).
+    """
+    uid = os.getuid()
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        raise PermissionDenied(f"uid {uid} has no entry in the passwd database: cannot tell which "
+                               "operator you are (add the user, or run as a user that has one)") from None
 
 
 TOP_KEYS = ["repos", "environments", "policies", "operators", "runners", "settings", "secrets"]
@@ -456,6 +466,47 @@ def read(file: Path) -> Workspace:
         raise ConfigError(str(file), raw.count(b"\n", 0, exc.start) + 1, "", f"not UTF-8 text (byte {exc.start})",
                           "save the file as UTF-8") from None
     return parse(text, file.resolve())
+
+
+class WorkspaceWatch:
+    """ahead.yml as it says now, for checks that must not use a copy read at start-up (who may
+    act, with which roles). Read again only when the file's inode, size or mtime changed, so a
+    check per command costs one stat.
+
+    A file that cannot be read or is invalid fails closed: `current` raises, and the copy read
+    before is never used again to grant anything until the file is fixed.
+    """
+
+    def __init__(self, ws: Workspace) -> None:
+        self.file = ws.file
+        self._ws = ws
+        self._stamp: tuple[int, int, int, int] | None = None
+        try:
+            self._stamp = _stamp(ws.file)
+        except OSError:
+            pass  # read (and fail) at the first check
+
+    def current(self) -> Workspace:
+        """The workspace as the file says now.
+
+        Raises:
+            PermissionDenied: the file is unreadable or invalid (the message says why and where).
+        """
+        try:
+            stamp = _stamp(self.file)
+            if stamp != self._stamp:
+                self._ws, self._stamp = read(self.file), stamp
+        except (OSError, CoreError) as exc:
+            self._stamp = None  # read it again next time, whatever its stamp
+            what = exc.render() if isinstance(exc, ConfigError) else str(exc)
+            raise PermissionDenied(f"refused: {self.file} cannot be used to check who you are "
+                                   f"({what}); fix the file and try again") from None
+        return self._ws
+
+
+def _stamp(file: Path) -> tuple[int, int, int, int]:
+    st = file.stat()
+    return st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns
 
 
 def find(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:

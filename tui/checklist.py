@@ -29,8 +29,8 @@ def is_production(environments: tuple[str, ...], environment: str) -> bool:
 
 
 def decided_by(change: Change) -> dict[str, str]:
-    """Operator → verdict ('approve' / 'reject') of every decision so far."""
-    return {d["operator"]: d["verdict"] for d in change.get("decisions", ())}
+    """Operator → verdict ('approve' / 'reject') of every authenticated decision so far."""
+    return {d["operator"]: d["verdict"] for d in change.get("decisions", ()) if d.get("authentic", True)}
 
 
 def approvals(change: Change) -> tuple[int, int]:

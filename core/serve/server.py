@@ -51,6 +51,8 @@ from core.workspace import Workspace
 
 log = logging.getLogger("ahead.serve")
 SESSION = "ssh-server"
+REVOKED = ("\x1b[?1049l\r\nahead: you are no longer an operator of this workspace (you, or this "
+           "key, were removed from ahead.yml); closing.\r\n")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class ServeOptions:
     # 0: half the reserve (8 to 128), so one burst of accepts stays inside the reserve
     lockout: guard.LockoutPolicy = field(default_factory=guard.LockoutPolicy)
     console_argv: tuple[str, ...] = ()  # the zygote program (from the UI package); () = no console
+    revoke_interval: float = 2.0  # how often ahead.yml is checked for operators and keys removed
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -85,30 +88,42 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 class KeyBook:
-    """Fingerprint → operator, from ahead.yml, read again whenever the file changes."""
+    """Fingerprint → operator, from ahead.yml, read again whenever the file changes (inode, size
+    or mtime). A file that cannot be read or is invalid fails closed: no key is anyone's until
+    it is fixed (`broken` says so; open sessions are left to refuse their own commands)."""
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int, int] | None = None
         self._owners: dict[str, str] = {}
-        self.refresh()
+        self.broken = False
+        self._load(ws)
+        with contextlib.suppress(OSError):
+            st = ws.file.stat()
+            self._stamp = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
 
     def refresh(self) -> None:
         try:
             st = self.ws.file.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
+            stamp = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
             if stamp == self._stamp:
                 return
-            current = workspace.read(self.ws.file) if self._stamp is not None else self.ws
+            current = workspace.read(self.ws.file)
         except (OSError, CoreError) as exc:
-            log.warning("keeping the previous operators: cannot read %s: %s", self.ws.file, exc)
+            if not self.broken:
+                log.warning("refusing every key until it is fixed: cannot read %s: %s", self.ws.file, exc)
+            self._owners, self._stamp, self.broken = {}, None, True
             return
+        self._load(current)
+        self._stamp = stamp
+
+    def _load(self, current: Workspace) -> None:
         owners: dict[str, str] = {}
         for operator in current.operators:
             for key in operator.keys:
                 with contextlib.suppress(KeyProblem):
                     owners[parse_public_key(key)[1]] = operator.name
-        self.ws, self._owners, self._stamp = current, owners, stamp
+        self.ws, self._owners, self.broken = current, owners, False
 
     def owner(self, fingerprint: str) -> str | None:
         return self._owners.get(fingerprint)
@@ -131,6 +146,8 @@ class SSHServer:
         self.fd_ceiling = 0  # no new connection above this many open files (set in start)
         self.locked: dict[str, float] = {}
         self.sessions: set[Any] = set()  # core.serve.session.Session objects
+        self.connections: set[Connection] = set()  # authenticated ones
+        self._watcher: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self.host_key_path: Path | None = None
@@ -164,6 +181,7 @@ class SSHServer:
                 raise CoreError(busy_port(o.host, o.port)) from None
             raise CoreError(f"cannot listen on {o.host}:{o.port}: {exc.strerror or exc}") from None
         log.info("ssh server listening on %s:%s", o.host, self.port)
+        self._watcher = asyncio.create_task(self._watch_operators(), name="ssh-revocations")
 
     async def _listen(self, o: ServeOptions, backlog: int) -> Any:
         return await asyncssh.create_server(
@@ -175,6 +193,24 @@ class SSHServer:
             keepalive_count_max=o.keepalive_count_max, rdns_lookup=False,
             allow_pty=True, line_editor=False, encoding=None, x11_forwarding=False,
             agent_forwarding=False, sftp_factory=None, allow_scp=False)
+
+    async def _watch_operators(self) -> None:
+        """End the connections of operators removed from ahead.yml, or whose key was removed,
+        within `revoke_interval`: logging in again is refused, and so is staying."""
+        while True:
+            await asyncio.sleep(self.options.revoke_interval)
+            try:
+                self.revoke_gone()
+            except Exception:
+                log.exception("could not check ahead.yml for removed operators")
+
+    def revoke_gone(self) -> None:
+        self.keys.refresh()
+        if self.keys.broken:
+            return  # cannot tell who is gone: no login now, and every console command is refused
+        for conn in list(self.connections):
+            if conn.operator is not None and self.keys.owner(conn.fingerprint) != conn.operator:
+                conn.revoke()
 
     def _load_locks(self, store: Store) -> dict[str, float]:
         rows = store.query("SELECT source, locked_until FROM login_failures WHERE locked_until > "
@@ -266,6 +302,11 @@ class SSHServer:
 
     async def aclose(self) -> None:
         """Stop listening, end every session and its process, stop the zygote, close the store."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         if self._acceptor is not None:
             self._acceptor.close()
             with contextlib.suppress(Exception):
@@ -294,6 +335,8 @@ class Connection(asyncssh.SSHServer):
         self._counted = False
         self.channels = 0  # session channels open
         self.listings = 0  # listing processes running
+        self._revoked = False
+        self.sessions: set[Any] = set()  # core.serve.session.Session objects of this connection
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -306,6 +349,7 @@ class Connection(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.authenticated(self)
+        self.server.connections.discard(self)
         if self._counted:
             self.server.per_source[self.source] -= 1
             if self.server.per_source[self.source] <= 0:
@@ -363,6 +407,7 @@ class Connection(asyncssh.SSHServer):
             return
         self.operator, self.fingerprint = candidate
         self.server.authenticated(self)
+        self.server.connections.add(self)
         log.info("%s logged in from %s with %s", self.operator, self.source, self.fingerprint)
         self.server.spawn(self.server.logged_in(self.operator, self.source, self.fingerprint), "ssh-login")
 
@@ -379,7 +424,31 @@ class Connection(asyncssh.SSHServer):
         from core.serve.session import Session
 
         self.channels += 1
-        return Session(self.server, self.operator, self.source, self)
+        session = Session(self.server, self.operator, self.source, self)
+        self.sessions.add(session)
+        return session
+
+    def revoke(self) -> None:
+        """The operator or their key is gone from ahead.yml: tell every session, end it, close."""
+        if self._revoked or self.conn is None:
+            return
+        self._revoked = True
+        log.warning("%s from %s: no longer an operator with key %s in ahead.yml; closing their "
+                    "connection", self.operator, self.source, self.fingerprint)
+        self.server.spawn(self._revoke(), "ssh-revoke")
+
+    async def _revoke(self) -> None:
+        assert self.conn is not None and self.operator is not None
+        operator = self.operator
+
+        def write(store: Store) -> None:
+            with store.transaction():
+                store.audit(operator, "ssh.revoked", self.source, {"key": self.fingerprint}, session=SESSION)
+        with contextlib.suppress(Exception):
+            await self.server.db.call(write, self.server.db.store)
+        await asyncio.gather(*(s.revoke(REVOKED) for s in list(self.sessions)), return_exceptions=True)
+        self.conn.close()
+
 
 
 def port_in_use(host: str, port: int) -> str:

@@ -225,6 +225,14 @@ class Session(asyncssh.SSHServerSession[bytes]):
             asyncio.get_running_loop().remove_writer(self.master)
             self._flush_input()
 
+    async def revoke(self, message: str) -> None:
+        """The operator was removed: say so on the terminal, then end like a hang-up."""
+        if self.chan is not None and not self._closed:
+            with contextlib.suppress(Exception):
+                self.chan.write(message.encode())
+                self.chan.exit(1)
+        await self.end()
+
     def end(self) -> asyncio.Task[None]:
         """Close the PTY (hang-up), stop the child, drop the presence row. Idempotent."""
         if self._ending is None:

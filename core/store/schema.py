@@ -259,4 +259,10 @@ MIGRATIONS: list[str] = [
         locked_until REAL
     );
     """,
+    # 7 (identity): a decision counts only with a MAC (HMAC-SHA256 over its canonical fields and
+    # its change's pins, keyed by .ahead/keys/decisions.key, never stored here): a row put in by
+    # hand cannot approve. Decisions made before this version have none: never counted again.
+    """
+    ALTER TABLE decisions ADD COLUMN mac TEXT;
+    """,
 ]

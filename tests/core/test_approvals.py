@@ -475,14 +475,15 @@ async def test_a_change_voided_by_a_decision_gets_a_new_request(tmp_path: Path) 
 
 
 async def test_whoever_triggered_any_run_of_the_commit_may_not_approve(tmp_path: Path) -> None:
-    ws = make_ws(tmp_path / "ws")
+    # roles come from ahead.yml at each command: erin is an operator and an approver there
+    ws = make_ws(tmp_path / "ws", extra_operators="  - name: erin\n    roles: [operator, approver]\n")
     async with Engine(ws) as engine:
         svc = Services(ws, engine.db.store)
-        first = await engine.db.call(svc.trigger, "service", Actor("carol", ("operator", "approver")))
+        first = await engine.db.call(svc.trigger, "service", Actor("erin", ("operator", "approver")))
         await wait_for(engine, "SELECT * FROM change_requests WHERE run_id = ?", (first,))
-        await engine.db.call(svc.cancel, first, Actor("carol"))
+        await engine.db.call(svc.cancel, first, Actor("erin"))
         await wait_run_done(engine, first)
         retry = await engine.db.call(svc.retry, first, Actor("bob", ("operator", "approver")))
         rows = await wait_for(engine, "SELECT * FROM change_requests WHERE run_id = ? AND status = 'open'", (retry,))
-        verdict = decide(ws, rows[0]["id"], "carol")
-        assert not verdict.ok and f"carol cannot approve: triggered run #{first}" in verdict.message
+        verdict = decide(ws, rows[0]["id"], "erin")
+        assert not verdict.ok and f"erin cannot approve: triggered run #{first}" in verdict.message

@@ -66,7 +66,7 @@ def secret_ws(root: Path) -> Path:
     ws = make_workspace(root, {"app": PIPELINE}, environments=("dev", "prod"), extra=(
         "secrets:\n  API_TOKEN: {env: DEPLOY_TOKEN}\n  DB_PASSWORD: {file: secrets/db}\n"
         "policies:\n  prod:\n    approvals: 1\n    approvers: [bob]\n"
-        "operators:\n  - name: bob\n    roles: [approver]\n"))
+        "operators:\n  - name: bob\n    roles: [approver]\n  - name: alice\n    roles: [operator]\n"))
     (root / "secrets").mkdir()
     (root / "secrets" / "db").write_text(PASSWORD + "\n")
     commit(ws.repo_dir(ws.repo("app")), "deploy script", files={"deploy.py": SCRIPT})

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from core.engine import Engine
 from core.serve.keys import host_key_path
-from core.services import Actor, Services
+from core.services import Services
 from core.store.db import Store
 from core.workspace import Workspace
+from tests.conftest import git
 from tests.core.helpers import alive, wait_for
 from tests.ssh.conftest import connect, open_console, serving
 
@@ -22,8 +23,11 @@ ROOT = Path(__file__).parents[2]
 
 
 def trigger(ws: Workspace) -> int:
+    """Queue a run of main's head as CI would (ci is no operator: a command as ci is refused)."""
+    repo = ws.repo("service")
     with Store(ws.db_path) as store:
-        return Services(ws, store).trigger("service", Actor("ci", ("operator",)))
+        return Services(ws, store).queue(repo, "main", "refs/heads/main",
+                                         git(ws.repo_dir(repo), "rev-parse", "main"), "manual", "ci")
 
 
 async def test_alice_approves_and_bob_sees_it_within_a_second(ssh_ws: Workspace,
