@@ -785,7 +785,8 @@ class RunExecution:
             return path == top or top in path.parents
 
         repos = [ws.repo_dir(r) for r in ws.repos]
-        readonly = [ws.root] + [d for d in repos if not inside(d, ws.root) and not inside(d, state)]
+        readonly = [*sandbox.user_config_dirs(), ws.root]  # home first: ws.root may lie inside it
+        readonly += [d for d in repos if not inside(d, ws.root) and not inside(d, state)]
         reveal = [state / "mirrors"] if any(r.is_remote for r in ws.repos) else []
         blank = [s.file for s in ws.secrets.values() if s.file is not None]
         return sandbox.Plan(workdir=self.workdir, hide=(state,), readonly=tuple(readonly),

@@ -13,15 +13,18 @@ whole process group, so the step gets them directly) and exits with the step's e
 
 What the step sees: the workspace root and the repos read-only; the state directory (state.db,
 other runs' checkouts, artifacts, keys) replaced by an empty read-only directory, with only its
-own checkout bound back writable (and the mirrors of remote repos read-only, for git); secret
-files of ahead.yml read as empty; private /tmp, /var/tmp and /dev/shm. Network, CPU and memory
+own checkout bound back writable (and the mirrors of remote repos read-only, for git); the
+engine user's home and config directories read-only (`user_config_dirs`); secret files of
+ahead.yml read as empty; private /tmp, /var/tmp and /dev/shm. Network, CPU and memory
 are not limited (docs/SECURITY.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -59,6 +62,26 @@ class Plan:
                            "readonly": [str(p) for p in self.readonly],
                            "reveal": [str(p) for p in self.reveal], "private": list(self.private),
                            "uid": self.uid, "gid": self.gid})
+
+
+def user_config_dirs() -> tuple[Path, ...]:
+    """The engine user's home and config directories, which a sandboxed step must not write: a
+    `~/.gitconfig` (or `$GIT_CONFIG_GLOBAL`) naming a hooks path or a filter, a `.pth` file under
+    `~/.local`, `~/.ssh/authorized_keys` or a shell profile would run the branch's code as the
+    engine, unsandboxed, at its next git command (the prod deploy checkout) or login."""
+    found: list[Path] = []
+    candidates = [os.environ.get("HOME"), os.environ.get("XDG_CONFIG_HOME"), os.environ.get("XDG_DATA_HOME")]
+    with contextlib.suppress(KeyError):
+        candidates.append(pwd.getpwuid(os.getuid()).pw_dir)
+    if os.environ.get("GIT_CONFIG_GLOBAL"):
+        candidates.append(os.path.dirname(os.path.abspath(os.environ["GIT_CONFIG_GLOBAL"])))
+    for text in candidates:
+        if not text:
+            continue
+        path = Path(os.path.abspath(text))
+        if path != Path("/") and path.is_dir() and path not in found:
+            found.append(path)
+    return tuple(found)
 
 
 def unshare_path() -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -321,3 +322,39 @@ def test_stage_sandbox_is_a_switch_for_local_steps_only() -> None:
         parse(stage("    sandbox: sometimes\n"), "p.yml", ("dev",), (), ("local", "far"))
     with pytest.raises(ConfigError, match="the sandbox isolates local steps only"):
         parse(stage("    runner: far\n    sandbox: true\n"), "p.yml", ("dev",), (), ("local", "far"))
+
+
+async def test_branch_step_cannot_plant_git_config_or_hooks_in_the_engine_home(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A branch step that could write the engine user's home would escape the sandbox: a global
+    # git config naming a hooks directory runs its post-checkout hook as the engine, unsandboxed,
+    # when the engine makes the prod deploy checkout (here it would overwrite live/prod). The
+    # home is outside /tmp, as in production (the sandbox's private /tmp would hide the attack).
+    home = ROOT / f".test-home-{uuid.uuid4().hex}"
+    home.mkdir()
+    try:
+        gitconfig = home / ".gitconfig"
+        gitconfig.write_text(Path(os.environ["GIT_CONFIG_GLOBAL"]).read_text())
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
+        before = gitconfig.read_text()
+        ws = make_ws(tmp_path / "ws")
+        repo = ws.repo_dir(ws.repo("app"))
+        async with Engine(ws) as engine:
+            run, lines = await branch_run(engine, branch_commit(ws, "home", f"""
+mkdir -p "$HOME/hooks" && printf '#!/bin/sh\\necho hacked > {ws.root}/live/prod/index.html\\n' > "$HOME/hooks/post-checkout" || echo DENIED-HOOKS
+chmod +x "$HOME/hooks/post-checkout" 2>/dev/null
+printf '[core]\\n\\thooksPath = %s/hooks\\n' "$HOME" >> "$GIT_CONFIG_GLOBAL" || echo DENIED-CONFIG
+"""))
+            assert run["status"] == "succeeded", (run, lines)
+            assert "DENIED-HOOKS" in lines and "DENIED-CONFIG" in lines, lines
+            sha = commit(repo, "release", author="alice", files={"notes.txt": "1.0\n"})
+            change = (await wait_for(engine, "SELECT * FROM change_requests WHERE head_sha = ? AND "
+                                             "status = 'open'", (sha,)))[0]
+            with Store(ws.db_path, session="test:bob") as store:
+                assert approvals.decide(store, ws, change["id"], "bob", "approve", "").ok
+            assert (await wait_run_done(engine, change["run_id"]))["status"] == "succeeded"
+        assert gitconfig.read_text() == before and not (home / "hooks").exists()
+        assert (ws.root / "live" / "prod" / "index.html").read_text() == "v1\n"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
