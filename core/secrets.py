@@ -171,8 +171,14 @@ def forms(value: str) -> set[bytes]:
 # What the display drops (core.text.inert), in UTF-8 bytes: escape sequences (CSI, OSC, two-byte
 # ESC), C0 and C1 controls but tab, zero-width characters, bidi controls, the BOM.
 _ANSI = rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])"
-_CONTROL = (rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]|\xe2\x80[\x8b-\x8f\xaa-\xae]|"
-            rb"\xe2\x81[\xa6-\xa9]|\xef\xbb\xbf")
+_CONTROL = (rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f\xad]|\xe2\x80[\x8b-\x8f\xaa-\xae]|"
+            rb"\xe2\x81[\xa0-\xa4\xa6-\xaf]|\xef\xbb\xbf|"
+            # and the other zero-width characters core.text.inert drops (U+00AD above, U+034F,
+            # U+061C, U+115F-1160, U+17B4-17B5, U+180B-180F, U+3164, U+FE00-FE0F, U+FFA0, tags
+            # U+E0000-E007F, variation selectors U+E0100-E01EF)
+            rb"\xcd\x8f|\xd8\x9c|\xe1\x85[\x9f\xa0]|\xe1\x9e[\xb4\xb5]|\xe1\xa0[\x8b-\x8f]|"
+            rb"\xe3\x85\xa4|\xef\xb8[\x80-\x8f]|\xef\xbe\xa0|\xf3\xa0[\x80\x81\x84-\x86][\x80-\xbf]|"
+            rb"\xf3\xa0\x87[\x80-\xaf]")
 _HIDDEN = re.compile(_CONTROL)
 _C0 = bytes([*range(0x09), *range(0x0b, 0x20), 0x7f])
 _STRIP = re.compile(_ANSI + b"|" + _CONTROL)

@@ -13,8 +13,14 @@ import sys
 from collections.abc import Iterator
 from typing import Any, TextIO, cast
 
+# Also every character a terminal draws with no width and no glyph (a secret split by one looks
+# whole on screen; core.secrets masks after the same removal): soft hyphen, grapheme joiner,
+# Arabic letter mark, Hangul fillers, Khmer and Mongolian invisibles, word joiner and invisible
+# operators, deprecated format characters, variation selectors, Unicode tags.
 _CONTROL = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff"
+    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2060-\u2064\u206a-\u206f"
+    "\u3164\ufe00-\ufe0f\uffa0\U000e0000-\U000e007f\U000e0100-\U000e01ef]"
 )
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
 

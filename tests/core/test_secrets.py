@@ -265,3 +265,31 @@ async def test_invisible_splits_are_masked_in_the_store_and_in_ahead_logs(
     assert encoded not in "".join(inert(s) for s in stored)
     assert value.encode() not in base64.b64decode("".join(s for s in stored if s and ":" not in s)
                                                   .replace("***", ""), validate=False)
+
+
+# Characters a terminal draws with no width and no glyph that inert() kept: the word joiner and
+# invisible operators, a soft hyphen, the combining grapheme joiner, the Arabic letter mark (a
+# bidi control), Mongolian selectors, Hangul fillers, variation selectors and Unicode tags.
+MORE_INVISIBLE = {"word joiner": "\u2060", "invisible times": "\u2062", "soft hyphen": "\u00ad",
+                  "grapheme joiner": "\u034f", "arabic letter mark": "\u061c",
+                  "mongolian vowel separator": "\u180e", "hangul filler": "\u3164",
+                  "variation selector": "\ufe0f", "tag space": "\U000e0020",
+                  "variation selector 17": "\U000e0100", "inhibit swapping": "\u206a"}
+
+
+def test_masker_finds_values_split_by_every_zero_width_character_a_terminal_hides() -> None:
+    import unicodedata
+
+    from core.text import inert
+
+    def seen(text: str) -> str:  # what a terminal shows: no zero-width format or filler characters
+        return "".join(c for c in text if unicodedata.category(c) != "Cf" and c not in MORE_INVISIBLE.values())
+
+    masker = Masker([TOKEN])
+    for what, mark in MORE_INVISIBLE.items():
+        for cut in (1, 5, len(TOKEN) - 1):
+            line = f"token={TOKEN[:cut]}{mark}{TOKEN[cut:]} done"
+            masked = masker.mask(line.encode()).decode()
+            assert TOKEN not in seen(inert(masked)), (what, cut, masked)
+            assert inert(masked) == "token=*** done", (what, cut, masked)
+            assert inert(line) == f"token={TOKEN} done", what  # the display drops it too
