@@ -37,7 +37,10 @@ GIT_ENV = {
     "GIT_GRAFT_FILE": os.path.join(os.devnull, "no-grafts"),
 }
 # Options before every git subcommand we run (argv, never a shell).
-GIT_OPTIONS = ["-c", "protocol.ext.allow=never", "-c", "core.fsmonitor=false", "-c", "core.useReplaceRefs=false"]
+# No hooks: the engine's git (worktree add, fetch) never runs a script a config file names, so a
+# hooksPath planted in any config it reads cannot run code as the engine outside the sandbox.
+GIT_OPTIONS = ["-c", "protocol.ext.allow=never", "-c", "core.fsmonitor=false", "-c", "core.useReplaceRefs=false",
+               "-c", "core.hooksPath=/dev/null"]
 # `git log -z` with NUL between fields: git cuts a message or name at a NUL byte, so no commit
 # content can add a field or a record (any other separator byte can be committed).
 LOG_FIELDS = ("%H", "%an", "%ae", "%ce", "%ct", "%s")

@@ -241,3 +241,22 @@ def test_operator_emails_are_identities(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="already bob's"):
         workspace.read(root / "ahead.yml")
+
+
+def test_the_engines_git_runs_no_hook(tmp_path: Path) -> None:
+    """A post-checkout hook (in the repo, or named by any config's core.hooksPath) never runs
+    when the engine makes a checkout: git runs with core.hooksPath=/dev/null."""
+    from tests.conftest import make_repo
+
+    repo = make_repo(tmp_path / "repo")
+    marker = tmp_path / "hook-ran"
+    for hooks in (repo / ".git" / "hooks", tmp_path / "elsewhere"):
+        hooks.mkdir(parents=True, exist_ok=True)
+        hook = hooks / "post-checkout"
+        hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
+        hook.chmod(0o755)
+    git(repo, "config", "core.hooksPath", str(tmp_path / "elsewhere"))
+    sha = git(repo, "rev-parse", "HEAD")
+    gitio.worktree_add(repo, tmp_path / "checkout", sha)
+    gitio.verify_checkout(repo, tmp_path / "checkout", sha)
+    assert not marker.exists()
