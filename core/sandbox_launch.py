@@ -106,6 +106,12 @@ def launch(args: list[str]) -> int:
                 signal.signal(sig, signal.SIG_DFL)
             _drop(libc, int(str(plan["uid"])), int(str(plan["gid"])))
             os.chdir(str(plan["workdir"]))  # through the new mounts, not the original directory
+            home = os.environ.get("HOME", "")
+            if not home or not os.access(home, os.W_OK):
+                # The engine's home is read-only here (its config must not be planted): tools that
+                # write caches or config get a private one in the sandbox's own /tmp instead.
+                os.makedirs("/tmp/home", mode=0o700, exist_ok=True)
+                os.environ["HOME"] = "/tmp/home"
             os.execvp(argv[0], argv)
         except OSError as exc:
             print(f"[ahead] cannot start {argv[0]!r}: {exc.strerror or exc}", file=sys.stderr)

@@ -329,7 +329,8 @@ async def test_branch_step_cannot_plant_git_config_or_hooks_in_the_engine_home(
     # A branch step that could write the engine user's home would escape the sandbox: a global
     # git config naming a hooks directory runs its post-checkout hook as the engine, unsandboxed,
     # when the engine makes the prod deploy checkout (here it would overwrite live/prod). The
-    # home is outside /tmp, as in production (the sandbox's private /tmp would hide the attack).
+    # home is outside /tmp, as in production (the sandbox's private /tmp would hide the attack);
+    # the step names it by path (its own $HOME is a private one).
     home = ROOT / f".test-home-{uuid.uuid4().hex}"
     home.mkdir()
     try:
@@ -342,9 +343,9 @@ async def test_branch_step_cannot_plant_git_config_or_hooks_in_the_engine_home(
         repo = ws.repo_dir(ws.repo("app"))
         async with Engine(ws) as engine:
             run, lines = await branch_run(engine, branch_commit(ws, "home", f"""
-mkdir -p "$HOME/hooks" && printf '#!/bin/sh\\necho hacked > {ws.root}/live/prod/index.html\\n' > "$HOME/hooks/post-checkout" || echo DENIED-HOOKS
-chmod +x "$HOME/hooks/post-checkout" 2>/dev/null
-printf '[core]\\n\\thooksPath = %s/hooks\\n' "$HOME" >> "$GIT_CONFIG_GLOBAL" || echo DENIED-CONFIG
+mkdir -p "{home}/hooks" && printf '#!/bin/sh\\necho hacked > {ws.root}/live/prod/index.html\\n' > "{home}/hooks/post-checkout" || echo DENIED-HOOKS
+chmod +x "{home}/hooks/post-checkout" 2>/dev/null
+printf '[core]\\n\\thooksPath = %s/hooks\\n' "{home}" >> "$GIT_CONFIG_GLOBAL" || echo DENIED-CONFIG
 """))
             assert run["status"] == "succeeded", (run, lines)
             assert "DENIED-HOOKS" in lines and "DENIED-CONFIG" in lines, lines
@@ -358,3 +359,19 @@ printf '[core]\\n\\thooksPath = %s/hooks\\n' "$HOME" >> "$GIT_CONFIG_GLOBAL" || 
         assert (ws.root / "live" / "prod" / "index.html").read_text() == "v1\n"
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_branch_step_gets_a_writable_private_home(tmp_path: Path) -> None:
+    """Builds write caches under $HOME: a sandboxed step gets a private one (the engine's own
+    home is read-only in the sandbox), and nothing reaches the real home."""
+    ws = make_ws(tmp_path / "ws")
+    real_home = Path(os.environ["HOME"])
+    before = sorted(p.name for p in real_home.iterdir())
+    async with Engine(ws) as engine:
+        run, lines = await branch_run(engine, branch_commit(ws, "cache", """
+mkdir -p "$HOME/.cache/tool" && echo cached > "$HOME/.cache/tool/x" && cat "$HOME/.cache/tool/x"
+echo "home=$HOME"
+"""))
+    assert run["status"] == "succeeded", (run, lines)
+    assert "cached" in lines and "home=/tmp/home" in lines
+    assert sorted(p.name for p in real_home.iterdir()) == before
