@@ -194,7 +194,6 @@ def read_beneath(root: Path, rel: str, cap: int) -> tuple[str, bytes]:
         os.close(fd)
 
 
-
 async def check_command(ws: Workspace, target: Target, spec: DriftSpec, repo_dir: Path, base: Path,
                         timeout: float) -> Finding:
     """A `command` target: its command run in a fresh checkout of the deployed commit under

@@ -316,7 +316,6 @@ class Engine(RefScanning, Scheduling):
             self._wake.set()
 
 
-
 async def _ticks(feed: EventFeed, every: float) -> AsyncIterator[None]:
     """Yield now, then after every event or `every` seconds, whichever comes first."""
     yield None

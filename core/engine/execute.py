@@ -424,7 +424,6 @@ class RunExecution:
         return None
 
 
-
 class CheckoutChanged(CoreError):
     """A deploy checkout differs from the approved commit."""
 
@@ -440,7 +439,6 @@ def verify_deploy_checkout(repo: Path, dest: Path, sha: str) -> None:
         gitio.verify_checkout(repo, dest, sha)
     except GitError as exc:
         raise CheckoutChanged(str(exc)) from None
-
 
 
 def _checkout(repo_dir: Path, workdir: Path, sha: str) -> None:

@@ -131,12 +131,10 @@ class Gate:
             approvals.cancel_open(self.db.store, self.run["id"], "engine")
 
 
-
 def _cancelled() -> bool:
     """Whether the current task is being cancelled (the engine is stopping)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
 
 
 def change_contents(repo_dir: Path, base: str | None, head: str

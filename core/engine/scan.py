@@ -41,7 +41,6 @@ class RepoState:
     fetched_at: float = 0.0
 
 
-
 class RefScanning:
     """The engine's ref scanning (see the module docstring)."""
 
