@@ -16,7 +16,8 @@ The parts, one module each (none of them imports this one at run time):
   log retention;
 - scan.py: refs, inotify, polling, fetching remotes, queueing commits (a mixin of Engine);
 - schedule.py: picking queued runs (a mixin of Engine);
-- execute.py: `RunExecution`, one run: checkout, stages, steps, artifacts, deploy checkout;
+- execute.py: `RunExecution`, one run: checkout, stages, steps, artifacts;
+- deploy.py: the verified deploy checkout made after a gate passed;
 - gate.py: `Gate`, the approval gate, given what it needs by the run's execution;
 - stepenv.py: a step's environment (secrets hidden, metadata capped) and its secrets;
 - common.py: the engine's logger.
@@ -38,7 +39,8 @@ from core import gitio, lease, retention, runstate, secrets
 from core.aio import wait_at_most
 from core.drift import DriftChecker
 from core.engine.common import ContextLog, log
-from core.engine.execute import DEPLOY_DIR, CheckoutChanged, RunExecution, verify_deploy_checkout
+from core.engine.deploy import DEPLOY_DIR, CheckoutChanged, verify_deploy_checkout
+from core.engine.execute import RunExecution
 from core.engine.gate import Gate, change_contents
 from core.engine.scan import RefScanning, RepoState
 from core.engine.schedule import Scheduling

@@ -2,8 +2,8 @@
 
 `RunExecution` checks out the run's commit, plans (or, after a restart, reloads) its stages,
 refuses a branch run without a sandbox, passes each deploying stage's approval gate (gate.py)
-and environment lock, replaces the checkout by a fresh verified deploy checkout once a gated
-stage's gate passed, runs each step (locally, sandboxed where required, or on a remote runner)
+and environment lock, replaces the checkout by a fresh verified deploy checkout (deploy.py) once
+a gated stage's gate passed, runs each step (locally, sandboxed where required, or on a remote runner)
 with its environment (stepenv.py), keeps artifacts, and records how the run ended.
 
 Depends on the engine only for what it owns (workspace, store, feed, fence, lease state); may
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -25,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from core import gitio, remote, runstate, safepath, sandbox, secrets
 from core.aio import wait_at_most
 from core.engine.common import ContextLog, log
+from core.engine.deploy import DEPLOY_DIR, make_deploy_checkout
 from core.engine.gate import Gate
 from core.engine.stepenv import step_env, step_secrets
 from core.errors import ConfigError, CoreError, GitError, LeaseLost, StoreError
@@ -39,8 +38,6 @@ from core.workspace import RepoConfig
 
 if TYPE_CHECKING:
     from core.engine import Engine
-
-DEPLOY_DIR = "deploy"  # under the state dir, 0700: gated stages' checkouts, made after the gate
 
 
 class RunExecution:
@@ -291,7 +288,8 @@ class RunExecution:
         repo_dir = ws.repo_dir(ws.repo(run["repo"]))
         dest = ws.state_dir / DEPLOY_DIR / run["repo"] / f"{self.run_id}-{stage_row['id']}"
         try:
-            await asyncio.to_thread(self._make_deploy_checkout, repo_dir, dest, run["commit_sha"])
+            await asyncio.to_thread(make_deploy_checkout, ws.state_dir / DEPLOY_DIR, repo_dir, dest,
+                                    run["commit_sha"], self.store_rows, self.log)
         except (CoreError, OSError) as exc:
             with contextlib.suppress(GitError, OSError):
                 await asyncio.shield(asyncio.to_thread(gitio.worktree_remove, repo_dir, dest))
@@ -302,39 +300,6 @@ class RunExecution:
             with contextlib.suppress(GitError, OSError, LeaseLost):  # fenced out: not ours to remove
                 await asyncio.shield(self.db.call(self.engine.under_fence, gitio.worktree_remove, repo_dir, old))
         return None
-
-    def _make_deploy_checkout(self, repo_dir: Path, dest: Path, sha: str) -> None:
-        """(worker thread) See `_deploy_checkout`.
-
-        Raises:
-            CheckoutChanged: the checkout or a kept artifact is not what was approved.
-            GitError, OSError: the checkout cannot be made.
-        """
-        top = self.engine.ws.state_dir / DEPLOY_DIR
-        top.mkdir(mode=0o700, parents=True, exist_ok=True)
-        top.chmod(0o700)
-        if dest.exists():  # left by an engine stop during a deploy
-            gitio.worktree_remove(repo_dir, dest)
-            shutil.rmtree(dest, ignore_errors=True)
-        gitio.worktree_add(repo_dir, dest, sha)
-        verify_deploy_checkout(repo_dir, dest, sha)
-        for row in self.store_rows("SELECT path, stored_path, sha256 FROM artifacts WHERE run_id = ? "
-                                   "ORDER BY id"):
-            stored = Path(row["stored_path"])
-            try:  # the checkout may hold links (committed ones too): never write through them
-                copied = safepath.copy_inside(dest, row["path"], stored)  # in chunks, never whole
-            except safepath.OutsideCheckout as exc:
-                self.log.warning("artifact not restored: %s", exc)
-                continue
-            # What the deploy will read is checked, not the stored file before the copy (which a
-            # writer could swap in between): hashed in chunks.
-            digest = hashlib.sha256()
-            with copied.open("rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    digest.update(chunk)
-            if digest.hexdigest() != row["sha256"]:
-                raise CheckoutChanged(f"artifact {row['path']!r} ({stored}) changed since it "
-                                      "was kept; re-run the pipeline")
 
     def _waiting(self, at_gate: bool) -> None:
         """(Gate) Whether the run now waits at its approval gate."""
@@ -422,23 +387,6 @@ class RunExecution:
                 return f"artifact {rel!r} was not produced"
             await self.call(runstate.add_artifact, self.run_id, step_id, rel, str(dest), size, digest)
         return None
-
-
-class CheckoutChanged(CoreError):
-    """A deploy checkout differs from the approved commit."""
-
-
-def verify_deploy_checkout(repo: Path, dest: Path, sha: str) -> None:
-    """(worker thread) Refuse a deploy checkout at `dest` that is not exactly commit `sha`
-    (gitio.verify_checkout: HEAD, the commit's own tree, and a clean `git status`).
-
-    Raises:
-        CheckoutChanged: with the first differences.
-    """
-    try:
-        gitio.verify_checkout(repo, dest, sha)
-    except GitError as exc:
-        raise CheckoutChanged(str(exc)) from None
 
 
 def _checkout(repo_dir: Path, workdir: Path, sha: str) -> None:
