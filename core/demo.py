@@ -50,9 +50,6 @@ from core.workspace import FILENAME, Workspace
 SESSION = "ahead init --demo"
 RUN_TIMEOUT = 60.0
 SETTLE_TIMEOUT = 60.0
-# An engine stopped before a resumed run is back at its gate ends the run (an engine bug,
-# reported): settle gives runs waiting at gates this long to get there before it stops.
-RESUME_GRACE = 1.0
 People = dict[str, tuple[str, str, str]]  # name: (full name, email, time zone)
 GLYPH = states.GLYPHS
 
@@ -419,10 +416,6 @@ def freeze(ws: Workspace, now: float) -> None:
                 conn.execute("UPDATE log_lines SET line = ? WHERE step_id = ? AND seq = ?",
                              (line, row["step_id"], row["seq"]))
         conn.execute("UPDATE runs SET error = REPLACE(error, ?, '~/demo') WHERE error IS NOT NULL", (root,))
-        # A run past its gate keeps the gate's last "waiting for approval: N of 2" note, and N
-        # depends on timing (an engine bug, reported): drop the note where the run went on.
-        conn.execute("UPDATE runs SET error = NULL WHERE status != 'waiting' "
-                     "AND error LIKE 'waiting for approval:%'")
         conn.execute("UPDATE runs SET engine = ?", (SESSION,))
         conn.execute("UPDATE steps SET pid = NULL, token = NULL")  # processes long gone
         conn.execute("UPDATE artifacts SET size = 1234, sha256 = ?", ("0" * 64,))  # as in the logs
@@ -599,8 +592,7 @@ _UNSETTLED = (  # runs not finished (or watched), each with its latest change re
 async def _settle(ws: Workspace, report: Callable[[str], None], timeout: float) -> None:
     names = {repo.name for repo in ws.repos}
     async with Engine(ws, name=f"ahead demo (pid {os.getpid()})") as engine:
-        started = time.monotonic()
-        deadline = started + timeout
+        deadline = time.monotonic() + timeout
         watched: set[int] = set()
         while True:
             marks = ", ".join("?" * len(watched)) or "NULL"  # placeholders only, never values
@@ -616,7 +608,7 @@ async def _settle(ws: Workspace, report: Callable[[str], None], timeout: float) 
                     watched.discard(row["id"])
                     report(_finished_line(row))
             watched |= {row["id"] for row in active}
-            if not active and (not gated or time.monotonic() - started >= RESUME_GRACE):
+            if not active:  # a resumed run stopped before it is back at its gate stays waiting
                 for row in gated:
                     report(await engine.db.call(_gate_line, engine.db.store, ws, row))
                 return

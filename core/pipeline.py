@@ -63,7 +63,7 @@ class Stage:
 
 @dataclass(frozen=True)
 class DriftSpec:
-    """A drift target of one environment: a file tree or a command (see core/drift.py).
+    """A drift target of one environment: a file tree or a command (see core/drift/).
 
     files: `path` in the repo (at the deployed commit) against the directory `live`, on this
     machine or on `host` (``user@host[:port]``) over SSH. command: `argv` run in a checkout of

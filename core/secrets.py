@@ -328,6 +328,13 @@ def hidden_sources(sources: Iterable[SecretSource]) -> set[str]:
     return {s.env for s in sources if s.env}
 
 
+def inherited_env(sources: Iterable[SecretSource]) -> dict[str, str]:
+    """What a child process (a step, a drift command) inherits of this process's environment:
+    all of it but ahead's own AHEAD_* variables and the variables secrets are read from."""
+    hidden = hidden_sources(sources)
+    return {k: v for k, v in os.environ.items() if not k.startswith("AHEAD_") and k not in hidden}
+
+
 def masker_for(sources: Iterable[SecretSource]) -> Masker:
     """A masker for every secret that can be read now (output may print one it was not given)."""
     values = []

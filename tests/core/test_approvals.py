@@ -364,6 +364,41 @@ async def test_waiting_run_survives_an_engine_restart(tmp_path: Path) -> None:
         assert logs[-1]["line"] == f"deploying {sha} to prod"
 
 
+async def test_an_engine_stopped_before_a_resumed_run_is_back_at_its_gate_leaves_it_waiting(
+        tmp_path: Path) -> None:
+    """A resumed run is stopped in its checkout (before its gate is reached again): it stays
+    waiting for the next engine, not interrupted (core/demo.py's settle relies on it)."""
+    ws = make_ws(tmp_path / "ws")
+    repo = ws.repo_dir(ws.repo("service"))
+    async with Engine(ws) as engine:
+        sha = commit(repo, "x", author="alice")
+        change = await waiting_change(engine, sha)
+    workdir = ws.state_dir / "work" / "service" / str(change["run_id"])
+    async with Engine(ws) as engine:
+        async with asyncio.timeout(10):
+            while not workdir.exists():  # the resumed run is checking out its commit
+                await asyncio.sleep(0.001)
+    async with Engine(ws, only_runs=set()) as engine:
+        run = (await query(engine, "SELECT status FROM runs WHERE id = ?", (change["run_id"],)))[0]
+        assert run["status"] == "waiting"
+        assert decide(ws, change["id"], "bob").ok and decide(ws, change["id"], "carol").ok
+    async with Engine(ws) as engine:
+        assert (await wait_run_done(engine, change["run_id"]))["status"] == "succeeded"
+
+
+async def test_a_run_past_its_gate_keeps_no_waiting_note(tmp_path: Path) -> None:
+    ws = make_ws(tmp_path / "ws")
+    repo = ws.repo_dir(ws.repo("service"))
+    async with Engine(ws) as engine:
+        sha = commit(repo, "x", author="alice")
+        change = await waiting_change(engine, sha)
+        await wait_for(engine, "SELECT id FROM runs WHERE id = ? AND error LIKE 'waiting for approval:%'",
+                       (change["run_id"],))
+        assert decide(ws, change["id"], "bob").ok and decide(ws, change["id"], "carol").ok
+        run = await wait_run_done(engine, change["run_id"])
+        assert (run["status"], run["error"]) == ("succeeded", None)
+
+
 async def test_a_broken_policy_file_keeps_the_gate_shut(tmp_path: Path) -> None:
     root = tmp_path / "ws"
     ws = make_ws(root, "approvals: 1")

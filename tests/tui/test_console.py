@@ -267,7 +267,7 @@ def test_stylesheets_ship_in_the_wheel(tmp_path: Path) -> None:
 
     wheel = next(tmp_path.glob("change_ahead-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert "themes/ahead.tcss" in names and "tui/app.py" in names and "core/engine.py" in names
+    assert "themes/ahead.tcss" in names and "tui/app.py" in names and "core/engine/__init__.py" in names
 
 
 async def test_a_flooding_step_keeps_the_tail_and_keys_answer(tmp_path: Path) -> None:
