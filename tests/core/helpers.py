@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.aio import wait_at_most
 from core.engine import Engine
+from core.feed import EventFeed
 from core.store.db import Row
 
 
@@ -36,14 +37,21 @@ FALLBACK_SECONDS = 0.25
 async def wait_for(engine: Engine, sql: str, params: tuple[Any, ...] = (),
                    check: Callable[[list[Row]], bool] = bool, timeout: float = 15.0) -> list[Row]:
     """Run `sql` now and again after each burst of the engine's events (see core/feed.py) until
-    `check(rows)` holds; fail with the last rows after `timeout`. No polling in a tight loop:
-    the store is read when something happened, not 20 times a second while the engine works."""
+    `check(rows)` holds; fail with the last rows after `timeout`."""
+    return await on_events(engine.feed, lambda: query(engine, sql, params), check, timeout, f"{sql!r} {params}")
+
+
+async def on_events(feed: EventFeed, read: Callable[[], Awaitable[list[Row]]],
+                    check: Callable[[list[Row]], bool], timeout: float, what: str) -> list[Row]:
+    """`read()` now and after each burst of `feed`'s events until `check` holds its rows. No
+    polling in a tight loop: the store is read when something happened, not 20 times a second
+    while the engine works; once every FALLBACK_SECONDS for changes that raise no event."""
     deadline = time.monotonic() + timeout
     rows: list[Row] = []
-    events = engine.feed.listen()
+    events = feed.listen()
     try:
         while True:
-            rows = await query(engine, sql, params)
+            rows = await read()
             if check(rows):
                 return rows
             left = deadline - time.monotonic()
@@ -53,8 +61,8 @@ async def wait_for(engine: Engine, sql: str, params: tuple[Any, ...] = (),
             while not events.empty():  # one read for a burst of events (a flood of log lines)
                 events.get_nowait()
     finally:
-        engine.feed.unlisten(events)
-    raise AssertionError(f"timed out waiting for {sql!r} {params}: last rows {rows}")
+        feed.unlisten(events)
+    raise AssertionError(f"timed out waiting for {what}: last rows {rows}")
 
 
 async def wait_run_done(engine: Engine, run_id: int, timeout: float = 20.0) -> Row:
