@@ -88,9 +88,10 @@ def _build_demo(place: Path) -> None:
 
 def demo_key() -> str:
     """The demo depends on the whole engine (its history is real runs), the scenes' pinning and
-    this file; its ahead.yml names the OS user."""
+    this file; its ahead.yml names the OS user; its runs' logs hold what git and python print."""
+    git = subprocess.run(["git", "--version"], capture_output=True, text=True, check=True).stdout
     return content_key([ROOT / "core", ROOT / "tests" / "tui" / "scenes.py", Path(__file__)],
-                       workspace.current_os_user(), sys.version)
+                       workspace.current_os_user(), sys.version, git)
 
 
 def demo_source() -> Path:
