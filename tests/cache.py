@@ -46,19 +46,19 @@ def content_key(paths: Iterable[Path], *extra: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def cached(name: str, key: str, build: Callable[[Path], None]) -> Path:
-    """The directory CACHE/<name>-<key>, made by `build(dir)` unless a complete one is there.
+def cached(name: str, key: str, build: Callable[[Path], None], root: Path = CACHE) -> Path:
+    """The directory root/<name>-<key>, made by `build(dir)` unless a complete one is there.
 
-    Under an exclusive lock on CACHE/<name>.lock, so parallel workers never build it twice or
+    Under an exclusive lock on root/<name>.lock, so parallel workers never build it twice or
     read a half-made one."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    place = CACHE / f"{name}-{key}"
-    with open(CACHE / f"{name}.lock", "w") as lock:
+    root.mkdir(parents=True, exist_ok=True)
+    place = root / f"{name}-{key}"
+    with open(root / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (place / DONE).is_file():
             return place
         shutil.rmtree(place, ignore_errors=True)
-        for old in CACHE.glob(f"{name}-*"):  # builds of older sources
+        for old in root.glob(f"{name}-*"):  # builds of older sources
             if old.is_dir() and time.time() - old.stat().st_mtime > STALE_SECONDS:
                 shutil.rmtree(old, ignore_errors=True)
         place.mkdir()

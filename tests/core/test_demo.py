@@ -427,3 +427,27 @@ def test_a_copy_of_the_cached_demo_points_only_into_itself(tmp_path: Path) -> No
     # The drift targets' private git dirs borrow the copy's objects: a check still finds the edit.
     done = ahead("--workspace", str(ws.root), "drift", "check", "service", "prod")
     assert done.returncode == 1 and "drifted" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_cache_builds_once_for_parallel_workers_and_redoes_a_broken_build(tmp_path: Path) -> None:
+    """tests/cache.py under pytest-xdist: processes asking at once wait for one build."""
+    code = ("import sys, time\nfrom pathlib import Path\nfrom tests.cache import cached\n"
+            "def build(place):\n"
+            "    with open(sys.argv[1] + '/builds', 'a') as log: log.write('built\\n')\n"
+            "    time.sleep(0.3)\n"
+            "    (place / 'made').write_text('yes')\n"
+            "print(cached('thing', 'k1', build, Path(sys.argv[1])))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(3)]
+    places = {proc.communicate(timeout=60)[0].strip() for proc in procs}
+    assert [proc.returncode for proc in procs] == [0, 0, 0]
+    assert places == {str(tmp_path / "thing-k1")} and (tmp_path / "thing-k1" / "made").read_text() == "yes"
+    assert (tmp_path / "builds").read_text() == "built\n"
+    # A build that never finished (no completion mark) is thrown away and made again.
+    (tmp_path / "thing-k1" / ".complete").unlink()
+    (tmp_path / "thing-k1" / "half-made").touch()
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})]
+    assert procs[0].communicate(timeout=60)[0].strip() == str(tmp_path / "thing-k1")
+    assert (tmp_path / "builds").read_text() == "built\nbuilt\n"
+    assert sorted(p.name for p in (tmp_path / "thing-k1").iterdir()) == [".complete", "made"]
