@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -30,6 +30,8 @@ ROOT = Path(__file__).parents[1]
 CACHE = ROOT / ".pytest_cache" / "ahead"
 DONE = ".complete"  # written last: a build without it was interrupted and is redone
 STALE_SECONDS = 3600.0  # other keys' builds are removed once this old
+GITCONFIG = ("[user]\n\tname = Test\n\temail = test@example.com\n"  # as tests/conftest.py's isolated_home
+             "[init]\n\tdefaultBranch = main\n[commit]\n\tgpgsign = false\n")
 
 
 def content_key(paths: Iterable[Path], *extra: str) -> str:
@@ -73,17 +75,18 @@ def cached(name: str, key: str, build: Callable[[Path], None], root: Path = CACH
 def _build_demo(place: Path) -> None:
     from tests.tui.scenes import build_demo
 
-    with pytest.MonkeyPatch.context() as mp:  # as the autouse isolated_home fixture does
-        home = place / "home"
-        home.mkdir()
+    # The environment of every test (the autouse isolated_home fixture), with a home of its own
+    # outside the cache: the demo's runs see the same HOME and git config as a build in a test.
+    with tempfile.TemporaryDirectory(prefix="ahead-demo-home-") as scratch, pytest.MonkeyPatch.context() as mp:
+        home = Path(scratch)
         mp.setenv("HOME", str(home))
         mp.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
         mp.setenv("XDG_CONFIG_HOME", str(home / ".config"))
         mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
-        mp.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+        mp.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
         mp.delenv("AHEAD_WORKSPACE", raising=False)
+        (home / ".gitconfig").write_text(GITCONFIG)
         build_demo(place)  # place/demo
-        shutil.rmtree(home)
 
 
 def demo_key() -> str:
