@@ -92,8 +92,9 @@ class Gate:
                     if outcome == "pass":
                         await self.db.call(self.set_error, None)  # no longer waiting
                         return "pass", reason
-                    if outcome == "stale":
+                    if outcome == "stale":  # reopen under the policy as it is now, not as last read
                         change_id = None
+                        ws, problem = await asyncio.to_thread(self._workspace)
                         continue
                     if outcome == "fail":
                         status = {"superseded": "skipped", "cancelled": "cancelled"}.get(row["status"], "failed")

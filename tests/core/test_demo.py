@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +23,33 @@ from core.pipeline import parse as parse_pipeline
 from core.services import Actor, Services
 from core.store.db import Store
 from core.workspace import Workspace
+from tests.cache import demo_copy, demo_source, wheel
 from tests.conftest import commit, git, make_workspace
+from tests.tui.scenes import NOW
 
 ROOT = Path(__file__).parents[2]
 
 
-def isolate(mp: pytest.MonkeyPatch, home: Path) -> None:
-    """What the autouse isolated_home fixture does, for module-scoped fixtures."""
-    mp.setenv("HOME", str(home))
-    mp.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
-    mp.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    mp.setenv("GIT_CONFIG_GLOBAL", os.devnull)
-    mp.delenv("AHEAD_WORKSPACE", raising=False)
-
-
 @pytest.fixture(scope="module")
-def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
-    """One demo workspace for the read-only tests of this module (it takes a few seconds)."""
-    with pytest.MonkeyPatch.context() as mp:
-        isolate(mp, tmp_path_factory.mktemp("home"))
-        target = tmp_path_factory.mktemp("demo") / "ws"
-        started = time.monotonic()
-        demo.create(target)
-        took = time.monotonic() - started
-        assert took < 30, f"create() took {took:.1f}s"
-        yield workspace.read(target / "ahead.yml")
+def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """A copy of the demo for the read-only tests of this module: the one the snapshot tests
+    show (reproducible, at scenes.NOW), built once per content (tests/cache.py). The demo built
+    at the wall clock, runs in parallel, goes through the same checks in test_ahead_demo_end_to_end."""
+    return demo_copy(tmp_path_factory.mktemp("demo") / "ws")
 
 
 def status(ws: Workspace) -> dict[str, dict[str, Any]]:
     with Store(ws.db_path) as store:
         data = Services(ws, store).status()
     return {repo["name"]: repo for repo in data["repos"]}
+
+
+def present(ws: Workspace) -> float:
+    """The demo's present (`now` of demo.create): when it last read the repos' refs."""
+    with Store(ws.db_path) as store:
+        row = store.query_one("SELECT MAX(seen_at) AS at FROM refs")
+    assert row is not None and row["at"] is not None
+    return float(row["at"])
 
 
 def ahead(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -222,7 +216,7 @@ def test_prod_changes_went_through_the_gate(demo_ws: Workspace) -> None:
     check = waiting["checklist"]
     assert (check["approved_by"], check["eligible"], check["required"]) == (["bob"], ["bob", "carol"], 2)
     assert check["barred"]["alice"].startswith("author of ")
-    assert waiting["expires_at"] > time.time() + 48 * 3600  # still open tomorrow
+    assert waiting["expires_at"] > present(demo_ws) + 48 * 3600  # still open tomorrow
     assert ("bob", "change.approve", f"change/{waiting['id']}") in {
         (a["actor"], a["action"], a["subject"]) for a in audit}
 
@@ -237,12 +231,16 @@ def test_create_refuses_an_existing_or_non_empty_dir(demo_ws: Workspace, tmp_pat
 
 
 def test_the_same_now_makes_the_same_store(tmp_path: Path) -> None:
-    now = 1_700_000_000.0  # long past, so nothing in the history may come from the wall clock
+    # A build now against the cached one (tests/cache.py: built earlier in this session, or in
+    # an earlier one from the same sources) at the same `now`, in the past, so nothing in the
+    # history may come from the wall clock.
+    now = NOW
+    assert now < time.time() - 86400
     started = time.monotonic()
-    for name in ("a", "b"):
-        demo.create(tmp_path / name, now=now, reproducible=True)
-    took = (time.monotonic() - started) / 2
+    demo.create(tmp_path / "a", now=now, reproducible=True)
+    took = time.monotonic() - started
     assert took < 30, f"create(reproducible=True) took {took:.1f}s"
+    demo_copy(tmp_path / "b")
     for repo in ("machine-image", "infrastructure", "service"):
         shas = {git(tmp_path / name / "repos" / repo, "rev-parse", "main") for name in ("a", "b")}
         assert len(shas) == 1, repo
@@ -281,12 +279,8 @@ def test_the_same_now_makes_the_same_store(tmp_path: Path) -> None:
             store.conn.execute("UPDATE decisions SET comment = 'edited'")
 
 
-def test_demo_files_ship_in_the_wheel(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path),
-                           str(ROOT)], capture_output=True, text=True, check=False, timeout=300)
-    assert done.returncode == 0, done.stderr
-    wheel = next(tmp_path.glob("change_ahead-*.whl"))
-    shipped = set(zipfile.ZipFile(wheel).namelist())
+def test_demo_files_ship_in_the_wheel() -> None:
+    shipped = set(zipfile.ZipFile(wheel()).namelist())  # pip wheel, once per content (tests/cache.py)
     source = ROOT / "core" / "demo_repos"
     files = {f"core/demo_repos/{p.relative_to(source).as_posix()}" for p in source.rglob("*")
              if p.is_file() and "__pycache__" not in p.parts}
@@ -375,6 +369,10 @@ def test_ahead_demo_end_to_end(tmp_path: Path) -> None:
             f"ahead --workspace {target} --as carol approve 6")
     assert hint in lines, done.stdout
     assert "#10 ⏸ waiting" in next(line for line in lines if line.startswith("service"))
+    built = workspace.read(target / "ahead.yml")  # built at the wall clock, runs in parallel
+    assert abs(present(built) - time.time()) < 120
+    for check in READ_ONLY:  # what the module's tests check on the reproducible demo
+        check(built)
 
     again = time.monotonic()
     done = run_demo()  # nothing to run: a waiting run does not keep `ahead demo` waiting
@@ -405,3 +403,54 @@ def test_each_operator_has_a_private_key_for_ahead_serve(demo_ws: Workspace) -> 
         public = private.with_name(operator.name + ".pub").read_text().strip()
         assert operator.keys == (public,)
         assert parse_public_key(public)[0] == "ssh-ed25519"
+
+
+READ_ONLY = [test_workspace_and_pipelines_are_valid, test_history_has_authors_dates_and_a_branch,
+             test_environments_are_at_different_commits, test_live_directories_hold_what_was_deployed,
+             test_the_demo_opens_with_one_hand_edited_file_drifted_in_prod, test_failed_runs_say_why,
+             test_prod_changes_went_through_the_gate, test_each_operator_has_a_private_key_for_ahead_serve]
+
+
+def test_a_copy_of_the_cached_demo_points_only_into_itself(tmp_path: Path) -> None:
+    """tests/cache.py copies one build to many tests: nothing in a copy may lead back to the
+    build (a test would then read or change the cache, or another test's copy)."""
+    source = str(demo_source())
+    ws = demo_copy(tmp_path / "ws")
+    for path in ws.root.rglob("*"):
+        if path.is_file() and path.name != "state.db":
+            assert source.encode() not in path.read_bytes(), path
+    with Store(ws.db_path) as store:
+        tables = [r["name"] for r in store.query("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for row in store.query(f"SELECT * FROM {table}"):
+                assert source not in json.dumps(row), (table, row)
+        stored = [Path(r["stored_path"]) for r in store.query("SELECT stored_path FROM artifacts")]
+    assert stored and all(p.is_relative_to(ws.root) and p.is_file() for p in stored)
+    assert source.encode() not in ws.db_path.read_bytes()  # not even in free pages
+    # The drift targets' private git dirs borrow the copy's objects: a check still finds the edit.
+    done = ahead("--workspace", str(ws.root), "drift", "check", "service", "prod")
+    assert done.returncode == 1 and "drifted" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_cache_builds_once_for_parallel_workers_and_redoes_a_broken_build(tmp_path: Path) -> None:
+    """tests/cache.py under pytest-xdist: processes asking at once wait for one build."""
+    code = ("import sys, time\nfrom pathlib import Path\nfrom tests.cache import cached\n"
+            "def build(place):\n"
+            "    with open(sys.argv[1] + '/builds', 'a') as log: log.write('built\\n')\n"
+            "    time.sleep(0.3)\n"
+            "    (place / 'made').write_text('yes')\n"
+            "print(cached('thing', 'k1', build, Path(sys.argv[1])))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(3)]
+    places = {proc.communicate(timeout=60)[0].strip() for proc in procs}
+    assert [proc.returncode for proc in procs] == [0, 0, 0]
+    assert places == {str(tmp_path / "thing-k1")} and (tmp_path / "thing-k1" / "made").read_text() == "yes"
+    assert (tmp_path / "builds").read_text() == "built\n"
+    # A build that never finished (no completion mark) is thrown away and made again.
+    (tmp_path / "thing-k1" / ".complete").unlink()
+    (tmp_path / "thing-k1" / "half-made").touch()
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})]
+    assert procs[0].communicate(timeout=60)[0].strip() == str(tmp_path / "thing-k1")
+    assert (tmp_path / "builds").read_text() == "built\nbuilt\n"
+    assert sorted(p.name for p in (tmp_path / "thing-k1").iterdir()) == [".complete", "made"]

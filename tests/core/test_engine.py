@@ -277,7 +277,12 @@ def test_killed_engine_leaves_run_interrupted_after_restart(ws_slow: Workspace, 
             while time.monotonic() < deadline and not marker.exists():
                 time.sleep(0.05)
             assert marker.exists(), "the step never started"
-            step = store.query_one("SELECT * FROM steps WHERE run_id = ? AND status = 'running'", (run_id,))
+            # The engine records the step running (with its pid) once the process is spawned,
+            # which can be just after the step wrote its marker: wait for the row too.
+            step = None
+            while time.monotonic() < deadline and step is None:
+                step = store.query_one("SELECT * FROM steps WHERE run_id = ? AND status = 'running'", (run_id,))
+                time.sleep(0 if step else 0.05)
             assert step is not None
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()

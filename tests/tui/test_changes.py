@@ -19,6 +19,7 @@ from core import approvals, workspace
 from core.store.db import Store
 from core.workspace import Workspace
 from tests.conftest import commit, make_repo
+from tests.core.helpers import on_events
 from tests.tui.conftest import console, screen_text, settle
 from tui import render
 from tui.app import AheadApp
@@ -86,13 +87,8 @@ async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
 
 async def poll(app: AheadApp, sql: str, check: Callable[[list[Any]], bool] = bool,
                timeout: float = 20.0) -> list[Any]:
-    rows: list[Any] = []
-    for _ in range(int(timeout / 0.05)):
-        rows = await app.session.query(sql)
-        if check(rows):
-            return rows
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{sql}: last rows {rows}")
+    """Run `sql` on the session's store after each burst of its events until `check` holds."""
+    return await on_events(app.session.feed, lambda: app.session.query(sql), check, timeout, sql)
 
 
 async def gate_opens(app: AheadApp, ws: Workspace, subject: str = "Release 1.2.0") -> tuple[str, dict[str, Any]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -259,14 +258,12 @@ async def test_theme_from_settings_and_bad_theme_falls_back(ws: Workspace) -> No
         assert app.theme == "ahead-dark"
 
 
-def test_stylesheets_ship_in_the_wheel(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
+def test_stylesheets_ship_in_the_wheel() -> None:
     import zipfile
 
-    wheel = next(tmp_path.glob("change_ahead-*.whl"))
-    names = zipfile.ZipFile(wheel).namelist()
+    from tests.cache import wheel
+
+    names = zipfile.ZipFile(wheel()).namelist()  # pip wheel, once per content (tests/cache.py)
     assert "themes/ahead.tcss" in names and "tui/app.py" in names and "core/engine/__init__.py" in names
 
 

@@ -62,6 +62,14 @@ class Terminal:
                 return self.text()
         raise AssertionError(f"{needle!r} never appeared; screen:\n{self.text()}")
 
+    def wait_gone(self, needle: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.pump(0.1)
+            if needle not in self.text():
+                return self.text()
+        raise AssertionError(f"{needle!r} never went away; screen:\n{self.text()}")
+
     def send(self, keys: str) -> None:
         os.write(self.master, keys.encode())
 
@@ -92,7 +100,8 @@ def test_real_ahead_on_a_pty(ws: Workspace) -> None:
         term.send("?")
         term.wait_for("Keys · Run")
         term.send("\x1b")
-        time.sleep(0.3)
+        # q only once the escape was read on its own: read together, they would be alt+q
+        term.wait_gone("Keys · Run")
         term.send("q")
         deadline = time.monotonic() + 15
         while term.proc.poll() is None and time.monotonic() < deadline:

@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 
 from core.workspace import Workspace
-from tests.tui.scenes import SCENES, Scene, build_demo, make_app
+from tests.cache import demo_copy
+from tests.tui.scenes import SCENES, Scene, make_app
 
 
 @pytest.fixture(scope="module")
 def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    return build_demo(tmp_path_factory.mktemp("snapshots"))
+    """A copy of the demo as tests.tui.scenes.build_demo makes it (built once, see tests/cache.py)."""
+    return demo_copy(tmp_path_factory.mktemp("snapshots") / "demo")
 
 
 @pytest.mark.parametrize("scene", SCENES, ids=[s.name for s in SCENES])
