@@ -64,6 +64,11 @@ class Plan:
                            "uid": self.uid, "gid": self.gid})
 
 
+SYSTEM_TREES = ("/dev", "/proc", "/sys", "/run")
+SYSTEM_DIRS = {Path(p) for p in ("/", "/etc", "/usr", "/var", "/bin", "/sbin", "/lib", "/lib64", "/opt",
+                                  "/srv", "/tmp", "/nonexistent")}
+
+
 def user_config_dirs() -> tuple[Path, ...]:
     """The engine user's home and config directories, which a sandboxed step must not write: a
     `~/.gitconfig` (or `$GIT_CONFIG_GLOBAL`) naming a hooks path or a filter, a `.pth` file under
@@ -73,13 +78,18 @@ def user_config_dirs() -> tuple[Path, ...]:
     candidates = [os.environ.get("HOME"), os.environ.get("XDG_CONFIG_HOME"), os.environ.get("XDG_DATA_HOME")]
     with contextlib.suppress(KeyError):
         candidates.append(pwd.getpwuid(os.getuid()).pw_dir)
-    if os.environ.get("GIT_CONFIG_GLOBAL"):
-        candidates.append(os.path.dirname(os.path.abspath(os.environ["GIT_CONFIG_GLOBAL"])))
+    config = os.environ.get("GIT_CONFIG_GLOBAL")
+    if config and os.path.isfile(config):  # GIT_CONFIG_GLOBAL=/dev/null names no directory of ours
+        candidates.append(os.path.dirname(os.path.abspath(config)))
     for text in candidates:
         if not text:
             continue
         path = Path(os.path.abspath(text))
-        if path != Path("/") and path.is_dir() and path not in found:
+        # A system directory is never a config dir to protect this way: remounting /dev (or one
+        # under it) read-only and nodev would deny every step /dev/null.
+        if any(path == Path(top) or Path(top) in path.parents for top in SYSTEM_TREES) or path in SYSTEM_DIRS:
+            continue
+        if path.is_dir() and path not in found:
             found.append(path)
     return tuple(found)
 

@@ -375,3 +375,15 @@ echo "home=$HOME"
     assert run["status"] == "succeeded", (run, lines)
     assert "cached" in lines and "home=/tmp/home" in lines
     assert sorted(p.name for p in real_home.iterdir()) == before
+
+
+async def test_a_system_config_path_does_not_break_dev_null(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GIT_CONFIG_GLOBAL=/dev/null (a common way to ignore user config) must not make /dev
+    read-only and nodev in the sandbox: steps write to /dev/null all the time."""
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
+    ws = make_ws(tmp_path / "ws")
+    async with Engine(ws) as engine:
+        run, lines = await branch_run(engine, branch_commit(ws, "devnull", "echo quiet > /dev/null && echo ok"))
+    assert run["status"] == "succeeded", (run, lines)
+    assert lines == ["ok"]
