@@ -18,7 +18,7 @@ import asyncssh
 import pytest
 
 from core import approvals, drift, sshclient, workspace
-from core.console import ConsoleSession
+from core.api.session import ClientSession
 from core.engine import Engine
 from core.errors import ConfigError, InvalidRequest
 from core.pipeline import parse
@@ -206,7 +206,7 @@ async def test_acknowledge_until_it_changes_or_expires_and_reconcile_puts_it_bac
         [item] = [i for i in await engine.db.call(drift.listing, store) if i["target"] == "files:site"]
         assert item["state"] == "drifted" and item["acknowledged"] is None, "a changed drift stays acknowledged"
 
-        session = ConsoleSession(ws, actor, embed_engine=False)
+        session = ClientSession(ws, actor, embed_engine=False)
         await session.start()
         try:
             run_id = await session.drift_reconcile("web", "prod")

@@ -1,12 +1,13 @@
-"""Read models for consoles: plain frozen dataclasses built from store rows and git.
+"""Read models for front ends: plain frozen dataclasses built from store rows and git.
 
-The console (local or over SSH) renders these and nothing else; they carry no behaviour and
-hold no live objects. Depends on nothing but the stdlib.
+The console (local or over SSH) and the CLI render these; they carry no behaviour and hold no
+live objects (a `HostKey` carries the scanned key back to the door that pins it). Depends on
+nothing but the stdlib.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -161,3 +162,68 @@ class LogLine:
     seq: int
     ts: float
     text: str
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit entry; `detail` is the decoded object (never JSON inside a string)."""
+
+    id: int
+    at: float
+    actor: str
+    action: str
+    subject: str
+    detail: dict[str, Any]
+    detail_text: str  # as stored (JSON), for one-line listings
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> AuditEntry:
+        import json
+
+        text = row["detail"] or ""
+        try:
+            decoded = json.loads(text) if text else {}
+        except ValueError:
+            decoded = {"text": text}
+        if not isinstance(decoded, dict):
+            decoded = {"value": decoded}
+        return cls(row["id"], row["ts"], row["actor"], row["action"], row["subject"], decoded, text)
+
+
+@dataclass(frozen=True)
+class AuditVerdict:
+    """`ahead audit verify`: whether the chain holds, how many entries were checked, and why not."""
+
+    ok: bool
+    entries: int
+    problem: str
+    damaged: bool = False  # the store's pages are damaged: the chain was not checked
+    shrunk: bool = False  # the chain is shorter than (or forks from) the head a verify saw before
+    unauthenticated: tuple[str, ...] = ()  # decisions whose MAC does not verify
+    note: str | None = None  # e.g. decisions not checked: this user cannot read the key
+    head: tuple[int, str] | None = None
+    remembered_in: str | None = None
+
+
+@dataclass(frozen=True)
+class TrustTarget:
+    """A host whose SSH key may be pinned: a remote runner's, or a drift target's host."""
+
+    label: str  # "runner far", "drift host of web/prod"
+    address: str  # user@host[:port]
+    subject: str  # the audit subject: runner/NAME, drift/REPO/ENV
+
+
+@dataclass(frozen=True)
+class HostKey:
+    """The key a host presents now, and the fingerprints pinned for it so far."""
+
+    target: TrustTarget
+    algorithm: str
+    fingerprint: str
+    pinned: tuple[str, ...]
+    key: Any = field(repr=False, compare=False, default=None)
+
+    @property
+    def trusted(self) -> bool:
+        return self.fingerprint in self.pinned
