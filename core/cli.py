@@ -22,6 +22,7 @@ from typing import Any
 
 from core import cli_drift, cli_listings, retention, workspace
 from core.api import Actor, Api
+from core.api.wire import jsonable
 from core.cli_listings import (
     FAILED,
     GLYPH,
@@ -321,8 +322,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 if line["step_id"] not in names:
                     names = api.step_names(args.run)
                 if args.json:
-                    print(json.dumps({"step": names.get(line["step_id"]), "seq": line["seq"],
-                                      "ts": line["ts"], "line": line["line"]}))
+                    print(json.dumps(jsonable({"step": names.get(line["step_id"]), "seq": line["seq"],
+                                               "ts": line["ts"], "line": line["line"]})))
                 else:
                     if line["step_id"] != current:
                         current = line["step_id"]
@@ -482,17 +483,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
             return _verify(api, args.head)
         entries = api.audit(args.limit)
     if args.json:
-        emit({"audit": [_audit_json(e) for e in entries]})
+        emit({"audit": entries})
         return OK
     table([[str(e.id), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at)), one_line(e.actor),
             e.action, one_line(e.subject), one_line(e.detail_text)[:70]] for e in reversed(entries)],
           ["ID", "TIME", "ACTOR", "ACTION", "SUBJECT", "DETAIL"])
     return OK
-
-
-def _audit_json(entry: Any) -> dict[str, Any]:
-    return {"id": entry.id, "ts": entry.at, "actor": entry.actor, "action": entry.action,
-            "subject": entry.subject, "detail": entry.detail_text}
 
 
 def _verify(api: Api, head_text: str | None) -> int:

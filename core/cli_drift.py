@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from typing import Any
 
 from core import states
 from core.api import Actor, Api
+from core.cli_listings import emit
 from core.errors import InvalidRequest
 from core.text import duration, inert, one_line, table
 from core.workspace import Workspace
@@ -110,7 +110,7 @@ def _print(items: list[dict[str, Any]]) -> None:
 
 def _report(args: argparse.Namespace, items: list[dict[str, Any]]) -> int:
     if args.json:
-        print(json.dumps({"drift": items}, indent=2, sort_keys=True, default=str))
+        emit({"drift": items})
     else:
         _print(items)
     return _exit_code(items)
@@ -140,7 +140,7 @@ async def _show(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
 
     items = await _with_api(ws, actor, go)
     if args.json:
-        print(json.dumps({"drift": items}, indent=2, sort_keys=True, default=str))
+        emit({"drift": items})
         return _exit_code(items)
     now = time.time()
     for i in items:

@@ -22,6 +22,7 @@ from typing import Any
 from core import states, workspace
 from core.api import Actor, Api, DatabaseError
 from core.api.views import TrustTarget
+from core.api.wire import jsonable
 from core.errors import CoreError, PermissionDenied
 from core.text import duration as text_duration
 from core.text import one_line
@@ -87,7 +88,8 @@ def door(args: argparse.Namespace, write: bool = False) -> Iterator[Api]:
 
 
 def emit(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    """Print `--json` output, under the one naming scheme of core.api.wire (README: JSON output)."""
+    print(json.dumps(jsonable(data), indent=2, sort_keys=True, default=str))
 
 
 def ago(ts: float | None) -> str:
@@ -113,7 +115,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         data = api.status()
         engine = api.engine()
     holder = engine.holder
-    data["engine"] = holder
+    data["engine"] = engine
     if args.json:
         emit(data)
         return OK

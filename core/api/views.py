@@ -174,7 +174,7 @@ class AuditEntry:
     action: str
     subject: str
     detail: dict[str, Any]
-    detail_text: str  # as stored (JSON), for one-line listings
+    detail_text: str = field(repr=False)  # as stored (JSON), for one-line listings; not in --json
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> AuditEntry:

@@ -435,6 +435,9 @@ async def test_ssh_target_trust_check_drift_denied_and_vanishing(host: tuple[Wor
         done = await asyncio.to_thread(cli, ws, "drift", "trust", "web", "prod", "--yes")
         assert done.returncode == 0, done.stderr
         assert sshclient.fingerprint(server.key) in done.stdout and "ssh-ed25519 " in done.stdout
+        # one trust flow for runners and drift hosts: the same audit action (runner trust: runner/NAME)
+        audit = await query(engine, "SELECT action, subject FROM audit WHERE action LIKE '%trust%'")
+        assert [(a["action"], a["subject"]) for a in audit] == [("host.trust", "drift/web/prod")]
         state, detail = await finding(ws, engine, "www")
         assert state == "in_sync", detail
         assert detail["live"] == f"deploy@127.0.0.1:{server.port}:{remote}"
