@@ -458,8 +458,8 @@ def cmd_locks(args: argparse.Namespace) -> int:
     if args.json:
         emit({"locks": rows})
         return OK
-    table([[r["repo"], r["environment"], r["state"], f"#{r['run_id']}", ago(r["acquired_at"]),
-            one_line(r["reason"] or "")] for r in rows], ["REPO", "ENVIRONMENT", "STATE", "RUN", "SINCE", "REASON"])
+    table([[r.repo, r.environment, r.state, f"#{r.run_id}", ago(r.acquired_at), one_line(r.reason or "")]
+           for r in rows], ["REPO", "ENVIRONMENT", "STATE", "RUN", "SINCE", "REASON"])
     return OK
 
 

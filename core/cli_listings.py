@@ -113,33 +113,30 @@ def table(rows: list[list[str]], header: list[str]) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     with door(args) as api:
         data = api.status()
-        engine = api.engine()
-    holder = engine.holder
-    data["engine"] = engine
     if args.json:
         emit(data)
         return OK
-    print(f"workspace {data['workspace']}  engine: {holder or 'not running'}")
-    envs = data["environments"]
+    print(f"workspace {data.workspace}  engine: {data.engine.holder or 'not running'}")
+    envs = data.environments
     rows = []
-    for repo in data["repos"]:
-        last = repo["last_run"]
-        run = f"#{last['id']} {GLYPH.get(last['status'], '?')} {last['status']}" if last else "-"
-        row = [repo["name"], short(repo["head"]), run]
+    for repo in data.repos:
+        last = repo.last_run
+        run = f"#{last.id} {GLYPH.get(last.status, '?')} {last.status}" if last else "-"
+        row = [repo.name, short(repo.head_commit), run]
         for env in envs:
-            e = repo["environments"][env]
-            if not e["deploys"] and not e["deployed"]:
+            e = repo.environments[env]
+            if not e.deploys and not e.deployed_commit:
                 row.append("-")
                 continue
-            cell = short(e["deployed"]) if e["deployed"] else "never"
-            if e["pending"]:
-                cell += f" +{e['pending']} ({duration(e['lag_seconds'])})"
-            if e["lock"] and e["lock"]["state"] == "needs_operator":
+            cell = short(e.deployed_commit) if e.deployed_commit else "never"
+            if e.pending:
+                cell += f" +{e.pending} ({duration(e.lag_seconds)})"
+            if e.lock and e.lock.state == "needs_operator":
                 cell += " LOCKED"
             row.append(cell)
         rows.append(row)
-        if repo["error"]:
-            rows.append(["", "", one_line(repo["error"])[:100]] + [""] * len(envs))
+        if repo.error:
+            rows.append(["", "", one_line(repo.error)[:100]] + [""] * len(envs))
     table(rows, ["REPO", "MAIN", "LAST RUN", *[e.upper() for e in envs]])
     return OK
 

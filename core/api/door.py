@@ -19,7 +19,6 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from core import approvals, drift, gitio, lease, presence, states, workspace
@@ -31,13 +30,20 @@ from core.api.views import (
     DriftCheckView,
     DriftDetail,
     DriftView,
+    EngineView,
     EnvCell,
+    EnvStatus,
     HostKey,
+    LastRun,
+    LockRef,
+    LockView,
     RepoDetail,
+    RepoStatus,
     RepoView,
     RunDetail,
     RunView,
     StageView,
+    StatusView,
     StepView,
     TrustTarget,
 )
@@ -60,12 +66,7 @@ def is_production(environments: tuple[str, ...] | list[str], environment: str) -
     return environment.lower() in PRODUCTION_NAMES or (bool(environments) and environment == environments[-1])
 
 
-@dataclass(frozen=True)
-class EngineState:
-    """Whether an engine holds the workspace's lease, and who (`--json`: {"state", "holder"})."""
-
-    state: str  # "running" or "not running"
-    holder: str | None
+EngineState = EngineView  # the name core.api exports
 
 
 class Api:
@@ -306,12 +307,26 @@ class Api:
 
     # -- reads -------------------------------------------------------------------------------------
 
-    def engine(self) -> EngineState:
+    def engine(self) -> EngineView:
         holder = lease.holder(self.store, 15.0)
-        return EngineState("running" if holder else "not running", holder)
+        return EngineView("running" if holder else "not running", holder)
 
-    def status(self) -> dict[str, Any]:
-        return self.svc.status()
+    def status(self) -> StatusView:
+        """Each repo: head of main, last run, and per environment deployed, pending and lag."""
+        data = self.svc.status()
+        repos = []
+        for repo in data["repos"]:
+            last = repo["last_run"]
+            envs = {}
+            for name, e in repo["environments"].items():
+                lock = e["lock"]
+                envs[name] = EnvStatus(e["deploys"], e["deployed"], e["deployed_at"], e["pending"],
+                                       e["lag_seconds"], e["oldest_pending_at"],
+                                       LockRef(lock["state"], lock["run"], lock["reason"]) if lock else None)
+            repos.append(RepoStatus(repo["name"], repo["branch"], repo["head"], repo["error"],
+                                    LastRun(last["id"], last["status"], last["commit"], last["branch"]) if last else None,
+                                    envs))
+        return StatusView(data["workspace"], tuple(data["environments"]), tuple(repos), self.engine())
 
     def runs(self, repo: str | None = None, status: str | None = None, branch: str | None = None,
              limit: int = 50) -> list[Row]:
@@ -374,8 +389,10 @@ class Api:
     def change(self, change_id: int) -> dict[str, Any]:
         return approvals.change_detail(self.store, self.ws, change_id)
 
-    def locks(self) -> list[Row]:
-        return self.svc.locks()
+    def locks(self) -> list[LockView]:
+        """Environment locks: deploys in progress and environments waiting for an operator."""
+        return [LockView(r["repo"], r["environment"], r["state"], r["run_id"], r["stage_id"], bool(r["gated"]),
+                         r["reason"], r["acquired_at"]) for r in self.svc.locks()]
 
     def who(self) -> list[presence.Presence]:
         return presence.who(self.store)

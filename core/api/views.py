@@ -227,3 +227,75 @@ class HostKey:
     @property
     def trusted(self) -> bool:
         return self.fingerprint in self.pinned
+
+
+@dataclass(frozen=True)
+class LockView:
+    """An environment lock: a deploy in progress, or one an interrupted deploy left for an
+    operator (`ahead unlock`)."""
+
+    repo: str
+    environment: str
+    state: str  # held, needs_operator
+    run_id: int
+    stage_id: int
+    gated: bool
+    reason: str | None
+    acquired_at: float
+
+
+@dataclass(frozen=True)
+class LastRun:
+    id: int
+    status: str
+    commit: str
+    branch: str
+
+
+@dataclass(frozen=True)
+class LockRef:
+    state: str
+    run: int
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class EnvStatus:
+    """One (repo, environment) in `ahead status`."""
+
+    deploys: bool  # False: the repo's pipeline has no stage for this environment
+    deployed_commit: str | None
+    deployed_at: float | None
+    pending: int | None  # None: not counted
+    lag_seconds: float | None
+    oldest_pending_at: float | None
+    lock: LockRef | None
+
+
+@dataclass(frozen=True)
+class RepoStatus:
+    name: str
+    branch: str
+    head_commit: str | None
+    error: str | None
+    last_run: LastRun | None
+    environments: dict[str, EnvStatus]
+
+
+@dataclass(frozen=True)
+class EngineView:
+    """Whether an engine holds the workspace's lease, and who."""
+
+    state: str  # "running" or "not running"
+    holder: str | None
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """`ahead status`: each repo's head of main, last run, and per environment what is deployed
+    and what waits."""
+
+    workspace: str
+    environments: tuple[str, ...]
+    repos: tuple[RepoStatus, ...]
+    engine: EngineView
