@@ -366,13 +366,13 @@ async def overview_once(ws: Workspace, n: int, idle_keys: int, rng: random.Rando
     goes through only when what the bindings depend on changed."""
     from textual.widgets import DataTable
 
-    from core.console import ConsoleSession
+    from core.api.session import ClientSession
     from tui.app import AheadApp
     from tui.screens.overview import OverviewScreen
 
     marks: dict[str, float] = {}
     now = time.perf_counter
-    session = ConsoleSession(ws, Actor("alice"))
+    session = ClientSession(ws, Actor("alice"))
     real_start, real_overview = session.start, session.overview
 
     async def timed_start() -> None:
@@ -605,7 +605,7 @@ def bench_overview(fx: fixtures.Fixtures, reps: int, idle_keys: int, seed: int) 
                             "ms", stats=summary(values)))
     missed = sum(1 for r in console for k in ("busy", "idle") for v in r[k] if v is None)
     notes = [f"{len(console)} console run(s) and {len(tables)} baseline run(s), interleaved, in "
-             "this process: `AheadApp(ConsoleSession(ws, "
+             "this process: `AheadApp(ClientSession(ws, "
              "Actor(\"alice\")))` under `app.run_test(size=(200, 60))` (headless: the compositor "
              "renders every frame, nothing is written to a terminal), with the real session "
              f"and its embedded engine on the {n:,}-repo fixture workspace: every branch "
@@ -810,9 +810,9 @@ def per_line_costs(ws_dir: Path, n: int = 100_000) -> dict[str, float]:
     from textual.app import App, ComposeResult
     from textual.widgets import Log
 
+    from core.api.views import LogLine
     from core.store.db import _dict_row
     from core.text import inert
-    from core.views import LogLine
 
     db = read_workspace(ws_dir / "ahead.yml").db_path
     sql = ("SELECT step_id, seq, ts, line FROM log_lines WHERE step_id = ? AND seq > ? "
@@ -828,7 +828,7 @@ def per_line_costs(ws_dir: Path, n: int = 100_000) -> dict[str, float]:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         step_id = conn.execute("SELECT MAX(step_id) FROM log_lines").fetchone()[0]
         conn.row_factory = _dict_row
-        rows = timed("query, dict rows (`ConsoleSession.step_log`)", lambda: [
+        rows = timed("query, dict rows (`ClientSession.step_log`)", lambda: [
             r for at in range(0, n, 5000) for r in conn.execute(sql, (step_id, at - 1)).fetchall()])
         conn.row_factory = None
         timed("what-if: query of (seq, line) tuples", lambda: [

@@ -6,7 +6,7 @@ A fresh workspace of 5 repos (three stages: build prints 2,000 lines, test 20 li
 second, deploy-dev 500 lines) under `--root`/load-ws; `ahead engine` in its own process; a
 commit lands on one repo's main every 60/rate seconds (round robin), so the engine sees real
 pushes; `--consoles` console processes (bench/load_console.py: the real AheadApp headless on a
-client ConsoleSession) follow the newest run's log and press `f` every 50-100 ms. Measured:
+client ClientSession) follow the newest run's log and press `f` every 50-100 ms. Measured:
 pipelines started per minute, runs that did not succeed, any SQLITE_BUSY / "database is
 locked" reaching the engine, a console or a trigger, the largest WAL file seen (sampled every
 250 ms), console key latency (p50/p99) under load against the same consoles idle just before,

@@ -133,27 +133,27 @@ def install() -> None:
     from textual.widgets import Log
 
     import tui.launch
-    from core.console import ConsoleSession
+    from core.api.session import ClientSession
     from core.engine import Engine
     from tui.app import AheadApp
     from tui.screens.overview import OverviewScreen
 
     mark("imports done")
     around(AheadApp, "on_mount", before="app mounting")
-    around(ConsoleSession, "start", before="session start", after="session started")
+    around(ClientSession, "start", before="session start", after="session started")
     around(Engine, "start", before="engine start", after="engine started")
     around(OverviewScreen, "_rebuild", after="overview table built")
 
-    overview = ConsoleSession.overview
+    overview = ClientSession.overview
 
     @wraps(overview)
-    async def timed_overview(self: ConsoleSession, only: list[str] | None = None,
+    async def timed_overview(self: ClientSession, only: list[str] | None = None,
                              pending: bool = True) -> Any:
         result = await overview(self, only, pending)
         mark("overview read (store)" if not pending else "pending counts read")
         return result
 
-    ConsoleSession.overview = timed_overview  # type: ignore[method-assign]
+    ClientSession.overview = timed_overview  # type: ignore[method-assign]
 
     display = App._display
     action_pending = [False]

@@ -1,5 +1,5 @@
 """One console under load, for bench_load.py: the real AheadApp (headless, `run_test`) on a real
-ConsoleSession (a client of the engine process), following the log of the newest run and
+ClientSession (a client of the engine process), following the log of the newest run and
 pressing `f` (follow on/off) every 50-100 ms; each press is timed to the first frame displayed
 with the new follow state. Every few seconds it switches to the newest run, as someone watching
 deploys would.
@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.console import ConsoleSession
+from core.api.session import ClientSession
 from core.services import Actor
 from core.workspace import read as read_workspace
 
@@ -40,7 +40,7 @@ async def follow(ws_dir: Path, seconds: float, seed: int) -> dict[str, Any]:
 
     rng = random.Random(seed)
     ws = read_workspace(ws_dir / "ahead.yml")
-    session = ConsoleSession(ws, Actor("bench", ("viewer",)), embed_engine=False)
+    session = ClientSession(ws, Actor("bench", ("viewer",)), embed_engine=False)
     app = AheadApp(session)
     samples: list[tuple[float, float | None, float]] = []
     errors: list[str] = []

@@ -349,6 +349,59 @@ def check_gate(store: Store, ws: Workspace, change_id: int) -> tuple[str, str, R
         return "pass", f"approved by {', '.join(counted)}", change
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a decision is refused: the message, and for an expired or void change the state
+    `decide` ends it in (`end`, with `end_reason` recorded on the change)."""
+
+    message: str
+    end: str | None = None
+    end_reason: str | None = None
+
+
+def refusal(store: Store, ws: Workspace, change: Row, run: Row | None, actor: str, verdict: str,
+            now: float, key: bytes | None) -> Refusal | None:
+    """Why `actor` may not `verdict` ("approve" / "reject") `change` now, in the order `decide`
+    checks (status, policy, expiry, operator, approver, barred, freeze, stale pins, an earlier
+    decision), or None. Reads only: `decide` records the refusal or ends the change; the
+    console asks the same question (`core.api`'s `may_decide`) to say why before a key press."""
+    change_id = change["id"]
+    env = change["environment"]
+    if change["status"] not in (OPEN, APPROVED):
+        return Refusal(f"change {change_id} is {change['status']}" +
+                       (f": {one_line(change['reason'])}" if change["reason"] else ""))
+    policy = ws.policies.get(env)
+    if policy is None:
+        return Refusal(f"no policy for {env} in {ws.file}: cannot decide (fail closed)")
+    if change["expires_at"] is not None and change["expires_at"] <= now:
+        return Refusal(f"change {change_id} expired", "expired", "nobody decided before the request expired")
+    operator = ws.operator(actor)
+    if operator is None:
+        return Refusal(f"{actor} cannot {verdict}: not an operator of this workspace")
+    if not may_approve(policy, operator.name, operator.roles):
+        return Refusal(f"{actor} cannot {verdict}: not an approver for {env} "
+                       f"(approvers: {', '.join(policy.approvers)})")
+    barred = forbidden(store, ws, policy, change)
+    if actor in barred:
+        return Refusal(f"{actor} cannot {verdict}: {barred[actor]}")
+    window = policy.frozen(now)
+    if window is not None:
+        return Refusal(f"{env} is frozen ({window.text}): no decisions until the freeze ends")
+    stale = _stale_pins(store, policy, change, run) if run is not None else None
+    if stale is not None:
+        return Refusal(f"change {change_id} is void: {stale}; the engine opens a new request", "voided", stale)
+    previous = store.query_one("SELECT * FROM decisions WHERE change_id = ? AND operator = ?", (change_id, actor))
+    if previous is not None and not authentic(key, change, previous):
+        _warn_unauthenticated(change, previous)
+        return Refusal(f"decision {previous['id']} in the store, {actor}'s on change {change_id}, does not "
+                       "verify (made before decisions were signed, or put in by hand): it does not count and "
+                       "leaves no room for yours; retry the run for a new request (see: ahead audit verify)")
+    if previous is not None:
+        return Refusal(f"{actor} already decided ({previous['verdict']}d) change {change_id}: "
+                       "each operator counts once")
+    return None
+
+
 def decide(store: Store, ws: Workspace, change_id: int, actor: str, verdict: str,
            comment: str = "") -> Verdict:
     """Approve or reject a change as `actor`, checked and recorded in one transaction.
@@ -372,43 +425,14 @@ def decide(store: Store, ws: Workspace, change_id: int, actor: str, verdict: str
                 "head": change["head_sha"], "reason": message})
             return Verdict(False, message, change["status"])
 
+        found = refusal(store, ws, change, run, actor, verdict, now, key)
+        if found is not None:
+            if found.end is not None:
+                _end(store, change, found.end, found.end_reason or found.message)
+                return Verdict(False, found.message, found.end)
+            return refuse(found.message)
         env = change["environment"]
-        if change["status"] not in (OPEN, APPROVED):
-            return refuse(f"change {change_id} is {change['status']}" +
-                          (f": {one_line(change['reason'])}" if change["reason"] else ""))
-        policy = ws.policies.get(env)
-        if policy is None:
-            return refuse(f"no policy for {env} in {ws.file}: cannot decide (fail closed)")
-        if change["expires_at"] is not None and change["expires_at"] <= now:
-            _end(store, change, "expired", "nobody decided before the request expired")
-            return Verdict(False, f"change {change_id} expired", "expired")
-        operator = ws.operator(actor)
-        if operator is None:
-            return refuse(f"{actor} cannot {verdict}: not an operator of this workspace")
-        if not may_approve(policy, operator.name, operator.roles):
-            return refuse(f"{actor} cannot {verdict}: not an approver for {env} "
-                          f"(approvers: {', '.join(policy.approvers)})")
-        barred = forbidden(store, ws, policy, change)
-        if actor in barred:
-            return refuse(f"{actor} cannot {verdict}: {barred[actor]}")
-        window = policy.frozen(now)
-        if window is not None:
-            return refuse(f"{env} is frozen ({window.text}): no decisions until the freeze ends")
-        stale = _stale_pins(store, policy, change, run)
-        if stale is not None:
-            _end(store, change, "voided", stale)
-            return Verdict(False, f"change {change_id} is void: {stale}; the engine opens a new "
-                           "request", "voided")
-        previous = conn.execute("SELECT * FROM decisions WHERE change_id = ? AND operator = ?",
-                                (change_id, actor)).fetchone()
-        if previous is not None and not authentic(key, change, previous):
-            _warn_unauthenticated(change, previous)
-            return refuse(f"decision {previous['id']} in the store, {actor}'s on change {change_id}, does not "
-                          "verify (made before decisions were signed, or put in by hand): it does not count and "
-                          "leaves no room for yours; retry the run for a new request (see: ahead audit verify)")
-        if previous is not None:
-            return refuse(f"{actor} already decided ({previous['verdict']}d) change {change_id}: "
-                          "each operator counts once")
+        policy = ws.policies[env]
         if verdict == "reject" and policy.reject_needs_comment and not comment.strip():
             return refuse("a rejection needs a comment (--comment TEXT)")
         expires = now + policy.approval_expires if policy.approval_expires and verdict == "approve" else None

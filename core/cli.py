@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -22,18 +20,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core import approvals, cli_drift, lease, retention, states, workspace
-from core.errors import CoreError, InvalidRequest, PermissionDenied
-from core.services import Actor, Services
-from core.store.db import DatabaseError, Store
+from core import cli_drift, cli_listings, retention, workspace
+from core.api import Actor, Api
+from core.api.wire import jsonable
+from core.cli_listings import (
+    FAILED,
+    GLYPH,
+    OK,
+    REFUSED,
+    TERMINAL,
+    USAGE,
+    ago,
+    door,
+    duration,
+    emit,
+    load_workspace,
+    short,
+    table,
+)
+from core.errors import CoreError, InvalidRequest
 from core.text import LOG_FORMAT, InertFormatter, inert, inert_output, one_line
-from core.text import duration as text_duration
-from core.text import table as text_table
 from core.workspace import Workspace
 
-OK, FAILED, USAGE, REFUSED = 0, 1, 2, 3
-TERMINAL = states.TERMINAL
-GLYPH = states.GLYPHS
+__all__ = ["FAILED", "OK", "REFUSED", "TERMINAL", "USAGE", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,14 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="create the self-contained demo workspace")
     sub.add_parser("check", help="validate ahead.yml, the repos and their pipelines")
     sub.add_parser("engine", help="run the engine in the foreground")
-    p = sub.add_parser("status", help="each repo: head of main, last run, deployed and pending per environment")
-    p.add_argument("--json", action="store_true")
-    p = sub.add_parser("runs", help="recent runs")
-    p.add_argument("--repo")
-    p.add_argument("--status", choices=list(states.RunState))
-    p.add_argument("--branch")
-    p.add_argument("--limit", type=int, default=30)
-    p.add_argument("--json", action="store_true")
+    cli_listings.add_parsers(sub)
     p = sub.add_parser("show", help="a run: stages, steps, states and timings")
     p.add_argument("run", type=int)
     p.add_argument("--json", action="store_true")
@@ -81,9 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=int)
     p = sub.add_parser("notify", help="tell the engine a repo changed (for a git server's post-receive hook)")
     p.add_argument("repo")
-    p = sub.add_parser("changes", help="change requests waiting at approval gates")
-    p.add_argument("--all", action="store_true", help="decided ones too")
-    p.add_argument("--json", action="store_true")
+    cli_listings.add_changes_parser(sub)
     p = sub.add_parser("change", help="a change request: commits, diff stat, artifacts, policy checklist")
     p.add_argument("id", type=int)
     p.add_argument("--json", action="store_true")
@@ -158,25 +158,7 @@ def main(argv: list[str] | None = None, open_console: OpenConsole | None = None,
 
 
 def _run(args: argparse.Namespace) -> int:
-    handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
-    try:
-        return handler(args)
-    except PermissionDenied as exc:
-        print(f"ahead: {exc}", file=sys.stderr)
-        return REFUSED
-    except CoreError as exc:
-        print(f"ahead: {exc}", file=sys.stderr)
-        return FAILED
-    except DatabaseError as exc:  # a damaged page met outside the store's own checks
-        print(f"ahead: the store is damaged ({exc}): run `ahead check`; restore it from a backup",
-              file=sys.stderr)
-        return FAILED
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")
-        return OK
+    return cli_listings.run(COMMANDS[args.command], args)
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -199,44 +181,6 @@ def console_log(ws: Workspace) -> None:
     root.setLevel(logging.INFO)
 
 
-def load_workspace(args: argparse.Namespace) -> Workspace:
-    return workspace.read(workspace.find(args.workspace))
-
-
-@contextlib.contextmanager
-def services(args: argparse.Namespace, write: bool = False) -> Any:
-    """The workspace and its store. `write`: a person's decision or request is about to be
-    written: the store must pass `PRAGMA quick_check` first (0.13 s on a 100 MB store), so
-    nothing is added to a damaged store."""
-    ws = load_workspace(args)
-    with Store(ws.db_path, session=f"cli:{workspace.current_os_user()}:{os.getpid()}") as store:
-        if write:
-            store.require_intact()
-        yield Services(ws, store)
-
-
-def emit(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def ago(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    return duration(time.time() - ts) + " ago"
-
-
-def duration(seconds: float | None) -> str:
-    return "-" if seconds is None else text_duration(seconds)
-
-
-def short(sha: str | None) -> str:
-    return sha[:7] if sha else "-"
-
-
-def table(rows: list[list[str]], header: list[str]) -> None:
-    print(text_table(rows, header))
-
-
 # -- commands -------------------------------------------------------------------------------------
 
 
@@ -254,84 +198,12 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from core import gitio
-    from core.errors import ConfigError
-    from core.pipeline import PIPELINE_PATH
-    from core.pipeline import parse as parse_pipeline
+    from core.api import check
 
-    ws = load_workspace(args)
-    problems = 0
-    print(f"{ws.file}: ok ({len(ws.repos)} repos, environments {' → '.join(ws.environments)})")
-    damaged = _check_store(ws)
-    if damaged:
-        print(f"  {damaged}")
-        problems += 1
-    print(f"  {_sandbox_line(ws)}")
-    for repo in ws.repos:
-        path = ws.repo_dir(repo)
-        if repo.is_remote and not path.exists():
-            print(f"  {repo.name}: remote, not fetched yet (the engine mirrors it on start)")
-            continue
-        problem = gitio.check_repo(path, repo.branch)
-        if problem:
-            print(f"  {repo.name}: {problem}")
-            problems += 1
-            continue
-        _, common = gitio.git_dirs(path)
-        sha = gitio.read_branches(common)[repo.branch]
-        label = f"{repo.name}@{sha[:7]}:{PIPELINE_PATH}"
-        try:
-            text = gitio.read_file(path, sha, PIPELINE_PATH)
-            if text is None:
-                print(f"  {label}: missing (commit one to {repo.branch})")
-                problems += 1
-                continue
-            pipeline = parse_pipeline(text, label, ws.environments, tuple(ws.secrets), ws.runner_names,
-                                      secret_scope=functools.partial(_secret_refusal, ws, repo.name))
-        except ConfigError as exc:
-            print(f"  {exc}")
-            problems += 1
-            continue
-        stages = ", ".join(s.name + (f"→{s.environment}" if s.environment else "") for s in pipeline.stages)
-        print(f"  {repo.name}: ok ({stages})")
-    return FAILED if problems else OK
-
-
-def _check_store(ws: Workspace) -> str:
-    """The store: "" when it opens, has every table and passes `PRAGMA quick_check`."""
-    from core.store.db import marker_path
-
-    if not ws.db_path.exists() and not marker_path(ws.db_path).exists():
-        print(f"  store {ws.db_path}: not made yet (the engine makes it on its first start)")
-        return ""
-    try:
-        with Store(ws.db_path, session=f"cli:{workspace.current_os_user()}:{os.getpid()}") as store:
-            damage = store.quick_check()
-            if damage:
-                return f"store {ws.db_path}: damaged ({damage.splitlines()[0][:200]}): restore it from a backup"
-            print(f"  store {ws.db_path}: ok (store id {store.store_id})")
-    except CoreError as exc:
-        return str(exc)
-    return ""
-
-
-def _sandbox_line(ws: workspace.Workspace) -> str:
-    """How untrusted steps (branch runs, stages that deploy nowhere) are isolated here."""
-    from core import sandbox
-
-    if not ws.settings.sandbox:
-        return "sandbox: off (settings): branch runs and builds run unisolated, as the engine's user"
-    why = sandbox.unavailable()
-    if why:
-        return (f"sandbox: unavailable: {why}; branch runs will be refused "
-                "(fix user namespaces, or set `settings: sandbox: off`)")
-    return "sandbox: ok (branch runs and builds run in user+mount namespaces)"
-
-
-def _secret_refusal(ws: Workspace, repo: str, name: str, environment: str | None, branch: bool) -> str | None:
-    """Why the pipeline of `repo` may not give secret `name` to a stage (`ahead check`)."""
-    source = ws.secrets.get(name)
-    return None if source is None else source.refusal(repo, environment, branch)
+    report = check.check(load_workspace(args))
+    for line in report.lines:
+        print(line)
+    return FAILED if report.problems else OK
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
@@ -411,58 +283,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return OK
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    with services(args) as svc:
-        data = svc.status()
-        holder = lease.holder(svc.store, 15.0)
-    data["engine"] = holder
-    if args.json:
-        emit(data)
-        return OK
-    print(f"workspace {data['workspace']}  engine: {holder or 'not running'}")
-    envs = data["environments"]
-    rows = []
-    for repo in data["repos"]:
-        last = repo["last_run"]
-        run = f"#{last['id']} {GLYPH.get(last['status'], '?')} {last['status']}" if last else "-"
-        row = [repo["name"], short(repo["head"]), run]
-        for env in envs:
-            e = repo["environments"][env]
-            if not e["deploys"] and not e["deployed"]:
-                row.append("-")
-                continue
-            cell = short(e["deployed"]) if e["deployed"] else "never"
-            if e["pending"]:
-                cell += f" +{e['pending']} ({duration(e['lag_seconds'])})"
-            if e["lock"] and e["lock"]["state"] == "needs_operator":
-                cell += " LOCKED"
-            row.append(cell)
-        rows.append(row)
-        if repo["error"]:
-            rows.append(["", "", one_line(repo["error"])[:100]] + [""] * len(envs))
-    table(rows, ["REPO", "MAIN", "LAST RUN", *[e.upper() for e in envs]])
-    return OK
-
-
-def cmd_runs(args: argparse.Namespace) -> int:
-    with services(args) as svc:
-        rows = svc.runs(repo=args.repo, status=args.status, branch=args.branch, limit=args.limit)
-    if args.json:
-        emit({"runs": rows})
-        return OK
-    out = []
-    for r in rows:
-        took = (r["finished_at"] or time.time()) - r["started_at"] if r["started_at"] else None
-        out.append([f"#{r['id']}", r["repo"], one_line(r["branch"])[:24], short(r["commit_sha"]),
-                    f"{GLYPH.get(r['status'], '?')} {r['status']}", r["trigger"], ago(r["created_at"]),
-                    duration(took), one_line(r["subject"])[:40]])
-    table(out, ["RUN", "REPO", "BRANCH", "COMMIT", "STATUS", "TRIGGER", "QUEUED", "TOOK", "SUBJECT"])
-    return OK
-
-
 def cmd_show(args: argparse.Namespace) -> int:
-    with services(args) as svc:
-        data = svc.show(args.run)
+    with door(args) as api:
+        data = api.show(args.run)
     if args.json:
         emit(data)
         return OK
@@ -485,29 +308,22 @@ def cmd_show(args: argparse.Namespace) -> int:
     return OK
 
 
-def step_names(svc: Services, run_id: int) -> dict[int, str]:
-    """'stage / step' for each step of a run, by step id."""
-    return {s["id"]: s["name"] for s in svc.store.query(
-        "SELECT s.id, st.name || ' / ' || s.name AS name FROM steps s JOIN stages st "
-        "ON st.id = s.stage_id WHERE s.run_id = ?", (run_id,))}
-
-
 def cmd_logs(args: argparse.Namespace) -> int:
-    with services(args) as svc:
-        run = svc.run(args.run)
-        names = step_names(svc, args.run)
+    with door(args) as api:
+        run = api.run(args.run)
+        names = api.step_names(args.run)
         position = (0, -1)
         current = None
         shown = False
         while True:
-            lines = svc.logs(args.run, position)
+            lines = api.logs(args.run, position)
             shown = shown or bool(lines)
             for line in lines:
                 if line["step_id"] not in names:
-                    names = step_names(svc, args.run)
+                    names = api.step_names(args.run)
                 if args.json:
-                    print(json.dumps({"step": names.get(line["step_id"]), "seq": line["seq"],
-                                      "ts": line["ts"], "line": line["line"]}))
+                    print(json.dumps(jsonable({"step": names.get(line["step_id"]), "seq": line["seq"],
+                                               "ts": line["ts"], "line": line["line"]})))
                 else:
                     if line["step_id"] != current:
                         current = line["step_id"]
@@ -520,20 +336,16 @@ def cmd_logs(args: argparse.Namespace) -> int:
             if not args.follow or run["status"] in TERMINAL:
                 break
             time.sleep(0.2)
-            run = svc.run(args.run)
-    note = None if shown else retention.removed_note(run.get("finished_at"), svc.ws.settings.keep_logs_days)
+            run = api.run(args.run)
+    note = None if shown else retention.removed_note(run.get("finished_at"), api.ws.settings.keep_logs_days)
     if note:
         print(f"ahead: run #{args.run}: {note}", file=sys.stderr)
     return OK
 
 
 def cmd_pending(args: argparse.Namespace) -> int:
-    with services(args) as svc:
-        if args.environment not in svc.ws.environments:
-            print(f"ahead: no environment {args.environment!r} (environments: {', '.join(svc.ws.environments)})",
-                  file=sys.stderr)
-            return FAILED
-        commits = svc.pending(args.repo, args.environment, limit=None)
+    with door(args) as api:
+        commits = api.pending(args.repo, args.environment)
     if args.json:
         emit({"repo": args.repo, "environment": args.environment,
               "pending": [dataclasses.asdict(c) for c in commits]})
@@ -543,83 +355,55 @@ def cmd_pending(args: argparse.Namespace) -> int:
     return OK
 
 
-def _wait(ws: Workspace, store: Store, run_id: int) -> int:
+def _wait(api: Api, run_id: int) -> int:
     from core.engine import Engine
 
-    holder = lease.holder(store, 15.0)
+    holder = api.engine().holder
     if holder is None:
         async def run_here() -> dict[str, Any]:
-            async with Engine(ws, only_runs={run_id}, name=f"ahead trigger --wait (pid {os.getpid()})") as engine:
+            async with Engine(api.ws, only_runs={run_id}, name=f"ahead trigger --wait (pid {os.getpid()})") as engine:
                 return await engine.wait_run(run_id)
         row = asyncio.run(run_here())
     else:
         print(f"waiting for run #{run_id} on {holder}", flush=True)
-        while True:
-            row = store.query_one("SELECT * FROM runs WHERE id = ?", (run_id,)) or {}
-            if row.get("status") in TERMINAL:
-                break
-            time.sleep(0.2)
+        row = api.wait_for_run(run_id)
     status = row.get("status", "missing")
     print(f"run #{run_id} {GLYPH.get(status, '?')} {status}" + (f": {inert(row['error'])}" if row.get("error") else ""))
     return OK if status == "succeeded" else FAILED
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
-    with services(args, write=True) as svc:
-        run_id = svc.trigger(args.repo, Actor.local(svc.ws, args.as_name), ref=args.ref, commit=args.commit)
+    with door(args, write=True) as api:
+        run_id = api.trigger(Actor.local(api.ws, args.as_name), args.repo, ref=args.ref, commit=args.commit)
         print(f"queued run #{run_id}", flush=True)
         if args.wait:
-            return _wait(svc.ws, svc.store, run_id)
+            return _wait(api, run_id)
     return OK
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    with services(args, write=True) as svc:
-        state = svc.cancel(args.run, Actor.local(svc.ws, args.as_name))
+    with door(args, write=True) as api:
+        state = api.cancel(Actor.local(api.ws, args.as_name), args.run)
     print(f"run #{args.run}: {state}")
     return OK
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    with services(args, write=True) as svc:
-        run_id = svc.retry(args.run, Actor.local(svc.ws, args.as_name))
+    with door(args, write=True) as api:
+        run_id = api.retry(Actor.local(api.ws, args.as_name), args.run)
     print(f"queued run #{run_id} (retry of #{args.run})")
     return OK
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
-    with services(args) as svc:
-        svc.ws.repo(args.repo)
-        with svc.store.transaction():
-            svc.store.event("notify", args.repo, None)
-    return OK
-
-
-def cmd_changes(args: argparse.Namespace) -> int:
-    from core import approvals
-
-    with services(args) as svc:
-        rows = approvals.changes(svc.store, None if args.all else "open")
-        for row in rows:
-            row["commits"] = json.loads(row["commits"])
-    if args.json:
-        emit({"changes": rows})
-        return OK
-    if not rows:
-        print("no change requests waiting" if not args.all else "no change requests")
-        return OK
-    table([[f"#{r['id']}", r["repo"], r["environment"], f"{short(r['base_sha'])}..{short(r['head_sha'])}",
-            str(len(r["commits"])), r["status"], f"run #{r['run_id']}", ago(r["created_at"]),
-            one_line(r["reason"] or "")[:40]] for r in rows],
-          ["CHANGE", "REPO", "ENV", "RANGE", "COMMITS", "STATUS", "RUN", "OPENED", "NOTE"])
+    with door(args) as api:
+        api.notify(args.repo)
     return OK
 
 
 def cmd_change(args: argparse.Namespace) -> int:
-    from core import approvals
-
-    with services(args) as svc:
-        data = approvals.change_detail(svc.store, svc.ws, args.id)
+    with door(args) as api:
+        data = api.change(args.id)
     if args.json:
         emit(data)
         return OK
@@ -654,11 +438,8 @@ def cmd_change(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, verdict: str) -> int:
-    from core import approvals
-
-    with services(args, write=True) as svc:
-        actor = Actor.local(svc.ws, args.as_name)
-        result = approvals.decide(svc.store, svc.ws, args.id, actor.name, verdict, args.comment)
+    with door(args, write=True) as api:
+        result = api.decide(Actor.local(api.ws, args.as_name), args.id, verdict, args.comment)
     print(("" if result.ok else "refused: ") + result.message, file=sys.stdout if result.ok else sys.stderr)
     return OK if result.ok else REFUSED
 
@@ -672,79 +453,67 @@ def cmd_reject(args: argparse.Namespace) -> int:
 
 
 def cmd_locks(args: argparse.Namespace) -> int:
-    with services(args) as svc:
-        rows = svc.locks()
+    with door(args) as api:
+        rows = api.locks()
     if args.json:
         emit({"locks": rows})
         return OK
-    table([[r["repo"], r["environment"], r["state"], f"#{r['run_id']}", ago(r["acquired_at"]),
-            one_line(r["reason"] or "")] for r in rows], ["REPO", "ENVIRONMENT", "STATE", "RUN", "SINCE", "REASON"])
+    table([[r.repo, r.environment, r.state, f"#{r.run_id}", ago(r.acquired_at), one_line(r.reason or "")]
+           for r in rows], ["REPO", "ENVIRONMENT", "STATE", "RUN", "SINCE", "REASON"])
     return OK
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
-    with services(args, write=True) as svc:
-        lock = svc.unlock(args.repo, args.environment, Actor.local(svc.ws, args.as_name), args.reason)
+    with door(args, write=True) as api:
+        lock = api.unlock(Actor.local(api.ws, args.as_name), args.repo, args.environment, args.reason)
     print(f"unlocked {args.repo}/{args.environment} (was {lock['state']} by run #{lock['run_id']})")
     return OK
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-
-    with services(args) as svc:
+    with door(args) as api:
         if args.action == "head":
-            head = svc.store.audit_head()
+            head = api.audit_head()
             if args.json:
                 emit({"seq": head[0], "hash": head[1]} if head else {"seq": 0, "hash": None})
             else:
                 print(f"{head[0]}:{head[1]}" if head else "0:")
             return OK
         if args.action == "verify":
-            return _verify(svc.store, args.head, svc.ws)
-        rows = svc.store.query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (args.limit,))
+            return _verify(api, args.head)
+        entries = api.audit(args.limit)
     if args.json:
-        emit({"audit": rows})
+        emit({"audit": entries})
         return OK
-    table([[str(r["id"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ts"])), one_line(r["actor"]),
-            r["action"], one_line(r["subject"]), one_line(r["detail"])[:70]] for r in reversed(rows)],
+    table([[str(e.id), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at)), one_line(e.actor),
+            e.action, one_line(e.subject), one_line(e.detail_text)[:70]] for e in reversed(entries)],
           ["ID", "TIME", "ACTOR", "ACTION", "SUBJECT", "DETAIL"])
     return OK
 
 
-def _verify(store: Store, head_text: str | None, ws: Workspace) -> int:
+def _verify(api: Api, head_text: str | None) -> int:
     """Verify the chain, the store's pages, and the chain against the head the last verify of
     this store printed (kept outside the state directory: core.store.heads)."""
-    from core.store import heads
-
-    damage = store.quick_check()
-    if damage:
-        print(f"audit chain not checked: the store {store.path} is damaged ({damage.splitlines()[0][:200]}); "
-              f"restore it from a backup", file=sys.stderr)
+    verdict = api.audit_verify(_head_arg(head_text) if head_text else None)
+    if verdict.damaged:
+        print(f"audit chain not checked: {verdict.problem}", file=sys.stderr)
         return FAILED
-    ok, count, problem = store.verify_audit(_head_arg(head_text) if head_text else None)
-    if not ok:
-        print(f"audit chain BROKEN: {problem} (checked {count} entries)", file=sys.stderr)
+    if verdict.note:
+        print(verdict.note, file=sys.stderr)
+    if verdict.unauthenticated:
+        for finding in verdict.unauthenticated:
+            print(f"unauthenticated decision: {finding}", file=sys.stderr)
+        print(f"audit chain ok: {verdict.entries} entries, but {len(verdict.unauthenticated)} decision(s) do "
+              "not verify (ignored by every gate)", file=sys.stderr)
         return FAILED
-    shrunk = heads.compare(store, count)
-    if shrunk:
-        print(f"audit chain BROKEN: {shrunk}", file=sys.stderr)
+    if not verdict.ok:
+        print(f"audit chain BROKEN: {verdict.problem}" + (f" (checked {verdict.entries} entries)"
+                                                          if not verdict.shrunk else ""), file=sys.stderr)
         return FAILED
-    try:
-        forged = approvals.unauthenticated(store, ws)
-    except PermissionDenied as exc:  # only the decision key's owner can check decisions
-        forged = []
-        print(f"decisions not checked: {exc}", file=sys.stderr)
-    for finding in forged:
-        print(f"unauthenticated decision: {finding}", file=sys.stderr)
-    if forged:
-        print(f"audit chain ok: {count} entries, but {len(forged)} decision(s) do not verify "
-              "(ignored by every gate)", file=sys.stderr)
-        return FAILED
-    current = store.audit_head()
-    where = heads.save(store, current)
+    current = verdict.head
     shown = f"{current[0]}:{current[1]}" if current else "0:"
-    print(f"audit chain ok: {count} entries" + (f", entry {head_text} intact" if head_text else "")
-          + f" (head {shown}, remembered in {where})")
+    print(f"audit chain ok: {verdict.entries} entries" + (f", entry {head_text} intact" if head_text else "")
+          + f" (head {shown}, remembered in {verdict.remembered_in})")
     return OK
 
 
@@ -769,67 +538,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return _open_console(ws, Actor.local(ws, args.as_name))
     demo.settle(ws)
     args.json = False
-    return cmd_status(args)
+    return cli_listings.cmd_status(args)
 
 
 def cmd_runner(args: argparse.Namespace) -> int:
-    """`ahead runner trust NAME`: pin a remote runner's host key, only after a person (or the
-    `--fingerprint` a script was given) confirms it; audited."""
-    from core import sshclient
-
+    """`ahead runner trust NAME`: pin a remote runner's host key (see `cli_listings.trust_hosts`)."""
     ws = load_workspace(args)
     actor = Actor.local(ws, args.as_name)
-    if ws.operators and "admin" not in actor.roles:
-        raise PermissionDenied(f"{actor.name} may not trust a runner's host key: needs the admin role")
-    runner = ws.runner(args.name)
-    if runner.ssh is None:
-        print(f"ahead: runner {runner.name!r} runs on this machine; there is no host key to trust",
-              file=sys.stderr)
-        return FAILED
-    address = runner.ssh
-    key = asyncio.run(sshclient.scan_host_key(address))
-    found = sshclient.fingerprint(key)
-    print(f"runner {runner.name} ({address}) presents the {key.get_algorithm()} host key {found}")
-    pinned = [sshclient.fingerprint(k) for k in sshclient.pinned(ws.state_dir, address)]
-    if found in pinned:
-        print("already trusted")
-    else:
-        if pinned:
-            print(f"WARNING: this is NOT the key trusted so far ({', '.join(pinned)}). Trust it only if you "
-                  "know why the host key changed.")
-        if not _confirm_host_key(args, found):
-            return FAILED
-        sshclient.trust(ws.state_dir, address, key)
-        with Store(ws.db_path, session=f"cli:{workspace.current_os_user()}:{os.getpid()}") as store, \
-                store.transaction():
-            store.audit(actor.name, "runner.trust", f"runner/{runner.name}",
-                        {"address": str(address), "fingerprint": found, "replaced": pinned})
-        print(f"trusted: pinned in {sshclient.known_hosts_path(ws.state_dir)}")
-    print(f"The engine logs in with its own key; add this line to ~{address.user}/.ssh/authorized_keys "
-          f"on {address.host}:")
-    print(sshclient.public_key_line(ws.state_dir))
-    return OK
-
-
-def _confirm_host_key(args: argparse.Namespace, found: str) -> bool:
-    """--fingerprint must match; without it, --yes or a typed "yes" confirms."""
-    if args.fingerprint is not None:
-        expected = args.fingerprint if args.fingerprint.startswith("SHA256:") else "SHA256:" + args.fingerprint
-        if expected != found:
-            print(f"ahead: refusing: the host presents {found}, not {expected}", file=sys.stderr)
-            return False
-        return True
-    if args.yes:
-        return True
-    try:
-        answer = input("Compare it with the host's own key (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub "
-                       "on the host). Trust it? Type yes: ")
-    except EOFError:
-        answer = ""
-    if answer.strip().lower() != "yes":
-        print("ahead: not trusted (nothing changed)", file=sys.stderr)
-        return False
-    return True
+    with Api.open(ws) as api:
+        targets = api.trust_runner_targets(actor, args.name)
+        return asyncio.run(cli_listings.trust_hosts(api, actor, targets, args.yes, args.fingerprint))
 
 
 def cmd_console(args: argparse.Namespace) -> int:
@@ -845,17 +563,12 @@ def cmd_console(args: argparse.Namespace) -> int:
     return _open_console(ws, Actor.local(ws, args.as_name))
 
 
-def cmd_drift(args: argparse.Namespace) -> int:
-    ws = load_workspace(args)
-    return cli_drift.run(args, ws, Actor.local(ws, args.as_name))
-
-
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "drift": cmd_drift,
-    "init": cmd_init, "check": cmd_check, "engine": cmd_engine, "status": cmd_status,
-    "runs": cmd_runs, "show": cmd_show, "logs": cmd_logs, "pending": cmd_pending,
+    "drift": cli_drift.cmd_drift,
+    "init": cmd_init, "check": cmd_check, "engine": cmd_engine, "status": cli_listings.cmd_status,
+    "runs": cli_listings.cmd_runs, "show": cmd_show, "logs": cmd_logs, "pending": cmd_pending,
     "trigger": cmd_trigger, "cancel": cmd_cancel, "retry": cmd_retry, "notify": cmd_notify,
-    "audit": cmd_audit, "demo": cmd_demo, "console": cmd_console, "changes": cmd_changes,
+    "audit": cmd_audit, "demo": cmd_demo, "console": cmd_console, "changes": cli_listings.cmd_changes,
     "change": cmd_change, "approve": cmd_approve, "reject": cmd_reject, "runner": cmd_runner,
     "locks": cmd_locks, "unlock": cmd_unlock, "serve": cmd_serve,
 }

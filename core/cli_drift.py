@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from typing import Any
 
-from core import drift, states
-from core.errors import InvalidRequest, NotFound, PermissionDenied
-from core.services import Actor
-from core.store.db import AsyncStore, Store
+from core import states
+from core.api import Actor, Api
+from core.cli_listings import emit
+from core.errors import InvalidRequest
 from core.text import duration, inert, one_line, table
 from core.workspace import Workspace
 
@@ -63,18 +62,22 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--fingerprint", help="pin only if the host presents this fingerprint (SHA256:...)")
 
 
+def cmd_drift(args: argparse.Namespace) -> int:
+    """`ahead drift ...` (also the SSH listings' `drift` and `drift show`)."""
+    from core.cli_listings import load_workspace
+
+    ws = load_workspace(args)
+    return run(args, ws, Actor.local(ws, args.as_name))
+
+
 def run(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
     action = args.drift_command or "list"
     return asyncio.run(_ACTIONS[action](args, ws, actor))
 
 
-async def _with_db(ws: Workspace, actor: Actor, fn: Any) -> Any:
-    db = AsyncStore(Store(ws.db_path, session=f"cli:{actor.name}"))
-    await db.open()
-    try:
-        return await fn(db)
-    finally:
-        await db.aclose()
+async def _with_api(ws: Workspace, actor: Actor, fn: Any) -> Any:
+    async with Api.open_async(ws, f"cli:{actor.name}") as api:
+        return await fn(api)
 
 
 def _exit_code(items: list[dict[str, Any]]) -> int:
@@ -107,51 +110,37 @@ def _print(items: list[dict[str, Any]]) -> None:
 
 def _report(args: argparse.Namespace, items: list[dict[str, Any]]) -> int:
     if args.json:
-        print(json.dumps({"drift": items}, indent=2, sort_keys=True, default=str))
+        emit({"drift": items})
     else:
         _print(items)
     return _exit_code(items)
 
 
 async def _list(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
-    async def go(db: AsyncStore) -> list[dict[str, Any]]:
-        found = await db.call(drift.listing, db.store)
-        known = {(i["repo"], i["environment"], i["target"]) for i in found}
-        for t in await drift.DriftChecker(ws, db).targets():
-            if (t.repo, t.environment, t.name) not in known:  # configured, never checked yet
-                found.append({"repo": t.repo, "environment": t.environment, "target": t.name, "kind": t.kind,
-                              "state": "not checked", "summary": "", "commit_sha": t.commit, "since": None,
-                              "checked_at": None, "acknowledged": None})
-        return found
+    async def go(api: Api) -> list[dict[str, Any]]:
+        return await api.drift()
 
-    return _report(args, await _with_db(ws, actor, go))
+    return _report(args, await _with_api(ws, actor, go))
 
 
 async def _check(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
-    actor.require("check drift")  # checks run commands and reach hosts as this user
-
-    async def go(db: AsyncStore) -> list[dict[str, Any]]:
-        checker = drift.DriftChecker(ws, db)
-        targets = await checker.targets(args.repo, args.environment, args.target)
-        if not targets:
-            raise NotFound("no drift targets to check: nothing is deployed yet")
+    def started(count: int) -> None:
         if not args.json:
-            print(f"checking {len(targets)} target(s)...", file=sys.stderr)
-        await checker.check(targets, f"asked by {actor.name}")
-        keys = {(t.repo, t.environment, t.name) for t in targets}
-        return [i for i in await db.call(drift.listing, db.store) if (i["repo"], i["environment"], i["target"]) in keys]
+            print(f"checking {count} target(s)...", file=sys.stderr)
 
-    return _report(args, await _with_db(ws, actor, go))
+    async def go(api: Api) -> list[dict[str, Any]]:
+        return await api.drift_check(actor, args.repo, args.environment, args.target, on_start=started)
+
+    return _report(args, await _with_api(ws, actor, go))
 
 
 async def _show(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
-    async def go(db: AsyncStore) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await db.call(drift.detail, db.store, args.repo, args.environment, args.target)
-        return result
+    async def go(api: Api) -> list[dict[str, Any]]:
+        return await api.call(api.drift_detail, args.repo, args.environment, args.target)
 
-    items = await _with_db(ws, actor, go)
+    items = await _with_api(ws, actor, go)
     if args.json:
-        print(json.dumps({"drift": items}, indent=2, sort_keys=True, default=str))
+        emit({"drift": items})
         return _exit_code(items)
     now = time.time()
     for i in items:
@@ -189,26 +178,20 @@ async def _ack(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
     seconds = seconds_of(args.duration)
     if seconds is None:
         raise InvalidRequest(f"--for {args.duration!r} is not a duration (e.g. 4h, 3d, 1h30m)")
-    actor.require("acknowledge")
 
-    async def go(db: AsyncStore) -> list[str]:
-        result: list[str] = await db.call(drift.acknowledge, db.store, args.repo, args.environment, args.target,
-                                          args.reason, seconds, actor.name)
-        return result
+    async def go(api: Api) -> list[str]:
+        return await api.call(api.drift_ack, actor, args.repo, args.environment, args.target, args.reason, seconds)
 
-    names = await _with_db(ws, actor, go)
+    names = await _with_api(ws, actor, go)
     print(f"acknowledged {', '.join(names)} of {args.repo}/{args.environment} for {duration(seconds)}")
     return OK
 
 
 async def _reconcile(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
-    from core.services import Services
+    async def go(api: Api) -> int:
+        return await api.call(api.reconcile, actor, args.repo, args.environment)
 
-    async def go(db: AsyncStore) -> int:
-        result: int = await db.call(Services(ws, db.store).reconcile, args.repo, args.environment, actor)
-        return result
-
-    run_id = await _with_db(ws, actor, go)
+    run_id = await _with_api(ws, actor, go)
     print(f"run #{run_id} queued: re-deploys {args.repo}'s deployed commit to {args.environment} "
           "(a gated environment waits for approval; follow it with: ahead show "
           f"{run_id})")
@@ -216,48 +199,16 @@ async def _reconcile(args: argparse.Namespace, ws: Workspace, actor: Actor) -> i
 
 
 async def _trust(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
-    from core import sshclient  # asyncssh is imported only for the commands that use SSH
+    """`ahead drift trust`: the hosts of the drift targets, through the one trust flow of
+    `ahead runner trust` (cli_listings.trust_hosts)."""
+    from core.cli_listings import trust_hosts
 
-    if ws.operators and "admin" not in actor.roles:  # as `ahead runner trust`: the same known_hosts
-        raise PermissionDenied(f"{actor.name} may not trust a host key: needs the admin role")
+    async def go(api: Api) -> int:
+        targets = await api.trust_drift_targets(actor, args.repo, args.environment, args.target)
+        return await trust_hosts(api, actor, targets, args.yes, args.fingerprint)
 
-    async def go(db: AsyncStore) -> list[drift.Target]:
-        return await drift.DriftChecker(ws, db).targets(args.repo, args.environment, args.target)
-
-    hosts = sorted({t.spec.host for t in await _with_db(ws, actor, go) if t.spec and t.spec.host})
-    if not hosts:
-        raise InvalidRequest(f"no drift target of {args.repo}/{args.environment} is on a host (host:)")
-    for host in hosts:
-        address = sshclient.parse_address(host)
-        if address is None:
-            raise InvalidRequest(f"{host!r} is not user@host[:port]")
-        key = await sshclient.scan_host_key(address)
-        print(f"{address.pattern} presents {key.get_algorithm()} key {sshclient.fingerprint(key)}")
-        pinned = sshclient.pinned(ws.state_dir, address)
-        if any(sshclient.fingerprint(k) == sshclient.fingerprint(key) for k in pinned):
-            print("  already trusted")
-            continue
-        if pinned:
-            print(f"  WARNING: this replaces the pinned key {', '.join(sshclient.fingerprint(k) for k in pinned)}")
-        if args.fingerprint:
-            if args.fingerprint != sshclient.fingerprint(key):
-                raise InvalidRequest(f"the host presents {sshclient.fingerprint(key)}, not {args.fingerprint}: "
-                                     "not trusted")
-        elif not args.yes:
-            if not sys.stdin.isatty():
-                raise InvalidRequest("compare the fingerprint with the host's own (ssh-keygen -lf on the host), "
-                                     "then run again with --fingerprint SHA256:... or --yes")
-            if input("  trust it? [y/N] ").strip().lower() not in ("y", "yes"):
-                print("  not trusted")
-                return DRIFT
-        sshclient.trust(ws.state_dir, address, key)
-        with Store(ws.db_path, session=f"cli:{actor.name}") as store, store.transaction():
-            store.audit(actor.name, "drift.trust", str(address), {"fingerprint": sshclient.fingerprint(key),
-                                                                 "replaced": [sshclient.fingerprint(k) for k in pinned]})
-        print(f"  trusted (pinned in {sshclient.known_hosts_path(ws.state_dir)})")
-    print("the engine logs in with this key; add it to the hosts' authorized_keys:")
-    print("  " + sshclient.public_key_line(ws.state_dir))
-    return OK
+    result: int = await _with_api(ws, actor, go)
+    return result
 
 
 _ACTIONS = {"list": _list, "check": _check, "show": _show, "ack": _ack, "reconcile": _reconcile, "trust": _trust}

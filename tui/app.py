@@ -1,4 +1,4 @@
-"""The Change Ahead console: a Textual app over a `ConsoleSession`.
+"""The Change Ahead console: a Textual app over a `ClientSession`.
 
 The app owns the session's lifecycle within the UI (starting it after the first frame), one
 bridge worker that turns the engine's event feed into `EventBatch`es published on the
@@ -17,7 +17,7 @@ from textual.app import App, SystemCommand
 from textual.screen import ModalScreen, Screen
 from textual.signal import Signal
 
-from core.console import ConsoleSession
+from core.api.session import ClientSession
 from core.feed import Event
 from themes import DEFAULT_THEME, STYLESHEET, THEMES, VARIABLE_DEFAULTS
 from tui.commands import AUDIT, CHANGES, DRIFT, HELP, OVERVIEW, QUIT, RUNS, WHO, Command, bindings
@@ -50,7 +50,7 @@ class AheadApp(KeepRunning, App[int]):
     | ctrl+p | Command palette: every command, jump to any repo or run |
     """
 
-    def __init__(self, session: ConsoleSession, settings: Settings | None = None,
+    def __init__(self, session: ClientSession, settings: Settings | None = None,
                  start_session: bool = True, own_session: bool = True) -> None:
         super().__init__()
         self.session = session

@@ -1,10 +1,10 @@
 """How a change request reads in the console: its policy status, who may still approve, and
 whether the operator at this console may decide it (and in words, why not).
 
-Pure functions over the dicts `ConsoleSession.change()` / `changes()` return (see
+Pure functions over the dicts `ClientSession.change()` / `changes()` return (see
 `core.approvals.change_detail`); no widgets, no engine calls. The engine decides for real in
-one transaction; these only say what the console offers and dims, so the operator learns why
-before pressing a key rather than after.
+one transaction; whether this operator may decide is the door's answer (`refusal`, computed by
+the code `decide` refuses with), so the operator learns why before pressing a key rather than after.
 """
 
 from __future__ import annotations
@@ -14,18 +14,13 @@ from typing import Any
 
 from rich.text import Text
 
-from core import states
+from core import api, states
 from tui import render
 
 Change = Mapping[str, Any]
 DECIDABLE = states.DECIDABLE
-PRODUCTION_NAMES = ("prod", "production")
 STATUS_GLYPHS = states.GLYPHS
-
-
-def is_production(environments: tuple[str, ...], environment: str) -> bool:
-    """The last environment of the workspace, and any called prod or production."""
-    return environment.lower() in PRODUCTION_NAMES or (bool(environments) and environment == environments[-1])
+is_production = api.is_production  # defined in core: the last environment, and any called prod
 
 
 def decided_by(change: Change) -> dict[str, str]:
@@ -46,24 +41,11 @@ def may_still_approve(change: Change) -> list[str]:
 
 
 def standing(change: Change, actor: str) -> tuple[bool, str]:
-    """Whether `actor` may approve or reject `change` now, and why (not), in words."""
-    status = change["status"]
-    env = change["environment"]
-    check = change["checklist"]
-    if status not in DECIDABLE:
-        reason = f": {change['reason']}" if change.get("reason") else ""
-        return False, f"change #{change['id']} is {status}{reason}"
-    previous = decided_by(change).get(actor)
-    if previous is not None:
-        return False, f"{actor} already {previous}d this change (each operator counts once)"
-    if check.get("policy") is None:
-        return False, f"no policy for {env} any more: nobody can decide"
-    if actor in check["barred"]:
-        return False, f"{actor} cannot approve: {check['barred'][actor]}"
-    if actor not in check["eligible"]:
-        return False, f"{actor} cannot approve: not an approver for {env}"
-    if check.get("frozen"):
-        return False, f"{env} is frozen ({check['frozen']}): no decisions until the freeze ends"
+    """Whether `actor` (this console's operator) may approve or reject `change` now, and why
+    (not), in words: the door's `refusal` (None: they may)."""
+    refusal = change.get("refusal")
+    if refusal:
+        return False, str(refusal)
     return True, f"{actor} may approve or reject"
 
 

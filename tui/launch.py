@@ -10,14 +10,14 @@ import asyncio
 import sys
 
 from core import cli
-from core.console import ConsoleSession
-from core.services import Actor
+from core.api import Actor
+from core.api.session import ClientSession
 from core.workspace import Workspace
 
 ZYGOTE_ARGV = (sys.executable, "-m", "tui.zygote")
 
 
-def run_console(session: ConsoleSession, app_setup: object = None) -> int:
+def run_console(session: ClientSession, app_setup: object = None) -> int:
     """Run the console on `session` until it quits, then close the session; the exit code.
     `app_setup(app)`, when given, adjusts the app before it runs (the SSH child uses it)."""
     from tui.app import AheadApp
@@ -38,7 +38,7 @@ def run_console(session: ConsoleSession, app_setup: object = None) -> int:
 
 
 def open_console(ws: Workspace, actor: Actor) -> int:
-    return run_console(ConsoleSession(ws, actor))
+    return run_console(ClientSession(ws, actor))
 
 
 def main(argv: list[str] | None = None) -> int:

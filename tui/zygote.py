@@ -35,9 +35,9 @@ from rich.console import Console
 
 import tui.app
 from core import workspace
-from core.console import ConsoleSession
+from core.api import Actor
+from core.api.session import ClientSession
 from core.errors import CoreError
-from core.services import Actor
 from tui.launch import run_console
 
 log = logging.getLogger("ahead.serve.console")
@@ -60,7 +60,7 @@ def warm_up(ahead_yml: Path) -> None:
     already filled. Read-only (a viewer, no presence row). Leaves no thread behind: forking
     with a live thread could leave a lock held in the child."""
 
-    session = ConsoleSession(workspace.read(ahead_yml), Actor("warm-up", ("viewer",)),
+    session = ClientSession(workspace.read(ahead_yml), Actor("warm-up", ("viewer",)),
                              embed_engine=False, presence_id=0)
 
     async def run() -> None:
@@ -156,7 +156,7 @@ def run(request: dict[str, Any]) -> int:
     operator = ws.operator(str(request["operator"]))
     if operator is None:
         raise CoreError(f"{request['operator']} is no longer an operator of this workspace")
-    session = ConsoleSession(ws, Actor(operator.name, operator.roles), embed_engine=False,
+    session = ClientSession(ws, Actor(operator.name, operator.roles), embed_engine=False,
                              presence_id=int(request["presence"]),
                              origin=f"ssh:{operator.name}@{request['source']}#{request['presence']}")
     errors = io.StringIO()

@@ -8,6 +8,8 @@ after the subcommand, where argparse refuses them).
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -19,10 +21,26 @@ def main(argv: list[str]) -> int:
         print("ahead: only these listings: " + ", ".join(LISTINGS) + " (drift: only the list and "
               "`drift show`)", file=sys.stderr)
         return 2
-    from core import cli
+    # The listings' own module and the door, never core.cli (which imports this server).
+    from core import cli_drift, cli_listings
+    from core.text import LOG_FORMAT, InertFormatter, inert_output
 
     ahead_yml, _operator, command = Path(argv[0]), argv[1], argv[2:]
-    return cli.main(["--workspace", str(ahead_yml.parent), *command])
+    parser = argparse.ArgumentParser(prog="ahead")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    cli_listings.add_parsers(sub)
+    cli_listings.add_changes_parser(sub)
+    cli_drift.add_parser(sub)
+    with inert_output():  # usage errors quote the SSH client's arguments
+        args = parser.parse_args(command)
+    args.workspace, args.as_name = str(ahead_yml.parent), None
+    stderr = logging.StreamHandler()
+    stderr.setFormatter(InertFormatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.WARNING, handlers=[stderr])
+    handlers = {"status": cli_listings.cmd_status, "runs": cli_listings.cmd_runs,
+                "changes": cli_listings.cmd_changes, "drift": cli_drift.cmd_drift}
+    with inert_output():
+        return cli_listings.run(handlers[args.command], args)
 
 
 def read_only(command: list[str]) -> bool:

@@ -41,9 +41,9 @@ from typing import Any
 
 import asyncssh
 
-from core import workspace
+from core import presence, workspace
 from core.errors import CoreError
-from core.serve import guard, presence
+from core.serve import guard
 from core.serve.keys import KeyProblem, load_or_create_host_key, parse_public_key
 from core.serve.zygote import Zygote
 from core.store.db import AsyncStore, Store

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
+from core import presence
 from core.aio import wait_at_most
-from core.serve import presence
 from core.serve.listing import LISTINGS
 from core.serve.zygote import Child
 

@@ -69,3 +69,10 @@ async def wait_run_done(engine: Engine, run_id: int, timeout: float = 20.0) -> R
     rows = await wait_for(engine, "SELECT * FROM runs WHERE id = ?", (run_id,),
                           lambda r: bool(r) and r[0]["status"] in TERMINAL, timeout)
     return rows[0]
+
+
+async def store_rows(holder: Any, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
+    """Read the store of an engine or a console session directly (tests only: a session's own
+    reads go through the door, core.api)."""
+    rows: list[Row] = await holder.db.call(holder.db.store.query, sql, params)
+    return rows

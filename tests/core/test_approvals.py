@@ -447,10 +447,10 @@ def test_cli_changes_change_approve_reject_and_identity(tmp_path: Path) -> None:
         assert done.returncode == 0 and "approved change" in done.stdout
         for _ in range(100):
             status = json.loads(ahead("status", "--json").stdout)
-            if status["repos"][0]["environments"]["prod"]["deployed"] == sha:
+            if status["repos"][0]["environments"]["prod"]["deployed_commit"] == sha:
                 break
             time.sleep(0.1)
-        assert status["repos"][0]["environments"]["prod"]["deployed"] == sha
+        assert status["repos"][0]["environments"]["prod"]["deployed_commit"] == sha
         audit = ahead("audit")
         assert "change.approve" in audit.stdout and "gate.passed" in audit.stdout
         assert ahead("audit", "verify").returncode == 0
@@ -527,3 +527,24 @@ async def test_whoever_triggered_any_run_of_the_commit_may_not_approve(tmp_path:
         rows = await wait_for(engine, "SELECT * FROM change_requests WHERE run_id = ? AND status = 'open'", (retry,))
         verdict = decide(ws, rows[0]["id"], "erin")
         assert not verdict.ok and f"erin cannot approve: triggered run #{first}" in verdict.message
+
+
+async def test_the_consoles_may_i_is_the_refusal_decide_gives(tmp_path: Path) -> None:
+    """The console asks the door (`Api.may_decide`) before offering approve/reject: its answer
+    is the message `decide` refuses with, computed by the same code (approvals.refusal)."""
+    from core.api import Api
+
+    ws = make_ws(tmp_path / "ws")
+    repo = ws.repo_dir(ws.repo("service"))
+    async with Engine(ws) as engine:
+        sha = commit(repo, "x", author="alice")
+        change = (await waiting_change(engine, sha))["id"]
+        with Api.open(ws) as api:
+            for who in ("alice", "dave"):  # the author; a viewer who is no approver
+                said = api.may_decide(Actor(who), change)
+                verdict = decide(ws, change, who)
+                assert not verdict.ok and said == verdict.message, (who, said)
+            assert api.may_decide(Actor("bob"), change) is None
+            assert decide(ws, change, "bob").ok
+            said = api.may_decide(Actor("bob"), change)
+            assert said is not None and said == decide(ws, change, "bob").message

@@ -31,14 +31,14 @@ def test_trigger_wait_status_runs_show_logs(ws: Workspace) -> None:
 
     status = json.loads(ahead(ws.root, "status", "--json").stdout)
     repo = status["repos"][0]
-    head = repo["head"]
+    head = repo["head_commit"]
     assert repo["name"] == "app" and len(head) == 40
     assert repo["last_run"] == {"id": 1, "status": "succeeded", "commit": head, "branch": "main"}
-    assert repo["environments"]["dev"]["deployed"] == head
+    assert repo["environments"]["dev"]["deployed_commit"] == head
     assert repo["environments"]["dev"]["pending"] == 0
     prod = repo["environments"]["prod"]  # the pipeline has no prod stage: nothing is pending there
-    assert (prod["deploys"], prod["deployed"], prod["pending"]) == (False, None, 0)
-    assert status["engine"] is None
+    assert (prod["deploys"], prod["deployed_commit"], prod["pending"]) == (False, None, 0)
+    assert status["engine"] == {"state": "not running", "holder": None}
 
     runs = json.loads(ahead(ws.root, "runs", "--json").stdout)["runs"]
     assert [(r["id"], r["status"], r["trigger"]) for r in runs] == [(1, "succeeded", "manual")]
@@ -90,10 +90,10 @@ def test_trigger_a_branch_and_a_commit(tmp_path: Path) -> None:
     assert ahead(ws.root, "trigger", "app", "--commit", first[:10], "--wait").returncode == 0
     assert ahead(ws.root, "trigger", "app", "--ref", "topic", "--wait").returncode == 0
     runs = json.loads(ahead(ws.root, "runs", "--json").stdout)["runs"]
-    assert [(r["branch"], r["commit_sha"] == first, r["on_main"]) for r in reversed(runs)] == [
+    assert [(r["branch"], r["commit"] == first, r["on_main"]) for r in reversed(runs)] == [
         ("main", True, 1), ("topic", False, 0)]
     status = json.loads(ahead(ws.root, "status", "--json").stdout)
-    assert status["repos"][0]["environments"]["dev"]["deployed"] == first
+    assert status["repos"][0]["environments"]["dev"]["deployed_commit"] == first
     assert status["repos"][0]["environments"]["dev"]["pending"] == 1
     bad = ahead(ws.root, "trigger", "app", "--ref", "--upload-pack=x")
     assert bad.returncode in (1, 2) and "Traceback" not in bad.stderr

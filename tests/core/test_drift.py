@@ -18,7 +18,7 @@ import asyncssh
 import pytest
 
 from core import approvals, drift, sshclient, workspace
-from core.console import ConsoleSession
+from core.api.session import ClientSession
 from core.engine import Engine
 from core.errors import ConfigError, InvalidRequest
 from core.pipeline import parse
@@ -206,7 +206,7 @@ async def test_acknowledge_until_it_changes_or_expires_and_reconcile_puts_it_bac
         [item] = [i for i in await engine.db.call(drift.listing, store) if i["target"] == "files:site"]
         assert item["state"] == "drifted" and item["acknowledged"] is None, "a changed drift stays acknowledged"
 
-        session = ConsoleSession(ws, actor, embed_engine=False)
+        session = ClientSession(ws, actor, embed_engine=False)
         await session.start()
         try:
             run_id = await session.drift_reconcile("web", "prod")
@@ -435,6 +435,9 @@ async def test_ssh_target_trust_check_drift_denied_and_vanishing(host: tuple[Wor
         done = await asyncio.to_thread(cli, ws, "drift", "trust", "web", "prod", "--yes")
         assert done.returncode == 0, done.stderr
         assert sshclient.fingerprint(server.key) in done.stdout and "ssh-ed25519 " in done.stdout
+        # one trust flow for runners and drift hosts: the same audit action (runner trust: runner/NAME)
+        audit = await query(engine, "SELECT action, subject FROM audit WHERE action LIKE '%trust%'")
+        assert [(a["action"], a["subject"]) for a in audit] == [("host.trust", "drift/web/prod")]
         state, detail = await finding(ws, engine, "www")
         assert state == "in_sync", detail
         assert detail["live"] == f"deploy@127.0.0.1:{server.port}:{remote}"

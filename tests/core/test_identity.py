@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from core import approvals
-from core.console import ConsoleSession
+from core.api.session import ClientSession
 from core.engine import Engine
 from core.errors import PermissionDenied
 from core.services import Actor, Revoked
 from core.store.db import Store
 from core.workspace import Workspace, current_os_user
 from tests.conftest import commit
-from tests.core.helpers import query
+from tests.core.helpers import query, store_rows
 from tests.core.test_approvals import decide, make_ws, waiting_change
 
 ROOT = Path(__file__).parents[2]
@@ -53,8 +53,8 @@ def test_logname_and_user_do_not_make_you_someone_else(tmp_path: Path) -> None:
     assert approve.returncode == 3 and "do not list the OS user" in approve.stderr
 
 
-async def started(ws: Workspace, actor: Actor) -> ConsoleSession:
-    session = ConsoleSession(ws, actor, embed_engine=False)
+async def started(ws: Workspace, actor: Actor) -> ClientSession:
+    session = ClientSession(ws, actor, embed_engine=False)
     await session.start()
     return session
 
@@ -77,7 +77,7 @@ async def test_an_operator_removed_from_ahead_yml_is_refused_by_their_open_conso
         assert verdict is None
         assert session.actor.roles == () and not session.actor.may("trigger")  # read-only now
         assert session.revoked is not None and "no longer an operator" in session.revoked
-        runs = await session.query("SELECT id, actor FROM runs")
+        runs = await store_rows(session, "SELECT id, actor FROM runs")
         assert [(r["id"], r["actor"]) for r in runs] == [(first, "bob")]  # nothing more as bob
     finally:
         await session.aclose()

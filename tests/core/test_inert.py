@@ -80,7 +80,7 @@ async def test_a_reject_comment_quoted_in_another_operators_refusal_is_inert(tmp
 
 # -- static: core/ reaches a terminal only through the CLI's inert output -------------------------
 
-CLI_MODULES = {"core/cli.py", "core/cli_drift.py", "core/serve/listing.py", "core/demo.py",
+CLI_MODULES = {"core/cli.py", "core/cli_drift.py", "core/cli_listings.py", "core/serve/listing.py", "core/demo.py",
                # runs as a step's parent inside the sandbox: what it prints is the step's log,
                # which is stored masked and shown through inert like any step output
                "core/sandbox_launch.py"}

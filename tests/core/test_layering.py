@@ -42,3 +42,29 @@ def test_sqlite_and_gitpython_are_confined() -> None:
             assert rel.startswith("core/store/"), rel
         if "import git as" in text or "\nimport git\n" in text or "from git import" in text:
             assert rel == "core/gitio.py", rel
+
+
+FRONT_ENDS = ("core/cli.py", "core/cli_drift.py", "core/cli_listings.py", "core/serve/listing.py",
+              "core/api/session.py")
+
+
+def test_front_ends_hold_no_sql() -> None:
+    """The CLI, the SSH listings and the console session read and write through the door
+    (core.api): no SQL of their own (issue 12: cmd_audit, step_names, the session's reads)."""
+    for rel in FRONT_ENDS:
+        text = (ROOT / rel).read_text()
+        for needle in ("SELECT ", "INSERT ", "UPDATE ", ".query(", ".execute("):
+            assert needle not in text, (rel, needle)
+
+
+def test_the_ssh_listings_do_not_import_the_command_line(tmp_path: Path) -> None:
+    """`ssh host status` runs core.serve.listing: it must not import core.cli, which imports the
+    server (the cli -> serve.server -> serve.session -> serve.listing -> cli cycle)."""
+    from tests.conftest import make_workspace
+
+    ws = make_workspace(tmp_path / "ws")
+    code = ("import sys\nfrom core.serve import listing\n"
+            f"code = listing.main([{str(ws.file)!r}, 'alice', 'status', '--json'])\n"
+            "print('CLI', 'core.cli' in sys.modules, code)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "CLI False 0", done.stdout + done.stderr

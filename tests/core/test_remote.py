@@ -358,8 +358,8 @@ async def test_runner_trust_shows_the_fingerprint_and_pins_it(tmp_path: Path, ho
     engine, run_id = await run_once(ws)
     try:
         assert (await wait_run_done(engine, run_id))["status"] == "succeeded"
-        audit = await query(engine, "SELECT action, subject FROM audit WHERE action = 'runner.trust'")
-        assert [(a["action"], a["subject"]) for a in audit] == [("runner.trust", "runner/far")]
+        audit = await query(engine, "SELECT action, subject FROM audit WHERE action = 'host.trust'")
+        assert [(a["action"], a["subject"]) for a in audit] == [("host.trust", "runner/far")]
     finally:
         await engine.aclose()
 

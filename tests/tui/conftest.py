@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from core.console import ConsoleSession
+from core.api.session import ClientSession
 from core.services import Actor
 from core.workspace import Workspace
 from tui.app import AheadApp
@@ -15,7 +15,7 @@ from tui.settings import Settings
 @asynccontextmanager
 async def console(ws: Workspace, size: tuple[int, int] = (100, 30), settings: Settings | None = None,
                   actor: str = "alice", embed: bool = True) -> AsyncIterator[tuple[AheadApp, object]]:
-    session = ConsoleSession(ws, Actor(actor), embed_engine=embed)
+    session = ClientSession(ws, Actor(actor), embed_engine=embed)
     app = AheadApp(session, settings)
     try:
         async with app.run_test(size=size) as pilot:

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import demo, workspace
-from core.console import ConsoleSession
-from core.serve import presence
+from core import demo, presence, workspace
+from core.api.session import ClientSession
 from core.services import Actor
 from core.store.db import GENESIS, Store, audit_hash
 from core.workspace import Workspace
@@ -79,7 +78,9 @@ def make_app(ws: Workspace, theme: str | None = None) -> AheadApp:
     render.set_clock(lambda: NOW)
     with Store(ws.db_path, session="scenes") as store, store.transaction() as conn:
         conn.execute("DELETE FROM sessions")  # only the Who scene shows other consoles
-    session = ConsoleSession(ws, Actor("alice"), embed_engine=False)
+    # The console's "may I?" is answered at the scene's moment too (the demo's changes would
+    # have expired by the wall clock).
+    session = ClientSession(ws, Actor("alice"), embed_engine=False, clock=lambda: NOW)
     return AheadApp(session, Settings(theme=theme))
 
 

@@ -19,7 +19,7 @@ from core import approvals, workspace
 from core.store.db import Store
 from core.workspace import Workspace
 from tests.conftest import commit, make_repo
-from tests.core.helpers import on_events
+from tests.core.helpers import on_events, store_rows
 from tests.tui.conftest import console, screen_text, settle
 from tui import render
 from tui.app import AheadApp
@@ -88,7 +88,7 @@ async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
 async def poll(app: AheadApp, sql: str, check: Callable[[list[Any]], bool] = bool,
                timeout: float = 20.0) -> list[Any]:
     """Run `sql` on the session's store after each burst of its events until `check` holds."""
-    return await on_events(app.session.feed, lambda: app.session.query(sql), check, timeout, sql)
+    return await on_events(app.session.feed, lambda: store_rows(app.session, sql), check, timeout, sql)
 
 
 async def gate_opens(app: AheadApp, ws: Workspace, subject: str = "Release 1.2.0") -> tuple[str, dict[str, Any]]:
@@ -155,7 +155,7 @@ async def test_approve_from_the_console_typing_the_environment_deploys(tmp_path:
         await until(lambda: isinstance(app.screen, ChangeScreen))
         deployed = await poll(app, "SELECT commit_sha FROM deployments WHERE environment = 'prod'")
         assert [r["commit_sha"] for r in deployed] == [sha]
-        decisions = await app.session.query("SELECT operator, verdict, comment FROM decisions")
+        decisions = await store_rows(app.session, "SELECT operator, verdict, comment FROM decisions")
         assert [tuple(d.values()) for d in decisions] == [("bob", "approve", "ship it")]
         await until(lambda: any(kw.get("title") == "Approved" for _, kw in notes))
         await until(lambda: "passed" in screen_text(app))  # the detail follows the change live
@@ -187,7 +187,7 @@ async def test_the_author_cannot_approve_and_is_told_why(tmp_path: Path) -> None
         message, kwargs = notes[-1]
         assert "alice cannot approve: author of" in message
         assert kwargs["severity"] == "error" and kwargs["title"] == "Refused"
-        assert await app.session.query("SELECT * FROM decisions") == []
+        assert await store_rows(app.session, "SELECT * FROM decisions") == []
 
 
 async def test_an_approval_from_elsewhere_appears_within_a_second(tmp_path: Path) -> None:
@@ -234,7 +234,7 @@ async def test_reject_needs_a_comment_and_stops_the_run(tmp_path: Path) -> None:
         run = await poll(app, f"SELECT status, error FROM runs WHERE id = {change['run_id']}",
                          lambda rows: rows[0]["status"] not in ("waiting", "running"))
         assert run[0]["status"] == "failed" and "rejected" in run[0]["error"]
-        assert await app.session.query("SELECT * FROM deployments WHERE environment = 'prod'") == []
+        assert await store_rows(app.session, "SELECT * FROM deployments WHERE environment = 'prod'") == []
         await until(lambda: any(kw.get("title") == "Rejected" for _, kw in notes))
         await until(lambda: "rejected by bob: not before the freeze" in screen_text(app))
 
@@ -250,7 +250,7 @@ async def test_escape_backs_out_of_a_decision(tmp_path: Path) -> None:
         assert "Type staging to confirm" in screen_text(app)
         await pilot.press("escape")
         await until(lambda: isinstance(app.screen, ChangeScreen))
-        assert await app.session.query("SELECT * FROM decisions") == []
+        assert await store_rows(app.session, "SELECT * FROM decisions") == []
 
 
 async def test_audit_screen_shows_the_chain_and_catches_tampering(tmp_path: Path) -> None:
@@ -262,7 +262,7 @@ async def test_audit_screen_shows_the_chain_and_catches_tampering(tmp_path: Path
         text = screen_text(app)
         assert "audit chain intact: 2 entries verified" in text
         assert "gate.opened" in text and "run.trigger" in text
-        first = (await app.session.query("SELECT id FROM audit ORDER BY id LIMIT 1"))[0]["id"]
+        first = (await store_rows(app.session, "SELECT id FROM audit ORDER BY id LIMIT 1"))[0]["id"]
         db = sqlite3.connect(ws.db_path)
         with db:
             db.execute("DROP TRIGGER audit_no_update")
@@ -279,7 +279,7 @@ async def test_new_screens_fit_80x24_and_200x60_by_keyboard(tmp_path: Path) -> N
     ws = make_ws(tmp_path / "ws", approvals_needed=2)
     for size in ((80, 24), (200, 60)):
         async with console(ws, actor="bob", size=size) as (app, pilot):
-            if not await app.session.query("SELECT * FROM change_requests"):
+            if not await store_rows(app.session, "SELECT * FROM change_requests"):
                 await gate_opens(app, ws)
             await until(lambda: "0/2" in screen_text(app))
             for keys, screen in ((("a",), ChangesScreen), (("enter",), ChangeScreen),

@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Log
 
 from core.workspace import Workspace
 from tests.conftest import commit, make_workspace
+from tests.core.helpers import store_rows
 from tests.tui.conftest import console, screen_text
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
@@ -33,7 +34,7 @@ async def until(check: Any, timeout: float = 15.0) -> None:
 
 
 async def runs(app: Any, sql: str = "SELECT * FROM runs ORDER BY id") -> list[dict[str, Any]]:
-    return await app.session.query(sql)
+    return await store_rows(app.session, sql)
 
 
 async def test_overview_shows_repos_by_environment(ws: Workspace) -> None:

@@ -15,11 +15,12 @@ from typing import Any
 from textual.widgets import Button, Input
 
 from core import drift
+from core.api.views import DriftView, EnvCell
 from core.pipeline import DriftSpec
 from core.services import Actor
-from core.views import DriftView, EnvCell
 from core.workspace import Workspace
 from tests.conftest import commit, make_workspace
+from tests.core.helpers import store_rows
 from tests.tui.conftest import console, screen_text, settle
 from tests.tui.test_changes import capture_notes, poll, until
 from tui import render
@@ -156,7 +157,7 @@ async def test_drift_check_ack_reconcile(tmp_path: Path) -> None:
         assert detail.detail is not None and detail.detail.view.ack_by == "alice"
         assert "acknowledged by alice" in screen_text(app) and "OPS-7" in screen_text(app)
         assert any(kw.get("title") == "Acknowledged" and "for 24h" in msg for msg, kw in notes)
-        ack = await app.session.query("SELECT * FROM drift_acks")
+        ack = await store_rows(app.session, "SELECT * FROM drift_acks")
         assert ack[0]["reason"] == "OPS-7"
         assert 86000 < ack[0]["expires_at"] - ack[0]["created_at"] <= 86400
 
@@ -166,7 +167,7 @@ async def test_drift_check_ack_reconcile(tmp_path: Path) -> None:
         assert render.short(sha) in app.screen.detail
         await pilot.press("y")
         await until(lambda: isinstance(app.screen, ConfirmScreen) and "Queued run" in app.screen.question)
-        runs = await app.session.query("SELECT * FROM runs WHERE trigger = 'reconcile'")
+        runs = await store_rows(app.session, "SELECT * FROM runs WHERE trigger = 'reconcile'")
         assert len(runs) == 1 and runs[0]["commit_sha"] == sha and runs[0]["environment"] == "prod"
         await pilot.press("y")
         await until(lambda: type(app.screen).__name__ == "RunScreen")

@@ -16,7 +16,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
-from core.views import DriftView
+from core.api.views import DriftView
 from tui import render
 from tui.commands import (
     ACKNOWLEDGE,

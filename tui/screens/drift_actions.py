@@ -20,9 +20,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
+from core.api.views import DriftView
 from core.errors import PermissionDenied
 from core.fields import seconds_of
-from core.views import DriftView
 from tui import render
 from tui.screens.confirm import ConfirmScreen
 

@@ -20,7 +20,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from core.views import DriftDetail, DriftView
+from core.api.views import DriftDetail, DriftView
 from tui import render
 from tui.commands import ACKNOWLEDGE, BACK, CHECK, DOWN, HELP, QUIT, RECONCILE, UP, bindings
 from tui.messages import EventBatch

@@ -17,7 +17,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import DataTable
 
-from core.views import EnvCell, RepoView
+from core.api.views import EnvCell, RepoView
 from tui import checklist, render
 from tui.commands import (
     BACK,

@@ -10,7 +10,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
-from core.views import BranchView, CommitView, RepoDetail
+from core.api.views import BranchView, CommitView, RepoDetail
 from tui import render
 from tui.commands import BACK, DOWN, HELP, LAST_RUN, OPEN, QUIT, RUNS, TRIGGER, UP, WHERE, bindings
 from tui.messages import EventBatch

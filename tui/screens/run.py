@@ -20,8 +20,8 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Input, Log, Static
 
 from core import states
+from core.api.views import RunDetail, StepView
 from core.text import inert
-from core.views import RunDetail, StepView
 from tui import render
 from tui.commands import (
     BACK,

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable
 
 from core import states
-from core.views import RunView
+from core.api.views import RunView
 from tui import render
 from tui.commands import BACK, CANCEL, DOWN, FILTER, HELP, OPEN, QUIT, RETRY, UP, bindings
 from tui.messages import EventBatch

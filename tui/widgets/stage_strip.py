@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from core.views import StageView
+from core.api.views import StageView
 from tui import render
 
 
