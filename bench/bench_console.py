@@ -130,19 +130,32 @@ def demo_expectations(ws_dir: Path) -> tuple[list[str], list[str]]:
     with Store(ws.db_path, session="bench").open() as store:
         status = Services(ws, store).status(pending=False)
     names = [r["name"] for r in status["repos"]]
-    shas = sorted({env["deployed"][:7] for r in status["repos"]
-                   for env in r["environments"].values() if env["deployed"]})
+    shas = sorted(
+        {
+            env["deployed"][:7]
+            for r in status["repos"]
+            for env in r["environments"].values()
+            if env["deployed"]
+        }
+    )
     return names, shas
 
 
 def overview_rows(display: list[str], names: list[str]) -> list[str]:
-    return [line for line in display if "·" not in line
-            and any(line.strip().startswith(name + " ") for name in names)]
+    return [
+        line
+        for line in display
+        if "·" not in line and any(line.strip().startswith(name + " ") for name in names)
+    ]
 
 
-def start_console(argv: list[str], names: list[str], shas: list[str],
-                  env: dict[str, str] | None = None,
-                  pass_fds: tuple[int, ...] = ()) -> dict[str, float | None]:
+def start_console(
+    argv: list[str],
+    names: list[str],
+    shas: list[str],
+    env: dict[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> dict[str, float | None]:
     """Spawn the console on a pty; ms from spawn to each milestone of its first screen."""
 
     def title(display: list[str]) -> bool:
@@ -154,8 +167,11 @@ def start_console(argv: list[str], names: list[str], shas: list[str],
         return len(rows) == len(names) and all(sha in text for sha in shas)
 
     def full(display: list[str]) -> bool:
-        return data(display) and "engine: here" in display[0] and not any(
-            "…" in line for line in overview_rows(display, names))
+        return (
+            data(display)
+            and "engine: here" in display[0]
+            and not any("…" in line for line in overview_rows(display, names))
+        )
 
     term = PtyProcess(argv, cols=COLS, rows=ROWS, env=env, pass_fds=pass_fds)
     try:
@@ -164,10 +180,13 @@ def start_console(argv: list[str], names: list[str], shas: list[str],
         done = term.wait_screen(full, timeout=30)
         if done is None:
             raise RuntimeError(f"the console never showed a full overview:\n{term.text()}")
-        return {"first output": ms(term.spawned_at, term.first_output_at),
-                "title bar": ms(term.spawned_at, seen_title[0] if seen_title else None),
-                "store data": ms(term.spawned_at, seen_data[0] if seen_data else None),
-                "full": ms(term.spawned_at, done), "spawned_at": term.spawned_at}
+        return {
+            "first output": ms(term.spawned_at, term.first_output_at),
+            "title bar": ms(term.spawned_at, seen_title[0] if seen_title else None),
+            "store data": ms(term.spawned_at, seen_data[0] if seen_data else None),
+            "full": ms(term.spawned_at, done),
+            "spawned_at": term.spawned_at,
+        }
     finally:
         code = term.finish(b"q")
         if code != 0:
@@ -179,12 +198,15 @@ def start_minimal() -> dict[str, float | None]:
 
     term = PtyProcess([PYTHON, MINIMAL, "start"], cols=COLS, rows=ROWS)
     try:
-        done = term.wait_screen(lambda d: READY_TEXT in d[0] and any("line 19" in x for x in d),
-                                timeout=30)
+        done = term.wait_screen(
+            lambda d: READY_TEXT in d[0] and any("line 19" in x for x in d), timeout=30
+        )
         if done is None:
             raise RuntimeError(f"the minimal app never showed its frame:\n{term.text()}")
-        return {"first output": ms(term.spawned_at, term.first_output_at),
-                "full": ms(term.spawned_at, done)}
+        return {
+            "first output": ms(term.spawned_at, term.first_output_at),
+            "full": ms(term.spawned_at, done),
+        }
     finally:
         term.finish(b"q")
 
@@ -215,7 +237,7 @@ def bench_startup(root: Path, starts: int, probe_starts: int) -> Section:
     console: list[dict[str, float | None]] = []
     minimal: list[dict[str, float | None]] = []
     for i in range(starts):
-        for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+        for which in (0, 1) if i % 2 == 0 else (1, 0):
             if which == 0:
                 console.append(start_console(argv, names, shas))
             else:
@@ -224,8 +246,13 @@ def bench_startup(root: Path, starts: int, probe_starts: int) -> Section:
     breakdown: dict[str, list[float]] = {}
     for _ in range(probe_starts):
         probe = Probe()
-        timing = start_console([PYTHON, PROBE, "--workspace", str(ws_dir)], names, shas,
-                               env=probe.env, pass_fds=(probe.write_fd,))
+        timing = start_console(
+            [PYTHON, PROBE, "--workspace", str(ws_dir)],
+            names,
+            shas,
+            env=probe.env,
+            pass_fds=(probe.write_fd,),
+        )
         probe.spawned()
         probe.join()
         spawned = float(timing["spawned_at"] or 0.0)
@@ -239,43 +266,79 @@ def bench_startup(root: Path, starts: int, probe_starts: int) -> Section:
     full, base = col(console, "full"), col(minimal, "full")
     label = "minimal Textual app (Static + Log), spawn → its frame"
     rows = [
-        row("`ahead --workspace demo`: spawn → first full frame (overview with every repo, "
-            "deployed commit and pending count)", statistics.median(full), "ms",
-            baseline=statistics.median(base), baseline_label=label, max_ratio=1.5,
-            target="≤ 1.5× baseline (console issue; T6 asks ≤ 1.3×)", stats=summary(full),
-            baseline_stats=summary(base)),
+        row(
+            "`ahead --workspace demo`: spawn → first full frame (overview with every repo, "
+            "deployed commit and pending count)",
+            statistics.median(full),
+            "ms",
+            baseline=statistics.median(base),
+            baseline_label=label,
+            max_ratio=1.5,
+            target="≤ 1.5× baseline (console issue; T6 asks ≤ 1.3×)",
+            stats=summary(full),
+            baseline_stats=summary(base),
+        ),
     ]
     mine_imports, base_imports = import_times(5)
-    rows.append(row("imports before the first frame (`tui.launch`, `tui.app`, `tui.settings`, "
-                    "`tui.screens.overview`): process wall", statistics.median(mine_imports), "ms",
-                    baseline=statistics.median(base_imports),
-                    baseline_label="`import textual.app, textual.widgets`",
-                    stats=summary(mine_imports), baseline_stats=summary(base_imports)))
-    for key, what in (("first output", "first byte on the pty"),
-                      ("title bar", "title bar drawn (first frame)"),
-                      ("store data", "every repo and deployed commit shown (pending maybe not)")):
+    rows.append(
+        row(
+            "imports before the first frame (`tui.launch`, `tui.app`, `tui.settings`, "
+            "`tui.screens.overview`): process wall",
+            statistics.median(mine_imports),
+            "ms",
+            baseline=statistics.median(base_imports),
+            baseline_label="`import textual.app, textual.widgets`",
+            stats=summary(mine_imports),
+            baseline_stats=summary(base_imports),
+        )
+    )
+    for key, what in (
+        ("first output", "first byte on the pty"),
+        ("title bar", "title bar drawn (first frame)"),
+        ("store data", "every repo and deployed commit shown (pending maybe not)"),
+    ):
         values = col(console, key)
-        rows.append(row(f"breakdown: spawn → {what}", statistics.median(values), "ms",
-                        stats=summary(values)))
+        rows.append(
+            row(
+                f"breakdown: spawn → {what}", statistics.median(values), "ms", stats=summary(values)
+            )
+        )
     first_base = col(minimal, "first output")
-    rows.append(row("baseline breakdown: minimal app, spawn → first byte on the pty",
-                    statistics.median(first_base), "ms", stats=summary(first_base)))
+    rows.append(
+        row(
+            "baseline breakdown: minimal app, spawn → first byte on the pty",
+            statistics.median(first_base),
+            "ms",
+            stats=summary(first_base),
+        )
+    )
     order = sorted(breakdown, key=lambda k: statistics.median(breakdown[k]))
     for name in order:
-        rows.append(row(f"probe: spawn → {name}", statistics.median(breakdown[name]), "ms",
-                        stats=summary(breakdown[name])))
-    return {"id": "startup", "title": "Console start to first full frame (demo workspace, pty)",
-            "rows": rows,
-            "notes": [f"{starts} starts of each, interleaved, after one warm-up start of each; "
-                      f"a {COLS}×{ROWS} pty, TERM=xterm-256color, read by a thread into pyte. "
-                      "The console is the real `.venv/bin/ahead --workspace DIR` (embedded engine, "
-                      "demo state in SQLite), quit with `q` after each start. A full frame: the "
-                      f"title bar says `engine: here`, the overview lists {', '.join(names)} with "
-                      f"every deployed commit ({', '.join(shas)}) and no pending count is still "
-                      "`…`.",
-                      f"`probe:` rows: {probe_starts} more starts through `bench/console_probe.py` "
-                      "(the same `tui.launch.main`, with timing wrappers) give the moments inside "
-                      "the process; `probe started` is when the interpreter reached the script."]}
+        rows.append(
+            row(
+                f"probe: spawn → {name}",
+                statistics.median(breakdown[name]),
+                "ms",
+                stats=summary(breakdown[name]),
+            )
+        )
+    return {
+        "id": "startup",
+        "title": "Console start to first full frame (demo workspace, pty)",
+        "rows": rows,
+        "notes": [
+            f"{starts} starts of each, interleaved, after one warm-up start of each; "
+            f"a {COLS}×{ROWS} pty, TERM=xterm-256color, read by a thread into pyte. "
+            "The console is the real `.venv/bin/ahead --workspace DIR` (embedded engine, "
+            "demo state in SQLite), quit with `q` after each start. A full frame: the "
+            f"title bar says `engine: here`, the overview lists {', '.join(names)} with "
+            f"every deployed commit ({', '.join(shas)}) and no pending count is still "
+            "`…`.",
+            f"`probe:` rows: {probe_starts} more starts through `bench/console_probe.py` "
+            "(the same `tui.launch.main`, with timing wrappers) give the moments inside "
+            "the process; `probe started` is when the interpreter reached the script.",
+        ],
+    }
 
 
 # -- 2. overview with 1,000 repos ------------------------------------------------------------------
@@ -337,8 +400,9 @@ class Keys:
             await asyncio.sleep(0.005)
 
 
-async def press_for(app: Any, keys: Keys, table: Any, until: Callable[[], bool],
-                    rng: random.Random, limit: int) -> tuple[int, int]:
+async def press_for(
+    app: Any, keys: Keys, table: Any, until: Callable[[], bool], rng: random.Random, limit: int
+) -> tuple[int, int]:
     """Send `down` every 50–100 ms until `until()` (or `limit` keys); returns the range of key
     indexes sent."""
     first = len(keys.sent)
@@ -357,8 +421,9 @@ async def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
         await asyncio.sleep(0.002)
 
 
-async def overview_once(ws: Workspace, n: int, idle_keys: int, rng: random.Random,
-                        what_if: bool = False) -> dict[str, Any]:
+async def overview_once(
+    ws: Workspace, n: int, idle_keys: int, rng: random.Random, what_if: bool = False
+) -> dict[str, Any]:
     """One console start on the big workspace. With `what_if`, two proposed fixes are patched
     into this process: the overview's `DataTable.update_cell(..., update_width=True)` calls run
     without `update_width` (as with fixed-width environment columns), and the overview's
@@ -398,8 +463,15 @@ async def overview_once(ws: Workspace, n: int, idle_keys: int, rng: random.Rando
     real_update_cell = DataTable.update_cell
     had_refresh = "refresh_bindings" in OverviewScreen.__dict__
     if what_if:
-        def update_cell(table: DataTable[Any], row_key: Any, column_key: Any, value: Any, *,
-                        update_width: bool = False) -> None:
+
+        def update_cell(
+            table: DataTable[Any],
+            row_key: Any,
+            column_key: Any,
+            value: Any,
+            *,
+            update_width: bool = False,
+        ) -> None:
             real_update_cell(table, row_key, column_key, value)
 
         base_refresh = OverviewScreen.refresh_bindings
@@ -425,8 +497,11 @@ async def overview_once(ws: Workspace, n: int, idle_keys: int, rng: random.Rando
             table.append(screen.query_one("#overview", DataTable))
         if "rows" not in marks and table[0].row_count == n:
             marks["rows"] = at
-        if "rows" in marks and "pending" not in marks and all(
-                c.pending is not None for v in screen._views.values() for c in v.cells):
+        if (
+            "rows" in marks
+            and "pending" not in marks
+            and all(c.pending is not None for v in screen._views.values() for c in v.cells)
+        ):
             marks["pending"] = at
         keys.check(table[0].cursor_row, at)
 
@@ -436,12 +511,14 @@ async def overview_once(ws: Workspace, n: int, idle_keys: int, rng: random.Rando
     try:
         async with app.run_test(size=(200, 60)):
             await wait_until(lambda: "rows" in marks, 120)
-            busy = keys.latencies(*await press_for(app, keys, table[0],
-                                                   lambda: "pending" in marks, rng, 600))
+            busy = keys.latencies(
+                *await press_for(app, keys, table[0], lambda: "pending" in marks, rng, 600)
+            )
             await wait_until(lambda: "pending" in marks, 120)
             await asyncio.sleep(0.3)
-            idle = keys.latencies(*await press_for(app, keys, table[0], lambda: False, rng,
-                                                   idle_keys))
+            idle = keys.latencies(
+                *await press_for(app, keys, table[0], lambda: False, rng, idle_keys)
+            )
     finally:
         Frames.callback = None
         OverviewScreen._rebuild = real_rebuild  # type: ignore[method-assign]
@@ -449,9 +526,12 @@ async def overview_once(ws: Workspace, n: int, idle_keys: int, rng: random.Rando
         if what_if and not had_refresh:
             del OverviewScreen.refresh_bindings
         await session.aclose()
-    return {"marks": {k: (v - start) * 1000 for k, v in marks.items()},
-            "rebuild_to_rows": (marks["rows"] - marks["rebuild"]) * 1000,
-            "busy": busy, "idle": idle}
+    return {
+        "marks": {k: (v - start) * 1000 for k, v in marks.items()},
+        "rebuild_to_rows": (marks["rows"] - marks["rebuild"]) * 1000,
+        "busy": busy,
+        "idle": idle,
+    }
 
 
 def table_rows(n: int) -> list[list[Any]]:
@@ -465,8 +545,15 @@ def table_rows(n: int) -> list[list[Any]]:
         env.append("never  ", style="grey50")
         env.append(f" +{2 + i % 2}", style="yellow")
         env.append(" 2y", style="grey50")
-        out.append([Text(f"r{i:04d}"), Text(f"{i * 2654435761 % 16**7:07x}", style="cyan"),
-                    Text("no runs", style="grey50"), env, env.copy()])
+        out.append(
+            [
+                Text(f"r{i:04d}"),
+                Text(f"{i * 2654435761 % 16**7:07x}", style="cyan"),
+                Text("no runs", style="grey50"),
+                env,
+                env.copy(),
+            ]
+        )
     return out
 
 
@@ -508,12 +595,16 @@ async def datatable_once(n: int, idle_keys: int, rng: random.Random) -> dict[str
         async with app.run_test(size=(200, 60)):
             await wait_until(lambda: "rows" in marks, 60)
             await asyncio.sleep(0.3)
-            idle = keys.latencies(*await press_for(app, keys, found[0], lambda: False, rng,
-                                                   idle_keys))
+            idle = keys.latencies(
+                *await press_for(app, keys, found[0], lambda: False, rng, idle_keys)
+            )
     finally:
         Frames.callback = None
-    return {"marks": {k: (v - start) * 1000 for k, v in marks.items()},
-            "add_rows_to_rows": (marks["rows"] - marks["add_rows"]) * 1000, "idle": idle}
+    return {
+        "marks": {k: (v - start) * 1000 for k, v in marks.items()},
+        "add_rows_to_rows": (marks["rows"] - marks["add_rows"]) * 1000,
+        "idle": idle,
+    }
 
 
 async def record_refs(ws: Workspace) -> None:
@@ -539,7 +630,7 @@ def bench_overview(fx: fixtures.Fixtures, reps: int, idle_keys: int, seed: int) 
     tables: list[dict[str, Any]] = []
     slow = False
     for i in range(reps):
-        for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+        for which in (0, 1) if i % 2 == 0 else (1, 0):
             if which == 0 and not slow:
                 console.append(asyncio.run(overview_once(ws, n, idle_keys, rng)))
                 slow = console[-1]["marks"].get("pending", 0.0) > SLOW_FILL_MS
@@ -562,75 +653,142 @@ def bench_overview(fx: fixtures.Fixtures, reps: int, idle_keys: int, seed: int) 
     table_label = "built-in DataTable, 1,000 rows (`add_rows` in on_mount), App() → that frame"
     key_label = "built-in DataTable with 1,000 rows, idle"
     rows = [
-        row(f"start → overview shows all {n:,} repos (from the store)", statistics.median(rows_at),
-            "ms", baseline=statistics.median(base_rows), baseline_label=table_label,
-            max_ratio=2.0, target="≤ 2× baseline (T6, headless)", stats=summary(rows_at),
-            baseline_stats=summary(base_rows)),
-        row("start → every pending count filled (2,000 repo × environment counts)",
-            statistics.median(filled), "ms", stats=summary(filled)),
-        row("1,000 rows: rows handed to the table → frame (`_rebuild`, 1,000 `add_row`)",
-            statistics.median(rebuild), "ms", baseline=statistics.median(add_rows),
-            baseline_label="`add_rows` of 1,000 rows → frame", stats=summary(rebuild),
-            baseline_stats=summary(add_rows)),
-        row("`down` → frame while pending counts fill, p50", statistics.median(busy), "ms",
-            baseline=statistics.median(base_idle), baseline_label=key_label, max_value=33.0,
-            target="≤ 33 ms, two frames (T7)", stats=summary(busy),
-            baseline_stats=summary(base_idle)),
-        row("`down` → frame while pending counts fill, p99", percentile(busy, 99), "ms",
-            baseline=percentile(base_idle, 99), baseline_label=key_label + ", p99"),
-        row("`down` → frame once filled (idle), p50", statistics.median(idle), "ms",
-            baseline=statistics.median(base_idle), baseline_label=key_label, max_value=33.0,
-            target="≤ 33 ms, two frames (T7)", stats=summary(idle)),
+        row(
+            f"start → overview shows all {n:,} repos (from the store)",
+            statistics.median(rows_at),
+            "ms",
+            baseline=statistics.median(base_rows),
+            baseline_label=table_label,
+            max_ratio=2.0,
+            target="≤ 2× baseline (T6, headless)",
+            stats=summary(rows_at),
+            baseline_stats=summary(base_rows),
+        ),
+        row(
+            "start → every pending count filled (2,000 repo × environment counts)",
+            statistics.median(filled),
+            "ms",
+            stats=summary(filled),
+        ),
+        row(
+            "1,000 rows: rows handed to the table → frame (`_rebuild`, 1,000 `add_row`)",
+            statistics.median(rebuild),
+            "ms",
+            baseline=statistics.median(add_rows),
+            baseline_label="`add_rows` of 1,000 rows → frame",
+            stats=summary(rebuild),
+            baseline_stats=summary(add_rows),
+        ),
+        row(
+            "`down` → frame while pending counts fill, p50",
+            statistics.median(busy),
+            "ms",
+            baseline=statistics.median(base_idle),
+            baseline_label=key_label,
+            max_value=33.0,
+            target="≤ 33 ms, two frames (T7)",
+            stats=summary(busy),
+            baseline_stats=summary(base_idle),
+        ),
+        row(
+            "`down` → frame while pending counts fill, p99",
+            percentile(busy, 99),
+            "ms",
+            baseline=percentile(base_idle, 99),
+            baseline_label=key_label + ", p99",
+        ),
+        row(
+            "`down` → frame once filled (idle), p50",
+            statistics.median(idle),
+            "ms",
+            baseline=statistics.median(base_idle),
+            baseline_label=key_label,
+            max_value=33.0,
+            target="≤ 33 ms, two frames (T7)",
+            stats=summary(idle),
+        ),
     ]
     w_filled, w_busy, w_idle = mark(whatif, "pending"), keys(whatif, "busy"), keys(whatif, "idle")
     rows += [
-        row("what-if (both fixes): start → every pending count filled",
-            statistics.median(w_filled), "ms", stats=summary(w_filled)),
-        row("what-if (both fixes): `down` → frame while pending counts fill, p50",
-            statistics.median(w_busy), "ms", baseline=statistics.median(base_idle),
-            baseline_label=key_label, stats=summary(w_busy)),
+        row(
+            "what-if (both fixes): start → every pending count filled",
+            statistics.median(w_filled),
+            "ms",
+            stats=summary(w_filled),
+        ),
+        row(
+            "what-if (both fixes): `down` → frame while pending counts fill, p50",
+            statistics.median(w_busy),
+            "ms",
+            baseline=statistics.median(base_idle),
+            baseline_label=key_label,
+            stats=summary(w_busy),
+        ),
         row("what-if (both fixes): same, p99", percentile(w_busy, 99), "ms"),
-        row("what-if (both fixes): `down` → frame once filled (idle), p50",
-            statistics.median(w_idle), "ms", baseline=statistics.median(base_idle),
-            baseline_label=key_label, stats=summary(w_idle)),
+        row(
+            "what-if (both fixes): `down` → frame once filled (idle), p50",
+            statistics.median(w_idle),
+            "ms",
+            baseline=statistics.median(base_idle),
+            baseline_label=key_label,
+            stats=summary(w_idle),
+        ),
     ]
-    for name, what in (("first frame", "first frame (title bar, loading)"),
-                       ("session started", "session started (embedded engine with 1,000 repos)"),
-                       ("store read", "overview read from the store (`overview(pending=False)`)"),
-                       ("rebuild", "table rebuild starts"),
-                       ("last pending chunk read", "last chunk of pending counts read")):
+    for name, what in (
+        ("first frame", "first frame (title bar, loading)"),
+        ("session started", "session started (embedded engine with 1,000 repos)"),
+        ("store read", "overview read from the store (`overview(pending=False)`)"),
+        ("rebuild", "table rebuild starts"),
+        ("last pending chunk read", "last chunk of pending counts read"),
+    ):
         values = mark(console, name)
         if values:
-            rows.append(row(f"breakdown: start → {name} — {what}", statistics.median(values),
-                            "ms", stats=summary(values)))
+            rows.append(
+                row(
+                    f"breakdown: start → {name} — {what}",
+                    statistics.median(values),
+                    "ms",
+                    stats=summary(values),
+                )
+            )
     missed = sum(1 for r in console for k in ("busy", "idle") for v in r[k] if v is None)
-    notes = [f"{len(console)} console run(s) and {len(tables)} baseline run(s), interleaved, in "
-             "this process: `AheadApp(ClientSession(ws, "
-             "Actor(\"alice\")))` under `app.run_test(size=(200, 60))` (headless: the compositor "
-             "renders every frame, nothing is written to a terminal), with the real session "
-             f"and its embedded engine on the {n:,}-repo fixture workspace: every branch "
-             "recorded, no runs, nothing deployed, so every repo × environment needs a pending "
-             "count from git (`git log --format=%ct main`).",
-             "Frames are timed by wrapping `App._display`; a key is a `Key('down')` event sent "
-             "through the app's driver (as terminal input is) every 50–100 ms whether or not "
-             "the previous one has shown (so a stall is felt by every key sent during it), "
-             "timed to the first frame whose table cursor reached the row it moves to. "
-             f"{len(busy)} keys while the counts filled, {len(idle)} after."]
+    notes = [
+        f"{len(console)} console run(s) and {len(tables)} baseline run(s), interleaved, in "
+        "this process: `AheadApp(ClientSession(ws, "
+        'Actor("alice")))` under `app.run_test(size=(200, 60))` (headless: the compositor '
+        "renders every frame, nothing is written to a terminal), with the real session "
+        f"and its embedded engine on the {n:,}-repo fixture workspace: every branch "
+        "recorded, no runs, nothing deployed, so every repo × environment needs a pending "
+        "count from git (`git log --format=%ct main`).",
+        "Frames are timed by wrapping `App._display`; a key is a `Key('down')` event sent "
+        "through the app's driver (as terminal input is) every 50–100 ms whether or not "
+        "the previous one has shown (so a stall is felt by every key sent during it), "
+        "timed to the first frame whose table cursor reached the row it moves to. "
+        f"{len(busy)} keys while the counts filled, {len(idle)} after.",
+    ]
     if missed:
         notes.append(f"{missed} key(s) never reached the screen within 3 s (counted as 3 s).")
     if slow:
-        notes.append(f"The first console run took over {SLOW_FILL_MS / 1000:g} s to fill the "
-                     f"pending counts, so it ran {len(console)} time(s) instead of {reps}.")
-    notes.append(f"What-if rows: {len(whatif)} more console run(s) with two proposed fixes "
-                 "patched into this process only: the overview's `DataTable.update_cell(..., "
-                 "update_width=True)` calls made without `update_width` (what fixed-width "
-                 "environment columns give: Textual re-measures the whole column, 1,000 cells, "
-                 "whenever an updated cell is narrower than the column), and "
-                 "`OverviewScreen.refresh_bindings()` (called on every cursor move; it makes the "
-                 "Footer remount and restyle its keys) passed on only when the enabled commands "
-                 "change.")
-    return {"id": "overview", "title": f"Overview with {n:,} repos (headless)", "rows": rows,
-            "notes": notes}
+        notes.append(
+            f"The first console run took over {SLOW_FILL_MS / 1000:g} s to fill the "
+            f"pending counts, so it ran {len(console)} time(s) instead of {reps}."
+        )
+    notes.append(
+        f"What-if rows: {len(whatif)} more console run(s) with two proposed fixes "
+        "patched into this process only: the overview's `DataTable.update_cell(..., "
+        "update_width=True)` calls made without `update_width` (what fixed-width "
+        "environment columns give: Textual re-measures the whole column, 1,000 cells, "
+        "whenever an updated cell is narrower than the column), and "
+        "`OverviewScreen.refresh_bindings()` (called on every cursor move; it makes the "
+        "Footer remount and restyle its keys) passed on only when the enabled commands "
+        "change."
+    )
+    return {
+        "id": "overview",
+        "title": f"Overview with {n:,} repos (headless)",
+        "rows": rows,
+        "notes": notes,
+    }
 
 
 # -- 3. key → screen during a log flood ------------------------------------------------------------
@@ -642,8 +800,9 @@ NEEDLES = (b"paused (f to follow)", b"following")  # the status line after `f`: 
 Sample = dict[str, Any]
 
 
-def key_loop(term: PtyProcess, flooding: Callable[[], bool], rng: random.Random,
-             limit: int) -> list[Sample]:
+def key_loop(
+    term: PtyProcess, flooding: Callable[[], bool], rng: random.Random, limit: int
+) -> list[Sample]:
     """Press `f` while `flooding()`; each time: when it was sent, when the toggled status line
     came back from the pty (None after 3 s), the latency in ms, and whether the flood was still
     on when it came back."""
@@ -674,8 +833,7 @@ def split_latency(samples: list[Sample], probe: Probe) -> None:
             sample["to_pty"] = (sample["seen"] - frame) * 1000
 
 
-def idle_keys(term: PtyProcess, rng: random.Random, n: int,
-              following: bool) -> list[float | None]:
+def idle_keys(term: PtyProcess, rng: random.Random, n: int, following: bool) -> list[float | None]:
     out = []
     for _ in range(n):
         needle = NEEDLES[0] if following else NEEDLES[1]
@@ -704,10 +862,16 @@ def flood_console(root: Path, lines: int, rng: random.Random, idle_n: int) -> di
     go = ws_dir / "go"
     go.unlink(missing_ok=True)
     probe = Probe()
-    term = PtyProcess([PYTHON, PROBE, "--workspace", str(ws_dir)], cols=COLS, rows=ROWS,
-                      env=probe.env, pass_fds=(probe.write_fd,))
+    term = PtyProcess(
+        [PYTHON, PROBE, "--workspace", str(ws_dir)],
+        cols=COLS,
+        rows=ROWS,
+        env=probe.env,
+        pass_fds=(probe.write_fd,),
+    )
     probe.spawned()
     try:
+
         def shown(needle: str) -> None:
             if term.wait_screen(lambda d: needle in "\n".join(d), timeout=30) is None:
                 raise RuntimeError(f"{needle!r} never appeared:\n{term.text()}")
@@ -716,16 +880,24 @@ def flood_console(root: Path, lines: int, rng: random.Random, idle_n: int) -> di
         shown(" flood ")
         for _ in range(10):  # trigger a run of main (again if the key came too early)
             term.send(b"t")
-            if term.wait_screen(lambda d: "#1 " in "\n".join(d) or "Trigger (y)" in "\n".join(d),
-                                timeout=2) is not None:
+            if (
+                term.wait_screen(
+                    lambda d: "#1 " in "\n".join(d) or "Trigger (y)" in "\n".join(d), timeout=2
+                )
+                is not None
+            ):
                 break
         if "Trigger (y)" in term.text():  # the console asks first
             term.send(b"y")
         shown("#1 ")
         for _ in range(10):  # open the repo's last run (again if the key came too early)
             term.send(b"l")
-            if term.wait_screen(lambda d: any(x.strip().startswith("run #1 ") for x in d),
-                                timeout=2) is not None:
+            if (
+                term.wait_screen(
+                    lambda d: any(x.strip().startswith("run #1 ") for x in d), timeout=2
+                )
+                is not None
+            ):
                 break
         else:
             raise RuntimeError(f"the run screen never opened:\n{term.text()}")
@@ -757,14 +929,21 @@ def flood_console(root: Path, lines: int, rng: random.Random, idle_n: int) -> di
     after = [(at, n) for at, n in probe.writes if at >= go_at]
     reached = sum(n for _, n in after)
     with Store(ws.db_path, session="bench").open() as store:
-        step = store.query_one("SELECT started_at, finished_at, status FROM steps "
-                               "WHERE name = 'print lines' ORDER BY id DESC LIMIT 1")
+        step = store.query_one(
+            "SELECT started_at, finished_at, status FROM steps "
+            "WHERE name = 'print lines' ORDER BY id DESC LIMIT 1"
+        )
         stored = store.query_one("SELECT COUNT(*) AS n FROM log_lines")
-    return {"samples": samples, "idle": idle, "reached": reached,
-            "duration": after[-1][0] - go_at if after else float("nan"),
-            "step_done_s": (step["finished_at"] - go_wall) if step and step["finished_at"] else None,
-            "step_status": step["status"] if step else None,
-            "stored": stored["n"] if stored else 0, "exit": code}
+    return {
+        "samples": samples,
+        "idle": idle,
+        "reached": reached,
+        "duration": after[-1][0] - go_at if after else float("nan"),
+        "step_done_s": (step["finished_at"] - go_wall) if step and step["finished_at"] else None,
+        "step_status": step["status"] if step else None,
+        "stored": stored["n"] if stored else 0,
+        "exit": code,
+    }
 
 
 async def engine_alone(root: Path, lines: int) -> float:
@@ -794,8 +973,10 @@ async def engine_alone(root: Path, lines: int) -> float:
             go.touch()
             await engine.wait_run(run_id, 120)
             row_ = await engine.db.call(
-                engine.db.store.query_one, "SELECT finished_at FROM steps WHERE run_id = ? AND "
-                "name = 'print lines'", (run_id,))
+                engine.db.store.query_one,
+                "SELECT finished_at FROM steps WHERE run_id = ? AND name = 'print lines'",
+                (run_id,),
+            )
         return float(row_["finished_at"]) - go_wall
     finally:
         go.unlink(missing_ok=True)
@@ -815,8 +996,10 @@ def per_line_costs(ws_dir: Path, n: int = 100_000) -> dict[str, float]:
     from core.text import inert
 
     db = read_workspace(ws_dir / "ahead.yml").db_path
-    sql = ("SELECT step_id, seq, ts, line FROM log_lines WHERE step_id = ? AND seq > ? "
-           "ORDER BY seq LIMIT 5000")
+    sql = (
+        "SELECT step_id, seq, ts, line FROM log_lines WHERE step_id = ? AND seq > ? "
+        "ORDER BY seq LIMIT 5000"
+    )
     out: dict[str, float] = {}
 
     def timed(label: str, fn: Callable[[], Any]) -> Any:
@@ -828,15 +1011,31 @@ def per_line_costs(ws_dir: Path, n: int = 100_000) -> dict[str, float]:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         step_id = conn.execute("SELECT MAX(step_id) FROM log_lines").fetchone()[0]
         conn.row_factory = _dict_row
-        rows = timed("query, dict rows (`ClientSession.step_log`)", lambda: [
-            r for at in range(0, n, 5000) for r in conn.execute(sql, (step_id, at - 1)).fetchall()])
+        rows = timed(
+            "query, dict rows (`ClientSession.step_log`)",
+            lambda: [
+                r
+                for at in range(0, n, 5000)
+                for r in conn.execute(sql, (step_id, at - 1)).fetchall()
+            ],
+        )
         conn.row_factory = None
-        timed("what-if: query of (seq, line) tuples", lambda: [
-            r for at in range(0, n, 5000) for r in conn.execute(
-                "SELECT seq, line FROM log_lines WHERE step_id = ? AND seq > ? ORDER BY seq "
-                "LIMIT 5000", (step_id, at - 1)).fetchall()])
-    logs = timed("`LogLine` objects", lambda: [LogLine(r["step_id"], r["seq"], r["ts"], r["line"])
-                                               for r in rows])
+        timed(
+            "what-if: query of (seq, line) tuples",
+            lambda: [
+                r
+                for at in range(0, n, 5000)
+                for r in conn.execute(
+                    "SELECT seq, line FROM log_lines WHERE step_id = ? AND seq > ? ORDER BY seq "
+                    "LIMIT 5000",
+                    (step_id, at - 1),
+                ).fetchall()
+            ],
+        )
+    logs = timed(
+        "`LogLine` objects",
+        lambda: [LogLine(r["step_id"], r["seq"], r["ts"], r["line"]) for r in rows],
+    )
     texts = timed("`inert()` per line", lambda: [inert(x.text) for x in logs])
 
     class LogApp(App[None]):
@@ -847,8 +1046,10 @@ def per_line_costs(ws_dir: Path, n: int = 100_000) -> dict[str, float]:
         app = LogApp()
         async with app.run_test(size=(COLS, ROWS)):
             log = app.query_one(Log)
-            timed("`Log.write_lines` in 5,000-line chunks", lambda: [
-                log.write_lines(texts[i:i + 5000]) for i in range(0, n, 5000)])
+            timed(
+                "`Log.write_lines` in 5,000-line chunks",
+                lambda: [log.write_lines(texts[i : i + 5000]) for i in range(0, n, 5000)],
+            )
 
     asyncio.run(write())
     return out
@@ -858,8 +1059,13 @@ def flood_minimal(lines: int, rng: random.Random, idle_n: int) -> dict[str, Any]
     from minimal_app import READY_TEXT
 
     probe = Probe()
-    term = PtyProcess([PYTHON, MINIMAL, "flood", str(lines)], cols=COLS, rows=ROWS,
-                      env=probe.env, pass_fds=(probe.write_fd,))
+    term = PtyProcess(
+        [PYTHON, MINIMAL, "flood", str(lines)],
+        cols=COLS,
+        rows=ROWS,
+        env=probe.env,
+        pass_fds=(probe.write_fd,),
+    )
     probe.spawned()
     try:
         if term.wait_screen(lambda d: READY_TEXT in d[0], timeout=30) is None:
@@ -884,8 +1090,12 @@ def flood_minimal(lines: int, rng: random.Random, idle_n: int) -> dict[str, Any]
         probe.join()
     split_latency(samples, probe)
     after = [(at, n) for at, n in probe.writes if at >= go_at]
-    return {"samples": samples, "idle": idle, "reached": sum(n for _, n in after),
-            "duration": after[-1][0] - go_at if after else float("nan")}
+    return {
+        "samples": samples,
+        "idle": idle,
+        "reached": sum(n for _, n in after),
+        "duration": after[-1][0] - go_at if after else float("nan"),
+    }
 
 
 def bench_flood(root: Path, lines: int, reps: int, idle_n: int, seed: int) -> Section:
@@ -893,7 +1103,7 @@ def bench_flood(root: Path, lines: int, reps: int, idle_n: int, seed: int) -> Se
     console: list[dict[str, Any]] = []
     minimal: list[dict[str, Any]] = []
     for i in range(reps):
-        for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+        for which in (0, 1) if i % 2 == 0 else (1, 0):
             if which == 0:
                 console.append(flood_console(root, lines, rng, idle_n))
             else:
@@ -902,8 +1112,12 @@ def bench_flood(root: Path, lines: int, reps: int, idle_n: int, seed: int) -> Se
     def during(runs: list[dict[str, Any]], part: str = "ms") -> list[float]:
         if part != "ms":
             return [s[part] for r in runs for s in r["samples"] if s["busy"] and part in s]
-        return [s["ms"] if s["ms"] is not None else 3000.0
-                for r in runs for s in r["samples"] if s["busy"]]
+        return [
+            s["ms"] if s["ms"] is not None else 3000.0
+            for r in runs
+            for s in r["samples"]
+            if s["busy"]
+        ]
 
     def idle(runs: list[dict[str, Any]]) -> list[float]:
         return [v if v is not None else 3000.0 for r in runs for v in r["idle"]]
@@ -917,71 +1131,135 @@ def bench_flood(root: Path, lines: int, reps: int, idle_n: int, seed: int) -> Se
     if not mine or not base:
         raise RuntimeError("no key was pressed during a flood; is the flood too short?")
     rows = [
-        row("`f` → new status line on the pty while the step floods the log, p50",
-            statistics.median(mine), "ms", baseline=statistics.median(base), baseline_label=label,
-            max_value=50.0, target="< 50 ms (console issue, T8)", stats=summary(mine),
-            baseline_stats=summary(base)),
-        row("same, p99", percentile(mine, 99), "ms", baseline=percentile(base, 99),
-            baseline_label=label + ", p99", max_value=150.0, target="≤ 150 ms (T8: max)"),
-        row("log lines reaching the Log widget (go → last line)", statistics.median(mine_rate),
-            "lines/s", baseline=statistics.median(base_rate), baseline_label=label,
-            min_ratio=0.5, target="≥ 0.5× baseline (T8)", stats=summary(mine_rate),
-            baseline_stats=summary(base_rate)),
+        row(
+            "`f` → new status line on the pty while the step floods the log, p50",
+            statistics.median(mine),
+            "ms",
+            baseline=statistics.median(base),
+            baseline_label=label,
+            max_value=50.0,
+            target="< 50 ms (console issue, T8)",
+            stats=summary(mine),
+            baseline_stats=summary(base),
+        ),
+        row(
+            "same, p99",
+            percentile(mine, 99),
+            "ms",
+            baseline=percentile(base, 99),
+            baseline_label=label + ", p99",
+            max_value=150.0,
+            target="≤ 150 ms (T8: max)",
+        ),
+        row(
+            "log lines reaching the Log widget (go → last line)",
+            statistics.median(mine_rate),
+            "lines/s",
+            baseline=statistics.median(base_rate),
+            baseline_label=label,
+            min_ratio=0.5,
+            target="≥ 0.5× baseline (T8)",
+            stats=summary(mine_rate),
+            baseline_stats=summary(base_rate),
+        ),
     ]
-    for part, what in (("to_action", "key written → the follow action runs (input thread, "
-                                      "message queues)"),
-                       ("to_frame", "action → next frame displayed"),
-                       ("to_pty", "frame → its bytes read back from the pty")):
+    for part, what in (
+        ("to_action", "key written → the follow action runs (input thread, message queues)"),
+        ("to_frame", "action → next frame displayed"),
+        ("to_pty", "frame → its bytes read back from the pty"),
+    ):
         values, base_values = during(console, part), during(minimal, part)
         if values and base_values:
-            rows.append(row(f"breakdown during the flood, p50: {what}", statistics.median(values),
-                            "ms", baseline=statistics.median(base_values),
-                            baseline_label="minimal app, same split", stats=summary(values),
-                            baseline_stats=summary(base_values)))
+            rows.append(
+                row(
+                    f"breakdown during the flood, p50: {what}",
+                    statistics.median(values),
+                    "ms",
+                    baseline=statistics.median(base_values),
+                    baseline_label="minimal app, same split",
+                    stats=summary(values),
+                    baseline_stats=summary(base_values),
+                )
+            )
     idle_mine, idle_base = idle(console), idle(minimal)
-    rows.append(row("`f` → new status line once the flood is over (idle), p50",
-                    statistics.median(idle_mine), "ms", baseline=statistics.median(idle_base),
-                    baseline_label="minimal app, idle", max_value=10.0, target="≤ 10 ms (T8: idle)",
-                    stats=summary(idle_mine), baseline_stats=summary(idle_base)))
+    rows.append(
+        row(
+            "`f` → new status line once the flood is over (idle), p50",
+            statistics.median(idle_mine),
+            "ms",
+            baseline=statistics.median(idle_base),
+            baseline_label="minimal app, idle",
+            max_value=10.0,
+            target="≤ 10 ms (T8: idle)",
+            stats=summary(idle_mine),
+            baseline_stats=summary(idle_base),
+        )
+    )
     alone = asyncio.run(engine_alone(root, lines))
     done = [r["step_done_s"] for r in console if r["step_done_s"] is not None]
     if done:
-        rows.append(row(f"engine: go → step finished ({lines:,} lines read and stored)",
-                        statistics.median(done) * 1000, "ms", stats=summary([d * 1000 for d in done])))
-        rows.append(row("engine ingestion rate in the console (lines stored ÷ go → step "
-                        "finished)", lines / statistics.median(done), "lines/s",
-                        baseline=lines / alone, baseline_label="the engine alone, no console"))
+        rows.append(
+            row(
+                f"engine: go → step finished ({lines:,} lines read and stored)",
+                statistics.median(done) * 1000,
+                "ms",
+                stats=summary([d * 1000 for d in done]),
+            )
+        )
+        rows.append(
+            row(
+                "engine ingestion rate in the console (lines stored ÷ go → step finished)",
+                lines / statistics.median(done),
+                "lines/s",
+                baseline=lines / alone,
+                baseline_label="the engine alone, no console",
+            )
+        )
     reach = [r["duration"] * 1000 for r in console]
-    rows.append(row("console: go → last line in the Log widget", statistics.median(reach), "ms",
-                    stats=summary(reach)))
+    rows.append(
+        row(
+            "console: go → last line in the Log widget",
+            statistics.median(reach),
+            "ms",
+            stats=summary(reach),
+        )
+    )
     for label, us in per_line_costs(fixtures.flood_workspace(root, lines)).items():
         rows.append(row(f"per line, the run screen's read path: {label}", us, "µs"))
     counts = [len(r["samples"]) for r in console], [len(r["samples"]) for r in minimal]
-    notes = [f"{reps} run(s) of each, interleaved; {COLS}×{ROWS} pty. The console is "
-             "`bench/console_probe.py --workspace flood` (the real `tui.launch.main` with an "
-             "embedded engine; the probe only counts `Log.write_lines` calls): `t` triggers the "
-             "run, `l` opens it, and once the run screen shows the waiting step the benchmark "
-             f"creates the `go` file and the step prints {lines:,} lines "
-             "(`print()` in a loop, ~40 characters each), which the engine stores in SQLite and "
-             "the run screen reads back from the store.",
-             "Latency: from writing `f` to the pty master to reading the toggled status line "
-             "(`paused (f to follow)` / `following`) back from it, i.e. input parsing, the "
-             "action, the frame and its escape sequences; 50–100 ms between keys, the next key "
-             "only after the previous one showed. Keys count as 'during the flood' while lines "
-             f"were still reaching the Log; keys per run: console {counts[0]}, minimal "
-             f"{counts[1]}. Idle: {idle_n} keys after the last line.",
-             "The baseline app writes the same lines with `Log.write_lines` in 1,000-line "
-             "chunks, `await asyncio.sleep(0)` between chunks, `max_lines=50,000` as the run "
-             "screen's Log, and updates a status line after each chunk.",
-             "Breakdown rows: the app reports (through the probe pipe) when the follow action "
-             "ran and when the next frame was displayed; 'per line' rows time each stage of "
-             "the run screen's read path on 100,000 of the stored lines, in this process."]
+    notes = [
+        f"{reps} run(s) of each, interleaved; {COLS}×{ROWS} pty. The console is "
+        "`bench/console_probe.py --workspace flood` (the real `tui.launch.main` with an "
+        "embedded engine; the probe only counts `Log.write_lines` calls): `t` triggers the "
+        "run, `l` opens it, and once the run screen shows the waiting step the benchmark "
+        f"creates the `go` file and the step prints {lines:,} lines "
+        "(`print()` in a loop, ~40 characters each), which the engine stores in SQLite and "
+        "the run screen reads back from the store.",
+        "Latency: from writing `f` to the pty master to reading the toggled status line "
+        "(`paused (f to follow)` / `following`) back from it, i.e. input parsing, the "
+        "action, the frame and its escape sequences; 50–100 ms between keys, the next key "
+        "only after the previous one showed. Keys count as 'during the flood' while lines "
+        f"were still reaching the Log; keys per run: console {counts[0]}, minimal "
+        f"{counts[1]}. Idle: {idle_n} keys after the last line.",
+        "The baseline app writes the same lines with `Log.write_lines` in 1,000-line "
+        "chunks, `await asyncio.sleep(0)` between chunks, `max_lines=50,000` as the run "
+        "screen's Log, and updates a status line after each chunk.",
+        "Breakdown rows: the app reports (through the probe pipe) when the follow action "
+        "ran and when the next frame was displayed; 'per line' rows time each stage of "
+        "the run screen's read path on 100,000 of the stored lines, in this process.",
+    ]
     for r in console:
         if r["step_status"] != "succeeded" or r["exit"] != 0:
-            notes.append(f"console run: step {r['step_status']}, exit code {r['exit']}, "
-                         f"{r['stored']:,} log lines stored.")
-    return {"id": "flood", "title": "Key → screen while a step floods the log (pty)",
-            "rows": rows, "notes": notes}
+            notes.append(
+                f"console run: step {r['step_status']}, exit code {r['exit']}, "
+                f"{r['stored']:,} log lines stored."
+            )
+    return {
+        "id": "flood",
+        "title": "Key → screen while a step floods the log (pty)",
+        "rows": rows,
+        "notes": notes,
+    }
 
 
 # -- main ------------------------------------------------------------------------------------------
@@ -990,9 +1268,12 @@ def bench_flood(root: Path, lines: int, reps: int, idle_n: int, seed: int) -> Se
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Console benchmarks with same-run baselines.")
     parser.add_argument("--root", type=Path, default=fixtures.DEFAULT_ROOT)
-    parser.add_argument("--only", type=lambda s: s.split(","),
-                        default=["startup", "overview", "flood"],
-                        help="comma-separated subset of startup,overview,flood")
+    parser.add_argument(
+        "--only",
+        type=lambda s: s.split(","),
+        default=["startup", "overview", "flood"],
+        help="comma-separated subset of startup,overview,flood",
+    )
     parser.add_argument("--starts", type=int, default=10, help="starts of each app (1)")
     parser.add_argument("--probe-starts", type=int, default=3)
     parser.add_argument("--overview-reps", type=int, default=3)

@@ -88,8 +88,19 @@ def expect(found: drift.Finding) -> None:
 
 
 def baseline_status(repo: Path, index: Path, live: Path) -> None:
-    out = run(["git", "--git-dir", str(repo / ".git"), "--work-tree", str(live), "status", "--porcelain",
-               "-uall"], env=git_env(GIT_INDEX_FILE=str(index))).stdout
+    out = run(
+        [
+            "git",
+            "--git-dir",
+            str(repo / ".git"),
+            "--work-tree",
+            str(live),
+            "status",
+            "--porcelain",
+            "-uall",
+        ],
+        env=git_env(GIT_INDEX_FILE=str(index)),
+    ).stdout
     assert out.count(b"\n") == 7, out[:500]
 
 
@@ -118,16 +129,28 @@ def local_rows(root: Path, n: int, reps: int) -> list[dict[str, object]]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     private, index = work / "git", work / "index"
-    run(["git", "--git-dir", str(repo / ".git"), "read-tree", "HEAD"], env=git_env(GIT_INDEX_FILE=str(index)))
+    run(
+        ["git", "--git-dir", str(repo / ".git"), "read-tree", "HEAD"],
+        env=git_env(GIT_INDEX_FILE=str(index)),
+    )
 
     def ours() -> None:
         expect(drift.check_files_local(repo, private, sha, ".", live, 600))
 
     ours_ms, base_ms = interleaved(ours, lambda: baseline_status(repo, index, live), reps)
-    rows = [row(f"warm drift check, {n:,} files, 7 changes", summary(ours_ms)["median"], "ms",
-                baseline=summary(base_ms)["median"], baseline_label="git status -uall, warm index",
-                max_ratio=1.5, target="<= 1.5x git status", stats=summary(ours_ms),
-                baseline_stats=summary(base_ms))]
+    rows = [
+        row(
+            f"warm drift check, {n:,} files, 7 changes",
+            summary(ours_ms)["median"],
+            "ms",
+            baseline=summary(base_ms)["median"],
+            baseline_label="git status -uall, warm index",
+            max_ratio=1.5,
+            target="<= 1.5x git status",
+            stats=summary(ours_ms),
+            baseline_stats=summary(base_ms),
+        )
+    ]
     first_ours, first_base = [], []
     for i in range(max(2, reps // 4)):
         fresh = work / f"first-{i}"
@@ -136,18 +159,38 @@ def local_rows(root: Path, n: int, reps: int) -> list[dict[str, object]]:
         first_ours.append((time.perf_counter() - start) * 1000)
         idx = work / f"first-{i}.index"
         start = time.perf_counter()
-        run(["git", "--git-dir", str(repo / ".git"), "read-tree", "HEAD"], env=git_env(GIT_INDEX_FILE=str(idx)))
+        run(
+            ["git", "--git-dir", str(repo / ".git"), "read-tree", "HEAD"],
+            env=git_env(GIT_INDEX_FILE=str(idx)),
+        )
         baseline_status(repo, idx, live)
         first_base.append((time.perf_counter() - start) * 1000)
-    rows.append(row(f"first drift check (new index), {n:,} files", summary(first_ours)["median"], "ms",
-                    baseline=summary(first_base)["median"], baseline_label="read-tree + git status",
-                    max_ratio=1.1, target="<= 1.1x", stats=summary(first_ours), baseline_stats=summary(first_base)))
+    rows.append(
+        row(
+            f"first drift check (new index), {n:,} files",
+            summary(first_ours)["median"],
+            "ms",
+            baseline=summary(first_base)["median"],
+            baseline_label="read-tree + git status",
+            max_ratio=1.1,
+            target="<= 1.1x",
+            stats=summary(first_ours),
+            baseline_stats=summary(first_base),
+        )
+    )
     hash_ms = [0.0]
     start = time.perf_counter()
     read_and_hash(repo, live)
     hash_ms[0] = (time.perf_counter() - start) * 1000
-    rows.append(row(f"read-and-hash every file, {n:,} files (what git's index saves)", hash_ms[0], "ms",
-                    baseline=summary(ours_ms)["median"], baseline_label="our warm drift check"))
+    rows.append(
+        row(
+            f"read-and-hash every file, {n:,} files (what git's index saves)",
+            hash_ms[0],
+            "ms",
+            baseline=summary(ours_ms)["median"],
+            baseline_label="our warm drift check",
+        )
+    )
     return rows
 
 
@@ -161,7 +204,9 @@ async def ssh_rows(root: Path, reps: int) -> list[dict[str, object]]:
     (state / "host_key").write_bytes(host_key.export_private_key())
     (state / "client.pub").write_bytes(client.export_public_key())
     # The host runs in its own process (on the other core), as a real host would.
-    server = await asyncio.create_subprocess_exec(sys.executable, "-c", SERVER, str(state), stdout=asyncio.subprocess.PIPE)
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVER, str(state), stdout=asyncio.subprocess.PIPE
+    )
     assert server.stdout is not None
     port = int((await server.stdout.readline()).decode())
     address = sshclient.parse_address(f"bench@127.0.0.1:{port}")
@@ -171,14 +216,16 @@ async def ssh_rows(root: Path, reps: int) -> list[dict[str, object]]:
 
     async def ours() -> None:
         denied = await drift.mirror_remote(state, str(address), str(live), mirror, 600)
-        found = await asyncio.to_thread(drift.check_files_local, repo, state / "target" / "git", sha, ".",
-                                        mirror, 600, denied)
+        found = await asyncio.to_thread(
+            drift.check_files_local, repo, state / "target" / "git", sha, ".", mirror, 600, denied
+        )
         expect(found)
 
     async def listing() -> None:
         conn = await sshclient.connect(state, address)
         count = 0
         async with conn, conn.start_sftp_client() as sftp:
+
             async def walk(path: str) -> None:
                 nonlocal count
                 subdirs = []
@@ -189,6 +236,7 @@ async def ssh_rows(root: Path, reps: int) -> list[dict[str, object]]:
                     if entry.attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
                         subdirs.append(f"{path}/{entry.filename}")
                 await asyncio.gather(*(walk(d) for d in subdirs))
+
             await walk(str(live))
         assert count >= n
 
@@ -198,7 +246,11 @@ async def ssh_rows(root: Path, reps: int) -> list[dict[str, object]]:
         first = (time.perf_counter() - start) * 1000
         ours_ms, base_ms = [], []
         for i in range(reps):
-            for fn, out in ((ours, ours_ms), (listing, base_ms)) if i % 2 == 0 else ((listing, base_ms), (ours, ours_ms)):
+            for fn, out in (
+                ((ours, ours_ms), (listing, base_ms))
+                if i % 2 == 0
+                else ((listing, base_ms), (ours, ours_ms))
+            ):
                 start = time.perf_counter()
                 await fn()
                 out.append((time.perf_counter() - start) * 1000)
@@ -206,17 +258,32 @@ async def ssh_rows(root: Path, reps: int) -> list[dict[str, object]]:
         server.kill()
         await server.wait()
     return [
-        row(f"warm drift check over SSH, {n:,} files, 7 changes", summary(ours_ms)["median"], "ms",
-            baseline=summary(base_ms)["median"], baseline_label="SFTP listing of the tree (same client)",
-            max_ratio=1.3, target="<= 1.3x a listing", stats=summary(ours_ms), baseline_stats=summary(base_ms)),
-        row(f"first drift check over SSH (every file fetched), {n:,} files", first, "ms",
-            baseline=summary(base_ms)["median"], baseline_label="SFTP listing of the tree"),
+        row(
+            f"warm drift check over SSH, {n:,} files, 7 changes",
+            summary(ours_ms)["median"],
+            "ms",
+            baseline=summary(base_ms)["median"],
+            baseline_label="SFTP listing of the tree (same client)",
+            max_ratio=1.3,
+            target="<= 1.3x a listing",
+            stats=summary(ours_ms),
+            baseline_stats=summary(base_ms),
+        ),
+        row(
+            f"first drift check over SSH (every file fetched), {n:,} files",
+            first,
+            "ms",
+            baseline=summary(base_ms)["median"],
+            baseline_label="SFTP listing of the tree",
+        ),
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", type=Path, default=Path(os.environ.get("AHEAD_BENCH_DIR", "/tmp/ahead-bench")))
+    parser.add_argument(
+        "--root", type=Path, default=Path(os.environ.get("AHEAD_BENCH_DIR", "/tmp/ahead-bench"))
+    )
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--reps", type=int, default=10)
     args = parser.parse_args()
@@ -227,13 +294,17 @@ def main() -> None:
     for n in (int(s) for s in args.sizes.split(",")):
         rows += local_rows(args.root, n, args.reps if n <= 10_000 else max(4, args.reps // 2))
     rows += asyncio.run(ssh_rows(args.root, max(4, args.reps // 2)))
-    section = {"title": "Drift scan: live tree against git (T4, T5)", "rows": rows, "notes": [
-        "Live tree = the commit's tree with 5 files modified, 1 removed, 1 added; every measurement "
-        "asserts that exactly those 7 are found. Warm = the index already holds the files' stat data "
-        "(the engine keeps one private index per target). Our check also reads the 5 changed files "
-        "and writes their diffs; the baseline only lists them.",
-        f"git {gitio.git(None, 'version').strip()}; page cache warm (the tree was just written).",
-    ]}
+    section = {
+        "title": "Drift scan: live tree against git (T4, T5)",
+        "rows": rows,
+        "notes": [
+            "Live tree = the commit's tree with 5 files modified, 1 removed, 1 added; every measurement "
+            "asserts that exactly those 7 are found. Warm = the index already holds the files' stat data "
+            "(the engine keeps one private index per target). Our check also reads the 5 changed files "
+            "and writes their diffs; the baseline only lists them.",
+            f"git {gitio.git(None, 'version').strip()}; page cache warm (the tree was just written).",
+        ],
+    }
     print_section(section)
     path = write_results("bench_drift", [section], started, load_before)
     print(f"\nwrote {path}")

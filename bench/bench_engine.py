@@ -90,7 +90,10 @@ class MiniInotify:
 
     def add(self, path: str) -> None:
         # IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE
-        if self._libc.inotify_add_watch(self.fd, os.fsencode(path), 0x008 | 0x080 | 0x100 | 0x200) < 0:
+        if (
+            self._libc.inotify_add_watch(self.fd, os.fsencode(path), 0x008 | 0x080 | 0x100 | 0x200)
+            < 0
+        ):
             raise OSError(ctypes.get_errno(), f"inotify_add_watch {path}")
 
     def read(self) -> None:
@@ -232,8 +235,12 @@ class Committer:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(Path(__file__).resolve()), "--committer",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--committer",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
 
     async def commit(self, path: Path, message: str) -> tuple[float, float]:
         """(wall clock when `git commit` exited, its duration in ms)."""
@@ -262,8 +269,9 @@ def committer_main() -> None:
         print(f"{time.time():.6f} {duration:.3f}", flush=True)
 
 
-async def measure_latency(engine: Engine, fx: fixtures.Fixtures, n: int, seed: int,
-                          warmup: int = 3) -> tuple[list[Sample], int]:
+async def measure_latency(
+    engine: Engine, fx: fixtures.Fixtures, n: int, seed: int, warmup: int = 3
+) -> tuple[list[Sample], int]:
     recorder = Recorder()
     follower = asyncio.create_task(recorder.follow(engine))
     committer = Committer()
@@ -278,7 +286,8 @@ async def measure_latency(engine: Engine, fx: fixtures.Fixtures, n: int, seed: i
             sample = Sample(name)
             recorder.samples[name] = sample
             sample.commit_exit, sample.commit_ms = await committer.commit(
-                fx.repo_path(name), f"bench commit {i}")
+                fx.repo_path(name), f"bench commit {i}"
+            )
             try:
                 await asyncio.wait_for(sample.started.wait(), 10.0)
             except TimeoutError:
@@ -305,56 +314,123 @@ def latency_section(samples: list[Sample], missed: int) -> Section:
 
     def started_series(arrival: bool) -> list[float]:
         # a run that never started counts as the 10 s wait, so p99 cannot hide it
-        return [v if (v := s.after_exit("run.started", arrival)) is not None else 10_000.0
-                for s in samples]
+        return [
+            v if (v := s.after_exit("run.started", arrival)) is not None else 10_000.0
+            for s in samples
+        ]
 
     started = started_series(arrival=False)
     arrived = started_series(arrival=True)
     label = "median `git commit --allow-empty`"
     rows = [
-        row("`git commit --allow-empty` duration (the baseline)", base, "ms",
-            stats=summary(commit_ms)),
-        row("commit exit → `run.started` (event time), p50", statistics.median(started), "ms",
-            baseline=base, baseline_label=label, max_ratio=5.0, stats=summary(started)),
-        row("commit exit → `run.started` (event time), p99", percentile(started, 99), "ms",
-            max_value=250.0),
-        row("commit exit → `run.started` delivered to a subscriber, p50",
-            statistics.median(arrived), "ms", baseline=base, baseline_label=label,
-            max_ratio=5.0, stats=summary(arrived)),
-        row("commit exit → `run.started` delivered to a subscriber, p99",
-            percentile(arrived, 99), "ms", max_value=250.0),
+        row(
+            "`git commit --allow-empty` duration (the baseline)",
+            base,
+            "ms",
+            stats=summary(commit_ms),
+        ),
+        row(
+            "commit exit → `run.started` (event time), p50",
+            statistics.median(started),
+            "ms",
+            baseline=base,
+            baseline_label=label,
+            max_ratio=5.0,
+            stats=summary(started),
+        ),
+        row(
+            "commit exit → `run.started` (event time), p99",
+            percentile(started, 99),
+            "ms",
+            max_value=250.0,
+        ),
+        row(
+            "commit exit → `run.started` delivered to a subscriber, p50",
+            statistics.median(arrived),
+            "ms",
+            baseline=base,
+            baseline_label=label,
+            max_ratio=5.0,
+            stats=summary(arrived),
+        ),
+        row(
+            "commit exit → `run.started` delivered to a subscriber, p99",
+            percentile(arrived, 99),
+            "ms",
+            max_value=250.0,
+        ),
     ]
-    for kind, what in (("refs", "ref change recorded (`refs` event)"),
-                       ("run.queued", "run queued (`run.queued`)"),
-                       ("run.planned", "pipeline read, plan recorded (`run.planned`)"),
-                       ("stage.started", "checkout made, stage started (`stage.started`)")):
+    for kind, what in (
+        ("refs", "ref change recorded (`refs` event)"),
+        ("run.queued", "run queued (`run.queued`)"),
+        ("run.planned", "pipeline read, plan recorded (`run.planned`)"),
+        ("stage.started", "checkout made, stage started (`stage.started`)"),
+    ):
         values = series(kind)
         if values:
-            rows.append(row(f"breakdown: commit exit → {what}, p50", statistics.median(values),
-                            "ms", baseline=base, baseline_label=label, stats=summary(values)))
+            rows.append(
+                row(
+                    f"breakdown: commit exit → {what}, p50",
+                    statistics.median(values),
+                    "ms",
+                    baseline=base,
+                    baseline_label=label,
+                    stats=summary(values),
+                )
+            )
     step_started = series("step.started")
     if step_started:
-        rows.append(row("commit exit → step process started (`step.started`), p50 (T1)",
-                        statistics.median(step_started), "ms", baseline=base, baseline_label=label,
-                        max_ratio=3.0, target="≤ 3× baseline (T1)", stats=summary(step_started)))
-        rows.append(row("commit exit → step process started (`step.started`), p99 (T1)",
-                        percentile(step_started, 99), "ms", max_value=100.0,
-                        target="≤ 100 ms (T1)"))
-    durations = [(s.at["run.finished"][0] - s.at["run.started"][0]) * 1000 for s in samples
-                 if "run.finished" in s.at and "run.started" in s.at]
+        rows.append(
+            row(
+                "commit exit → step process started (`step.started`), p50 (T1)",
+                statistics.median(step_started),
+                "ms",
+                baseline=base,
+                baseline_label=label,
+                max_ratio=3.0,
+                target="≤ 3× baseline (T1)",
+                stats=summary(step_started),
+            )
+        )
+        rows.append(
+            row(
+                "commit exit → step process started (`step.started`), p99 (T1)",
+                percentile(step_started, 99),
+                "ms",
+                max_value=100.0,
+                target="≤ 100 ms (T1)",
+            )
+        )
+    durations = [
+        (s.at["run.finished"][0] - s.at["run.started"][0]) * 1000
+        for s in samples
+        if "run.finished" in s.at and "run.started" in s.at
+    ]
     if durations:
-        rows.append(row("run duration (`run.started` → `run.finished`, one `true` step), p50",
-                        statistics.median(durations), "ms", stats=summary(durations)))
-    notes = [f"{len(samples)} commits by a separate process (which times its own `git commit`), "
-             "each into a different random repo of the 1,000, "
-             "50–100 ms apart (randomised), the next commit only after the previous run started; "
-             "the engine also executes every run (one `true` step) while later commits land.",
-             "git moves the ref a millisecond or two before `git commit` exits, so the engine "
-             "can react before the exit: that is why some times are negative."]
+        rows.append(
+            row(
+                "run duration (`run.started` → `run.finished`, one `true` step), p50",
+                statistics.median(durations),
+                "ms",
+                stats=summary(durations),
+            )
+        )
+    notes = [
+        f"{len(samples)} commits by a separate process (which times its own `git commit`), "
+        "each into a different random repo of the 1,000, "
+        "50–100 ms apart (randomised), the next commit only after the previous run started; "
+        "the engine also executes every run (one `true` step) while later commits land.",
+        "git moves the ref a millisecond or two before `git commit` exits, so the engine "
+        "can react before the exit: that is why some times are negative.",
+    ]
     if missed:
         notes.append(f"{missed} commit(s) saw no `run.started` within 10 s.")
-    return {"id": "latency", "title": "Commit → run start, 1,000 repos tracked", "rows": rows,
-            "notes": notes}
+    return {
+        "id": "latency",
+        "title": "Commit → run start, 1,000 repos tracked",
+        "rows": rows,
+        "notes": notes,
+    }
 
 
 def thread_cpu() -> dict[str, float]:
@@ -392,7 +468,9 @@ class StartTiming:
     store_calls: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def counts_text(self) -> str:
-        git_text = ", ".join(f"`git {k}` × {v}" for k, v in self.git_calls.most_common()) or "no git"
+        git_text = (
+            ", ".join(f"`git {k}` × {v}" for k, v in self.git_calls.most_common()) or "no git"
+        )
         store_text = ", ".join(f"`{k}` × {v}" for k, v in self.store_calls.most_common())
         return f"{git_text}; store transactions {store_text or 'none counted'}"
 
@@ -428,8 +506,11 @@ async def timed_start(engine: Engine) -> StartTiming:
 
     wrap_async(engine.db, "open", "open the store")
     wrap_async(engine, "_recover", "recovery (`_recover`)")
-    wrap_sync(engine, "_remove_stale_checkouts",
-              "recovery: stale checkouts and worktree prune (`_remove_stale_checkouts`, thread)")
+    wrap_sync(
+        engine,
+        "_remove_stale_checkouts",
+        "recovery: stale checkouts and worktree prune (`_remove_stale_checkouts`, thread)",
+    )
     wrap_async(engine.feed, "start", "event feed start")
     wrap_async(engine, "_scan_all", "initial scan of every repo (`_scan_all`)")
     wrap_sync(engine, "_read_all", "initial scan: read every repo's refs (`_read_all`, thread)")
@@ -441,8 +522,9 @@ async def timed_start(engine: Engine) -> StartTiming:
         try:
             real_acquire(*a, **kw)
         finally:
-            timing.phases["take the lease (`lease.acquire`, store thread)"] = \
-                (time.perf_counter() - start) * 1000
+            timing.phases["take the lease (`lease.acquire`, store thread)"] = (
+                time.perf_counter() - start
+            ) * 1000
 
     def counting_git(repo: Path | None, *args: str, **kw: Any) -> str:
         timing.git_calls[args[0] if args else "?"] += 1
@@ -483,8 +565,9 @@ def one_pass_refs(common: str) -> tuple[dict[str, str], list[str], tuple[int, ..
                     continue
                 parts = raw.rstrip(b"\n").split(b" ", 1)
                 if len(parts) == 2 and parts[1].startswith(b"refs/heads/"):
-                    branches[parts[1][11:].decode("utf-8", "surrogateescape")] = \
-                        parts[0].decode("ascii", "replace")
+                    branches[parts[1][11:].decode("utf-8", "surrogateescape")] = parts[0].decode(
+                        "ascii", "replace"
+                    )
     except FileNotFoundError:
         stamp = [0]
     paths = [packed, heads]
@@ -514,8 +597,7 @@ def one_pass_refs(common: str) -> tuple[dict[str, str], list[str], tuple[int, ..
                         continue
                     if gitio.SHA.match(value):
                         branches[name] = value
-    return ({n: sha for n, sha in branches.items() if gitio.SHA.match(sha)}, paths,
-            tuple(stamp))
+    return ({n: sha for n, sha in branches.items() if gitio.SHA.match(sha)}, paths, tuple(stamp))
 
 
 async def measure_sweep(engine: Engine, git_dirs: list[str], reps: int) -> Section:
@@ -560,33 +642,82 @@ async def measure_sweep(engine: Engine, git_dirs: list[str], reps: int) -> Secti
     read_label = "read refs/heads/main or packed-refs × 1,000"
     stat_label = "os.stat loose ref + packed-refs × 1,000"
     rows = [
-        row("poll sweep (`await engine.sweep()`, nothing changed) against a stat-only loop (T2)",
-            sweep, "ms", baseline=stat_base, baseline_label=stat_label, max_ratio=1.5,
-            target="≤ 1.5× baseline (T2)", stats=summary(sweeps), baseline_stats=summary(stats_)),
-        row("same poll sweep against reading every ref", sweep, "ms", baseline=read_base,
-            baseline_label=read_label, max_ratio=2.0, stats=summary(sweeps),
-            baseline_stats=summary(reads)),
-        row("forced sweep (`await engine.sweep(force=True)`, every 30th: re-reads every repo's "
-            "refs) against reading every ref (T2: ref check ≤ 2× a raw read)", forced_ms, "ms",
-            baseline=read_base, baseline_label=read_label, max_ratio=2.0,
-            target="≤ 2× baseline (T2)", stats=summary(forced), baseline_stats=summary(reads)),
-        row("breakdown: the forced sweep's reading part, `engine._read(state)` × 1,000",
-            statistics.median(reads_now), "ms", baseline=read_base, baseline_label=read_label,
-            stats=summary(reads_now)),
-        row("what-if: the same reads in one pass over string paths (proposed `_read`)",
-            statistics.median(one_pass), "ms", baseline=read_base, baseline_label=read_label,
-            stats=summary(one_pass)),
-        row("per repo: poll sweep", sweep / n * 1000, "µs", baseline=stat_base / n * 1000,
-            baseline_label="two os.stat per repo"),
-        row("per repo: forced sweep", forced_ms / n * 1000, "µs", baseline=read_base / n * 1000,
-            baseline_label="ref file read per repo"),
+        row(
+            "poll sweep (`await engine.sweep()`, nothing changed) against a stat-only loop (T2)",
+            sweep,
+            "ms",
+            baseline=stat_base,
+            baseline_label=stat_label,
+            max_ratio=1.5,
+            target="≤ 1.5× baseline (T2)",
+            stats=summary(sweeps),
+            baseline_stats=summary(stats_),
+        ),
+        row(
+            "same poll sweep against reading every ref",
+            sweep,
+            "ms",
+            baseline=read_base,
+            baseline_label=read_label,
+            max_ratio=2.0,
+            stats=summary(sweeps),
+            baseline_stats=summary(reads),
+        ),
+        row(
+            "forced sweep (`await engine.sweep(force=True)`, every 30th: re-reads every repo's "
+            "refs) against reading every ref (T2: ref check ≤ 2× a raw read)",
+            forced_ms,
+            "ms",
+            baseline=read_base,
+            baseline_label=read_label,
+            max_ratio=2.0,
+            target="≤ 2× baseline (T2)",
+            stats=summary(forced),
+            baseline_stats=summary(reads),
+        ),
+        row(
+            "breakdown: the forced sweep's reading part, `engine._read(state)` × 1,000",
+            statistics.median(reads_now),
+            "ms",
+            baseline=read_base,
+            baseline_label=read_label,
+            stats=summary(reads_now),
+        ),
+        row(
+            "what-if: the same reads in one pass over string paths (proposed `_read`)",
+            statistics.median(one_pass),
+            "ms",
+            baseline=read_base,
+            baseline_label=read_label,
+            stats=summary(one_pass),
+        ),
+        row(
+            "per repo: poll sweep",
+            sweep / n * 1000,
+            "µs",
+            baseline=stat_base / n * 1000,
+            baseline_label="two os.stat per repo",
+        ),
+        row(
+            "per repo: forced sweep",
+            forced_ms / n * 1000,
+            "µs",
+            baseline=read_base / n * 1000,
+            baseline_label="ref file read per repo",
+        ),
     ]
-    return {"id": "sweep", "title": "Detection sweep over 1,000 repos", "rows": rows,
-            "notes": [f"{reps} sweeps of each, interleaved (order reversed every other round), "
-                      "medians, after 2 warm-up rounds; warm page cache. Runs inside the live "
-                      "engine of benchmark 1 (its own poll task keeps running). The engine's poll "
-                      "sweep stats `packed-refs` and the `refs/heads` directory (plus any "
-                      "sub-directories) of each repo and reads refs only where a stamp moved."]}
+    return {
+        "id": "sweep",
+        "title": "Detection sweep over 1,000 repos",
+        "rows": rows,
+        "notes": [
+            f"{reps} sweeps of each, interleaved (order reversed every other round), "
+            "medians, after 2 warm-up rounds; warm page cache. Runs inside the live "
+            "engine of benchmark 1 (its own poll task keeps running). The engine's poll "
+            "sweep stats `packed-refs` and the `refs/heads` directory (plus any "
+            "sub-directories) of each repo and reads refs only where a stamp moved."
+        ],
+    }
 
 
 # -- 1 + 2 together: they share one running engine ----------------------------------------------
@@ -614,34 +745,59 @@ async def engine_benchmarks(fx: fixtures.Fixtures, args: argparse.Namespace) -> 
         idle, by_thread = await measure_idle(args.idle_seconds)
         setup_label = "read 1,000 refs + 2,000 inotify watches (minimal watcher)"
         rows = [
-            row("engine start, empty state (`await Engine(ws).start()`)", cold.total_ms, "ms",
-                baseline=setup_base, baseline_label=setup_label, max_value=500.0,
-                target="≤ 500 ms (T2)"),
-            row("engine start, state already recorded (restart)", warm.total_ms, "ms",
-                baseline=setup_base, baseline_label=setup_label, max_value=500.0,
-                target="≤ 500 ms (T2)"),
+            row(
+                "engine start, empty state (`await Engine(ws).start()`)",
+                cold.total_ms,
+                "ms",
+                baseline=setup_base,
+                baseline_label=setup_label,
+                max_value=500.0,
+                target="≤ 500 ms (T2)",
+            ),
+            row(
+                "engine start, state already recorded (restart)",
+                warm.total_ms,
+                "ms",
+                baseline=setup_base,
+                baseline_label=setup_label,
+                max_value=500.0,
+                target="≤ 500 ms (T2)",
+            ),
         ]
         for label, timing in (("empty state", cold), ("restart", warm)):
             for phase, ms in timing.phases.items():
                 rows.append(row(f"start-up breakdown ({label}): {phase}", ms, "ms"))
-        rows.append(row(f"idle engine CPU over {args.idle_seconds:g} s", idle, "% of a core",
-                        baseline=idle_base,
-                        baseline_label=f"minimal watcher: inotify + stat sweep every "
-                                       f"{sweep_every:g} s (the engine's interval)",
-                        max_value=1.0, target="≤ 1% of a core (T2)"))
+        rows.append(
+            row(
+                f"idle engine CPU over {args.idle_seconds:g} s",
+                idle,
+                "% of a core",
+                baseline=idle_base,
+                baseline_label=f"minimal watcher: inotify + stat sweep every "
+                f"{sweep_every:g} s (the engine's interval)",
+                max_value=1.0,
+                target="≤ 1% of a core (T2)",
+            )
+        )
         for thread, pct in sorted(by_thread.items(), key=lambda kv: -kv[1]):
             if pct >= 0.05:
                 rows.append(row(f"idle CPU breakdown: thread {thread}", pct, "% of a core"))
-        sections.append({
-            "id": "watch", "title": "Watching 1,000 repos: start-up and idle CPU",
-            "rows": rows,
-            "notes": ["Start-up includes taking the lease, recovery, recording every repo's "
-                      "branches and setting up inotify; the baseline is the floor for the last "
-                      "two. Phases are timed by wrapping the engine's own methods. Git and "
-                      f"store calls during the empty-state start: {cold.counts_text()}; "
-                      f"restart: {warm.counts_text()}.",
-                      "Idle CPU is this process (all threads) by getrusage, measured 2 s after "
-                      "start with no commits; per-thread figures from /proc/self/task."]})
+        sections.append(
+            {
+                "id": "watch",
+                "title": "Watching 1,000 repos: start-up and idle CPU",
+                "rows": rows,
+                "notes": [
+                    "Start-up includes taking the lease, recovery, recording every repo's "
+                    "branches and setting up inotify; the baseline is the floor for the last "
+                    "two. Phases are timed by wrapping the engine's own methods. Git and "
+                    f"store calls during the empty-state start: {cold.counts_text()}; "
+                    f"restart: {warm.counts_text()}.",
+                    "Idle CPU is this process (all threads) by getrusage, measured 2 s after "
+                    "start with no commits; per-thread figures from /proc/self/task.",
+                ],
+            }
+        )
         if "latency" in want:
             samples, missed = await measure_latency(engine, fx, args.commits, args.seed)
             sections.insert(0, latency_section(samples, missed))
@@ -661,8 +817,16 @@ def record_deployment(store: Store, env: str, sha: str) -> None:
     The plan is the big repo's whole pipeline (check, deploy-dev, deploy-prod) with only the
     `env` stage selected, so `Services.status` still sees both environments as deploy targets
     (it skips environments the latest main run's plan does not deploy to)."""
-    run_id = runstate.queue_run(store, repo="history", branch="main", ref="refs/heads/main",
-                                sha=sha, on_main=True, trigger="manual", actor="bench")
+    run_id = runstate.queue_run(
+        store,
+        repo="history",
+        branch="main",
+        ref="refs/heads/main",
+        sha=sha,
+        on_main=True,
+        trigger="manual",
+        actor="bench",
+    )
     plan = [("check", None, False, [("check", "true")])]
     plan += [(f"deploy-{e}", e, e == env, [("deploy", "true")]) for e in ("dev", "prod")]
     stages = runstate.create_plan(store, run_id, "bench", plan)
@@ -671,9 +835,14 @@ def record_deployment(store: Store, env: str, sha: str) -> None:
     runstate.finish_run(store, run_id, "succeeded")
 
 
-def git_without_polling(repo: Path | None, *args: str, input: bytes | None = None,
-                        check: bool = True, env: dict[str, str] | None = None,
-                        timeout: float = 120.0) -> str:
+def git_without_polling(
+    repo: Path | None,
+    *args: str,
+    input: bytes | None = None,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+) -> str:
     """A what-if `gitio.git`: the same command, but the timeout is a timer that kills git
     instead of `subprocess.run(timeout=...)`, whose final wait polls `waitpid` with sleeps of
     1, 2, 4... ms (about 1 ms lost on every call here)."""
@@ -681,9 +850,13 @@ def git_without_polling(repo: Path | None, *args: str, input: bytes | None = Non
     if repo is not None:
         argv += ["-C", str(repo)]
     argv += list(args)
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else None,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, **gitio.GIT_ENV, **(env or {})})
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE if input is not None else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **gitio.GIT_ENV, **(env or {})},
+    )
     timer = threading.Timer(timeout, proc.kill)
     timer.daemon = True
     timer.start()
@@ -722,33 +895,58 @@ def bench_pending(fx: fixtures.Fixtures, reps: int) -> Section:
         assert len(got) == 1000, f"expected 1,000 pending commits, got {len(got)}"
 
         def git_log(*extra: str, env: dict[str, str] | None = None) -> list[list[str]]:
-            out = run(["git", "-C", repo, "log", fmt, *extra, f"{prod_sha}..{main}"],
-                      env=env).stdout
+            out = run(
+                ["git", "-C", repo, "log", fmt, *extra, f"{prod_sha}..{main}"], env=env
+            ).stdout
             return [line.split("\x1f") for line in out.decode().splitlines()]
 
         def count(rng: str) -> int:
             return int(run(["git", "-C", repo, "rev-list", "--count", rng]).stdout)
 
-        mine, base = interleaved(lambda: services.pending("history", "prod", limit=None),
-                                 git_log, reps)
-        rows.append(row("`Services.pending(limit=None)`, 1,000 pending", statistics.median(mine),
-                        "ms", baseline=statistics.median(base),
-                        baseline_label="`git log --format=%H…%s deployed..main` + split "
-                                       "(GIT_FLUSH=0)",
-                        max_ratio=1.5, stats=summary(mine), baseline_stats=summary(base)))
+        mine, base = interleaved(
+            lambda: services.pending("history", "prod", limit=None), git_log, reps
+        )
+        rows.append(
+            row(
+                "`Services.pending(limit=None)`, 1,000 pending",
+                statistics.median(mine),
+                "ms",
+                baseline=statistics.median(base),
+                baseline_label="`git log --format=%H…%s deployed..main` + split (GIT_FLUSH=0)",
+                max_ratio=1.5,
+                stats=summary(mine),
+                baseline_stats=summary(base),
+            )
+        )
         flushing = {k: v for k, v in git_env().items() if k != "GIT_FLUSH"}  # git's default
         slow, base = interleaved(lambda: git_log(env=flushing), git_log, reps)
-        rows.append(row("why core sets GIT_FLUSH=0: `git log` as above with git's default "
-                        "per-record flushing to a pipe",
-                        statistics.median(slow), "ms", baseline=statistics.median(base),
-                        baseline_label="same `git log` with GIT_FLUSH=0",
-                        stats=summary(slow), baseline_stats=summary(base)))
-        mine, base = interleaved(lambda: services.pending("history", "prod"),
-                                 lambda: git_log("--max-count=300"), reps)
-        rows.append(row("`Services.pending()` first page (300 of 1,000)", statistics.median(mine),
-                        "ms", baseline=statistics.median(base),
-                        baseline_label="same `git log` with `--max-count=300`", max_ratio=1.5,
-                        stats=summary(mine), baseline_stats=summary(base)))
+        rows.append(
+            row(
+                "why core sets GIT_FLUSH=0: `git log` as above with git's default "
+                "per-record flushing to a pipe",
+                statistics.median(slow),
+                "ms",
+                baseline=statistics.median(base),
+                baseline_label="same `git log` with GIT_FLUSH=0",
+                stats=summary(slow),
+                baseline_stats=summary(base),
+            )
+        )
+        mine, base = interleaved(
+            lambda: services.pending("history", "prod"), lambda: git_log("--max-count=300"), reps
+        )
+        rows.append(
+            row(
+                "`Services.pending()` first page (300 of 1,000)",
+                statistics.median(mine),
+                "ms",
+                baseline=statistics.median(base),
+                baseline_label="same `git log` with `--max-count=300`",
+                max_ratio=1.5,
+                stats=summary(mine),
+                baseline_stats=summary(base),
+            )
+        )
 
         # status(): Services may cache (base, head) -> count; a fresh Services per call
         # measures the first look (a new commit, a new console), a reused one the refresh
@@ -759,42 +957,80 @@ def bench_pending(fx: fixtures.Fixtures, reps: int) -> Section:
         status_reps = max(5, reps // 2)
         both_full = (f"{prod_sha}..{main}", main)
         mine, base = interleaved(status_cold, lambda: [count(r) for r in both_full], status_reps)
-        rows.append(row("`Services.status()`: prod 1,000 behind, dev never deployed (50,000)",
-                        statistics.median(mine), "ms", baseline=statistics.median(base),
-                        baseline_label="`git rev-list --count` of both ranges", max_ratio=1.2,
-                        target="≤ 1.2× baseline (T3)", stats=summary(mine),
-                        baseline_stats=summary(base)))
+        rows.append(
+            row(
+                "`Services.status()`: prod 1,000 behind, dev never deployed (50,000)",
+                statistics.median(mine),
+                "ms",
+                baseline=statistics.median(base),
+                baseline_label="`git rev-list --count` of both ranges",
+                max_ratio=1.2,
+                target="≤ 1.2× baseline (T3)",
+                stats=summary(mine),
+                baseline_stats=summary(base),
+            )
+        )
         record_deployment(store, "dev", dev_sha)
         status = status_cold()["repos"][0]["environments"]
         assert status["prod"]["pending"] == 1000 and status["dev"]["pending"] == 100, status
         both = (f"{prod_sha}..{main}", f"{dev_sha}..{main}")
         mine, base = interleaved(status_cold, lambda: [count(r) for r in both], reps)
-        rows.append(row("`Services.status()`: prod 1,000 behind, dev 100 behind",
-                        statistics.median(mine), "ms", baseline=statistics.median(base),
-                        baseline_label="`git rev-list --count` of both ranges", max_ratio=1.2,
-                        target="≤ 1.2× baseline (T3)", stats=summary(mine),
-                        baseline_stats=summary(base)))
+        rows.append(
+            row(
+                "`Services.status()`: prod 1,000 behind, dev 100 behind",
+                statistics.median(mine),
+                "ms",
+                baseline=statistics.median(base),
+                baseline_label="`git rev-list --count` of both ranges",
+                max_ratio=1.2,
+                target="≤ 1.2× baseline (T3)",
+                stats=summary(mine),
+                baseline_stats=summary(base),
+            )
+        )
         with patched_git():
             mine, base = interleaved(status_cold, lambda: [count(r) for r in both], reps)
-        rows.append(row("what-if: the same `status()` with core's git calls not polling for "
-                        "git's exit (proposed `gitio.git` fix)", statistics.median(mine), "ms",
-                        baseline=statistics.median(base), baseline_label="as above",
-                        stats=summary(mine), baseline_stats=summary(base)))
+        rows.append(
+            row(
+                "what-if: the same `status()` with core's git calls not polling for "
+                "git's exit (proposed `gitio.git` fix)",
+                statistics.median(mine),
+                "ms",
+                baseline=statistics.median(base),
+                baseline_label="as above",
+                stats=summary(mine),
+                baseline_stats=summary(base),
+            )
+        )
         services.status()
         mine, base = interleaved(services.status, lambda: [count(r) for r in both], reps)
-        rows.append(row("`Services.status()` again on the same Services (refresh, nothing new)",
-                        statistics.median(mine), "ms", baseline=statistics.median(base),
-                        baseline_label="`git rev-list --count` of both ranges", max_ratio=1.2,
-                        target="≤ 1.2× baseline (T3)", stats=summary(mine),
-                        baseline_stats=summary(base)))
-    return {"id": "pending", "title": "Pending commits on a 50,000-commit history", "rows": rows,
-            "notes": [f"{reps} interleaved calls each (status with dev never deployed: "
-                      f"{max(5, reps // 2)}), medians, after 2 warm-up calls; no commit-graph. "
-                      "Deployments recorded through core.runstate (queue_run, create_plan, "
-                      "claim_run, record_deployment). `status()` rows use a new `Services` per "
-                      "call (nothing cached) unless they say otherwise. Baseline git runs with "
-                      "GIT_FLUSH=0 (fully buffered output, as core's own git calls now do) and "
-                      "without the `-c` options core adds."]}
+        rows.append(
+            row(
+                "`Services.status()` again on the same Services (refresh, nothing new)",
+                statistics.median(mine),
+                "ms",
+                baseline=statistics.median(base),
+                baseline_label="`git rev-list --count` of both ranges",
+                max_ratio=1.2,
+                target="≤ 1.2× baseline (T3)",
+                stats=summary(mine),
+                baseline_stats=summary(base),
+            )
+        )
+    return {
+        "id": "pending",
+        "title": "Pending commits on a 50,000-commit history",
+        "rows": rows,
+        "notes": [
+            f"{reps} interleaved calls each (status with dev never deployed: "
+            f"{max(5, reps // 2)}), medians, after 2 warm-up calls; no commit-graph. "
+            "Deployments recorded through core.runstate (queue_run, create_plan, "
+            "claim_run, record_deployment). `status()` rows use a new `Services` per "
+            "call (nothing cached) unless they say otherwise. Baseline git runs with "
+            "GIT_FLUSH=0 (fully buffered output, as core's own git calls now do) and "
+            "without the `-c` options core adds."
+        ],
+    }
 
 
 # -- main ---------------------------------------------------------------------------------------------
@@ -803,9 +1039,12 @@ def bench_pending(fx: fixtures.Fixtures, reps: int) -> Section:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Engine benchmarks with same-run baselines.")
     parser.add_argument("--root", type=Path, default=fixtures.DEFAULT_ROOT)
-    parser.add_argument("--only", type=lambda s: s.split(","),
-                        default=["latency", "sweep", "pending"],
-                        help="comma-separated subset of latency,sweep,pending")
+    parser.add_argument(
+        "--only",
+        type=lambda s: s.split(","),
+        default=["latency", "sweep", "pending"],
+        help="comma-separated subset of latency,sweep,pending",
+    )
     parser.add_argument("--commits", type=int, default=100)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--reps", type=int, default=20)

@@ -48,7 +48,12 @@ stages:
       - run: 'seq 1 500 | sed "s/^/deployed line /"'
 """
 OPENING = 2.0  # key presses this soon after a console opened a run screen are counted apart
-BUSY_WORDS = ("database is locked", "sqlite_busy", "database table is locked", "cannot write to the store")
+BUSY_WORDS = (
+    "database is locked",
+    "sqlite_busy",
+    "database table is locked",
+    "cannot write to the store",
+)
 
 
 def make_workspace(root: Path, repos: int) -> Path:
@@ -63,7 +68,12 @@ def make_workspace(root: Path, repos: int) -> Path:
         git(repo, "add", "-A")
         git(repo, "commit", "-q", "-m", "initial")
         lines += [f"  - name: svc{i}", f"    path: repos/svc{i}"]
-    lines += ["environments: [dev, prod]", "settings:", "  max_parallel_runs: 4", "  poll_interval: 1"]
+    lines += [
+        "environments: [dev, prod]",
+        "settings:",
+        "  max_parallel_runs: 4",
+        "  poll_interval: 1",
+    ]
     (ws / "ahead.yml").write_text("\n".join(lines) + "\n")
     return ws
 
@@ -100,7 +110,9 @@ def wait_runs_done(db: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     with Store(db, session="bench") as store:
         while time.monotonic() < deadline:
-            if not store.query("SELECT 1 FROM runs WHERE status IN ('queued', 'running', 'waiting')"):
+            if not store.query(
+                "SELECT 1 FROM runs WHERE status IN ('queued', 'running', 'waiting')"
+            ):
                 return
             time.sleep(0.5)
 
@@ -128,8 +140,13 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
     out_dir.mkdir()
     env = {**git_env(), "PYTHONPATH": str(BENCH_DIR.parent)}
     engine_log = (out_dir / "engine.log").open("w")
-    engine = subprocess.Popen([PYTHON, "-m", "core.cli", "--workspace", str(ws), "engine"],
-                              stdout=engine_log, stderr=subprocess.STDOUT, env=env, cwd=BENCH_DIR.parent)
+    engine = subprocess.Popen(
+        [PYTHON, "-m", "core.cli", "--workspace", str(ws), "engine"],
+        stdout=engine_log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=BENCH_DIR.parent,
+    )
     wal = WalSampler(db.with_name("state.db-wal"))
     consoles: list[subprocess.Popen[bytes]] = []
     push_errors: list[str] = []
@@ -142,11 +159,26 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
         wait_runs_done(db, 60)
         load_seconds = args.minutes * 60
         for i in range(args.consoles):
-            consoles.append(subprocess.Popen(
-                [PYTHON, str(BENCH_DIR / "load_console.py"), "--workspace", str(ws), "--seconds",
-                 str(args.idle + load_seconds + 10), "--out", str(out_dir / f"console{i}.json"),
-                 "--seed", str(args.seed + i)], env=env, stdout=subprocess.DEVNULL,
-                stderr=(out_dir / f"console{i}.log").open("w"), cwd=BENCH_DIR.parent))
+            consoles.append(
+                subprocess.Popen(
+                    [
+                        PYTHON,
+                        str(BENCH_DIR / "load_console.py"),
+                        "--workspace",
+                        str(ws),
+                        "--seconds",
+                        str(args.idle + load_seconds + 10),
+                        "--out",
+                        str(out_dir / f"console{i}.json"),
+                        "--seed",
+                        str(args.seed + i),
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=(out_dir / f"console{i}.log").open("w"),
+                    cwd=BENCH_DIR.parent,
+                )
+            )
         time.sleep(5 + args.idle)  # consoles start, then measure idle
         idle_end = time.time() - 0.5
         idle_start = idle_end - args.idle + 0.5
@@ -184,8 +216,10 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
     texts += ["\n".join(r["errors"]) for r in results] + push_errors
     busy = sum(t.lower().count(w) for t in texts for w in BUSY_WORDS)
     with Store(db, session="bench") as store:
-        runs = store.query("SELECT * FROM runs WHERE created_at >= ? AND created_at <= ?",
-                           (load_start, load_end + 1))
+        runs = store.query(
+            "SELECT * FROM runs WHERE created_at >= ? AND created_at <= ?",
+            (load_start, load_end + 1),
+        )
         integrity = store.query_one("PRAGMA integrity_check")["integrity_check"]
         audit_ok = store.verify_audit()[0]
         lines = store.query_one("SELECT COUNT(*) AS n FROM log_lines")["n"]
@@ -194,11 +228,23 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
     under = [s[1] for s in settled if load_start <= s[0] <= load_end]
     idle = [s[1] for s in settled if idle_start <= s[0] <= idle_end]
     opening = [s[1] for s in samples if s[2] < OPENING and load_start <= s[0] <= load_end]
-    return {"runs": runs, "busy": busy, "integrity": integrity, "audit_ok": audit_ok, "log_lines": lines,
-            "wal_max": max(wal.sizes, default=0), "wal_last": wal.sizes[-1] if wal.sizes else 0,
-            "under": under, "idle": idle, "opening": opening, "console_errors": sum(len(r["errors"]) for r in results),
-            "followed": [r["runs_followed"] for r in results], "push_errors": len(push_errors),
-            "load_minutes": (load_end - load_start) / 60, "engine_exit": engine.returncode}
+    return {
+        "runs": runs,
+        "busy": busy,
+        "integrity": integrity,
+        "audit_ok": audit_ok,
+        "log_lines": lines,
+        "wal_max": max(wal.sizes, default=0),
+        "wal_last": wal.sizes[-1] if wal.sizes else 0,
+        "under": under,
+        "idle": idle,
+        "opening": opening,
+        "console_errors": sum(len(r["errors"]) for r in results),
+        "followed": [r["runs_followed"] for r in results],
+        "push_errors": len(push_errors),
+        "load_minutes": (load_end - load_start) / 60,
+        "engine_exit": engine.returncode,
+    }
 
 
 def section(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
@@ -215,24 +261,67 @@ def section(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
     p99 = percentile(under, 99) if under else float("inf")
     idle_p99 = percentile(idle, 99) if idle else None
     rows = [
-        row("pipelines queued per minute (commits on main)", per_minute, "/min", min_value=args.rate * 0.95),
+        row(
+            "pipelines queued per minute (commits on main)",
+            per_minute,
+            "/min",
+            min_value=args.rate * 0.95,
+        ),
         row("runs not succeeded", len(not_ok), "runs", max_value=0),
-        row("SQLITE_BUSY / database locked reaching the engine, a console or a push", r["busy"], "errors",
-            max_value=0),
-        row("largest WAL file seen (sampled every 250 ms)", r["wal_max"] / 2**20, "MiB", max_value=64),
-        row("console key latency p99 under load (f on a live run log)", p99, "ms", baseline=idle_p99,
-            baseline_label="same consoles, idle", max_value=100, stats=ms_stats(under),
-            baseline_stats=ms_stats(idle)),
-        row("console key latency median under load", percentile(under, 50) if under else float("inf"), "ms",
-            baseline=percentile(idle, 50) if idle else None, baseline_label="idle"),
-        row(f"console key latency p99 in the first {OPENING:g} s after opening a run screen",
-            percentile(opening, 99) if opening else 0.0, "ms", stats=ms_stats(opening)),
+        row(
+            "SQLITE_BUSY / database locked reaching the engine, a console or a push",
+            r["busy"],
+            "errors",
+            max_value=0,
+        ),
+        row(
+            "largest WAL file seen (sampled every 250 ms)",
+            r["wal_max"] / 2**20,
+            "MiB",
+            max_value=64,
+        ),
+        row(
+            "console key latency p99 under load (f on a live run log)",
+            p99,
+            "ms",
+            baseline=idle_p99,
+            baseline_label="same consoles, idle",
+            max_value=100,
+            stats=ms_stats(under),
+            baseline_stats=ms_stats(idle),
+        ),
+        row(
+            "console key latency median under load",
+            percentile(under, 50) if under else float("inf"),
+            "ms",
+            baseline=percentile(idle, 50) if idle else None,
+            baseline_label="idle",
+        ),
+        row(
+            f"console key latency p99 in the first {OPENING:g} s after opening a run screen",
+            percentile(opening, 99) if opening else 0.0,
+            "ms",
+            stats=ms_stats(opening),
+        ),
         row("key presses with no frame within 3 s", lost, "keys", max_value=0),
-        row("queue delay p99 (created → started)", percentile(delays, 99) if delays else 0.0, "s",
-            stats=ms_stats(delays)),
-        row("run duration median", percentile(durations, 50) if durations else 0.0, "s", stats=ms_stats(durations)),
-        row("integrity_check ok and audit chain verifies after the load",
-            float(r["integrity"] == "ok" and r["audit_ok"]), "bool", min_value=1),
+        row(
+            "queue delay p99 (created → started)",
+            percentile(delays, 99) if delays else 0.0,
+            "s",
+            stats=ms_stats(delays),
+        ),
+        row(
+            "run duration median",
+            percentile(durations, 50) if durations else 0.0,
+            "s",
+            stats=ms_stats(durations),
+        ),
+        row(
+            "integrity_check ok and audit chain verifies after the load",
+            float(r["integrity"] == "ok" and r["audit_ok"]),
+            "bool",
+            min_value=1,
+        ),
     ]
     notes = [
         f"{args.minutes:g} min of load at {args.rate:g} pipelines/min over {args.repos} repos, "
@@ -243,8 +332,11 @@ def section(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
         f"opening (it reads and draws the run's log), {len(idle)} idle ({args.idle:g} s before the load); "
         f"console errors: {r['console_errors']}; engine exit code {r['engine_exit']}.",
     ]
-    return {"title": f"Load: {args.rate:g} pipelines/min for {args.minutes:g} min with {args.consoles} consoles",
-            "rows": rows, "notes": notes}
+    return {
+        "title": f"Load: {args.rate:g} pipelines/min for {args.minutes:g} min with {args.consoles} consoles",
+        "rows": rows,
+        "notes": notes,
+    }
 
 
 def main() -> None:

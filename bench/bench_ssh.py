@@ -50,10 +50,12 @@ from core.workspace import read as read_workspace
 Section = dict[str, Any]
 AHEAD = str(Path(sys.executable).with_name("ahead"))
 COLS, ROWS = 120, 40
-STREAM = ("import sys, time\n"
-          "for i in range(60000):\n"
-          "    print(f'line {{i}} of a step that streams its log', flush=True)\n"
-          "    time.sleep({pause})\n")
+STREAM = (
+    "import sys, time\n"
+    "for i in range(60000):\n"
+    "    print(f'line {{i}} of a step that streams its log', flush=True)\n"
+    "    time.sleep({pause})\n"
+)
 
 
 def make_workspace(root: Path, rate: float) -> tuple[Path, dict[str, Path]]:
@@ -64,9 +66,17 @@ def make_workspace(root: Path, rate: float) -> tuple[Path, dict[str, Path]]:
     (repo / ".ahead").mkdir()
     (repo / "stream.py").write_text(STREAM.format(pause=1 / rate))
     (repo / ".ahead" / "pipeline.yml").write_text(
-        "stages:\n  - name: stream\n    steps:\n      - run: python3 stream.py\n")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b",
-           "GIT_COMMITTER_EMAIL": "b@x", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+        "stages:\n  - name: stream\n    steps:\n      - run: python3 stream.py\n"
+    )
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@x",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@x",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "stream"]):
         subprocess.run(["git", "-C", str(repo), *args], check=True, env=env)
     keys: dict[str, Path] = {}
@@ -75,10 +85,11 @@ def make_workspace(root: Path, rate: float) -> tuple[Path, dict[str, Path]]:
         name = f"op{i}"
         public = generate_key_pair(root / "keys" / name, name)
         keys[name] = root / "keys" / name
-        operators += f"  - name: {name}\n    roles: [operator]\n    keys: [\"{public}\"]\n"
+        operators += f'  - name: {name}\n    roles: [operator]\n    keys: ["{public}"]\n'
     (root / "ahead.yml").write_text(
         "repos:\n  - name: stream\n    path: repos/stream\nenvironments: [dev]\n"
-        f"operators:\n{operators}settings:\n  max_parallel_runs: 10\n")
+        f"operators:\n{operators}settings:\n  max_parallel_runs: 10\n"
+    )
     return root, keys
 
 
@@ -93,8 +104,15 @@ class Server:
 
     async def __aenter__(self) -> Server:
         self.proc = await asyncio.create_subprocess_exec(
-            AHEAD, "--workspace", str(self.root), "serve", "--listen", "127.0.0.1:0",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            AHEAD,
+            "--workspace",
+            str(self.root),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         assert self.proc.stdout is not None
         line = (await asyncio.wait_for(self.proc.stdout.readline(), 60)).decode()
         self.port = int(line.split("ssh -p ")[1].split()[0])
@@ -108,9 +126,15 @@ class Server:
         await asyncio.wait_for(self.proc.wait(), 30)
 
     async def connect(self, user: str, key: Path) -> asyncssh.SSHClientConnection:
-        return await asyncssh.connect("127.0.0.1", self.port, username=user, client_keys=[str(key)],
-                                      agent_path=None, config=None,
-                                      known_hosts=([self.host_key], [], []))
+        return await asyncssh.connect(
+            "127.0.0.1",
+            self.port,
+            username=user,
+            client_keys=[str(key)],
+            agent_path=None,
+            config=None,
+            known_hosts=([self.host_key], [], []),
+        )
 
 
 class Term(asyncssh.SSHClientSession[bytes]):
@@ -137,21 +161,27 @@ class Term(asyncssh.SSHClientSession[bytes]):
                     self.changed.clear()
                     await self.changed.wait()
         except TimeoutError:
-            raise AssertionError(f"{needle!r} {'still' if gone else 'not'} on screen:\n{self.text()}") from None
+            raise AssertionError(
+                f"{needle!r} {'still' if gone else 'not'} on screen:\n{self.text()}"
+            ) from None
 
 
-async def open_console(server: Server, user: str, key: Path,
-                       render: bool = True) -> tuple[asyncssh.SSHClientConnection, Any, Term]:
+async def open_console(
+    server: Server, user: str, key: Path, render: bool = True
+) -> tuple[asyncssh.SSHClientConnection, Any, Term]:
     conn = await server.connect(user, key)
-    chan, term = await conn.create_session(lambda: Term(render), term_type="xterm-256color",
-                                           term_size=(COLS, ROWS), encoding=None)
+    chan, term = await conn.create_session(
+        lambda: Term(render), term_type="xterm-256color", term_size=(COLS, ROWS), encoding=None
+    )
     return conn, chan, term
 
 
 # -- 1. connect to first frame -----------------------------------------------------------------------
 
 
-async def first_frames(server: Server, keys: dict[str, Path], n: int) -> tuple[list[float], list[float]]:
+async def first_frames(
+    server: Server, keys: dict[str, Path], n: int
+) -> tuple[list[float], list[float]]:
     consoles, baseline = [], []
     for i in range(n + 1):  # the first of each is a warm-up
         start = time.perf_counter()
@@ -174,14 +204,27 @@ async def first_frames(server: Server, keys: dict[str, Path], n: int) -> tuple[l
 
 def bench_first_frame(values: list[float], baseline: list[float]) -> Section:
     p50, base = statistics.median(values), statistics.median(baseline)
-    return {"title": "SSH: connect → first frame of the console", "rows": [
-        row("connect, authenticate, open a PTY session → overview on screen (p50)", p50, "ms",
-            baseline=base, baseline_label="connect, authenticate, session answered without a console",
-            max_value=300, target="p50 < 300 ms (SSH issue)", stats=summary(values),
-            baseline_stats=summary(baseline)),
-        row("same, p95", percentile(values, 95), "ms"),
-    ], "notes": ["Fresh connection each time from an asyncssh client in another process than "
-                 "`ahead serve`; the console is forked from the pre-imported zygote."]}
+    return {
+        "title": "SSH: connect → first frame of the console",
+        "rows": [
+            row(
+                "connect, authenticate, open a PTY session → overview on screen (p50)",
+                p50,
+                "ms",
+                baseline=base,
+                baseline_label="connect, authenticate, session answered without a console",
+                max_value=300,
+                target="p50 < 300 ms (SSH issue)",
+                stats=summary(values),
+                baseline_stats=summary(baseline),
+            ),
+            row("same, p95", percentile(values, 95), "ms"),
+        ],
+        "notes": [
+            "Fresh connection each time from an asyncssh client in another process than "
+            "`ahead serve`; the console is forked from the pre-imported zygote."
+        ],
+    }
 
 
 # -- 2. memory -------------------------------------------------------------------------------------
@@ -207,18 +250,32 @@ def memory_kb(pid: int, fields: tuple[str, ...]) -> int:
 
 
 def bench_memory(serve_pid: int) -> Section:
-    (zygote,) = [p for p in children(serve_pid) if b"tui.zygote" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    (zygote,) = [
+        p for p in children(serve_pid) if b"tui.zygote" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]
     consoles = children(zygote)
     private = [memory_kb(p, ("Private_Clean", "Private_Dirty")) / 1024 for p in consoles]
     rss_zygote = memory_kb(zygote, ("Rss",)) / 1024
     per = statistics.mean(private)
-    return {"title": "SSH: memory per extra session", "rows": [
-        row(f"private memory per console process ({len(consoles)} open)", per, "MB",
-            baseline=rss_zygote, baseline_label="resident size of the zygote (the whole console)",
-            max_value=25, target="≤ 25 MB (a plainly spawned console measured ~26 MB)",
-            stats=summary(private)),
-    ], "notes": ["Forked from the zygote, a console shares the imported code and data pages "
-                 "copy-on-write; what it writes after the fork is its own."]}
+    return {
+        "title": "SSH: memory per extra session",
+        "rows": [
+            row(
+                f"private memory per console process ({len(consoles)} open)",
+                per,
+                "MB",
+                baseline=rss_zygote,
+                baseline_label="resident size of the zygote (the whole console)",
+                max_value=25,
+                target="≤ 25 MB (a plainly spawned console measured ~26 MB)",
+                stats=summary(private),
+            ),
+        ],
+        "notes": [
+            "Forked from the zygote, a console shares the imported code and data pages "
+            "copy-on-write; what it writes after the fork is its own."
+        ],
+    }
 
 
 # -- 3. key latency -------------------------------------------------------------------------------
@@ -260,21 +317,26 @@ def cpu_seconds(pids: list[int]) -> float:
 
 async def console_cpu(serve_pid: int, seconds: float = 3.0) -> float:
     """Mean CPU of each console process over `seconds`, in % of a core."""
-    (zygote,) = [p for p in children(serve_pid) if b"tui.zygote" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    (zygote,) = [
+        p for p in children(serve_pid) if b"tui.zygote" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]
     consoles = children(zygote)
     before = cpu_seconds(consoles)
     await asyncio.sleep(seconds)
     return (cpu_seconds(consoles) - before) / seconds / len(consoles) * 100
 
 
-async def bench_keys(server: Server, keys: dict[str, Path], n: int,
-                     rate: float) -> tuple[Section, Section]:
+async def bench_keys(
+    server: Server, keys: dict[str, Path], n: int, rate: float
+) -> tuple[Section, Section]:
     """Idle, then 10 consoles while a run streams its log: the nine others first on the
     overview (live run states), then following the log on the run screen."""
     assert server.proc is not None
     conn, chan, term = await open_console(server, "op0", keys["op0"])
     idle = await key_latency(term, chan, n)
-    others = [await open_console(server, f"op{i}", keys[f"op{i}"], render=(i == 1)) for i in range(1, 10)]
+    others = [
+        await open_console(server, f"op{i}", keys[f"op{i}"], render=(i == 1)) for i in range(1, 10)
+    ]
     watcher = others[0][2]
     await watcher.wait_for("stream ")
     async with streaming(server.root) as run_id:
@@ -297,21 +359,52 @@ async def bench_keys(server: Server, keys: dict[str, Path], n: int,
     conn.close()
     base50, base95 = statistics.median(idle), percentile(idle, 95)
     label = "same keys, one session, nothing running"
-    section = {"title": "SSH: key → screen with 10 sessions open while a run streams its log", "rows": [
-        row("r / o → new screen, 9 other consoles on the overview (p50)", statistics.median(on_overview),
-            "ms", baseline=base50, baseline_label=label, stats=summary(on_overview),
-            baseline_stats=summary(idle)),
-        row("same, p95", percentile(on_overview, 95), "ms", baseline=base95, baseline_label="idle p95",
-            max_value=200, target="p95 ≤ 200 ms"),
-        row("CPU of each console process meanwhile (mean of 10)", cpu_overview, "% of a core"),
-        row("r / o → new screen, 9 other consoles following the log (p50)", statistics.median(on_log),
-            "ms", baseline=base50, baseline_label=label, stats=summary(on_log)),
-        row("same, p95", percentile(on_log, 95), "ms", baseline=base95, baseline_label="idle p95"),
-        row("CPU of each console process meanwhile (mean of 10)", cpu_log, "% of a core"),
-    ], "notes": [f"The step prints {rate:g} lines/s. One of the nine other consoles is rendered "
-                 "through pyte, eight are read and dropped; the engine, the SSH server and the "
-                 "ten console processes share the machine's cores. Keys: `r` (runs list) and "
-                 "`o` (back to the overview), each timed until the client's screen shows it."]}
+    section = {
+        "title": "SSH: key → screen with 10 sessions open while a run streams its log",
+        "rows": [
+            row(
+                "r / o → new screen, 9 other consoles on the overview (p50)",
+                statistics.median(on_overview),
+                "ms",
+                baseline=base50,
+                baseline_label=label,
+                stats=summary(on_overview),
+                baseline_stats=summary(idle),
+            ),
+            row(
+                "same, p95",
+                percentile(on_overview, 95),
+                "ms",
+                baseline=base95,
+                baseline_label="idle p95",
+                max_value=200,
+                target="p95 ≤ 200 ms",
+            ),
+            row("CPU of each console process meanwhile (mean of 10)", cpu_overview, "% of a core"),
+            row(
+                "r / o → new screen, 9 other consoles following the log (p50)",
+                statistics.median(on_log),
+                "ms",
+                baseline=base50,
+                baseline_label=label,
+                stats=summary(on_log),
+            ),
+            row(
+                "same, p95",
+                percentile(on_log, 95),
+                "ms",
+                baseline=base95,
+                baseline_label="idle p95",
+            ),
+            row("CPU of each console process meanwhile (mean of 10)", cpu_log, "% of a core"),
+        ],
+        "notes": [
+            f"The step prints {rate:g} lines/s. One of the nine other consoles is rendered "
+            "through pyte, eight are read and dropped; the engine, the SSH server and the "
+            "ten console processes share the machine's cores. Keys: `r` (runs list) and "
+            "`o` (back to the overview), each timed until the client's screen shows it."
+        ],
+    }
     return section, memory
 
 
@@ -334,10 +427,14 @@ async def run(args: argparse.Namespace) -> list[Section]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="SSH console benchmarks with same-run baselines.")
-    parser.add_argument("--root", type=Path, default=fixtures.DEFAULT_ROOT, help="(unused: own workspace)")
+    parser.add_argument(
+        "--root", type=Path, default=fixtures.DEFAULT_ROOT, help="(unused: own workspace)"
+    )
     parser.add_argument("--connects", type=int, default=15)
     parser.add_argument("--keys", type=int, default=30, help="r/o pairs per condition")
-    parser.add_argument("--rate", type=float, default=50, help="log lines a second of the streaming step")
+    parser.add_argument(
+        "--rate", type=float, default=50, help="log lines a second of the streaming step"
+    )
     args = parser.parse_args()
     started = time.monotonic()
     load_before = list(os.getloadavg())

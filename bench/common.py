@@ -45,14 +45,23 @@ def git_env(**overrides: str) -> dict[str, str]:
     return {**os.environ, **GIT_BASE_ENV, **overrides}
 
 
-def run(argv: Sequence[str], *, input: bytes | None = None, cwd: Path | None = None,
-        check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+def run(
+    argv: Sequence[str],
+    *,
+    input: bytes | None = None,
+    cwd: Path | None = None,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
     """Run a fixed argv (never a shell) and capture its output."""
-    done = subprocess.run(list(argv), input=input, cwd=cwd, capture_output=True,
-                          env=env or git_env(), check=False)
+    done = subprocess.run(
+        list(argv), input=input, cwd=cwd, capture_output=True, env=env or git_env(), check=False
+    )
     if check and done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): "
-                           f"{done.stderr.decode(errors='replace').strip()}")
+        raise RuntimeError(
+            f"{' '.join(argv)} failed ({done.returncode}): "
+            f"{done.stderr.decode(errors='replace').strip()}"
+        )
     return done
 
 
@@ -71,8 +80,13 @@ def percentile(values: Sequence[float], pct: float) -> float:
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "p99": percentile(values, 99), "n": len(values)}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "p99": percentile(values, 99),
+        "n": len(values),
+    }
 
 
 def time_calls(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> list[float]:
@@ -87,8 +101,9 @@ def time_calls(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> list[floa
     return out
 
 
-def interleaved(a: Callable[[], Any], b: Callable[[], Any], repeat: int,
-                warmup: int = 2) -> tuple[list[float], list[float]]:
+def interleaved(
+    a: Callable[[], Any], b: Callable[[], Any], repeat: int, warmup: int = 2
+) -> tuple[list[float], list[float]]:
     """Time `a` and `b` alternately (ms), so machine noise lands on both alike."""
     for _ in range(warmup):
         a()
@@ -107,11 +122,21 @@ def interleaved(a: Callable[[], Any], b: Callable[[], Any], repeat: int,
 # -- result rows ---------------------------------------------------------------------------------
 
 
-def row(measurement: str, value: float, unit: str, *, baseline: float | None = None,
-        baseline_label: str = "", max_ratio: float | None = None, max_value: float | None = None,
-        min_ratio: float | None = None, min_value: float | None = None,
-        target: str = "", stats: dict[str, float] | None = None,
-        baseline_stats: dict[str, float] | None = None) -> Row:
+def row(
+    measurement: str,
+    value: float,
+    unit: str,
+    *,
+    baseline: float | None = None,
+    baseline_label: str = "",
+    max_ratio: float | None = None,
+    max_value: float | None = None,
+    min_ratio: float | None = None,
+    min_value: float | None = None,
+    target: str = "",
+    stats: dict[str, float] | None = None,
+    baseline_stats: dict[str, float] | None = None,
+) -> Row:
     """One table row. The target is a ratio to the baseline (`max_ratio`, or `min_ratio` for
     rates, where more is better), an absolute bound (`max_value`, `min_value`), both, or
     neither (informational, pass is None)."""
@@ -136,10 +161,18 @@ def row(measurement: str, value: float, unit: str, *, baseline: float | None = N
         if min_value is not None:
             parts.append(f"≥ {min_value:g} {unit}")
         target = " and ".join(parts)
-    return {"measurement": measurement, "value": value, "unit": unit, "baseline": baseline,
-            "baseline_label": baseline_label, "ratio": ratio, "target": target,
-            "pass": all(checks) if checks else None, "stats": stats,
-            "baseline_stats": baseline_stats}
+    return {
+        "measurement": measurement,
+        "value": value,
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_label": baseline_label,
+        "ratio": ratio,
+        "target": target,
+        "pass": all(checks) if checks else None,
+        "stats": stats,
+        "baseline_stats": baseline_stats,
+    }
 
 
 # -- machine and results -----------------------------------------------------------------------------
@@ -180,13 +213,31 @@ def source_version() -> str:
     head = run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], check=False)
     if head.returncode != 0:
         return "unknown"
-    dirty = run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
-                 "core", "tui", "themes"], check=False).stdout.strip()
+    dirty = run(
+        [
+            "git",
+            "-C",
+            str(root),
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            "core",
+            "tui",
+            "themes",
+        ],
+        check=False,
+    ).stdout.strip()
     return head.stdout.decode().strip() + (" +changes in core/tui/themes" if dirty else "")
 
 
-def write_results(name: str, sections: list[dict[str, Any]], started: float,
-                  load_before: list[float], extra: dict[str, Any] | None = None) -> Path:
+def write_results(
+    name: str,
+    sections: list[dict[str, Any]],
+    started: float,
+    load_before: list[float],
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write bench/results/<name>.json and return its path."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     data = {
@@ -212,7 +263,9 @@ def print_section(section: dict[str, Any]) -> None:
         base = f"{r['baseline']:.3g}" if r["baseline"] is not None else "-"
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
         verdict = {True: "PASS", False: "FAIL", None: "info"}[r["pass"]]
-        print(f"  {r['measurement']}: {r['value']:.4g} {r['unit']} (baseline {base}, {ratio}) "
-              f"target {r['target'] or '-'} -> {verdict}")
+        print(
+            f"  {r['measurement']}: {r['value']:.4g} {r['unit']} (baseline {base}, {ratio}) "
+            f"target {r['target'] or '-'} -> {verdict}"
+        )
     for note in section.get("notes", []):
         print(f"  note: {note}")

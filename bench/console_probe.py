@@ -53,6 +53,7 @@ def around(owner: Any, attr: str, before: str | None = None, after: str | None =
 
     original: Callable[..., Any] = getattr(owner, attr)
     if inspect.iscoroutinefunction(original):
+
         @wraps(original)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             if before:
@@ -64,6 +65,7 @@ def around(owner: Any, attr: str, before: str | None = None, after: str | None =
 
         setattr(owner, attr, async_wrapper)
     else:
+
         @wraps(original)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if before:
@@ -147,8 +149,9 @@ def install() -> None:
     overview = ClientSession.overview
 
     @wraps(overview)
-    async def timed_overview(self: ClientSession, only: list[str] | None = None,
-                             pending: bool = True) -> Any:
+    async def timed_overview(
+        self: ClientSession, only: list[str] | None = None, pending: bool = True
+    ) -> Any:
         result = await overview(self, only, pending)
         mark("overview read (store)" if not pending else "pending counts read")
         return result

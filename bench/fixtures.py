@@ -83,8 +83,12 @@ for i in range(int(sys.argv[1])):
 """
 DEMO_NOW = 1_790_000_000  # the demo's fixed clock: the same commits on every build
 
-AUTHORS = [("Alice Example", "alice@example.com"), ("Bob Example", "bob@example.com"),
-           ("Carol Example", "carol@example.com"), ("Dan Example", "dan@example.com")]
+AUTHORS = [
+    ("Alice Example", "alice@example.com"),
+    ("Bob Example", "bob@example.com"),
+    ("Carol Example", "carol@example.com"),
+    ("Dan Example", "dan@example.com"),
+]
 
 
 @dataclass(frozen=True)
@@ -104,13 +108,16 @@ def _data(text: str | bytes) -> bytes:
     return b"data %d\n" % len(raw) + raw + b"\n"
 
 
-def _commit(ref: str, when: int, author: tuple[str, str], message: str,
-            files: list[tuple[str, str]]) -> bytes:
+def _commit(
+    ref: str, when: int, author: tuple[str, str], message: str, files: list[tuple[str, str]]
+) -> bytes:
     name, email = author
-    out = [f"commit {ref}\n".encode(),
-           f"author {name} <{email}> {when} +0000\n".encode(),
-           f"committer {name} <{email}> {when} +0000\n".encode(),
-           _data(message)]
+    out = [
+        f"commit {ref}\n".encode(),
+        f"author {name} <{email}> {when} +0000\n".encode(),
+        f"committer {name} <{email}> {when} +0000\n".encode(),
+        _data(message),
+    ]
     for path, content in files:
         out.append(f"M 100644 inline {path}\n".encode())
         out.append(_data(content))
@@ -120,26 +127,51 @@ def _commit(ref: str, when: int, author: tuple[str, str], message: str,
 
 def small_stream(index: int) -> bytes:
     commits = 3 if index % 3 == 0 else 2
-    parts = [_commit("refs/heads/main", EPOCH + index * 10, AUTHORS[index % 4],
-                     f"Add pipeline for r{index:04d}",
-                     [(".ahead/pipeline.yml", SMALL_PIPELINE), ("README.md", f"# r{index:04d}\n")])]
+    parts = [
+        _commit(
+            "refs/heads/main",
+            EPOCH + index * 10,
+            AUTHORS[index % 4],
+            f"Add pipeline for r{index:04d}",
+            [(".ahead/pipeline.yml", SMALL_PIPELINE), ("README.md", f"# r{index:04d}\n")],
+        )
+    ]
     for c in range(1, commits):
-        parts.append(_commit("refs/heads/main", EPOCH + index * 10 + c, AUTHORS[(index + c) % 4],
-                             f"Update readme ({c})",
-                             [("README.md", f"# r{index:04d}\n\nrevision {c}\n")]))
+        parts.append(
+            _commit(
+                "refs/heads/main",
+                EPOCH + index * 10 + c,
+                AUTHORS[(index + c) % 4],
+                f"Update readme ({c})",
+                [("README.md", f"# r{index:04d}\n\nrevision {c}\n")],
+            )
+        )
     parts.append(b"done\n")
     return b"".join(parts)
 
 
 def big_stream(commits: int = BIG_COMMITS) -> bytes:
-    parts = [_commit("refs/heads/main", EPOCH, AUTHORS[0], "Add pipeline",
-                     [(".ahead/pipeline.yml", BIG_PIPELINE), ("README.md", "# history\n")])]
+    parts = [
+        _commit(
+            "refs/heads/main",
+            EPOCH,
+            AUTHORS[0],
+            "Add pipeline",
+            [(".ahead/pipeline.yml", BIG_PIPELINE), ("README.md", "# history\n")],
+        )
+    ]
     for c in range(1, commits):
         svc = c % BIG_FILES
         content = f"service: svc-{svc:03d}\nreplicas: {c % 7 + 1}\nimage: app:{c}\n"
-        parts.append(_commit("refs/heads/main", EPOCH + c * 60, AUTHORS[c % 4],
-                             f"svc-{svc:03d}: roll out build {c}",
-                             [(f"services/svc-{svc:03d}/values.yaml", content)]))
+        parts.append(
+            _commit(
+                "refs/heads/main",
+                EPOCH + c * 60,
+                AUTHORS[c % 4],
+                f"svc-{svc:03d}: roll out build {c}",
+                [(f"services/svc-{svc:03d}/values.yaml", content)],
+            )
+        )
     parts.append(b"done\n")
     return b"".join(parts)
 
@@ -174,8 +206,13 @@ def workspace_text(repos: list[tuple[str, Path]]) -> str:
 
 def describe(root: Path) -> Fixtures:
     names = tuple(f"r{i:04d}" for i in range(N_REPOS))
-    return Fixtures(root=root, repo_names=names, many_ws=root / "many" / "ahead.yml",
-                    big_repo=root / "big" / "history", big_ws=root / "big-ws" / "ahead.yml")
+    return Fixtures(
+        root=root,
+        repo_names=names,
+        many_ws=root / "many" / "ahead.yml",
+        big_repo=root / "big" / "history",
+        big_ws=root / "big-ws" / "ahead.yml",
+    )
 
 
 def stamp_matches(root: Path) -> bool:
@@ -183,8 +220,11 @@ def stamp_matches(root: Path) -> bool:
         data = json.loads((root / "fixtures.json").read_text())
     except (OSError, ValueError):
         return False
-    return bool(data.get("version") == VERSION and data.get("repos") == N_REPOS
-                and data.get("big_commits") == BIG_COMMITS)
+    return bool(
+        data.get("version") == VERSION
+        and data.get("repos") == N_REPOS
+        and data.get("big_commits") == BIG_COMMITS
+    )
 
 
 def build(root: Path = DEFAULT_ROOT, force: bool = False, quiet: bool = False) -> Fixtures:
@@ -202,15 +242,25 @@ def build(root: Path = DEFAULT_ROOT, force: bool = False, quiet: bool = False) -
         list(pool.map(lambda i: build_small(fx.repo_path(fx.repo_names[i]), i), range(N_REPOS)))
         small_done = time.monotonic() - started
         big.result()
-    say(f"built {N_REPOS} small repos in {small_done:.1f}s "
-        f"and the {BIG_COMMITS}-commit repo in {time.monotonic() - started:.1f}s total")
+    say(
+        f"built {N_REPOS} small repos in {small_done:.1f}s "
+        f"and the {BIG_COMMITS}-commit repo in {time.monotonic() - started:.1f}s total"
+    )
     fx.many_ws.parent.mkdir(parents=True)
     fx.many_ws.write_text(workspace_text([(n, fx.repo_path(n)) for n in fx.repo_names]))
     fx.big_ws.parent.mkdir(parents=True)
     fx.big_ws.write_text(workspace_text([("history", fx.big_repo)]))
-    (root / "fixtures.json").write_text(json.dumps({
-        "version": VERSION, "repos": N_REPOS, "big_commits": BIG_COMMITS,
-        "build_seconds": round(time.monotonic() - started, 1)}) + "\n")
+    (root / "fixtures.json").write_text(
+        json.dumps(
+            {
+                "version": VERSION,
+                "repos": N_REPOS,
+                "big_commits": BIG_COMMITS,
+                "build_seconds": round(time.monotonic() - started, 1),
+            }
+        )
+        + "\n"
+    )
     return fx
 
 
@@ -234,7 +284,10 @@ def demo_workspace(root: Path = DEFAULT_ROOT) -> Path:
     stamp = root / "demo.json"
     digest = _demo_digest()
     try:
-        if json.loads(stamp.read_text()).get("digest") == digest and (target / "ahead.yml").exists():
+        if (
+            json.loads(stamp.read_text()).get("digest") == digest
+            and (target / "ahead.yml").exists()
+        ):
             return target
     except (OSError, ValueError):
         pass
@@ -262,7 +315,8 @@ def flood_workspace(root: Path, lines: int) -> Path:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "Flood the log")
     (ws_dir / "ahead.yml").write_text(
-        "repos:\n  - name: flood\n    path: repos/flood\nenvironments: [dev]\n")
+        "repos:\n  - name: flood\n    path: repos/flood\nenvironments: [dev]\n"
+    )
     return ws_dir
 
 

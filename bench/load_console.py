@@ -50,8 +50,12 @@ async def follow(ws_dir: Path, seconds: float, seed: int) -> dict[str, Any]:
     def display(self: Any, screen: Any, renderable: Any) -> None:
         original(self, screen, renderable)
         want = waiting.get("state")
-        if renderable is not None and want is not None and isinstance(self.screen, RunScreen) \
-                and self.screen._follow == want:
+        if (
+            renderable is not None
+            and want is not None
+            and isinstance(self.screen, RunScreen)
+            and self.screen._follow == want
+        ):
             waiting["seen"] = time.perf_counter()
             waiting["state"] = None
 
@@ -85,7 +89,13 @@ async def follow(ws_dir: Path, seconds: float, seed: int) -> dict[str, Any]:
                 while waiting["seen"] is None and time.perf_counter() < limit:
                     await asyncio.sleep(0.002)
                 seen = waiting["seen"]
-                samples.append((time.time(), (seen - sent) * 1000 if seen else None, time.monotonic() - switched))
+                samples.append(
+                    (
+                        time.time(),
+                        (seen - sent) * 1000 if seen else None,
+                        time.monotonic() - switched,
+                    )
+                )
                 waiting["state"] = None
                 await asyncio.sleep(rng.uniform(0.05, 0.1))
     except Exception:  # a console failing under load is a result, not a crash

@@ -72,8 +72,10 @@ class FloodApp(App[None]):
         log = self.query_one(Log)
         self.report(f"go {time.monotonic():.6f}\n")
         for start in range(0, self.lines, CHUNK):
-            batch = [f"step output line {i:07d} lorem ipsum dolor"
-                     for i in range(start, min(start + CHUNK, self.lines))]
+            batch = [
+                f"step output line {i:07d} lorem ipsum dolor"
+                for i in range(start, min(start + CHUNK, self.lines))
+            ]
             log.write_lines(batch, scroll_end=self.follow)
             self.written += len(batch)
             self.report(f"w {time.monotonic():.6f} {len(batch)}\n")

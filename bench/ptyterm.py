@@ -29,9 +29,16 @@ Predicate = Callable[[list[str]], bool]
 
 
 class PtyProcess:
-    def __init__(self, argv: list[str], *, cols: int = 120, rows: int = 40,
-                 env: dict[str, str] | None = None, screen: bool = True,
-                 pass_fds: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        cols: int = 120,
+        rows: int = 40,
+        env: dict[str, str] | None = None,
+        screen: bool = True,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         self.master = master
@@ -44,11 +51,23 @@ class PtyProcess:
         self.first_output_at: float | None = None
         self.closed = False
         self._screen_waits: list[tuple[Predicate, list[float]]] = []
-        full_env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(cols),
-                    "LINES": str(rows), **(env or {})}
+        full_env = {
+            **os.environ,
+            "TERM": "xterm-256color",
+            "COLUMNS": str(cols),
+            "LINES": str(rows),
+            **(env or {}),
+        }
         self.spawned_at = time.monotonic()
-        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
-                                     start_new_session=True, env=full_env, pass_fds=pass_fds)
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            env=full_env,
+            pass_fds=pass_fds,
+        )
         os.close(slave)
         self._thread = threading.Thread(target=self._read, name="pty-reader", daemon=True)
         self._thread.start()

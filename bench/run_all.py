@@ -28,7 +28,13 @@ DOC = BENCH_DIR.parent / "docs" / "BENCHMARKS.md"
 TARGETS_SOURCE = "/work/shared/research/baselines.md"
 
 
-ORDER = ("bench_engine", "bench_console", "bench_ssh", "bench_drift", "bench_load")  # the doc's order; others after
+ORDER = (
+    "bench_engine",
+    "bench_console",
+    "bench_ssh",
+    "bench_drift",
+    "bench_load",
+)  # the doc's order; others after
 
 
 def scripts() -> list[Path]:
@@ -43,10 +49,14 @@ def run_scripts(root: Path, only: list[str] | None) -> list[dict[str, Any]]:
             continue
         print(f"\n### {script.name}", flush=True)
         start = time.monotonic()
-        done = subprocess.run([sys.executable, str(script), "--root", str(root)],
-                              check=False)
-        runs.append({"script": script.stem, "returncode": done.returncode,
-                     "seconds": round(time.monotonic() - start, 1)})
+        done = subprocess.run([sys.executable, str(script), "--root", str(root)], check=False)
+        runs.append(
+            {
+                "script": script.stem,
+                "returncode": done.returncode,
+                "seconds": round(time.monotonic() - start, 1),
+            }
+        )
         if done.returncode != 0:
             print(f"{script.name} failed with exit code {done.returncode}", file=sys.stderr)
     return runs
@@ -85,10 +95,13 @@ def spread(stats: dict[str, float] | None, unit: str) -> str:
 
 
 def render_section(number: int, section: dict[str, Any]) -> list[str]:
-    lines = [f"## {number}. {section['title']}", "",
-             "| Measurement | Value | Spread (min–max, n) | Baseline (same run) | Ratio | Target "
-             "| Result |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## {number}. {section['title']}",
+        "",
+        "| Measurement | Value | Spread (min–max, n) | Baseline (same run) | Ratio | Target "
+        "| Result |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in section["rows"]:
         unit = r["unit"]
         base = "–"
@@ -97,9 +110,11 @@ def render_section(number: int, section: dict[str, Any]) -> list[str]:
             if r["baseline_label"]:
                 base += f" ({r['baseline_label']})"
         ratio = f"{r['ratio']:.2f}×" if r["ratio"] is not None else "–"
-        lines.append(f"| {cell(r['measurement'])} | {num(r['value'], unit)} | "
-                     f"{spread(r.get('stats'), unit)} | {cell(base)} | {ratio} | "
-                     f"{cell(r['target'] or '–')} | {verdict(r['pass'])} |")
+        lines.append(
+            f"| {cell(r['measurement'])} | {num(r['value'], unit)} | "
+            f"{spread(r.get('stats'), unit)} | {cell(base)} | {ratio} | "
+            f"{cell(r['target'] or '–')} | {verdict(r['pass'])} |"
+        )
     lines.append("")
     for note in section.get("notes", []):
         lines.append(f"- {note}")
@@ -107,8 +122,9 @@ def render_section(number: int, section: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render(results: list[dict[str, Any]], runs: list[dict[str, Any]],
-           fixture_info: dict[str, Any]) -> str:
+def render(
+    results: list[dict[str, Any]], runs: list[dict[str, Any]], fixture_info: dict[str, Any]
+) -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     info = results[0]["machine"] if results else machine()
     sections = [s for r in results for s in r["sections"]]
@@ -125,8 +141,8 @@ def render(results: list[dict[str, Any]], runs: list[dict[str, Any]],
         "their meaning on a laptop, a CI runner or a loaded VM. A target is a ratio to the "
         "baseline, an absolute ceiling, or both; rows marked *info* have none (breakdowns and "
         f"what-ifs: a what-if row measures a proposed change, patched into the benchmark's own "
-        f"process only). Targets marked T1–T10 come from the \"Suggested targets\" of "
-        f"`{TARGETS_SOURCE}`; \"console issue\" ones from the console's issue; the others from "
+        f'process only). Targets marked T1–T10 come from the "Suggested targets" of '
+        f'`{TARGETS_SOURCE}`; "console issue" ones from the console\'s issue; the others from '
         "the benchmark brief.",
         "",
         "## Machine",
@@ -142,25 +158,39 @@ def render(results: list[dict[str, Any]], runs: list[dict[str, Any]],
         before = " / ".join(f"{x:.2f}" for x in r["load_before"])
         after = " / ".join(f"{x:.2f}" for x in r["load_after"])
         source = f" of `{r['source']}`" if r.get("source") else ""
-        out.append(f"- `{r['script']}.py`: run {r['date']}{source}, {r['duration_s']} s; load "
-                   f"average (1/5/15 min) {before} at start, {after} at end.")
+        out.append(
+            f"- `{r['script']}.py`: run {r['date']}{source}, {r['duration_s']} s; load "
+            f"average (1/5/15 min) {before} at start, {after} at end."
+        )
     if fixture_info:
-        out.append(f"- Fixtures: {fixture_info.get('repos')} small repos and a "
-                   f"{fixture_info.get('big_commits'):,}-commit repo under "
-                   f"`{fixture_info.get('root')}`, {fixture_info.get('how')}; the console "
-                   "benchmarks add the demo workspace and a one-repo log-flood workspace there.")
-    out += ["", "## Summary", "",
-            f"**{passed} of {len(targeted)} targets pass.**", "",
-            "| Benchmark | Measurement | Value | Target | Result |", "|---|---|---|---|---|"]
+        out.append(
+            f"- Fixtures: {fixture_info.get('repos')} small repos and a "
+            f"{fixture_info.get('big_commits'):,}-commit repo under "
+            f"`{fixture_info.get('root')}`, {fixture_info.get('how')}; the console "
+            "benchmarks add the demo workspace and a one-repo log-flood workspace there."
+        )
+    out += [
+        "",
+        "## Summary",
+        "",
+        f"**{passed} of {len(targeted)} targets pass.**",
+        "",
+        "| Benchmark | Measurement | Value | Target | Result |",
+        "|---|---|---|---|---|",
+    ]
     for title, r in targeted:
-        out.append(f"| {cell(title)} | {cell(r['measurement'])} | {num(r['value'], r['unit'])}"
-                   f"{' (' + format(r['ratio'], '.2f') + '×)' if r['ratio'] is not None else ''}"
-                   f" | {cell(r['target'])} | {verdict(r['pass'])} |")
+        out.append(
+            f"| {cell(title)} | {cell(r['measurement'])} | {num(r['value'], r['unit'])}"
+            f"{' (' + format(r['ratio'], '.2f') + '×)' if r['ratio'] is not None else ''}"
+            f" | {cell(r['target'])} | {verdict(r['pass'])} |"
+        )
     out.append("")
     failed_runs = [run for run in runs if run["returncode"] != 0]
     for run in failed_runs:
-        out.append(f"> `{run['script']}.py` exited with code {run['returncode']}; its results "
-                   "below may be from an earlier run.")
+        out.append(
+            f"> `{run['script']}.py` exited with code {run['returncode']}; its results "
+            "below may be from an earlier run."
+        )
     if failed_runs:
         out.append("")
     for number, section in enumerate(sections, 1):
@@ -184,7 +214,7 @@ def render(results: list[dict[str, Any]], runs: list[dict[str, Any]],
         "- Fixtures are built with `git fast-import` under `/tmp/ahead-bench` (or "
         "`$AHEAD_BENCH_DIR`, or `--root`) in about 10–20 s, and reused while "
         "`fixtures.json` there matches; `--force` rebuilds them. The 1,000 small repos have a "
-        "one-stage pipeline (`run: \"true\"`) and 2–3 commits each; odd-numbered ones keep "
+        'one-stage pipeline (`run: "true"`) and 2–3 commits each; odd-numbered ones keep '
         "`main` in `packed-refs`. The big repo has 50,000 linear commits, each editing one of "
         "200 `values.yaml` files. Workspaces: `many/ahead.yml` (1,000 repos, environments "
         "[dev, prod], `max_parallel_runs: 8`) and `big-ws/ahead.yml`.",
@@ -217,10 +247,17 @@ def load_results() -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run all benchmarks, rewrite docs/BENCHMARKS.md.")
     parser.add_argument("--root", type=Path, default=fixtures.DEFAULT_ROOT)
-    parser.add_argument("--only", type=lambda s: s.split(","), default=None,
-                        help="comma-separated script names, e.g. bench_engine")
-    parser.add_argument("--render-only", action="store_true",
-                        help="do not run anything; rewrite the doc from bench/results/")
+    parser.add_argument(
+        "--only",
+        type=lambda s: s.split(","),
+        default=None,
+        help="comma-separated script names, e.g. bench_engine",
+    )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="do not run anything; rewrite the doc from bench/results/",
+    )
     args = parser.parse_args()
     summary_path = RESULTS_DIR / "run_all.json"
     if args.render_only:
@@ -230,14 +267,19 @@ def main() -> None:
         start = time.monotonic()
         reused = fixtures.stamp_matches(args.root)
         fixtures.build(args.root)
-        fixture_info = {"root": str(args.root), "repos": fixtures.N_REPOS,
-                        "big_commits": fixtures.BIG_COMMITS,
-                        "how": "reused from an earlier run" if reused else
-                               f"built in {time.monotonic() - start:.1f} s"}
+        fixture_info = {
+            "root": str(args.root),
+            "repos": fixtures.N_REPOS,
+            "big_commits": fixtures.BIG_COMMITS,
+            "how": "reused from an earlier run"
+            if reused
+            else f"built in {time.monotonic() - start:.1f} s",
+        }
         runs = run_scripts(args.root, args.only)
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        summary_path.write_text(json.dumps({"runs": runs, "fixtures": fixture_info}, indent=2)
-                                + "\n")
+        summary_path.write_text(
+            json.dumps({"runs": runs, "fixtures": fixture_info}, indent=2) + "\n"
+        )
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(render(load_results(), runs, fixture_info))
     print(f"\nwrote {DOC}")

@@ -73,9 +73,11 @@ def decision_key(ws: Workspace, create: bool = True) -> bytes | None:
         if not create:
             return None
     except OSError as exc:
-        raise PermissionDenied(f"{path}: cannot read the decision key ({exc.strerror}): only the user "
-                               "that runs the engine or `ahead serve` records and counts decisions "
-                               "(decide over SSH, or as that user)") from None
+        raise PermissionDenied(
+            f"{path}: cannot read the decision key ({exc.strerror}): only the user "
+            "that runs the engine or `ahead serve` records and counts decisions "
+            "(decide over SSH, or as that user)"
+        ) from None
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fresh = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -93,22 +95,28 @@ def decision_key(ws: Workspace, create: bool = True) -> bytes | None:
             os.unlink(fresh)
         return _read_key(path)
     except OSError as exc:
-        raise PermissionDenied(f"{path}: cannot create the decision key ({exc.strerror}): run the "
-                               "engine (or the first decision) as the user that owns the state directory") from None
+        raise PermissionDenied(
+            f"{path}: cannot create the decision key ({exc.strerror}): run the "
+            "engine (or the first decision) as the user that owns the state directory"
+        ) from None
 
 
 def _read_key(path: Path) -> bytes:
     me = os.getuid()
     directory = os.lstat(path.parent)
     if not stat.S_ISDIR(directory.st_mode) or directory.st_uid != me or directory.st_mode & 0o022:
-        raise PermissionDenied(f"{path.parent}: the decision key's directory must be this user's own "
-                               f"(uid {me}), not group or world writable; fix with: chmod 700 {path.parent}")
+        raise PermissionDenied(
+            f"{path.parent}: the decision key's directory must be this user's own "
+            f"(uid {me}), not group or world writable; fix with: chmod 700 {path.parent}"
+        )
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != me or st.st_mode & 0o077:
-            raise PermissionDenied(f"{path}: the decision key must be this user's own file (uid {me}) "
-                                   f"readable by nobody else; fix with: chmod 600 {path}")
+            raise PermissionDenied(
+                f"{path}: the decision key must be this user's own file (uid {me}) "
+                f"readable by nobody else; fix with: chmod 600 {path}"
+            )
         text = os.read(fd, 4096).decode("ascii", "replace").strip()
     finally:
         os.close(fd)
@@ -131,41 +139,63 @@ def _key_or_none(ws: Workspace, create: bool) -> bytes | None:
 
 def decision_mac(key: bytes, change: Row, decision: Row) -> str:
     """The MAC of `decision` on `change`: its fields and the change's pins, canonical JSON."""
+
     def moment(value: Any) -> str | None:
         return None if value is None else repr(float(value))
 
-    fields = {"change": change["id"], "repo": change["repo"], "environment": change["environment"],
-              "base": change["base_sha"], "head": change["head_sha"],
-              "pipeline_digest": change["pipeline_digest"], "policy_version": change["policy_version"],
-              "operator": decision["operator"], "verdict": decision["verdict"],
-              "comment": decision["comment"], "session": decision["session"],
-              "created_at": moment(decision["created_at"]), "expires_at": moment(decision["expires_at"])}
+    fields = {
+        "change": change["id"],
+        "repo": change["repo"],
+        "environment": change["environment"],
+        "base": change["base_sha"],
+        "head": change["head_sha"],
+        "pipeline_digest": change["pipeline_digest"],
+        "policy_version": change["policy_version"],
+        "operator": decision["operator"],
+        "verdict": decision["verdict"],
+        "comment": decision["comment"],
+        "session": decision["session"],
+        "created_at": moment(decision["created_at"]),
+        "expires_at": moment(decision["expires_at"]),
+    }
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
     return hmac.new(key, b"ahead decision v1\n" + text.encode(), hashlib.sha256).hexdigest()
 
 
 def authentic(key: bytes | None, change: Row, decision: Row) -> bool:
     mac = decision["mac"]
-    return (key is not None and isinstance(mac, str)
-            and hmac.compare_digest(mac, decision_mac(key, change, decision)))
+    return (
+        key is not None
+        and isinstance(mac, str)
+        and hmac.compare_digest(mac, decision_mac(key, change, decision))
+    )
 
 
 def _warn_unauthenticated(change: Row, decision: Row) -> None:
     if decision["id"] not in _reported:
         _reported.add(decision["id"])
-        log.warning("ignoring decision %s on change %s by %r (%s): its MAC does not verify (made "
-                    "before decisions were signed, or put in the store by hand; see: ahead audit verify)",
-                    decision["id"], change["id"], decision["operator"], decision["verdict"])
+        log.warning(
+            "ignoring decision %s on change %s by %r (%s): its MAC does not verify (made "
+            "before decisions were signed, or put in the store by hand; see: ahead audit verify)",
+            decision["id"],
+            change["id"],
+            decision["operator"],
+            decision["verdict"],
+        )
 
 
 def seal(store: Store, ws: Workspace, decision_id: int) -> None:
     """(inside a transaction that lifted the append-only trigger) Sign a decision again after a
     trusted rewrite of its times (the demo's pictures)."""
     row = store.conn.execute("SELECT * FROM decisions WHERE id = ?", (decision_id,)).fetchone()
-    change = store.conn.execute("SELECT * FROM change_requests WHERE id = ?", (row["change_id"],)).fetchone()
+    change = store.conn.execute(
+        "SELECT * FROM change_requests WHERE id = ?", (row["change_id"],)
+    ).fetchone()
     key = decision_key(ws)
     assert key is not None
-    store.conn.execute("UPDATE decisions SET mac = ? WHERE id = ?", (decision_mac(key, change, row), decision_id))
+    store.conn.execute(
+        "UPDATE decisions SET mac = ? WHERE id = ?", (decision_mac(key, change, row), decision_id)
+    )
 
 
 def unauthenticated(store: Store, ws: Workspace) -> list[str]:
@@ -180,11 +210,15 @@ def unauthenticated(store: Store, ws: Workspace) -> list[str]:
     for row in store.query("SELECT * FROM decisions ORDER BY id"):
         change = changes_by_id.get(row["change_id"])
         if change is None:
-            found.append(f"decision {row['id']}: for change {row['change_id']}, which does not exist")
+            found.append(
+                f"decision {row['id']}: for change {row['change_id']}, which does not exist"
+            )
         elif not authentic(key, change, row):
             why = "has no MAC" if not row["mac"] else "its MAC does not match"
-            found.append(f"decision {row['id']} ({row['operator']} {row['verdict']}s change {change['id']}): "
-                         f"{why}: never counted (made before decisions were signed, or put in by hand)")
+            found.append(
+                f"decision {row['id']} ({row['operator']} {row['verdict']}s change {change['id']}): "
+                f"{why}: never counted (made before decisions were signed, or put in by hand)"
+            )
     return found
 
 
@@ -201,34 +235,54 @@ def forbidden(store: Store, ws: Workspace, policy: Policy, change: Row) -> dict[
     people = json.loads(change["people"] or "{}")
     if not people:  # a request opened before ranges were recorded whole
         commits = json.loads(change["commits"])
-        people = {"authors": {c["email"]: c["sha"] for c in commits},
-                  "committers": {c["committer_email"]: c["sha"] for c in commits}}
-    for kind, label, rule in (("authors", "author", "authors"), ("committers", "committer", "committers"),
-                              ("trailers", "co-author or sign-off (trailer)", "authors")):
+        people = {
+            "authors": {c["email"]: c["sha"] for c in commits},
+            "committers": {c["committer_email"]: c["sha"] for c in commits},
+        }
+    for kind, label, rule in (
+        ("authors", "author", "authors"),
+        ("committers", "committer", "committers"),
+        ("trailers", "co-author or sign-off (trailer)", "authors"),
+    ):
         if rule in policy.forbid:
             for email, sha in people.get(kind, {}).items():
                 op = ws.operator_by_email(email)
                 if op is not None:
                     reasons.setdefault(op.name, f"{label} of {short(sha)}")
     if "triggerer" in policy.forbid:
-        for run in store.query("SELECT id, actor FROM runs WHERE repo = ? AND commit_sha = ? ORDER BY id",
-                               (change["repo"], change["head_sha"])):
+        for run in store.query(
+            "SELECT id, actor FROM runs WHERE repo = ? AND commit_sha = ? ORDER BY id",
+            (change["repo"], change["head_sha"]),
+        ):
             actor = run["actor"]
-            op = ws.operator(actor) or (ws.operator_by_email(actor[4:]) if actor.startswith("git:") else None)
+            op = ws.operator(actor) or (
+                ws.operator_by_email(actor[4:]) if actor.startswith("git:") else None
+            )
             if op is not None:
                 reasons.setdefault(op.name, f"triggered run #{run['id']}")
     return reasons
 
 
 def deployed_now(store: Store, repo: str, environment: str) -> str | None:
-    row = store.query_one("SELECT commit_sha FROM deployments WHERE repo = ? AND environment = ? "
-                          "ORDER BY id DESC LIMIT 1", (repo, environment))
+    row = store.query_one(
+        "SELECT commit_sha FROM deployments WHERE repo = ? AND environment = ? "
+        "ORDER BY id DESC LIMIT 1",
+        (repo, environment),
+    )
     return row["commit_sha"] if row else None
 
 
-def open_change(store: Store, policy: Policy, *, run: Row, stage_id: int, base: str | None,
-                commits: list[dict[str, Any]], diffstat: str,
-                people: dict[str, dict[str, str]] | None = None) -> int:
+def open_change(
+    store: Store,
+    policy: Policy,
+    *,
+    run: Row,
+    stage_id: int,
+    base: str | None,
+    commits: list[dict[str, Any]],
+    diffstat: str,
+    people: dict[str, dict[str, str]] | None = None,
+) -> int:
     """Open a change request and put the run and stage in `waiting`, audited."""
     now = time.time()
     with store.transaction() as conn:
@@ -236,42 +290,93 @@ def open_change(store: Store, policy: Policy, *, run: Row, stage_id: int, base: 
             "INSERT INTO change_requests (run_id, stage_id, repo, environment, base_sha, head_sha, "
             "pipeline_digest, policy_version, required, status, triggerer, commits, diffstat, "
             "created_at, expires_at, people) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?)",
-            (run["id"], stage_id, run["repo"], policy.environment, base, run["commit_sha"],
-             run["pipeline_digest"] or "", policy.version, policy.approvals, run["actor"],
-             json.dumps(commits), diffstat, now, now + policy.expires if policy.expires else None,
-             json.dumps(people or {})))
+            (
+                run["id"],
+                stage_id,
+                run["repo"],
+                policy.environment,
+                base,
+                run["commit_sha"],
+                run["pipeline_digest"] or "",
+                policy.version,
+                policy.approvals,
+                run["actor"],
+                json.dumps(commits),
+                diffstat,
+                now,
+                now + policy.expires if policy.expires else None,
+                json.dumps(people or {}),
+            ),
+        )
         change_id = int(cur.lastrowid or 0)
-        conn.execute("UPDATE runs SET status = 'waiting' WHERE id = ? AND status = 'running'", (run["id"],))
-        conn.execute("UPDATE stages SET status = 'waiting', started_at = COALESCE(started_at, ?) "
-                     "WHERE id = ?", (now, stage_id))
-        store.audit("engine", "gate.opened", f"change/{change_id}", {
-            "run": run["id"], "repo": run["repo"], "environment": policy.environment,
-            "base": base, "head": run["commit_sha"], "commits": [c["sha"] for c in commits],
-            "pipeline_digest": run["pipeline_digest"], "policy_version": policy.version,
-            "required": policy.approvals, "on_behalf_of": run["actor"]})
-        store.event("change.opened", run["repo"], run["id"], change=change_id,
-                    environment=policy.environment)
+        conn.execute(
+            "UPDATE runs SET status = 'waiting' WHERE id = ? AND status = 'running'", (run["id"],)
+        )
+        conn.execute(
+            "UPDATE stages SET status = 'waiting', started_at = COALESCE(started_at, ?) "
+            "WHERE id = ?",
+            (now, stage_id),
+        )
+        store.audit(
+            "engine",
+            "gate.opened",
+            f"change/{change_id}",
+            {
+                "run": run["id"],
+                "repo": run["repo"],
+                "environment": policy.environment,
+                "base": base,
+                "head": run["commit_sha"],
+                "commits": [c["sha"] for c in commits],
+                "pipeline_digest": run["pipeline_digest"],
+                "policy_version": policy.version,
+                "required": policy.approvals,
+                "on_behalf_of": run["actor"],
+            },
+        )
+        store.event(
+            "change.opened",
+            run["repo"],
+            run["id"],
+            change=change_id,
+            environment=policy.environment,
+        )
     return change_id
 
 
 def _end(store: Store, change: Row, status: str, reason: str, actor: str = "engine") -> None:
     """(inside a transaction) Close a change with a final status, audited."""
-    store.conn.execute("UPDATE change_requests SET status = ?, reason = ?, decided_at = ? WHERE id = ?",
-                       (status, reason, time.time(), change["id"]))
-    store.audit(actor, f"change.{status}", f"change/{change['id']}", {
-        "run": change["run_id"], "repo": change["repo"], "environment": change["environment"],
-        "head": change["head_sha"], "base": change["base_sha"], "reason": reason})
+    store.conn.execute(
+        "UPDATE change_requests SET status = ?, reason = ?, decided_at = ? WHERE id = ?",
+        (status, reason, time.time(), change["id"]),
+    )
+    store.audit(
+        actor,
+        f"change.{status}",
+        f"change/{change['id']}",
+        {
+            "run": change["run_id"],
+            "repo": change["repo"],
+            "environment": change["environment"],
+            "head": change["head_sha"],
+            "base": change["base_sha"],
+            "reason": reason,
+        },
+    )
     store.event("change." + status, change["repo"], change["run_id"], change=change["id"])
 
 
-def _valid_approvals(store: Store, ws: Workspace, policy: Policy, change: Row, now: float,
-                     key: bytes | None) -> list[str]:
+def _valid_approvals(
+    store: Store, ws: Workspace, policy: Policy, change: Row, now: float, key: bytes | None
+) -> list[str]:
     """Operators whose approval counts right now: authenticated (the MAC verifies with `key`),
     still approvers, not forbidden, not expired; each once."""
     barred = forbidden(store, ws, policy, change)
     counted: list[str] = []
-    for row in store.query("SELECT * FROM decisions WHERE change_id = ? AND verdict = 'approve' "
-                           "ORDER BY id", (change["id"],)):
+    for row in store.query(
+        "SELECT * FROM decisions WHERE change_id = ? AND verdict = 'approve' ORDER BY id",
+        (change["id"],),
+    ):
         if not authentic(key, change, row):
             _warn_unauthenticated(change, row)
             continue
@@ -289,7 +394,9 @@ def _stale_pins(store: Store, policy: Policy, change: Row, run: Row) -> str | No
     """Why the change no longer describes what would deploy, or None."""
     now_base = deployed_now(store, change["repo"], change["environment"])
     if now_base != change["base_sha"]:
-        return f"{change['environment']} moved from {short(change['base_sha'])} to {short(now_base)}"
+        return (
+            f"{change['environment']} moved from {short(change['base_sha'])} to {short(now_base)}"
+        )
     if policy.version != change["policy_version"]:
         return f"the {change['environment']} policy changed (version {policy.version})"
     if (run["pipeline_digest"] or "") != change["pipeline_digest"]:
@@ -318,7 +425,11 @@ def check_gate(store: Store, ws: Workspace, change_id: int) -> tuple[str, str, R
         if policy is None:  # the policy was removed from ahead.yml: an admin lifted the gate
             _end(store, change, "voided", f"no policy for {change['environment']} any more")
             return "pass", "no policy", change
-        if change["status"] == OPEN and change["expires_at"] is not None and change["expires_at"] <= now:
+        if (
+            change["status"] == OPEN
+            and change["expires_at"] is not None
+            and change["expires_at"] <= now
+        ):
             _end(store, change, "expired", "nobody decided before the request expired")
             return "fail", f"change {change_id} expired", change
         stale = _stale_pins(store, policy, change, run)
@@ -328,22 +439,43 @@ def check_gate(store: Store, ws: Workspace, change_id: int) -> tuple[str, str, R
         counted = _valid_approvals(store, ws, policy, change, now, key)
         if len(counted) < policy.approvals:
             if change["status"] == APPROVED:  # an approval expired or its approver lost the right
-                conn.execute("UPDATE change_requests SET status = 'open' WHERE id = ?", (change_id,))
-                store.audit("engine", "change.reopened", f"change/{change_id}", {
-                    "counted": counted, "required": policy.approvals})
+                conn.execute(
+                    "UPDATE change_requests SET status = 'open' WHERE id = ?", (change_id,)
+                )
+                store.audit(
+                    "engine",
+                    "change.reopened",
+                    f"change/{change_id}",
+                    {"counted": counted, "required": policy.approvals},
+                )
                 store.event("change.reopened", change["repo"], change["run_id"], change=change_id)
             return "wait", f"{len(counted)} of {policy.approvals} approvals", change
         window = policy.frozen(now)
         if window is not None:
             return "wait", f"{change['environment']} is frozen ({window.text})", change
-        conn.execute("UPDATE change_requests SET status = 'passed', decided_at = COALESCE(decided_at, ?) "
-                     "WHERE id = ?", (now, change_id))
+        conn.execute(
+            "UPDATE change_requests SET status = 'passed', decided_at = COALESCE(decided_at, ?) "
+            "WHERE id = ?",
+            (now, change_id),
+        )
         conn.execute("UPDATE stages SET status = 'running' WHERE id = ?", (change["stage_id"],))
-        conn.execute("UPDATE runs SET status = 'running' WHERE id = ? AND status = 'waiting'", (run["id"],))
-        store.audit("engine", "gate.passed", f"change/{change_id}", {
-            "run": run["id"], "repo": change["repo"], "environment": change["environment"],
-            "base": change["base_sha"], "head": change["head_sha"], "approvers": counted,
-            "policy_version": policy.version})
+        conn.execute(
+            "UPDATE runs SET status = 'running' WHERE id = ? AND status = 'waiting'", (run["id"],)
+        )
+        store.audit(
+            "engine",
+            "gate.passed",
+            f"change/{change_id}",
+            {
+                "run": run["id"],
+                "repo": change["repo"],
+                "environment": change["environment"],
+                "base": change["base_sha"],
+                "head": change["head_sha"],
+                "approvers": counted,
+                "policy_version": policy.version,
+            },
+        )
         store.event("change.passed", change["repo"], run["id"], change=change_id)
         fault("gate.pass.before_commit")
         return "pass", f"approved by {', '.join(counted)}", change
@@ -359,8 +491,16 @@ class Refusal:
     end_reason: str | None = None
 
 
-def refusal(store: Store, ws: Workspace, change: Row, run: Row | None, actor: str, verdict: str,
-            now: float, key: bytes | None) -> Refusal | None:
+def refusal(
+    store: Store,
+    ws: Workspace,
+    change: Row,
+    run: Row | None,
+    actor: str,
+    verdict: str,
+    now: float,
+    key: bytes | None,
+) -> Refusal | None:
     """Why `actor` may not `verdict` ("approve" / "reject") `change` now, in the order `decide`
     checks (status, policy, expiry, operator, approver, barred, freeze, stale pins, an earlier
     decision), or None. Reads only: `decide` records the refusal or ends the change; the
@@ -368,19 +508,25 @@ def refusal(store: Store, ws: Workspace, change: Row, run: Row | None, actor: st
     change_id = change["id"]
     env = change["environment"]
     if change["status"] not in (OPEN, APPROVED):
-        return Refusal(f"change {change_id} is {change['status']}" +
-                       (f": {one_line(change['reason'])}" if change["reason"] else ""))
+        return Refusal(
+            f"change {change_id} is {change['status']}"
+            + (f": {one_line(change['reason'])}" if change["reason"] else "")
+        )
     policy = ws.policies.get(env)
     if policy is None:
         return Refusal(f"no policy for {env} in {ws.file}: cannot decide (fail closed)")
     if change["expires_at"] is not None and change["expires_at"] <= now:
-        return Refusal(f"change {change_id} expired", "expired", "nobody decided before the request expired")
+        return Refusal(
+            f"change {change_id} expired", "expired", "nobody decided before the request expired"
+        )
     operator = ws.operator(actor)
     if operator is None:
         return Refusal(f"{actor} cannot {verdict}: not an operator of this workspace")
     if not may_approve(policy, operator.name, operator.roles):
-        return Refusal(f"{actor} cannot {verdict}: not an approver for {env} "
-                       f"(approvers: {', '.join(policy.approvers)})")
+        return Refusal(
+            f"{actor} cannot {verdict}: not an approver for {env} "
+            f"(approvers: {', '.join(policy.approvers)})"
+        )
     barred = forbidden(store, ws, policy, change)
     if actor in barred:
         return Refusal(f"{actor} cannot {verdict}: {barred[actor]}")
@@ -389,21 +535,30 @@ def refusal(store: Store, ws: Workspace, change: Row, run: Row | None, actor: st
         return Refusal(f"{env} is frozen ({window.text}): no decisions until the freeze ends")
     stale = _stale_pins(store, policy, change, run) if run is not None else None
     if stale is not None:
-        return Refusal(f"change {change_id} is void: {stale}; the engine opens a new request", "voided", stale)
-    previous = store.query_one("SELECT * FROM decisions WHERE change_id = ? AND operator = ?", (change_id, actor))
+        return Refusal(
+            f"change {change_id} is void: {stale}; the engine opens a new request", "voided", stale
+        )
+    previous = store.query_one(
+        "SELECT * FROM decisions WHERE change_id = ? AND operator = ?", (change_id, actor)
+    )
     if previous is not None and not authentic(key, change, previous):
         _warn_unauthenticated(change, previous)
-        return Refusal(f"decision {previous['id']} in the store, {actor}'s on change {change_id}, does not "
-                       "verify (made before decisions were signed, or put in by hand): it does not count and "
-                       "leaves no room for yours; retry the run for a new request (see: ahead audit verify)")
+        return Refusal(
+            f"decision {previous['id']} in the store, {actor}'s on change {change_id}, does not "
+            "verify (made before decisions were signed, or put in by hand): it does not count and "
+            "leaves no room for yours; retry the run for a new request (see: ahead audit verify)"
+        )
     if previous is not None:
-        return Refusal(f"{actor} already decided ({previous['verdict']}d) change {change_id}: "
-                       "each operator counts once")
+        return Refusal(
+            f"{actor} already decided ({previous['verdict']}d) change {change_id}: "
+            "each operator counts once"
+        )
     return None
 
 
-def decide(store: Store, ws: Workspace, change_id: int, actor: str, verdict: str,
-           comment: str = "") -> Verdict:
+def decide(
+    store: Store, ws: Workspace, change_id: int, actor: str, verdict: str, comment: str = ""
+) -> Verdict:
     """Approve or reject a change as `actor`, checked and recorded in one transaction.
 
     Raises:
@@ -420,9 +575,17 @@ def decide(store: Store, ws: Workspace, change_id: int, actor: str, verdict: str
         run = conn.execute("SELECT * FROM runs WHERE id = ?", (change["run_id"],)).fetchone()
 
         def refuse(message: str) -> Verdict:
-            store.audit(actor, f"change.{verdict}.refused", f"change/{change_id}", {
-                "repo": change["repo"], "environment": change["environment"],
-                "head": change["head_sha"], "reason": message})
+            store.audit(
+                actor,
+                f"change.{verdict}.refused",
+                f"change/{change_id}",
+                {
+                    "repo": change["repo"],
+                    "environment": change["environment"],
+                    "head": change["head_sha"],
+                    "reason": message,
+                },
+            )
             return Verdict(False, message, change["status"])
 
         found = refusal(store, ws, change, run, actor, verdict, now, key)
@@ -435,50 +598,111 @@ def decide(store: Store, ws: Workspace, change_id: int, actor: str, verdict: str
         policy = ws.policies[env]
         if verdict == "reject" and policy.reject_needs_comment and not comment.strip():
             return refuse("a rejection needs a comment (--comment TEXT)")
-        expires = now + policy.approval_expires if policy.approval_expires and verdict == "approve" else None
-        decision = {"operator": actor, "verdict": verdict, "comment": comment, "session": store.session,
-                    "created_at": now, "expires_at": expires}
-        conn.execute("INSERT INTO decisions (change_id, operator, verdict, comment, session, created_at, "
-                     "expires_at, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                     (change_id, actor, verdict, comment, store.session, now, expires,
-                      decision_mac(key, change, decision)))
+        expires = (
+            now + policy.approval_expires
+            if policy.approval_expires and verdict == "approve"
+            else None
+        )
+        decision = {
+            "operator": actor,
+            "verdict": verdict,
+            "comment": comment,
+            "session": store.session,
+            "created_at": now,
+            "expires_at": expires,
+        }
+        conn.execute(
+            "INSERT INTO decisions (change_id, operator, verdict, comment, session, created_at, "
+            "expires_at, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                change_id,
+                actor,
+                verdict,
+                comment,
+                store.session,
+                now,
+                expires,
+                decision_mac(key, change, decision),
+            ),
+        )
         commits = [c["sha"] for c in json.loads(change["commits"])]
-        store.audit(actor, f"change.{verdict}", f"change/{change_id}", {
-            "repo": change["repo"], "environment": env, "base": change["base_sha"],
-            "head": change["head_sha"], "commits": commits, "comment": comment, "verdict": verdict,
-            "policy_version": change["policy_version"]})
-        store.event("change.decided", change["repo"], change["run_id"], change=change_id,
-                    operator=actor, verdict=verdict)
+        store.audit(
+            actor,
+            f"change.{verdict}",
+            f"change/{change_id}",
+            {
+                "repo": change["repo"],
+                "environment": env,
+                "base": change["base_sha"],
+                "head": change["head_sha"],
+                "commits": commits,
+                "comment": comment,
+                "verdict": verdict,
+                "policy_version": change["policy_version"],
+            },
+        )
+        store.event(
+            "change.decided",
+            change["repo"],
+            change["run_id"],
+            change=change_id,
+            operator=actor,
+            verdict=verdict,
+        )
         if verdict == "reject":
             _end(store, change, "rejected", f"rejected by {actor}: {comment}".rstrip(": "), actor)
-            return Verdict(True, f"rejected change {change_id}; run #{change['run_id']} stops", "rejected")
+            return Verdict(
+                True, f"rejected change {change_id}; run #{change['run_id']} stops", "rejected"
+            )
         counted = _valid_approvals(store, ws, policy, change, now, key)
         if len(counted) >= policy.approvals and change["status"] == OPEN:
-            conn.execute("UPDATE change_requests SET status = 'approved', decided_at = ? WHERE id = ? "
-                         "AND status = 'open'", (now, change_id))
-            store.audit("engine", "change.approved", f"change/{change_id}", {
-                "repo": change["repo"], "environment": env, "head": change["head_sha"],
-                "approvers": counted})
+            conn.execute(
+                "UPDATE change_requests SET status = 'approved', decided_at = ? WHERE id = ? "
+                "AND status = 'open'",
+                (now, change_id),
+            )
+            store.audit(
+                "engine",
+                "change.approved",
+                f"change/{change_id}",
+                {
+                    "repo": change["repo"],
+                    "environment": env,
+                    "head": change["head_sha"],
+                    "approvers": counted,
+                },
+            )
             store.event("change.approved", change["repo"], change["run_id"], change=change_id)
-            return Verdict(True, f"approved change {change_id} ({len(counted)} of {policy.approvals}): "
-                           f"{env} deploys {short(change['head_sha'])} when the gate next checks", "approved")
-        return Verdict(True, f"approved change {change_id} ({len(counted)} of {policy.approvals}); "
-                       f"{policy.approvals - len(counted)} more needed", "open")
+            return Verdict(
+                True,
+                f"approved change {change_id} ({len(counted)} of {policy.approvals}): "
+                f"{env} deploys {short(change['head_sha'])} when the gate next checks",
+                "approved",
+            )
+        return Verdict(
+            True,
+            f"approved change {change_id} ({len(counted)} of {policy.approvals}); "
+            f"{policy.approvals - len(counted)} more needed",
+            "open",
+        )
 
 
 def supersede(store: Store, repo: str, branch: str, new_run: int) -> None:
     """(inside a transaction) A newer run of the branch supersedes changes waiting at a gate."""
     for change in store.query(
-            "SELECT c.* FROM change_requests c JOIN runs r ON r.id = c.run_id WHERE c.repo = ? "
-            "AND r.branch = ? AND c.status IN ('open', 'approved') AND c.run_id < ?",
-            (repo, branch, new_run)):
+        "SELECT c.* FROM change_requests c JOIN runs r ON r.id = c.run_id WHERE c.repo = ? "
+        "AND r.branch = ? AND c.status IN ('open', 'approved') AND c.run_id < ?",
+        (repo, branch, new_run),
+    ):
         _end(store, change, "superseded", f"superseded by run #{new_run}")
 
 
 def cancel_open(store: Store, run_id: int, actor: str) -> None:
     """(inside a transaction) The run was cancelled: its open change closes."""
-    for change in store.query("SELECT * FROM change_requests WHERE run_id = ? AND status IN "
-                              "('open', 'approved')", (run_id,)):
+    for change in store.query(
+        "SELECT * FROM change_requests WHERE run_id = ? AND status IN ('open', 'approved')",
+        (run_id,),
+    ):
         _end(store, change, "cancelled", f"run #{run_id} cancelled by {actor}", actor)
 
 
@@ -502,23 +726,53 @@ def change_detail(store: Store, ws: Workspace, change_id: int) -> dict[str, Any]
     key = _key_or_none(ws, create=False)
     decisions = []
     for row in store.query("SELECT * FROM decisions WHERE change_id = ? ORDER BY id", (change_id,)):
-        decisions.append({"operator": row["operator"], "verdict": row["verdict"], "comment": row["comment"],
-                          "session": row["session"], "created_at": row["created_at"],
-                          "expires_at": row["expires_at"], "authentic": authentic(key, change, row)})
-    artifacts = store.query("SELECT a.path, a.size, a.sha256, s.name AS step FROM artifacts a JOIN steps s "
-                            "ON s.id = a.step_id WHERE a.run_id = ? ORDER BY a.id", (change["run_id"],))
+        decisions.append(
+            {
+                "operator": row["operator"],
+                "verdict": row["verdict"],
+                "comment": row["comment"],
+                "session": row["session"],
+                "created_at": row["created_at"],
+                "expires_at": row["expires_at"],
+                "authentic": authentic(key, change, row),
+            }
+        )
+    artifacts = store.query(
+        "SELECT a.path, a.size, a.sha256, s.name AS step FROM artifacts a JOIN steps s "
+        "ON s.id = a.step_id WHERE a.run_id = ? ORDER BY a.id",
+        (change["run_id"],),
+    )
     policy = ws.policies.get(change["environment"])
-    checklist: dict[str, Any] = {"required": change["required"], "approved_by": [], "barred": {},
-                                 "eligible": [], "frozen": None, "policy": None}
+    checklist: dict[str, Any] = {
+        "required": change["required"],
+        "approved_by": [],
+        "barred": {},
+        "eligible": [],
+        "frozen": None,
+        "policy": None,
+    }
     if policy is not None:
         now = time.time()
         checklist["approved_by"] = _valid_approvals(store, ws, policy, change, now, key)
         checklist["barred"] = forbidden(store, ws, policy, change)
-        checklist["eligible"] = [op.name for op in ws.operators if may_approve(policy, op.name, op.roles)
-                                 and op.name not in checklist["barred"]]
+        checklist["eligible"] = [
+            op.name
+            for op in ws.operators
+            if may_approve(policy, op.name, op.roles) and op.name not in checklist["barred"]
+        ]
         window = policy.frozen(now)
         checklist["frozen"] = window.text if window else None
-        checklist["policy"] = {"approvals": policy.approvals, "approvers": list(policy.approvers),
-                               "forbid": list(policy.forbid), "version": policy.version}
-    return {**change, "commits": json.loads(change["commits"]), "decisions": decisions,
-            "artifacts": artifacts, "checklist": checklist, "run": run}
+        checklist["policy"] = {
+            "approvals": policy.approvals,
+            "approvers": list(policy.approvers),
+            "forbid": list(policy.forbid),
+            "version": policy.version,
+        }
+    return {
+        **change,
+        "commits": json.loads(change["commits"]),
+        "decisions": decisions,
+        "artifacts": artifacts,
+        "checklist": checklist,
+        "run": run,
+    }

@@ -46,11 +46,22 @@ __all__ = ["FAILED", "OK", "REFUSED", "TERMINAL", "USAGE", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ahead", description="Change Ahead: a terminal console for GitOps.")
-    parser.add_argument("--workspace", "-w", metavar="DIR", help="the workspace (default: $AHEAD_WORKSPACE, "
-                        "then the current directory and its parents)")
-    parser.add_argument("--as", dest="as_name", metavar="NAME",
-                        help="act as operator NAME (allowed when NAME's os_users lists you)")
+    parser = argparse.ArgumentParser(
+        prog="ahead", description="Change Ahead: a terminal console for GitOps."
+    )
+    parser.add_argument(
+        "--workspace",
+        "-w",
+        metavar="DIR",
+        help="the workspace (default: $AHEAD_WORKSPACE, "
+        "then the current directory and its parents)",
+    )
+    parser.add_argument(
+        "--as",
+        dest="as_name",
+        metavar="NAME",
+        help="act as operator NAME (allowed when NAME's os_users lists you)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log what the engine does")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -71,51 +82,90 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("repo")
     p.add_argument("environment")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("trigger", help="queue a run of REPO (head of main unless --ref or --commit)")
+    p = sub.add_parser(
+        "trigger", help="queue a run of REPO (head of main unless --ref or --commit)"
+    )
     p.add_argument("repo")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--ref", help="a branch or tag")
     group.add_argument("--commit", help="a commit id")
-    p.add_argument("--wait", action="store_true", help="wait for the run to end (runs it here if no engine is running)")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the run to end (runs it here if no engine is running)",
+    )
     p = sub.add_parser("cancel", help="cancel a queued or running run")
     p.add_argument("run", type=int)
     p = sub.add_parser("retry", help="run a finished run's commit again")
     p.add_argument("run", type=int)
-    p = sub.add_parser("notify", help="tell the engine a repo changed (for a git server's post-receive hook)")
+    p = sub.add_parser(
+        "notify", help="tell the engine a repo changed (for a git server's post-receive hook)"
+    )
     p.add_argument("repo")
     cli_listings.add_changes_parser(sub)
-    p = sub.add_parser("change", help="a change request: commits, diff stat, artifacts, policy checklist")
+    p = sub.add_parser(
+        "change", help="a change request: commits, diff stat, artifacts, policy checklist"
+    )
     p.add_argument("id", type=int)
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("approve", help="approve a change request (exit 3 when policy refuses)")
     p.add_argument("id", type=int)
     p.add_argument("--comment", default="")
-    p = sub.add_parser("reject", help="reject a change request; its run stops (exit 3 when refused)")
+    p = sub.add_parser(
+        "reject", help="reject a change request; its run stops (exit 3 when refused)"
+    )
     p.add_argument("id", type=int)
     p.add_argument("--comment", default="")
-    p = sub.add_parser("locks", help="environment locks: deploys in progress, environments an interrupted deploy left locked")
+    p = sub.add_parser(
+        "locks",
+        help="environment locks: deploys in progress, environments an interrupted deploy left locked",
+    )
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("unlock", help="release an environment locked after an interrupted deploy (admin or approver; audited)")
+    p = sub.add_parser(
+        "unlock",
+        help="release an environment locked after an interrupted deploy (admin or approver; audited)",
+    )
     p.add_argument("repo")
     p.add_argument("environment")
     p.add_argument("--reason", required=True, help="what you checked before unlocking")
     p = sub.add_parser("audit", help="the audit log")
-    p.add_argument("action", nargs="?", choices=["verify", "head"],
-                   help="verify: check the hash chain; head: print SEQ:HASH of the newest entry, to keep off this host")
-    p.add_argument("--head", metavar="SEQ:HASH", help="with verify: the chain must still hold this entry unchanged")
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["verify", "head"],
+        help="verify: check the hash chain; head: print SEQ:HASH of the newest entry, to keep off this host",
+    )
+    p.add_argument(
+        "--head",
+        metavar="SEQ:HASH",
+        help="with verify: the chain must still hold this entry unchanged",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=100)
     cli_drift.add_parser(sub)
-    p = sub.add_parser("runner", help="remote runners: `runner trust NAME` pins a runner's SSH host key")
+    p = sub.add_parser(
+        "runner", help="remote runners: `runner trust NAME` pins a runner's SSH host key"
+    )
     runner_sub = p.add_subparsers(dest="runner_command", metavar="ACTION", required=True)
-    p = runner_sub.add_parser("trust", help="show the runner's host key fingerprint, pin it after you confirm, "
-                              "print the engine's public key for the runner's authorized_keys")
+    p = runner_sub.add_parser(
+        "trust",
+        help="show the runner's host key fingerprint, pin it after you confirm, "
+        "print the engine's public key for the runner's authorized_keys",
+    )
     p.add_argument("name")
     p.add_argument("--yes", action="store_true", help="trust without asking (scripts)")
-    p.add_argument("--fingerprint", metavar="SHA256:...", help="trust only if the host presents this key")
-    p = sub.add_parser("serve", help="run the engine and the SSH server: operators log in with their keys")
-    p.add_argument("--listen", default="127.0.0.1:8022", metavar="HOST:PORT",
-                   help="address for the SSH server (default 127.0.0.1:8022)")
+    p.add_argument(
+        "--fingerprint", metavar="SHA256:...", help="trust only if the host presents this key"
+    )
+    p = sub.add_parser(
+        "serve", help="run the engine and the SSH server: operators log in with their keys"
+    )
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:8022",
+        metavar="HOST:PORT",
+        help="address for the SSH server (default 127.0.0.1:8022)",
+    )
     sub.add_parser("console", help="open the console (the default when run in a terminal)")
     p = sub.add_parser("demo", help="open the demo workspace (created on first use)")
     p.add_argument("dir", nargs="?")
@@ -127,8 +177,11 @@ _open_console: OpenConsole | None = None
 _console_zygote: tuple[str, ...] = ()
 
 
-def main(argv: list[str] | None = None, open_console: OpenConsole | None = None,
-         console_zygote: tuple[str, ...] = ()) -> int:
+def main(
+    argv: list[str] | None = None,
+    open_console: OpenConsole | None = None,
+    console_zygote: tuple[str, ...] = (),
+) -> int:
     """Run the `ahead` command.
 
     Args:
@@ -272,8 +325,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server = SSHServer(ws, options)
             await server.start()
             try:
-                print(f"serving {ws.file} on {host}:{server.port}: ssh -p {server.port} "
-                      f"OPERATOR@{host} (ctrl+c to stop)", flush=True)
+                print(
+                    f"serving {ws.file} on {host}:{server.port}: ssh -p {server.port} "
+                    f"OPERATOR@{host} (ctrl+c to stop)",
+                    flush=True,
+                )
                 await _until_stopped(engine)
             finally:
                 await server.aclose()
@@ -289,22 +345,42 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         emit(data)
         return OK
-    print(f"run #{data['id']}  {data['repo']}  {one_line(data['branch'])}  {short(data['commit_sha'])}  "
-          f"{GLYPH.get(data['status'], '?')} {data['status']}")
-    print(f"  {one_line(data['subject'])}  — {one_line(data['author'])} <{one_line(data['author_email'])}>")
-    print(f"  trigger {data['trigger']} by {one_line(data['actor'])}, queued {ago(data['created_at'])}")
+    print(
+        f"run #{data['id']}  {data['repo']}  {one_line(data['branch'])}  {short(data['commit_sha'])}  "
+        f"{GLYPH.get(data['status'], '?')} {data['status']}"
+    )
+    print(
+        f"  {one_line(data['subject'])}  — {one_line(data['author'])} <{one_line(data['author_email'])}>"
+    )
+    print(
+        f"  trigger {data['trigger']} by {one_line(data['actor'])}, queued {ago(data['created_at'])}"
+    )
     if data["error"]:
         print(f"  error: {inert(data['error'])}")
     for stage in data["stages"]:
-        took = (stage["finished_at"] - stage["started_at"]) if stage["started_at"] and stage["finished_at"] else None
+        took = (
+            (stage["finished_at"] - stage["started_at"])
+            if stage["started_at"] and stage["finished_at"]
+            else None
+        )
         env = f" → {stage['environment']}" if stage["environment"] else ""
-        print(f"  {GLYPH.get(stage['status'], '?')} {stage['name']}{env}  {stage['status']}  {duration(took)}")
+        print(
+            f"  {GLYPH.get(stage['status'], '?')} {stage['name']}{env}  {stage['status']}  {duration(took)}"
+        )
         for step in stage["steps"]:
-            took = (step["finished_at"] - step["started_at"]) if step["started_at"] and step["finished_at"] else None
+            took = (
+                (step["finished_at"] - step["started_at"])
+                if step["started_at"] and step["finished_at"]
+                else None
+            )
             code = f" exit {step['exit_code']}" if step["exit_code"] is not None else ""
-            print(f"      {GLYPH.get(step['status'], '?')} {one_line(step['name'])}  {step['status']}{code}  {duration(took)}")
+            print(
+                f"      {GLYPH.get(step['status'], '?')} {one_line(step['name'])}  {step['status']}{code}  {duration(took)}"
+            )
     for art in data["artifacts"]:
-        print(f"  artifact {one_line(art['path'])}  {art['size']} bytes  sha256 {art['sha256'][:12]}")
+        print(
+            f"  artifact {one_line(art['path'])}  {art['size']} bytes  sha256 {art['sha256'][:12]}"
+        )
     return OK
 
 
@@ -322,8 +398,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 if line["step_id"] not in names:
                     names = api.step_names(args.run)
                 if args.json:
-                    print(json.dumps(jsonable({"step": names.get(line["step_id"]), "seq": line["seq"],
-                                               "ts": line["ts"], "line": line["line"]})))
+                    print(
+                        json.dumps(
+                            jsonable(
+                                {
+                                    "step": names.get(line["step_id"]),
+                                    "seq": line["seq"],
+                                    "ts": line["ts"],
+                                    "line": line["line"],
+                                }
+                            )
+                        )
+                    )
                 else:
                     if line["step_id"] != current:
                         current = line["step_id"]
@@ -337,7 +423,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 break
             time.sleep(0.2)
             run = api.run(args.run)
-    note = None if shown else retention.removed_note(run.get("finished_at"), api.ws.settings.keep_logs_days)
+    note = (
+        None
+        if shown
+        else retention.removed_note(run.get("finished_at"), api.ws.settings.keep_logs_days)
+    )
     if note:
         print(f"ahead: run #{args.run}: {note}", file=sys.stderr)
     return OK
@@ -347,11 +437,21 @@ def cmd_pending(args: argparse.Namespace) -> int:
     with door(args) as api:
         commits = api.pending(args.repo, args.environment)
     if args.json:
-        emit({"repo": args.repo, "environment": args.environment,
-              "pending": [dataclasses.asdict(c) for c in commits]})
+        emit(
+            {
+                "repo": args.repo,
+                "environment": args.environment,
+                "pending": [dataclasses.asdict(c) for c in commits],
+            }
+        )
         return OK
-    table([[c.short, ago(c.time), one_line(c.author)[:20], one_line(c.subject)[:60]] for c in commits],
-          ["COMMIT", "AGE", "AUTHOR", "SUBJECT"])
+    table(
+        [
+            [c.short, ago(c.time), one_line(c.author)[:20], one_line(c.subject)[:60]]
+            for c in commits
+        ],
+        ["COMMIT", "AGE", "AUTHOR", "SUBJECT"],
+    )
     return OK
 
 
@@ -360,21 +460,30 @@ def _wait(api: Api, run_id: int) -> int:
 
     holder = api.engine().holder
     if holder is None:
+
         async def run_here() -> dict[str, Any]:
-            async with Engine(api.ws, only_runs={run_id}, name=f"ahead trigger --wait (pid {os.getpid()})") as engine:
+            async with Engine(
+                api.ws, only_runs={run_id}, name=f"ahead trigger --wait (pid {os.getpid()})"
+            ) as engine:
                 return await engine.wait_run(run_id)
+
         row = asyncio.run(run_here())
     else:
         print(f"waiting for run #{run_id} on {holder}", flush=True)
         row = api.wait_for_run(run_id)
     status = row.get("status", "missing")
-    print(f"run #{run_id} {GLYPH.get(status, '?')} {status}" + (f": {inert(row['error'])}" if row.get("error") else ""))
+    print(
+        f"run #{run_id} {GLYPH.get(status, '?')} {status}"
+        + (f": {inert(row['error'])}" if row.get("error") else "")
+    )
     return OK if status == "succeeded" else FAILED
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     with door(args, write=True) as api:
-        run_id = api.trigger(Actor.local(api.ws, args.as_name), args.repo, ref=args.ref, commit=args.commit)
+        run_id = api.trigger(
+            Actor.local(api.ws, args.as_name), args.repo, ref=args.ref, commit=args.commit
+        )
         print(f"queued run #{run_id}", flush=True)
         if args.wait:
             return _wait(api, run_id)
@@ -408,10 +517,14 @@ def cmd_change(args: argparse.Namespace) -> int:
         emit(data)
         return OK
     check = data["checklist"]
-    print(f"change #{data['id']}  {data['repo']} → {data['environment']}  {data['status']}"
-          + (f" ({one_line(data['reason'])})" if data["reason"] else ""))
-    print(f"  deploys {short(data['head_sha'])} over {short(data['base_sha'])}  (run #{data['run_id']}, "
-          f"triggered by {one_line(data['triggerer'])}, opened {ago(data['created_at'])})")
+    print(
+        f"change #{data['id']}  {data['repo']} → {data['environment']}  {data['status']}"
+        + (f" ({one_line(data['reason'])})" if data["reason"] else "")
+    )
+    print(
+        f"  deploys {short(data['head_sha'])} over {short(data['base_sha'])}  (run #{data['run_id']}, "
+        f"triggered by {one_line(data['triggerer'])}, opened {ago(data['created_at'])})"
+    )
     print(f"  pins: pipeline {data['pipeline_digest'][:12]}  policy {data['policy_version']}")
     print(f"  commits ({len(data['commits'])}):")
     for c in data["commits"]:
@@ -421,9 +534,13 @@ def cmd_change(args: argparse.Namespace) -> int:
         for line in data["diffstat"].splitlines():
             print(f"    {inert(line)}")
     for art in data["artifacts"]:
-        print(f"  artifact {one_line(art['path'])} ({art['size']} bytes) from step {one_line(art['step'])}")
-    print(f"  approvals: {len(check['approved_by'])} of {check['required']}"
-          + (f" ({', '.join(check['approved_by'])})" if check["approved_by"] else ""))
+        print(
+            f"  artifact {one_line(art['path'])} ({art['size']} bytes) from step {one_line(art['step'])}"
+        )
+    print(
+        f"  approvals: {len(check['approved_by'])} of {check['required']}"
+        + (f" ({', '.join(check['approved_by'])})" if check["approved_by"] else "")
+    )
     for d in data["decisions"]:
         comment = f": {one_line(d['comment'])}" if d["comment"] else ""
         forged = "" if d.get("authentic", True) else " [NOT AUTHENTICATED: not counted]"
@@ -440,7 +557,10 @@ def cmd_change(args: argparse.Namespace) -> int:
 def _decide(args: argparse.Namespace, verdict: str) -> int:
     with door(args, write=True) as api:
         result = api.decide(Actor.local(api.ws, args.as_name), args.id, verdict, args.comment)
-    print(("" if result.ok else "refused: ") + result.message, file=sys.stdout if result.ok else sys.stderr)
+    print(
+        ("" if result.ok else "refused: ") + result.message,
+        file=sys.stdout if result.ok else sys.stderr,
+    )
     return OK if result.ok else REFUSED
 
 
@@ -458,14 +578,28 @@ def cmd_locks(args: argparse.Namespace) -> int:
     if args.json:
         emit({"locks": rows})
         return OK
-    table([[r.repo, r.environment, r.state, f"#{r.run_id}", ago(r.acquired_at), one_line(r.reason or "")]
-           for r in rows], ["REPO", "ENVIRONMENT", "STATE", "RUN", "SINCE", "REASON"])
+    table(
+        [
+            [
+                r.repo,
+                r.environment,
+                r.state,
+                f"#{r.run_id}",
+                ago(r.acquired_at),
+                one_line(r.reason or ""),
+            ]
+            for r in rows
+        ],
+        ["REPO", "ENVIRONMENT", "STATE", "RUN", "SINCE", "REASON"],
+    )
     return OK
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
     with door(args, write=True) as api:
-        lock = api.unlock(Actor.local(api.ws, args.as_name), args.repo, args.environment, args.reason)
+        lock = api.unlock(
+            Actor.local(api.ws, args.as_name), args.repo, args.environment, args.reason
+        )
     print(f"unlocked {args.repo}/{args.environment} (was {lock['state']} by run #{lock['run_id']})")
     return OK
 
@@ -485,9 +619,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.json:
         emit({"audit": entries})
         return OK
-    table([[str(e.id), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at)), one_line(e.actor),
-            e.action, one_line(e.subject), one_line(e.detail_text)[:70]] for e in reversed(entries)],
-          ["ID", "TIME", "ACTOR", "ACTION", "SUBJECT", "DETAIL"])
+    table(
+        [
+            [
+                str(e.id),
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at)),
+                one_line(e.actor),
+                e.action,
+                one_line(e.subject),
+                one_line(e.detail_text)[:70],
+            ]
+            for e in reversed(entries)
+        ],
+        ["ID", "TIME", "ACTOR", "ACTION", "SUBJECT", "DETAIL"],
+    )
     return OK
 
 
@@ -503,17 +648,26 @@ def _verify(api: Api, head_text: str | None) -> int:
     if verdict.unauthenticated:
         for finding in verdict.unauthenticated:
             print(f"unauthenticated decision: {finding}", file=sys.stderr)
-        print(f"audit chain ok: {verdict.entries} entries, but {len(verdict.unauthenticated)} decision(s) do "
-              "not verify (ignored by every gate)", file=sys.stderr)
+        print(
+            f"audit chain ok: {verdict.entries} entries, but {len(verdict.unauthenticated)} decision(s) do "
+            "not verify (ignored by every gate)",
+            file=sys.stderr,
+        )
         return FAILED
     if not verdict.ok:
-        print(f"audit chain BROKEN: {verdict.problem}" + (f" (checked {verdict.entries} entries)"
-                                                          if not verdict.shrunk else ""), file=sys.stderr)
+        print(
+            f"audit chain BROKEN: {verdict.problem}"
+            + (f" (checked {verdict.entries} entries)" if not verdict.shrunk else ""),
+            file=sys.stderr,
+        )
         return FAILED
     current = verdict.head
     shown = f"{current[0]}:{current[1]}" if current else "0:"
-    print(f"audit chain ok: {verdict.entries} entries" + (f", entry {head_text} intact" if head_text else "")
-          + f" (head {shown}, remembered in {verdict.remembered_in})")
+    print(
+        f"audit chain ok: {verdict.entries} entries"
+        + (f", entry {head_text} intact" if head_text else "")
+        + f" (head {shown}, remembered in {verdict.remembered_in})"
+    )
     return OK
 
 
@@ -547,7 +701,9 @@ def cmd_runner(args: argparse.Namespace) -> int:
     actor = Actor.local(ws, args.as_name)
     with Api.open(ws) as api:
         targets = api.trust_runner_targets(actor, args.name)
-        return asyncio.run(cli_listings.trust_hosts(api, actor, targets, args.yes, args.fingerprint))
+        return asyncio.run(
+            cli_listings.trust_hosts(api, actor, targets, args.yes, args.fingerprint)
+        )
 
 
 def cmd_console(args: argparse.Namespace) -> int:
@@ -556,8 +712,10 @@ def cmd_console(args: argparse.Namespace) -> int:
         print("ahead: the console is not installed (the tui package is missing)", file=sys.stderr)
         return FAILED
     if not interactive():
-        print("ahead: the console needs a terminal; use the listings (ahead status, ahead runs)",
-              file=sys.stderr)
+        print(
+            "ahead: the console needs a terminal; use the listings (ahead status, ahead runs)",
+            file=sys.stderr,
+        )
         return USAGE
     console_log(ws)
     return _open_console(ws, Actor.local(ws, args.as_name))
@@ -565,12 +723,29 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "drift": cli_drift.cmd_drift,
-    "init": cmd_init, "check": cmd_check, "engine": cmd_engine, "status": cli_listings.cmd_status,
-    "runs": cli_listings.cmd_runs, "show": cmd_show, "logs": cmd_logs, "pending": cmd_pending,
-    "trigger": cmd_trigger, "cancel": cmd_cancel, "retry": cmd_retry, "notify": cmd_notify,
-    "audit": cmd_audit, "demo": cmd_demo, "console": cmd_console, "changes": cli_listings.cmd_changes,
-    "change": cmd_change, "approve": cmd_approve, "reject": cmd_reject, "runner": cmd_runner,
-    "locks": cmd_locks, "unlock": cmd_unlock, "serve": cmd_serve,
+    "init": cmd_init,
+    "check": cmd_check,
+    "engine": cmd_engine,
+    "status": cli_listings.cmd_status,
+    "runs": cli_listings.cmd_runs,
+    "show": cmd_show,
+    "logs": cmd_logs,
+    "pending": cmd_pending,
+    "trigger": cmd_trigger,
+    "cancel": cmd_cancel,
+    "retry": cmd_retry,
+    "notify": cmd_notify,
+    "audit": cmd_audit,
+    "demo": cmd_demo,
+    "console": cmd_console,
+    "changes": cli_listings.cmd_changes,
+    "change": cmd_change,
+    "approve": cmd_approve,
+    "reject": cmd_reject,
+    "runner": cmd_runner,
+    "locks": cmd_locks,
+    "unlock": cmd_unlock,
+    "serve": cmd_serve,
 }
 
 if __name__ == "__main__":

@@ -31,8 +31,11 @@ GLYPH = states.GLYPHS
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("drift", help="the live state against git per environment (exit 0 in sync, 1 drift, "
-                       "2 could not check)")
+    p = sub.add_parser(
+        "drift",
+        help="the live state against git per environment (exit 0 in sync, 1 drift, "
+        "2 could not check)",
+    )
     p.add_argument("--json", action="store_true")
     dsub = p.add_subparsers(dest="drift_command", metavar="ACTION")
     q = dsub.add_parser("check", help="check now (in this process) and record the findings")
@@ -40,7 +43,9 @@ def add_parser(sub: Any) -> None:
     q.add_argument("environment", nargs="?")
     q.add_argument("--target", help="one target by name")
     q.add_argument("--json", action="store_true")
-    q = dsub.add_parser("show", help="what differs for REPO ENV: files and diff, or the command output")
+    q = dsub.add_parser(
+        "show", help="what differs for REPO ENV: files and diff, or the command output"
+    )
     q.add_argument("repo")
     q.add_argument("environment")
     q.add_argument("--target")
@@ -49,17 +54,26 @@ def add_parser(sub: Any) -> None:
     q.add_argument("repo")
     q.add_argument("environment")
     q.add_argument("--reason", required=True)
-    q.add_argument("--for", dest="duration", default="24h", help="how long (e.g. 4h, 3d; default 24h)")
+    q.add_argument(
+        "--for", dest="duration", default="24h", help="how long (e.g. 4h, 3d; default 24h)"
+    )
     q.add_argument("--target")
-    q = dsub.add_parser("reconcile", help="queue a run that re-deploys ENV's deployed commit (gated like any change)")
+    q = dsub.add_parser(
+        "reconcile",
+        help="queue a run that re-deploys ENV's deployed commit (gated like any change)",
+    )
     q.add_argument("repo")
     q.add_argument("environment")
-    q = dsub.add_parser("trust", help="pin the SSH host key of a drift target's host (shows the fingerprint)")
+    q = dsub.add_parser(
+        "trust", help="pin the SSH host key of a drift target's host (shows the fingerprint)"
+    )
     q.add_argument("repo")
     q.add_argument("environment")
     q.add_argument("--target")
     q.add_argument("--yes", action="store_true", help="do not ask (scripts)")
-    q.add_argument("--fingerprint", help="pin only if the host presents this fingerprint (SHA256:...)")
+    q.add_argument(
+        "--fingerprint", help="pin only if the host presents this fingerprint (SHA256:...)"
+    )
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
@@ -103,8 +117,18 @@ def _print(items: list[dict[str, Any]]) -> None:
             mark += f" (ack {inert(ack['by'])}, {duration(ack['until'] - now)} left)"
         since = duration(now - i["since"]) if i.get("since") else "-"
         checked = duration(now - i["checked_at"]) + " ago" if i.get("checked_at") else "never"
-        rows.append([i["repo"], i["environment"], one_line(i["target"]), i["kind"], mark, since, checked,
-                     one_line(i.get("summary") or "")[:70]])
+        rows.append(
+            [
+                i["repo"],
+                i["environment"],
+                one_line(i["target"]),
+                i["kind"],
+                mark,
+                since,
+                checked,
+                one_line(i.get("summary") or "")[:70],
+            ]
+        )
     print(table(rows, ["REPO", "ENV", "TARGET", "KIND", "STATE", "FOR", "CHECKED", "SUMMARY"]))
 
 
@@ -129,7 +153,9 @@ async def _check(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
             print(f"checking {count} target(s)...", file=sys.stderr)
 
     async def go(api: Api) -> list[dict[str, Any]]:
-        return await api.drift_check(actor, args.repo, args.environment, args.target, on_start=started)
+        return await api.drift_check(
+            actor, args.repo, args.environment, args.target, on_start=started
+        )
 
     return _report(args, await _with_api(ws, actor, go))
 
@@ -144,14 +170,18 @@ async def _show(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
         return _exit_code(items)
     now = time.time()
     for i in items:
-        print(f"{i['repo']}/{i['environment']} {one_line(i['target'])} ({i['kind']}): "
-              f"{GLYPH.get(i['state'], '?')} {i['state']} for {duration(now - i['since'])}, "
-              f"checked {duration(now - i['checked_at'])} ago against {(i['commit_sha'] or '-')[:7]}")
+        print(
+            f"{i['repo']}/{i['environment']} {one_line(i['target'])} ({i['kind']}): "
+            f"{GLYPH.get(i['state'], '?')} {i['state']} for {duration(now - i['since'])}, "
+            f"checked {duration(now - i['checked_at'])} ago against {(i['commit_sha'] or '-')[:7]}"
+        )
         print(f"  {one_line(i['summary'])}")
         if i.get("acknowledged"):
             ack = i["acknowledged"]
-            print(f"  acknowledged by {inert(ack['by'])}: {one_line(ack['reason'])} "
-                  f"(for {duration(ack['until'] - now)} more)")
+            print(
+                f"  acknowledged by {inert(ack['by'])}: {one_line(ack['reason'])} "
+                f"(for {duration(ack['until'] - now)} more)"
+            )
         d = i["detail"]
         for key, mark in (("changed", "~"), ("added", "+"), ("removed", "-"), ("unreadable", "?")):
             for path in d.get(key) or []:
@@ -180,10 +210,14 @@ async def _ack(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
         raise InvalidRequest(f"--for {args.duration!r} is not a duration (e.g. 4h, 3d, 1h30m)")
 
     async def go(api: Api) -> list[str]:
-        return await api.call(api.drift_ack, actor, args.repo, args.environment, args.target, args.reason, seconds)
+        return await api.call(
+            api.drift_ack, actor, args.repo, args.environment, args.target, args.reason, seconds
+        )
 
     names = await _with_api(ws, actor, go)
-    print(f"acknowledged {', '.join(names)} of {args.repo}/{args.environment} for {duration(seconds)}")
+    print(
+        f"acknowledged {', '.join(names)} of {args.repo}/{args.environment} for {duration(seconds)}"
+    )
     return OK
 
 
@@ -192,9 +226,11 @@ async def _reconcile(args: argparse.Namespace, ws: Workspace, actor: Actor) -> i
         return await api.call(api.reconcile, actor, args.repo, args.environment)
 
     run_id = await _with_api(ws, actor, go)
-    print(f"run #{run_id} queued: re-deploys {args.repo}'s deployed commit to {args.environment} "
-          "(a gated environment waits for approval; follow it with: ahead show "
-          f"{run_id})")
+    print(
+        f"run #{run_id} queued: re-deploys {args.repo}'s deployed commit to {args.environment} "
+        "(a gated environment waits for approval; follow it with: ahead show "
+        f"{run_id})"
+    )
     return OK
 
 
@@ -211,4 +247,11 @@ async def _trust(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
     return result
 
 
-_ACTIONS = {"list": _list, "check": _check, "show": _show, "ack": _ack, "reconcile": _reconcile, "trust": _trust}
+_ACTIONS = {
+    "list": _list,
+    "check": _check,
+    "show": _show,
+    "ack": _ack,
+    "reconcile": _reconcile,
+    "trust": _trust,
+}

@@ -36,7 +36,9 @@ GLYPH = states.GLYPHS
 
 def add_parsers(sub: Any) -> None:
     """The listings' subcommands (as `ahead` and the SSH listings parse them)."""
-    p = sub.add_parser("status", help="each repo: head of main, last run, deployed and pending per environment")
+    p = sub.add_parser(
+        "status", help="each repo: head of main, last run, deployed and pending per environment"
+    )
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("runs", help="recent runs")
     p.add_argument("--repo")
@@ -63,8 +65,10 @@ def run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
         print(f"ahead: {exc}", file=sys.stderr)
         return FAILED
     except DatabaseError as exc:  # a damaged page met outside the store's own checks
-        print(f"ahead: the store is damaged ({exc}): run `ahead check`; restore it from a backup",
-              file=sys.stderr)
+        print(
+            f"ahead: the store is damaged ({exc}): run `ahead check`; restore it from a backup",
+            file=sys.stderr,
+        )
         return FAILED
     except KeyboardInterrupt:
         return 130
@@ -150,10 +154,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
     out = []
     for r in rows:
         took = (r["finished_at"] or time.time()) - r["started_at"] if r["started_at"] else None
-        out.append([f"#{r['id']}", r["repo"], one_line(r["branch"])[:24], short(r["commit_sha"]),
-                    f"{GLYPH.get(r['status'], '?')} {r['status']}", r["trigger"], ago(r["created_at"]),
-                    duration(took), one_line(r["subject"])[:40]])
-    table(out, ["RUN", "REPO", "BRANCH", "COMMIT", "STATUS", "TRIGGER", "QUEUED", "TOOK", "SUBJECT"])
+        out.append(
+            [
+                f"#{r['id']}",
+                r["repo"],
+                one_line(r["branch"])[:24],
+                short(r["commit_sha"]),
+                f"{GLYPH.get(r['status'], '?')} {r['status']}",
+                r["trigger"],
+                ago(r["created_at"]),
+                duration(took),
+                one_line(r["subject"])[:40],
+            ]
+        )
+    table(
+        out, ["RUN", "REPO", "BRANCH", "COMMIT", "STATUS", "TRIGGER", "QUEUED", "TOOK", "SUBJECT"]
+    )
     return OK
 
 
@@ -166,33 +182,54 @@ def cmd_changes(args: argparse.Namespace) -> int:
     if not rows:
         print("no change requests waiting" if not args.all else "no change requests")
         return OK
-    table([[f"#{r['id']}", r["repo"], r["environment"], f"{short(r['base_sha'])}..{short(r['head_sha'])}",
-            str(len(r["commits"])), r["status"], f"run #{r['run_id']}", ago(r["created_at"]),
-            one_line(r["reason"] or "")[:40]] for r in rows],
-          ["CHANGE", "REPO", "ENV", "RANGE", "COMMITS", "STATUS", "RUN", "OPENED", "NOTE"])
+    table(
+        [
+            [
+                f"#{r['id']}",
+                r["repo"],
+                r["environment"],
+                f"{short(r['base_sha'])}..{short(r['head_sha'])}",
+                str(len(r["commits"])),
+                r["status"],
+                f"run #{r['run_id']}",
+                ago(r["created_at"]),
+                one_line(r["reason"] or "")[:40],
+            ]
+            for r in rows
+        ],
+        ["CHANGE", "REPO", "ENV", "RANGE", "COMMITS", "STATUS", "RUN", "OPENED", "NOTE"],
+    )
     return OK
 
 
-async def trust_hosts(api: Api, actor: Actor, targets: list[TrustTarget], yes: bool, fingerprint: str | None) -> int:
+async def trust_hosts(
+    api: Api, actor: Actor, targets: list[TrustTarget], yes: bool, fingerprint: str | None
+) -> int:
     """Pin the SSH host key of each target (a remote runner's host, or a drift target's host),
     only after a person (or the `--fingerprint` a script was given) confirms it; audited as
     `host.trust`. One flow for `ahead runner trust` and `ahead drift trust`: the same known_hosts,
     prompt, refusals (exit 1), and the admin role (exit 3)."""
     for target in targets:
         host = await api.scan_host(target)
-        print(f"{target.label} ({target.address}) presents the {host.algorithm} host key {host.fingerprint}")
+        print(
+            f"{target.label} ({target.address}) presents the {host.algorithm} host key {host.fingerprint}"
+        )
         if host.trusted:
             print("already trusted")
             continue
         if host.pinned:
-            print(f"WARNING: this is NOT the key trusted so far ({', '.join(host.pinned)}). Trust it only if you "
-                  "know why the host key changed.")
+            print(
+                f"WARNING: this is NOT the key trusted so far ({', '.join(host.pinned)}). Trust it only if you "
+                "know why the host key changed."
+            )
         if not _confirm_host_key(yes, fingerprint, host.fingerprint):
             return FAILED
         where = await api.call(api.trust_host, actor, host)
         print(f"trusted: pinned in {where}")
     hosts = ", ".join(sorted({t.address for t in targets}))
-    print(f"The engine logs in with its own key; add this line to the authorized_keys of the login user on {hosts}:")
+    print(
+        f"The engine logs in with its own key; add this line to the authorized_keys of the login user on {hosts}:"
+    )
     print(api.engine_public_key())
     return OK
 
@@ -202,17 +239,25 @@ def _confirm_host_key(yes: bool, fingerprint: str | None, found: str) -> bool:
     if fingerprint is not None:
         expected = fingerprint if fingerprint.startswith("SHA256:") else "SHA256:" + fingerprint
         if expected != found:
-            print(f"ahead: refusing: the host presents {found}, not {expected}: not trusted", file=sys.stderr)
+            print(
+                f"ahead: refusing: the host presents {found}, not {expected}: not trusted",
+                file=sys.stderr,
+            )
             return False
         return True
     if yes:
         return True
     try:
-        answer = input("Compare it with the host's own key (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub "
-                       "on the host). Trust it? Type yes: ")
+        answer = input(
+            "Compare it with the host's own key (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub "
+            "on the host). Trust it? Type yes: "
+        )
     except EOFError:
         answer = ""
     if answer.strip().lower() != "yes":
-        print("ahead: not trusted (nothing changed); scripts: --fingerprint SHA256:... or --yes", file=sys.stderr)
+        print(
+            "ahead: not trusted (nothing changed); scripts: --fingerprint SHA256:... or --yes",
+            file=sys.stderr,
+        )
         return False
     return True

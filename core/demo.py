@@ -54,8 +54,16 @@ People = dict[str, tuple[str, str, str]]  # name: (full name, email, time zone)
 GLYPH = states.GLYPHS
 
 # Our git commands must not depend on (or be changed by) the user's git configuration.
-GIT_OPTIONS = ("-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null",
-               "-c", "core.autocrlf=false", "-c", "init.defaultBranch=main")
+GIT_OPTIONS = (
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.autocrlf=false",
+    "-c",
+    "init.defaultBranch=main",
+)
 GIT_ISOLATION = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 
 
@@ -108,8 +116,9 @@ def _starter_text(target: Path, file: Path) -> str:
     user = workspace.current_os_user()
     operators = ""
     if NAME.match(user):
-        operators = (f"\n  - name: {_scalar(user)}\n    roles: [admin]"
-                     f"\n    os_users: [{_scalar(user)}]")
+        operators = (
+            f"\n  - name: {_scalar(user)}\n    roles: [admin]\n    os_users: [{_scalar(user)}]"
+        )
     starter = (_sources() / "starter.yml").read_text(encoding="utf-8")
     text = starter.format(repos=repos or " []", operators=operators or " []")
     try:
@@ -182,8 +191,12 @@ class Story:
 
 # -- what happens in the live world -------------------------------------------------------------
 
-LOCK = {"id": "3f0c2a8e-51d7-4b9e-9d1c-6a2f0e7b4c11", "operation": "OperationTypeApply",
-        "who": "bob@bob-laptop", "info": "manual apply: sg.web hotfix"}
+LOCK = {
+    "id": "3f0c2a8e-51d7-4b9e-9d1c-6a2f0e7b4c11",
+    "operation": "OperationTypeApply",
+    "who": "bob@bob-laptop",
+    "info": "manual apply: sg.web hotfix",
+}
 
 
 def _lock_prod(root: Path, now: float) -> None:
@@ -206,21 +219,37 @@ def _story() -> Story:
 
     def commit(c: dict[str, str]) -> DemoCommit:
         days, _, hours = c["ago"].rstrip("h").rpartition("d")  # "1d5h", "3h"
-        return DemoCommit(c["label"], c["author"], int(days or 0) * 24 + int(hours or 0),
-                          c["subject"], c.get("body", ""), c.get("committer"))
+        return DemoCommit(
+            c["label"],
+            c["author"],
+            int(days or 0) * 24 + int(hours or 0),
+            c["subject"],
+            c.get("body", ""),
+            c.get("committer"),
+        )
 
     def repo(name: str, spec: dict[str, Any]) -> DemoRepo:
         branch = spec.get("branch")
-        return DemoRepo(name, tuple(commit(c) for c in spec["commits"]),
-                        (branch["name"], branch["from"], commit(branch["commit"])) if branch else None)
+        return DemoRepo(
+            name,
+            tuple(commit(c) for c in spec["commits"]),
+            (branch["name"], branch["from"], commit(branch["commit"])) if branch else None,
+        )
 
     def run(spec: dict[str, Any]) -> DemoRun:
         approve = tuple((name, comment or "") for name, comment in spec.get("approve", {}).items())
-        return DemoRun(spec["repo"], spec["at"], spec["expect"], spec.get("branch", "main"), approve)
+        return DemoRun(
+            spec["repo"], spec["at"], spec["expect"], spec.get("branch", "main"), approve
+        )
 
-    rounds = [Round([run(spec) for spec in round_["runs"]],
-                    actions[round_["before"]] if "before" in round_ else None,
-                    actions[round_["after"]] if "after" in round_ else None) for round_ in data["rounds"]]
+    rounds = [
+        Round(
+            [run(spec) for spec in round_["runs"]],
+            actions[round_["before"]] if "before" in round_ else None,
+            actions[round_["after"]] if "after" in round_ else None,
+        )
+        for round_ in data["rounds"]
+    ]
     people = {name: (full, email, zone) for name, (full, email, zone) in data["people"].items()}
     return Story(people, [repo(name, spec) for name, spec in data["repos"].items()], rounds)
 
@@ -233,8 +262,9 @@ def _sources() -> Traversable:
     return resources.files("core") / "demo_repos"
 
 
-def _git(repo: Path, *args: str, env: dict[str, str] | None = None,
-         input: bytes | None = None) -> str:
+def _git(
+    repo: Path, *args: str, env: dict[str, str] | None = None, input: bytes | None = None
+) -> str:
     return gitio.git(repo, *GIT_OPTIONS, *args, input=input, env={**GIT_ISOLATION, **(env or {})})
 
 
@@ -259,13 +289,19 @@ def _apply(path: Path, repo: str, label: str) -> None:
 def _commit(path: Path, commit: DemoCommit, now: float, people: People) -> str:
     """Commit the work tree as `commit`, dated only by `now` and the story's offsets."""
     (a_name, a_email, a_zone), (c_name, c_email, c_zone) = (
-        people[commit.author], people[commit.committer or commit.author])
+        people[commit.author],
+        people[commit.committer or commit.author],
+    )
     authored = now - commit.hours_ago * 3600
     committed = min(authored + (3 * 3600 if commit.committer else 0), now)  # merged a bit later
-    env = {"GIT_AUTHOR_NAME": a_name, "GIT_AUTHOR_EMAIL": a_email,
-           "GIT_AUTHOR_DATE": f"{int(authored)} {a_zone}",
-           "GIT_COMMITTER_NAME": c_name, "GIT_COMMITTER_EMAIL": c_email,
-           "GIT_COMMITTER_DATE": f"{int(committed)} {c_zone}"}
+    env = {
+        "GIT_AUTHOR_NAME": a_name,
+        "GIT_AUTHOR_EMAIL": a_email,
+        "GIT_AUTHOR_DATE": f"{int(authored)} {a_zone}",
+        "GIT_COMMITTER_NAME": c_name,
+        "GIT_COMMITTER_EMAIL": c_email,
+        "GIT_COMMITTER_DATE": f"{int(committed)} {c_zone}",
+    }
     message = commit.subject + (f"\n\n{commit.body}\n" if commit.body else "\n")
     _git(path, "add", "--all")
     _git(path, "commit", "--quiet", "--no-verify", "--file=-", env=env, input=message.encode())
@@ -326,8 +362,11 @@ def create(target: Path, now: float | None = None, reproducible: bool = False) -
         raise InvalidRequest(f"{target} is not empty; the demo needs an empty or new directory")
     now = time.time() if now is None else now
     story = _story()
-    shas = {(repo.name, label): sha for repo in story.repos
-            for label, sha in _make_repo(target, repo, now, story.people).items()}
+    shas = {
+        (repo.name, label): sha
+        for repo in story.repos
+        for label, sha in _make_repo(target, repo, now, story.people).items()
+    }
     user = workspace.current_os_user()
     users = _scalar(user if NAME.match(user) else str(os.getuid()))
     config = (_sources() / "ahead.yml").read_text(encoding="utf-8").replace("{user}", users)
@@ -354,7 +393,11 @@ def create(target: Path, now: float | None = None, reproducible: bool = False) -
         freeze(ws, now)
 
 
-HAND_EDIT = ("live/prod/service/current/app/orders.py", '"fig": 1.25}', '"fig": 0.99}  # sale: price match, by hand')
+HAND_EDIT = (
+    "live/prod/service/current/app/orders.py",
+    '"fig": 1.25}',
+    '"fig": 0.99}  # sale: price match, by hand',
+)
 
 
 def hand_edit(target: Path) -> None:
@@ -402,10 +445,13 @@ def freeze(ws: Workspace, now: float) -> None:
     with Store(ws.db_path, session=SESSION) as store, store.transaction() as conn:
         # Decisions are append-only: a trigger refuses updates. This picture-only rewrite lifts
         # that guard inside its own transaction and puts back the very same trigger.
-        guard = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger' "
-                             "AND name = 'decisions_no_update'").fetchone()
+        guard = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'decisions_no_update'"
+        ).fetchone()
         conn.execute("DROP TRIGGER decisions_no_update")
-        for run in conn.execute("SELECT id, committed_at, finished_at FROM runs ORDER BY id").fetchall():
+        for run in conn.execute(
+            "SELECT id, committed_at, finished_at FROM runs ORDER BY id"
+        ).fetchall():
             _freeze_run(store, ws, run, now)
         conn.execute(guard["sql"])
         for row in conn.execute("SELECT step_id, seq, line FROM log_lines").fetchall():
@@ -413,72 +459,105 @@ def freeze(ws: Workspace, now: float) -> None:
             for pattern, fixed in _VARYING:
                 line = pattern.sub(fixed, line)
             if line != row["line"]:
-                conn.execute("UPDATE log_lines SET line = ? WHERE step_id = ? AND seq = ?",
-                             (line, row["step_id"], row["seq"]))
-        conn.execute("UPDATE runs SET error = REPLACE(error, ?, '~/demo') WHERE error IS NOT NULL", (root,))
+                conn.execute(
+                    "UPDATE log_lines SET line = ? WHERE step_id = ? AND seq = ?",
+                    (line, row["step_id"], row["seq"]),
+                )
+        conn.execute(
+            "UPDATE runs SET error = REPLACE(error, ?, '~/demo') WHERE error IS NOT NULL", (root,)
+        )
         conn.execute("UPDATE runs SET engine = ?", (SESSION,))
         conn.execute("UPDATE steps SET pid = NULL, token = NULL")  # processes long gone
         conn.execute("UPDATE artifacts SET size = 1234, sha256 = ?", ("0" * 64,))  # as in the logs
         conn.execute("UPDATE refs SET seen_at = ?", (now,))
         # drift: first seen an hour ago (the hand edit), checked a minute ago; no absolute paths
-        conn.execute("UPDATE drift_checks SET started_at = ? - 60, finished_at = ? - 60, "
-                     "detail = REPLACE(detail, ?, '~/demo')", (now, now, root))
-        conn.execute("UPDATE drift SET checked_at = ? - 60, since = CASE state WHEN 'drifted' THEN ? - 3600 "
-                     "ELSE ? - 86400 END", (now, now, now))
+        conn.execute(
+            "UPDATE drift_checks SET started_at = ? - 60, finished_at = ? - 60, "
+            "detail = REPLACE(detail, ?, '~/demo')",
+            (now, now, root),
+        )
+        conn.execute(
+            "UPDATE drift SET checked_at = ? - 60, since = CASE state WHEN 'drifted' THEN ? - 3600 "
+            "ELSE ? - 86400 END",
+            (now, now, now),
+        )
 
 
 def _freeze_run(store: Store, ws: Workspace, run: Row, now: float) -> None:
     """(in freeze's transaction) One run's times; stages and steps that never started have none."""
     conn = store.conn
     start = (run["committed_at"] or now - 86400) + 120
-    conn.execute("UPDATE runs SET created_at = ?, started_at = ? WHERE id = ?", (start - 5, start, run["id"]))
+    conn.execute(
+        "UPDATE runs SET created_at = ?, started_at = ? WHERE id = ?", (start - 5, start, run["id"])
+    )
     clock = start
-    for stage in conn.execute("SELECT id, idx, started_at, finished_at FROM stages WHERE run_id = ? "
-                              "ORDER BY idx", (run["id"],)).fetchall():
+    for stage in conn.execute(
+        "SELECT id, idx, started_at, finished_at FROM stages WHERE run_id = ? ORDER BY idx",
+        (run["id"],),
+    ).fetchall():
         if stage["started_at"] is None:
             conn.execute("UPDATE stages SET finished_at = NULL WHERE id = ?", (stage["id"],))
-            conn.execute("UPDATE steps SET started_at = NULL, finished_at = NULL WHERE stage_id = ?",
-                         (stage["id"],))
+            conn.execute(
+                "UPDATE steps SET started_at = NULL, finished_at = NULL WHERE stage_id = ?",
+                (stage["id"],),
+            )
             continue
         stage_start = clock
-        for change in conn.execute("SELECT * FROM change_requests WHERE stage_id = ? ORDER BY id",
-                                   (stage["id"],)).fetchall():
+        for change in conn.execute(
+            "SELECT * FROM change_requests WHERE stage_id = ? ORDER BY id", (stage["id"],)
+        ).fetchall():
             clock = _freeze_gate(store, ws, change, clock)
-        for step in conn.execute("SELECT id, idx, started_at FROM steps WHERE stage_id = ? ORDER BY idx",
-                                 (stage["id"],)).fetchall():
+        for step in conn.execute(
+            "SELECT id, idx, started_at FROM steps WHERE stage_id = ? ORDER BY idx", (stage["id"],)
+        ).fetchall():
             if step["started_at"] is None:
                 conn.execute("UPDATE steps SET finished_at = NULL WHERE id = ?", (step["id"],))
                 continue
             took = 3 + (7 * run["id"] + 5 * stage["idx"] + 3 * step["idx"]) % 40
-            conn.execute("UPDATE steps SET started_at = ?, finished_at = ? WHERE id = ?",
-                         (clock, clock + took, step["id"]))
+            conn.execute(
+                "UPDATE steps SET started_at = ?, finished_at = ? WHERE id = ?",
+                (clock, clock + took, step["id"]),
+            )
             conn.execute("UPDATE log_lines SET ts = ? WHERE step_id = ?", (clock, step["id"]))
             clock += took
-        conn.execute("UPDATE stages SET started_at = ?, finished_at = ? WHERE id = ?",
-                     (stage_start, None if stage["finished_at"] is None else clock, stage["id"]))
-        conn.execute("UPDATE deployments SET deployed_at = ? WHERE stage_id = ?", (clock, stage["id"]))
-    conn.execute("UPDATE runs SET finished_at = ? WHERE id = ?",
-                 (None if run["finished_at"] is None else clock, run["id"]))
+        conn.execute(
+            "UPDATE stages SET started_at = ?, finished_at = ? WHERE id = ?",
+            (stage_start, None if stage["finished_at"] is None else clock, stage["id"]),
+        )
+        conn.execute(
+            "UPDATE deployments SET deployed_at = ? WHERE stage_id = ?", (clock, stage["id"])
+        )
+    conn.execute(
+        "UPDATE runs SET finished_at = ? WHERE id = ?",
+        (None if run["finished_at"] is None else clock, run["id"]),
+    )
 
 
 def _freeze_gate(store: Store, ws: Workspace, change: Row, opened: float) -> float:
     """(in freeze's transaction) A change request opened at `opened`, its decisions 20 and then
     35 minutes apart; returns when the gate let its stage go on (or the last decision)."""
+
     def moved(moment: float | None, was: float, now: float) -> float | None:
         return None if moment is None else now + round(moment - was)  # keeps a policy's duration
 
     at = opened
-    for k, decision in enumerate(store.conn.execute(
+    for k, decision in enumerate(
+        store.conn.execute(
             "SELECT id, created_at, expires_at FROM decisions WHERE change_id = ? ORDER BY id",
-            (change["id"],)).fetchall()):
+            (change["id"],),
+        ).fetchall()
+    ):
         at += (20 + 15 * k) * 60
-        store.conn.execute("UPDATE decisions SET created_at = ?, expires_at = ? WHERE id = ?",
-                           (at, moved(decision["expires_at"], decision["created_at"], at), decision["id"]))
+        store.conn.execute(
+            "UPDATE decisions SET created_at = ?, expires_at = ? WHERE id = ?",
+            (at, moved(decision["expires_at"], decision["created_at"], at), decision["id"]),
+        )
         approvals.seal(store, ws, decision["id"])  # signed again: its times changed
     decided = None if change["decided_at"] is None else at
-    store.conn.execute("UPDATE change_requests SET created_at = ?, expires_at = ?, decided_at = ? "
-                       "WHERE id = ?", (opened, moved(change["expires_at"], change["created_at"], opened),
-                                        decided, change["id"]))
+    store.conn.execute(
+        "UPDATE change_requests SET created_at = ?, expires_at = ?, decided_at = ? WHERE id = ?",
+        (opened, moved(change["expires_at"], change["created_at"], opened), decided, change["id"]),
+    )
     return at if decided is None else at + 2
 
 
@@ -492,19 +571,23 @@ def _play(ws: Workspace, shas: dict[tuple[str, str], str], round_: Round, number
             repo = ws.repo(run.repo)
             sha = shas[(run.repo, run.label)]
             email = gitio.commit(ws.repo_dir(repo), sha).email
-            run_id = services.queue(repo, run.branch, f"refs/heads/{run.branch}", sha, "commit",
-                                    f"git:{email}")
+            run_id = services.queue(
+                repo, run.branch, f"refs/heads/{run.branch}", sha, "commit", f"git:{email}"
+            )
             runs[run_id] = run
     try:
         ended = asyncio.run(_run_all(ws, runs))
     except TimeoutError:
-        raise CoreError(f"the demo's runs took longer than {RUN_TIMEOUT:.0f}s; see: "
-                        f"ahead --workspace {ws.root} runs") from None
+        raise CoreError(
+            f"the demo's runs took longer than {RUN_TIMEOUT:.0f}s; see: "
+            f"ahead --workspace {ws.root} runs"
+        ) from None
     for run_id, run in runs.items():
         if ended[run_id] != run.expect:
             raise CoreError(
                 f"demo round {number}: run #{run_id} ({run.repo} {run.label}) ended {ended[run_id]}, "
-                f"expected {run.expect}; see: ahead --workspace {ws.root} logs {run_id}")
+                f"expected {run.expect}; see: ahead --workspace {ws.root} logs {run_id}"
+            )
 
 
 async def _run_all(ws: Workspace, runs: dict[int, DemoRun]) -> dict[int, str]:
@@ -518,7 +601,9 @@ async def _run_all(ws: Workspace, runs: dict[int, DemoRun]) -> dict[int, str]:
             return await _counted(engine, run_id, len(run.approve))
         return str((await engine.wait_run(run_id)).get("status", "missing"))
 
-    async with Engine(ws, only_runs=set(runs), name=f"ahead init --demo (pid {os.getpid()})") as engine:
+    async with Engine(
+        ws, only_runs=set(runs), name=f"ahead init --demo (pid {os.getpid()})"
+    ) as engine:
         async with asyncio.timeout(RUN_TIMEOUT):
             ended = await asyncio.gather(*(follow(engine, i, run) for i, run in runs.items()))
     return dict(zip(runs, ended, strict=True))
@@ -530,18 +615,24 @@ async def _approve(ws: Workspace, run_id: int, approve: tuple[tuple[str, str], .
     with Store(ws.db_path, session=SESSION) as store:
         while True:
             row = await asyncio.to_thread(
-                store.query_one, "SELECT r.status, c.id AS change FROM runs r LEFT JOIN change_requests c "
-                "ON c.run_id = r.id AND c.status = 'open' WHERE r.id = ?", (run_id,))
+                store.query_one,
+                "SELECT r.status, c.id AS change FROM runs r LEFT JOIN change_requests c "
+                "ON c.run_id = r.id AND c.status = 'open' WHERE r.id = ?",
+                (run_id,),
+            )
             if row is None or row["status"] in runstate.TERMINAL:
                 return  # it ended before its gate: the caller reports how
             if row["change"] is not None:
                 break
             await asyncio.sleep(0.05)
         for name, comment in approve:
-            verdict = await asyncio.to_thread(approvals.decide, store, ws, row["change"], name,
-                                              "approve", comment)
+            verdict = await asyncio.to_thread(
+                approvals.decide, store, ws, row["change"], name, "approve", comment
+            )
             if not verdict.ok:
-                raise CoreError(f"demo: {name} could not approve change {row['change']}: {verdict.message}")
+                raise CoreError(
+                    f"demo: {name} could not approve change {row['change']}: {verdict.message}"
+                )
 
 
 async def _counted(engine: Engine, run_id: int, given: int) -> str:
@@ -549,8 +640,12 @@ async def _counted(engine: Engine, run_id: int, given: int) -> str:
     (its error says so: the same text on every build), or after the gate's next recheck."""
     deadline = time.monotonic() + Gate.RECHECK_SECONDS + 1.0
     while True:
-        row = await engine.db.call(engine.db.store.query_one, "SELECT status, error FROM runs "
-                                   "WHERE id = ?", (run_id,)) or {}
+        row = (
+            await engine.db.call(
+                engine.db.store.query_one, "SELECT status, error FROM runs WHERE id = ?", (run_id,)
+            )
+            or {}
+        )
         status = str(row.get("status", "missing"))
         counted = status == "waiting" and f": {given} of " in (row.get("error") or "")
         if counted or status not in ("queued", "running", "waiting") or time.monotonic() > deadline:
@@ -561,8 +656,9 @@ async def _counted(engine: Engine, run_id: int, given: int) -> str:
 # -- ahead demo ------------------------------------------------------------------------------------
 
 
-def settle(ws: Workspace, say: Callable[[str], None] | None = None,
-           timeout: float = SETTLE_TIMEOUT) -> None:
+def settle(
+    ws: Workspace, say: Callable[[str], None] | None = None, timeout: float = SETTLE_TIMEOUT
+) -> None:
     """Run what is queued before the demo shows its status, unless an engine already runs.
 
     Starts an engine (which also notices commits pushed since the last one ran, and resumes
@@ -586,7 +682,8 @@ _UNSETTLED = (  # runs not finished (or watched), each with its latest change re
     "SELECT r.id, r.repo, r.branch, r.status, c.id AS change, c.status AS change_status, "
     "c.environment, c.expires_at FROM runs r LEFT JOIN change_requests c ON c.id = (SELECT MAX(id) "
     "FROM change_requests WHERE run_id = r.id AND status != 'voided') "
-    "WHERE r.status IN ('queued', 'running', 'waiting') OR r.id IN ({marks}) ORDER BY r.id")
+    "WHERE r.status IN ('queued', 'running', 'waiting') OR r.id IN ({marks}) ORDER BY r.id"
+)
 
 
 async def _settle(ws: Workspace, report: Callable[[str], None], timeout: float) -> None:
@@ -596,11 +693,17 @@ async def _settle(ws: Workspace, report: Callable[[str], None], timeout: float) 
         watched: set[int] = set()
         while True:
             marks = ", ".join("?" * len(watched)) or "NULL"  # placeholders only, never values
-            rows = await engine.db.call(engine.db.store.query, _UNSETTLED.format(marks=marks),
-                                        tuple(sorted(watched)))
+            rows = await engine.db.call(
+                engine.db.store.query, _UNSETTLED.format(marks=marks), tuple(sorted(watched))
+            )
             gated = [row for row in rows if row["repo"] in names and _at_gate(ws, row)]
-            active = [row for row in rows if row["status"] in ("queued", "running", "waiting")
-                      and row["repo"] in names and row not in gated]
+            active = [
+                row
+                for row in rows
+                if row["status"] in ("queued", "running", "waiting")
+                and row["repo"] in names
+                and row not in gated
+            ]
             if active and not watched:
                 report(f"running {len(active)} run(s) in {ws.root} ...")
             for row in rows:
@@ -613,8 +716,10 @@ async def _settle(ws: Workspace, report: Callable[[str], None], timeout: float) 
                     report(await engine.db.call(_gate_line, engine.db.store, ws, row))
                 return
             if active and time.monotonic() > deadline:
-                report(f"still running after {timeout:.0f}s; stopping the engine (unfinished "
-                       "runs are marked interrupted)")
+                report(
+                    f"still running after {timeout:.0f}s; stopping the engine (unfinished "
+                    "runs are marked interrupted)"
+                )
                 return
             await asyncio.sleep(0.2)
 
@@ -636,15 +741,20 @@ def _gate_line(store: Store, ws: Workspace, row: Row) -> str:
     check = approvals.change_detail(store, ws, row["change"])["checklist"]
     where = f"run #{row['id']} {row['repo']}"
     if row["change_status"] == approvals.APPROVED:
-        return (f"{where} waits: change #{row['change']} is approved; {row['environment']} is frozen "
-                f"({check['frozen']})")
+        return (
+            f"{where} waits: change #{row['change']} is approved; {row['environment']} is frozen "
+            f"({check['frozen']})"
+        )
     counted = f"change #{row['change']} ({len(check['approved_by'])} of {check['required']})"
     others = [name for name in check["eligible"] if name not in check["approved_by"]]
     user = workspace.current_os_user()  # --as works for operators that list this OS user
     playable = [name for name in others if (op := ws.operator(name)) and user in op.os_users]
-    how = (f"approve with: ahead --workspace {ws.root} --as {playable[0]} approve {row['change']}"
-           if playable else f"{', '.join(others) or 'nobody'} may approve it; see: ahead "
-           f"--workspace {ws.root} change {row['change']}")
+    how = (
+        f"approve with: ahead --workspace {ws.root} --as {playable[0]} approve {row['change']}"
+        if playable
+        else f"{', '.join(others) or 'nobody'} may approve it; see: ahead "
+        f"--workspace {ws.root} change {row['change']}"
+    )
     return f"{where} waits for approval: {counted} — {how}"
 
 

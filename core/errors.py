@@ -34,7 +34,9 @@ class ConfigError(CoreError):
 
     def render(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
-        text = f"{where}: {self.field}: {self.problem}" if self.field else f"{where}: {self.problem}"
+        text = (
+            f"{where}: {self.field}: {self.problem}" if self.field else f"{where}: {self.problem}"
+        )
         if self.fix:
             text += f" ({self.fix})"
         return text

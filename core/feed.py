@@ -58,8 +58,9 @@ class EventFeed:
 
         self._db.store.on_commit = wake
         try:  # another process's commit touches the WAL file: wake on that instead of polling
-            self._watch = FileWatch(self._db.store.path.parent, {self._db.store.path.name + "-wal"},
-                                    self._wake.set)
+            self._watch = FileWatch(
+                self._db.store.path.parent, {self._db.store.path.name + "-wal"}, self._wake.set
+            )
             loop.add_reader(self._watch.fd, self._watch.read)
             self._poll = WATCHED_POLL_SECONDS
         except (OSError, AttributeError) as exc:
@@ -82,8 +83,14 @@ class EventFeed:
                 log.exception("reading events failed")
                 rows = []
             for row in rows:
-                event = Event(row["id"], row["ts"], row["kind"], row["repo"], row["run_id"],
-                              json.loads(row["data"] or "{}"))
+                event = Event(
+                    row["id"],
+                    row["ts"],
+                    row["kind"],
+                    row["repo"],
+                    row["run_id"],
+                    json.loads(row["data"] or "{}"),
+                )
                 self._after = event.id
                 for queue in list(self._subscribers):
                     if queue.full():

@@ -12,7 +12,9 @@ from typing import Any
 
 from core.yamlfile import Document, Path
 
-_DURATION = re.compile(r"^(?:([0-9]{1,12})d)?(?:([0-9]{1,12})h)?(?:([0-9]{1,12})m)?(?:([0-9]{1,12})s)?$")
+_DURATION = re.compile(
+    r"^(?:([0-9]{1,12})d)?(?:([0-9]{1,12})h)?(?:([0-9]{1,12})m)?(?:([0-9]{1,12})s)?$"
+)
 MAX_DURATION = 3650 * 86400  # ten years: longer is a typo, and would overflow timers and dates
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -50,8 +52,11 @@ def string(doc: Document, path: Path, value: Any, what: str = "text") -> str:
 def name(doc: Document, path: Path, value: Any, what: str) -> str:
     text = string(doc, path, value, what)
     if not NAME.match(text):
-        raise doc.error(path, f"{text!r} is not a valid {what}",
-                        "use letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise doc.error(
+            path,
+            f"{text!r} is not a valid {what}",
+            "use letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
     return text
 
 
@@ -64,7 +69,9 @@ def string_list(doc: Document, path: Path, value: Any, what: str) -> list[str]:
 
 def positive_int(doc: Document, path: Path, value: Any, what: str, most: int = 1_000_000) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise doc.error(path, f"must be a whole number of at least 1 ({what}), got {str(value)[:40]}")
+        raise doc.error(
+            path, f"must be a whole number of at least 1 ({what}), got {str(value)[:40]}"
+        )
     if value > most:
         raise doc.error(path, f"must be at most {most} ({what})")
     return value
@@ -79,7 +86,9 @@ def duration(doc: Document, path: Path, value: Any) -> float:
     else:
         match = _DURATION.match(str(value).strip()) if isinstance(value, str) else None
         if not match or not any(match.groups()):
-            raise doc.error(path, f"{str(value)[:40]!r} is not a duration", "write it like 30s, 5m, 1h30m or 2d")
+            raise doc.error(
+                path, f"{str(value)[:40]!r} is not a duration", "write it like 30s, 5m, 1h30m or 2d"
+            )
         d, h, m, s = (int(g) if g else 0 for g in match.groups())
         seconds = ((d * 24 + h) * 60 + m) * 60 + s
     if seconds != seconds:  # NaN (.nan in YAML) compares unequal to itself
@@ -92,8 +101,22 @@ def duration(doc: Document, path: Path, value: Any) -> float:
 
 
 _SIZE = re.compile(r"^(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib|t|tb|tib)?$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
-          "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4, "tb": 1000**4, "tib": 1024**4}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
 
 
 def size(doc: Document, path: Path, value: Any, most: int = 1024**4) -> int:
@@ -102,8 +125,14 @@ def size(doc: Document, path: Path, value: Any, most: int = 1024**4) -> int:
         raise doc.error(path, "must be a size like 512MiB or 2GiB", f"got {str(value)[:40]}")
     match = _SIZE.match(value.strip()) if isinstance(value, str) else None
     if isinstance(value, str) and match is None:
-        raise doc.error(path, f"{value[:40]!r} is not a size", "write it like 512MiB, 2GiB or 100MB")
-    number = value if isinstance(value, int) else int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]  # type: ignore[union-attr]
+        raise doc.error(
+            path, f"{value[:40]!r} is not a size", "write it like 512MiB, 2GiB or 100MB"
+        )
+    if isinstance(value, int):
+        number = value
+    else:
+        assert match is not None  # a str that did not match was refused above
+        number = int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
     if number < 1:
         raise doc.error(path, "must be at least 1 byte")
     if number > most:
@@ -129,11 +158,17 @@ def env_map(doc: Document, path: Path, value: Any) -> dict[str, str]:
     result: dict[str, str] = {}
     for key, item in items.items():
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            raise doc.error(path + (key,), "is not a valid environment variable name",
-                            "use letters, digits and _, not starting with a digit")
+            raise doc.error(
+                path + (key,),
+                "is not a valid environment variable name",
+                "use letters, digits and _, not starting with a digit",
+            )
         if key.startswith("AHEAD_"):
-            raise doc.error(path + (key,), "names starting with AHEAD_ are set by the engine",
-                            "choose another name")
+            raise doc.error(
+                path + (key,),
+                "names starting with AHEAD_ are set by the engine",
+                "choose another name",
+            )
         result[key] = string(doc, path + (key,), item, "text")
     return result
 
@@ -143,8 +178,9 @@ def type_name(value: Any) -> str:
         return "nothing"
     if isinstance(value, bool):
         return "true/false"
-    return {dict: "a mapping", list: "a list", str: "text", int: "a number",
-            float: "a number"}.get(type(value), type(value).__name__)
+    return {dict: "a mapping", list: "a list", str: "text", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def require(doc: Document, path: Path, value: dict[str, Any], key: str, fix: str) -> Any:

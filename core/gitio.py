@@ -39,8 +39,16 @@ GIT_ENV = {
 # Options before every git subcommand we run (argv, never a shell).
 # No hooks: the engine's git (worktree add, fetch) never runs a script a config file names, so a
 # hooksPath planted in any config it reads cannot run code as the engine outside the sandbox.
-GIT_OPTIONS = ["-c", "protocol.ext.allow=never", "-c", "core.fsmonitor=false", "-c", "core.useReplaceRefs=false",
-               "-c", "core.hooksPath=/dev/null"]
+GIT_OPTIONS = [
+    "-c",
+    "protocol.ext.allow=never",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.useReplaceRefs=false",
+    "-c",
+    "core.hooksPath=/dev/null",
+]
 # `git log -z` with NUL between fields: git cuts a message or name at a NUL byte, so no commit
 # content can add a field or a record (any other separator byte can be committed).
 LOG_FIELDS = ("%H", "%an", "%ae", "%ce", "%ct", "%s")
@@ -65,13 +73,22 @@ class Commit:
 
 def valid_branch(name: str) -> bool:
     """A branch name we are willing to track: git's own rules, and never option-like."""
-    return bool(name) and len(name) <= 255 and not any(
-        _BAD_REF.search(part) for part in name.split("/")
-    ) and not _BAD_REF.search(name)
+    return (
+        bool(name)
+        and len(name) <= 255
+        and not any(_BAD_REF.search(part) for part in name.split("/"))
+        and not _BAD_REF.search(name)
+    )
 
 
-def git(repo: Path | None, *args: str, input: bytes | None = None, check: bool = True,
-        env: dict[str, str] | None = None, timeout: float = 120.0) -> str:
+def git(
+    repo: Path | None,
+    *args: str,
+    input: bytes | None = None,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+) -> str:
     """Run git with an argv list and return stdout as text.
 
     Raises:
@@ -85,8 +102,13 @@ def git(repo: Path | None, *args: str, input: bytes | None = None, check: bool =
     # A timer kills a hung git; `subprocess.run(timeout=...)` would instead poll waitpid with
     # sleeps, adding ~1.1 ms to every call (measured in bench/bench_engine.py).
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=full_env,
+        )
     except OSError as exc:
         raise GitError(f"cannot run git: {exc.strerror}") from None
     fired = threading.Event()
@@ -106,7 +128,9 @@ def git(repo: Path | None, *args: str, input: bytes | None = None, check: bool =
         raise GitError(f"git {args[0]} timed out after {timeout:.0f}s in {repo}")
     if check and proc.returncode != 0:
         message = err.decode("utf-8", "replace").strip().splitlines()
-        raise GitError(f"git {args[0]} failed in {repo}: {message[-1] if message else proc.returncode}")
+        raise GitError(
+            f"git {args[0]} failed in {repo}: {message[-1] if message else proc.returncode}"
+        )
     return out.decode("utf-8", "surrogateescape")
 
 
@@ -122,7 +146,7 @@ def git_dirs(repo: Path) -> tuple[Path, Path]:
         text = dot.read_text("utf-8", "replace").strip()
         if not text.startswith("gitdir:"):
             raise GitError(f"{dot} is not a gitdir link")
-        git_dir = (repo / text[len("gitdir:"):].strip()).resolve()
+        git_dir = (repo / text[len("gitdir:") :].strip()).resolve()
     elif (repo / "HEAD").is_file() and (repo / "objects").is_dir():
         git_dir = repo
     else:
@@ -205,7 +229,7 @@ def _records(out: str, width: int) -> list[list[str]]:
         fields.pop()  # -z ends the last record with a NUL too
     if len(fields) % width:
         raise GitError(f"git log output has {len(fields)} fields, not a multiple of {width}")
-    records = [fields[i:i + width] for i in range(0, len(fields), width)]
+    records = [fields[i : i + width] for i in range(0, len(fields), width)]
     for record in records:
         if not SHA.match(record[0]):
             raise GitError(f"git log output has {record[0][:50]!r} where a commit id belongs")
@@ -213,8 +237,10 @@ def _records(out: str, width: int) -> list[list[str]]:
 
 
 def _parse_log(out: str) -> list[Commit]:
-    return [Commit(r[0], r[1], r[2].lower(), r[3].lower(), float(r[4] or 0), r[5])
-            for r in _records(out, len(LOG_FIELDS))]
+    return [
+        Commit(r[0], r[1], r[2].lower(), r[3].lower(), float(r[4] or 0), r[5])
+        for r in _records(out, len(LOG_FIELDS))
+    ]
 
 
 def check_sha(sha: str) -> str:
@@ -231,8 +257,15 @@ def resolve(repo: Path, ref: str) -> str:
     """
     if ref.startswith("-") or not ref or "\x00" in ref:
         raise GitError(f"{ref!r} is not a valid ref")
-    out = git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}",
-              check=False).strip()
+    out = git(
+        repo,
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        "--end-of-options",
+        f"{ref}^{{commit}}",
+        check=False,
+    ).strip()
     if not SHA.match(out):
         raise GitError(f"no commit {ref!r} in {repo}")
     return out
@@ -323,13 +356,27 @@ def pending_summary(repo: Path, base: str | None, head: str) -> tuple[int, float
 
 def is_ancestor(repo: Path, older: str, newer: str) -> bool:
     proc = subprocess.run(  # exit status is the answer here
-        ["git", *GIT_OPTIONS, "-C", str(repo), "merge-base", "--is-ancestor", "--end-of-options",
-         check_sha(older), check_sha(newer)],
-        capture_output=True, env={**os.environ, **GIT_ENV}, check=False)
+        [
+            "git",
+            *GIT_OPTIONS,
+            "-C",
+            str(repo),
+            "merge-base",
+            "--is-ancestor",
+            "--end-of-options",
+            check_sha(older),
+            check_sha(newer),
+        ],
+        capture_output=True,
+        env={**os.environ, **GIT_ENV},
+        check=False,
+    )
     return proc.returncode == 0
 
 
-READ_MAX = 1024 * 1024  # what read_file reads at most: core.yamlfile.MAX_BYTES, the pipeline's own cap
+READ_MAX = (
+    1024 * 1024
+)  # what read_file reads at most: core.yamlfile.MAX_BYTES, the pipeline's own cap
 
 
 def read_file(repo: Path, sha: str, path: str, max_bytes: int = READ_MAX) -> str | None:
@@ -352,8 +399,13 @@ def read_file(repo: Path, sha: str, path: str, max_bytes: int = READ_MAX) -> str
     check_sha(sha)
     fields = git(repo, "cat-file", "--batch-check", input=f"{sha}:{path}\n".encode()).split()
     if len(fields) == 3 and fields[1] == "blob" and int(fields[2]) > max_bytes:
-        raise ConfigError(f"{sha[:7]}:{path}", None, "", f"file is {int(fields[2])} bytes, larger than "
-                          f"{max_bytes // 1024} KiB (not read)", "split it or remove generated content")
+        raise ConfigError(
+            f"{sha[:7]}:{path}",
+            None,
+            "",
+            f"file is {int(fields[2])} bytes, larger than {max_bytes // 1024} KiB (not read)",
+            "split it or remove generated content",
+        )
     parent, _, leaf = path.rpartition("/")
     tree_spec = f"{sha}:{parent}" if parent else f"{sha}^{{tree}}"
     out = git(repo, "cat-file", "--batch", input=f"{tree_spec}\n{sha}:{path}\n".encode())
@@ -362,8 +414,13 @@ def read_file(repo: Path, sha: str, path: str, max_bytes: int = READ_MAX) -> str
     blob, _ = _batch_object(rest)
     if blob is None or blob[0] != "blob":
         return None
-    if tree is not None and _tree_mode(tree[2], leaf.encode("utf-8", "surrogateescape"), tree[1]) == b"120000":
-        raise GitError(f"{path} is a symbolic link at {sha[:7]}; commit the file itself, not a link")
+    if (
+        tree is not None
+        and _tree_mode(tree[2], leaf.encode("utf-8", "surrogateescape"), tree[1]) == b"120000"
+    ):
+        raise GitError(
+            f"{path} is a symbolic link at {sha[:7]}; commit the file itself, not a link"
+        )
     return blob[2].decode("utf-8", "surrogateescape")
 
 
@@ -374,7 +431,7 @@ def _batch_object(data: bytes) -> tuple[tuple[str, int, bytes] | None, bytes]:
     if len(fields) != 3:
         return None, rest
     size = int(fields[2])
-    return (fields[1].decode(), len(fields[0]) // 2, rest[:size]), rest[size + 1:]
+    return (fields[1].decode(), len(fields[0]) // 2, rest[:size]), rest[size + 1 :]
 
 
 def _tree_mode(tree: bytes, name: bytes, oid_len: int) -> bytes | None:
@@ -383,7 +440,7 @@ def _tree_mode(tree: bytes, name: bytes, oid_len: int) -> bytes | None:
     while at < len(tree):
         space = tree.index(b" ", at)
         nul = tree.index(b"\0", space)
-        if tree[space + 1:nul] == name:
+        if tree[space + 1 : nul] == name:
             return tree[at:space]
         at = nul + 1 + oid_len
     return None
@@ -422,14 +479,20 @@ def verify_checkout(repo: Path, dest: Path, sha: str) -> None:
     want = git(repo, "rev-parse", "--verify", "--end-of-options", f"{sha}^{{tree}}").strip()
     head, tree = (git(dest, "rev-parse", "HEAD", "HEAD^{tree}").split() + ["", ""])[:2]
     if head != sha or tree != want:
-        raise GitError(f"checkout {dest} is commit {head[:12] or '?'} tree {tree[:12] or '?'}, but the run "
-                       f"pins commit {sha[:12]} tree {want[:12]}; refusing to run on it")
-    status = git(dest, "status", "--porcelain=v1", "-z", "-uall", "--ignored=traditional", "--no-renames")
+        raise GitError(
+            f"checkout {dest} is commit {head[:12] or '?'} tree {tree[:12] or '?'}, but the run "
+            f"pins commit {sha[:12]} tree {want[:12]}; refusing to run on it"
+        )
+    status = git(
+        dest, "status", "--porcelain=v1", "-z", "-uall", "--ignored=traditional", "--no-renames"
+    )
     changed = [entry for entry in status.split("\0") if entry]
     if changed:
-        raise GitError(f"checkout {dest} of commit {sha[:12]} (tree {want[:12]}) differs from the commit: "
-                       f"{changed[0][:200]!r}{f' and {len(changed) - 1} more' if len(changed) > 1 else ''}; "
-                       "refusing to run on it")
+        raise GitError(
+            f"checkout {dest} of commit {sha[:12]} (tree {want[:12]}) differs from the commit: "
+            f"{changed[0][:200]!r}{f' and {len(changed) - 1} more' if len(changed) > 1 else ''}; "
+            "refusing to run on it"
+        )
 
 
 def archive_command(repo: Path, sha: str) -> tuple[list[str], dict[str, str]]:
@@ -458,7 +521,13 @@ def mirror(url: str, dest: Path) -> None:
     git(dest, "fetch", "--prune", "--quiet", "--no-tags", "origin", *MIRROR_REFSPECS, timeout=600)
     stale = git(dest, "for-each-ref", "--format=delete %(refname)", "refs/replace/")
     if stale:
-        git(dest, "update-ref", "--no-deref", "--stdin", input=stale.encode("utf-8", "surrogateescape"))
+        git(
+            dest,
+            "update-ref",
+            "--no-deref",
+            "--stdin",
+            input=stale.encode("utf-8", "surrogateescape"),
+        )
 
 
 def head_branch(repo: Path) -> str | None:
@@ -469,7 +538,7 @@ def head_branch(repo: Path) -> str | None:
     except (OSError, GitError):
         return None
     if text.startswith("ref: refs/heads/"):
-        return text[len("ref: refs/heads/"):]
+        return text[len("ref: refs/heads/") :]
     return None
 
 
@@ -501,10 +570,17 @@ def check_repo(repo: Path, branch: str) -> str | None:
 # keeps the index's stat data between checks (so a warm check hashes nothing). Global and
 # system git config are not read: only the private config below applies.
 
-LIVE_ENV = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "GIT_ATTR_NOSYSTEM": "1",
-            "GIT_AUTHOR_NAME": "change-ahead", "GIT_AUTHOR_EMAIL": "drift@change-ahead",
-            "GIT_AUTHOR_DATE": "@0 +0000", "GIT_COMMITTER_NAME": "change-ahead",
-            "GIT_COMMITTER_EMAIL": "drift@change-ahead", "GIT_COMMITTER_DATE": "@0 +0000"}
+LIVE_ENV = {
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_ATTR_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "change-ahead",
+    "GIT_AUTHOR_EMAIL": "drift@change-ahead",
+    "GIT_AUTHOR_DATE": "@0 +0000",
+    "GIT_COMMITTER_NAME": "change-ahead",
+    "GIT_COMMITTER_EMAIL": "drift@change-ahead",
+    "GIT_COMMITTER_DATE": "@0 +0000",
+}
 LIVE_CONFIG = """[core]
 \trepositoryformatversion = 0
 \tbare = false
@@ -540,7 +616,9 @@ def live_index(repo: Path, private: Path, sha: str, path: str) -> bool:
     env = {**LIVE_ENV, "GIT_DIR": str(private)}
     tree = f"{check_sha(sha)}^{{tree}}" if path in ("", ".") else want
     try:  # one git call resolves the path and makes the commit; not a directory: git refuses
-        commit = git(None, "commit-tree", "-m", "desired state", "--end-of-options", tree, env=env).strip()
+        commit = git(
+            None, "commit-tree", "-m", "desired state", "--end-of-options", tree, env=env
+        ).strip()
     except GitError:
         return False
     (private / "HEAD").write_text(check_sha(commit) + "\n")
@@ -549,20 +627,40 @@ def live_index(repo: Path, private: Path, sha: str, path: str) -> bool:
     return True
 
 
-def live_status(private: Path, live: Path, timeout: float) -> tuple[int, list[tuple[str, str]], str]:
+def live_status(
+    private: Path, live: Path, timeout: float
+) -> tuple[int, list[tuple[str, str]], str]:
     """(exit code, [(status, path)], stderr) of `git status` of `live` against the desired tree.
 
     Status codes: " M" changed, " T" type changed, " D" removed, "??" added, "!!" added but
     matched by a .gitignore in the live tree (still reported: a hidden file is still drift).
     """
-    argv = ["git", *GIT_OPTIONS, "--git-dir", str(private), "--work-tree", str(live), "status", "--porcelain=v1",
-            "-z", "-uall", "--ignored=traditional", "--no-renames"]
+    argv = [
+        "git",
+        *GIT_OPTIONS,
+        "--git-dir",
+        str(private),
+        "--work-tree",
+        str(live),
+        "status",
+        "--porcelain=v1",
+        "-z",
+        "-uall",
+        "--ignored=traditional",
+        "--no-renames",
+    ]
     env = {**os.environ, **GIT_ENV, **LIVE_ENV}
     env.pop("GIT_DIR", None)
     env.pop("GIT_WORK_TREE", None)
     env.pop("GIT_INDEX_FILE", None)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, cwd=private)
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=private,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -572,7 +670,9 @@ def live_status(private: Path, live: Path, timeout: float) -> tuple[int, list[tu
     entries = []
     for item in out.split(b"\0"):
         if len(item) > 3:
-            entries.append((item[:2].decode("ascii", "replace"), item[3:].decode("utf-8", "surrogateescape")))
+            entries.append(
+                (item[:2].decode("ascii", "replace"), item[3:].decode("utf-8", "surrogateescape"))
+            )
     return proc.returncode, entries, err.decode("utf-8", "replace")
 
 
@@ -581,8 +681,14 @@ def desired_blobs(private: Path, paths: list[str], cap: int) -> dict[str, bytes 
     env = {**os.environ, **GIT_ENV, **LIVE_ENV, "GIT_DIR": str(private)}
 
     def batch(mode: str, names: list[str]) -> bytes:
-        return subprocess.run(["git", *GIT_OPTIONS, "cat-file", mode], input="".join(f"HEAD:{p}\n" for p in names).encode(),
-                              capture_output=True, env=env, check=False, timeout=60).stdout
+        return subprocess.run(
+            ["git", *GIT_OPTIONS, "cat-file", mode],
+            input="".join(f"HEAD:{p}\n" for p in names).encode(),
+            capture_output=True,
+            env=env,
+            check=False,
+            timeout=60,
+        ).stdout
 
     wanted = [p for p in paths if "\n" not in p]
     small = []
@@ -597,6 +703,6 @@ def desired_blobs(private: Path, paths: list[str], cap: int) -> dict[str, bytes 
         if end < 0:
             break
         size = int(data[pos:end].split()[2])
-        result[path] = data[end + 1:end + 1 + size]
+        result[path] = data[end + 1 : end + 1 + size]
         pos = end + 1 + size + 1
     return result

@@ -48,23 +48,34 @@ def acquire(store: Store, holder: str, token: str, stale_after: float) -> None:
             alive = row["host"] != host or pid_alive(row["pid"])
             if fresh and alive:
                 raise LeaseHeld(holder_text(row, now))
-            store.audit("engine", "lease.takeover", "engine", {
-                "previous": row["holder"], "previous_pid": row["pid"], "holder": holder,
-                "reason": "holder process gone" if not alive else "heartbeat expired"})
+            store.audit(
+                "engine",
+                "lease.takeover",
+                "engine",
+                {
+                    "previous": row["holder"],
+                    "previous_pid": row["pid"],
+                    "holder": holder,
+                    "reason": "holder process gone" if not alive else "heartbeat expired",
+                },
+            )
         conn.execute(
             "INSERT INTO lease (name, holder, pid, host, token, acquired_at, heartbeat_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
             "pid = excluded.pid, host = excluded.host, token = excluded.token, "
             "acquired_at = excluded.acquired_at, heartbeat_at = excluded.heartbeat_at",
-            (NAME, holder, os.getpid(), host, token, now, now))
+            (NAME, holder, os.getpid(), host, token, now, now),
+        )
         store.event("engine.started", None, None, holder=holder)
 
 
 def heartbeat(store: Store, token: str) -> bool:
     """Renew the lease; False when it was lost (another engine took it over)."""
     with store.transaction() as conn:
-        cur = conn.execute("UPDATE lease SET heartbeat_at = ? WHERE name = ? AND token = ?",
-                           (time.time(), NAME, token))
+        cur = conn.execute(
+            "UPDATE lease SET heartbeat_at = ? WHERE name = ? AND token = ?",
+            (time.time(), NAME, token),
+        )
         return cur.rowcount == 1
 
 

@@ -21,14 +21,25 @@ from core import fields as f
 from core.yamlfile import Document
 
 FORBID = ("authors", "committers", "triggerer")
-POLICY_KEYS = ["approvals", "approvers", "forbid", "expires", "approval_expires", "freeze",
-               "reject_needs_comment"]
+POLICY_KEYS = [
+    "approvals",
+    "approvers",
+    "forbid",
+    "expires",
+    "approval_expires",
+    "freeze",
+    "reject_needs_comment",
+]
 DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-_WEEKLY = re.compile(r"^(?P<d1>[A-Za-z]{3})\w*\s+(?P<t1>\d{1,2}:\d{2})\s*-\s*(?P<d2>[A-Za-z]{3})\w*\s+"
-                     r"(?P<t2>\d{1,2}:\d{2})(?:\s+(?P<tz>\S+))?$")
+_WEEKLY = re.compile(
+    r"^(?P<d1>[A-Za-z]{3})\w*\s+(?P<t1>\d{1,2}:\d{2})\s*-\s*(?P<d2>[A-Za-z]{3})\w*\s+"
+    r"(?P<t2>\d{1,2}:\d{2})(?:\s+(?P<tz>\S+))?$"
+)
 _DAILY = re.compile(r"^(?P<t1>\d{1,2}:\d{2})\s*-\s*(?P<t2>\d{1,2}:\d{2})(?:\s+(?P<tz>\S+))?$")
-_DATES = re.compile(r"^(?P<a>\d{4}-\d{2}-\d{2}(?:[ T]\d{1,2}:\d{2})?)\s+-\s+"
-                    r"(?P<b>\d{4}-\d{2}-\d{2}(?:[ T]\d{1,2}:\d{2})?)(?:\s+(?P<tz>\S+))?$")
+_DATES = re.compile(
+    r"^(?P<a>\d{4}-\d{2}-\d{2}(?:[ T]\d{1,2}:\d{2})?)\s+-\s+"
+    r"(?P<b>\d{4}-\d{2}-\d{2}(?:[ T]\d{1,2}:\d{2})?)(?:\s+(?P<tz>\S+))?$"
+)
 
 
 @dataclass(frozen=True)
@@ -84,8 +95,9 @@ def _zone(doc: Document, path: tuple[str | int, ...], name: str | None) -> str:
     try:
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise doc.error(path, f"unknown time zone {zone!r}",
-                        "use an IANA name such as Europe/London or UTC") from None
+        raise doc.error(
+            path, f"unknown time zone {zone!r}", "use an IANA name such as Europe/London or UTC"
+        ) from None
     return zone
 
 
@@ -101,13 +113,20 @@ def parse_freeze(doc: Document, path: tuple[str | int, ...], value: Any) -> Free
     if m := _WEEKLY.match(text):
         d1, d2 = m["d1"].lower(), m["d2"].lower()
         if d1 not in DAYS or d2 not in DAYS:
-            raise doc.error(path, f"{text!r}: unknown day", "days are Mon, Tue, Wed, Thu, Fri, Sat, Sun")
+            raise doc.error(
+                path, f"{text!r}: unknown day", "days are Mon, Tue, Wed, Thu, Fri, Sat, Sun"
+            )
         first = DAYS.index(d1) * 1440 + _minutes(doc, path, m["t1"])
         last = DAYS.index(d2) * 1440 + _minutes(doc, path, m["t2"])
         return FreezeWindow(text, "weekly", first, last, _zone(doc, path, m["tz"]))
     if m := _DAILY.match(text):
-        return FreezeWindow(text, "daily", _minutes(doc, path, m["t1"]), _minutes(doc, path, m["t2"]),
-                            _zone(doc, path, m["tz"]))
+        return FreezeWindow(
+            text,
+            "daily",
+            _minutes(doc, path, m["t1"]),
+            _minutes(doc, path, m["t2"]),
+            _zone(doc, path, m["tz"]),
+        )
     if m := _DATES.match(text):
         zone = _zone(doc, path, m["tz"])
         try:
@@ -118,9 +137,12 @@ def parse_freeze(doc: Document, path: tuple[str | int, ...], value: Any) -> Free
         if end <= start:
             raise doc.error(path, f"{text!r} ends before it starts")
         return FreezeWindow(text, "dates", start, end, zone)
-    raise doc.error(path, f"{text!r} is not a freeze window",
-                    'write "Fri 15:00 - Mon 08:00 Europe/London", "18:00 - 08:00 UTC" or '
-                    '"2026-12-24 - 2026-12-27"')
+    raise doc.error(
+        path,
+        f"{text!r} is not a freeze window",
+        'write "Fri 15:00 - Mon 08:00 Europe/London", "18:00 - 08:00 UTC" or '
+        '"2026-12-24 - 2026-12-27"',
+    )
 
 
 def _moment(text: str, zone: str, end: bool) -> float:
@@ -142,40 +164,85 @@ def parse_policy(doc: Document, env: str, value: Any, operators: list[Any]) -> P
     path: tuple[str | int, ...] = ("policies", env)
     entry = f.mapping(doc, path, value, "approvals, approvers, forbid, expires, freeze")
     f.check_keys(doc, path, entry, POLICY_KEYS)
-    approvals = f.positive_int(doc, path + ("approvals",),
-                               f.require(doc, path, entry, "approvals", "say how many approvals, e.g. approvals: 2"),
-                               "approvals")
-    approvers = tuple(f.string_list(doc, path + ("approvers",), entry.get("approvers", ["role:approver"]),
-                                    "an operator name or role:NAME"))
+    approvals = f.positive_int(
+        doc,
+        path + ("approvals",),
+        f.require(doc, path, entry, "approvals", "say how many approvals, e.g. approvals: 2"),
+        "approvals",
+    )
+    approvers = tuple(
+        f.string_list(
+            doc,
+            path + ("approvers",),
+            entry.get("approvers", ["role:approver"]),
+            "an operator name or role:NAME",
+        )
+    )
     names = {op.name for op in operators}
     for i, who in enumerate(approvers):
         if who.startswith("role:"):
             if who[5:] not in ("viewer", "operator", "approver", "admin"):
-                raise doc.error(path + ("approvers", i), f"unknown role {who[5:]!r}",
-                                "roles are viewer, operator, approver, admin")
+                raise doc.error(
+                    path + ("approvers", i),
+                    f"unknown role {who[5:]!r}",
+                    "roles are viewer, operator, approver, admin",
+                )
         elif who not in names:
-            raise doc.error(path + ("approvers", i), f"no operator named {who!r}",
-                            "name an operator from operators:, or a role as role:approver")
-    forbid = tuple(f.string_list(doc, path + ("forbid",), entry.get("forbid", list(FORBID)), "who may not approve"))
+            raise doc.error(
+                path + ("approvers", i),
+                f"no operator named {who!r}",
+                "name an operator from operators:, or a role as role:approver",
+            )
+    forbid = tuple(
+        f.string_list(
+            doc, path + ("forbid",), entry.get("forbid", list(FORBID)), "who may not approve"
+        )
+    )
     for i, who in enumerate(forbid):
         if who not in FORBID:
-            raise doc.error(path + ("forbid", i), f"unknown {who!r}", "forbid takes authors, committers, triggerer")
-    expires = f.duration(doc, path + ("expires",), entry["expires"]) if entry.get("expires") is not None else None
-    approval_expires = (f.duration(doc, path + ("approval_expires",), entry["approval_expires"])
-                        if entry.get("approval_expires") is not None else None)
-    freeze = tuple(parse_freeze(doc, path + ("freeze", i), item)
-                   for i, item in enumerate(f.string_list(doc, path + ("freeze",), entry.get("freeze") or [], "a window")))
+            raise doc.error(
+                path + ("forbid", i),
+                f"unknown {who!r}",
+                "forbid takes authors, committers, triggerer",
+            )
+    expires = (
+        f.duration(doc, path + ("expires",), entry["expires"])
+        if entry.get("expires") is not None
+        else None
+    )
+    approval_expires = (
+        f.duration(doc, path + ("approval_expires",), entry["approval_expires"])
+        if entry.get("approval_expires") is not None
+        else None
+    )
+    freeze = tuple(
+        parse_freeze(doc, path + ("freeze", i), item)
+        for i, item in enumerate(
+            f.string_list(doc, path + ("freeze",), entry.get("freeze") or [], "a window")
+        )
+    )
     needs_comment = entry.get("reject_needs_comment", True)
     if not isinstance(needs_comment, bool):
         raise doc.error(path + ("reject_needs_comment",), "must be true or false")
-    policy = Policy(env, approvals, approvers, forbid, expires, approval_expires, freeze, needs_comment,
-                    raw=dict(entry))
+    policy = Policy(
+        env,
+        approvals,
+        approvers,
+        forbid,
+        expires,
+        approval_expires,
+        freeze,
+        needs_comment,
+        raw=dict(entry),
+    )
     eligible = [op for op in operators if may_approve(policy, op.name, op.roles)]
     if len(eligible) < approvals:
-        raise doc.error(path + ("approvals",),
-                        f"needs {approvals} approvals but only {len(eligible)} operator(s) may approve "
-                        f"({', '.join(op.name for op in eligible) or 'none'})",
-                        "lower approvals or give more operators the approver role")
+        raise doc.error(
+            path + ("approvals",),
+            f"needs {approvals} approvals but only {len(eligible)} operator(s) may approve "
+            f"({', '.join(op.name for op in eligible) or 'none'})",
+            "lower approvals or give more operators the approver role",
+        )
     return policy
 
 

@@ -29,13 +29,15 @@ class Presence:
     started_at: float
 
 
-def open_session(store: Store, operator: str, kind: str, source: str = "",
-                 pid: int | None = None) -> int:
+def open_session(
+    store: Store, operator: str, kind: str, source: str = "", pid: int | None = None
+) -> int:
     """Record a console opening; returns its id (the console's handle for `set_screen`)."""
     with store.transaction() as conn:
         cur = conn.execute(
             "INSERT INTO sessions (operator, kind, source, host, pid, started_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (operator, kind, source, socket.gethostname(), pid or os.getpid(), time.time()))
+            (operator, kind, source, socket.gethostname(), pid or os.getpid(), time.time()),
+        )
         session_id = int(cur.lastrowid or 0)
         store.event("presence", None, None, session=session_id, operator=operator, state="open")
     return session_id
@@ -45,8 +47,10 @@ def set_screen(store: Store, session_id: int, screen: str) -> None:
     """Note which screen the console shows (written only when it changed)."""
     screen = screen[:SCREEN_MAX]
     with store.transaction() as conn:
-        cur = conn.execute("UPDATE sessions SET screen = ? WHERE id = ? AND screen != ?",
-                           (screen, session_id, screen))
+        cur = conn.execute(
+            "UPDATE sessions SET screen = ? WHERE id = ? AND screen != ?",
+            (screen, session_id, screen),
+        )
         if cur.rowcount:
             store.event("presence", None, None, session=session_id, screen=screen, state="screen")
 
@@ -62,15 +66,21 @@ def who(store: Store) -> list[Presence]:
     """Open consoles, oldest first; rows of processes that are gone are left out."""
     here = socket.gethostname()
     rows = store.query("SELECT * FROM sessions ORDER BY started_at, id")
-    return [Presence(r["id"], r["operator"], r["kind"], r["source"], r["screen"], r["started_at"])
-            for r in rows if r["host"] != here or pid_alive(r["pid"])]
+    return [
+        Presence(r["id"], r["operator"], r["kind"], r["source"], r["screen"], r["started_at"])
+        for r in rows
+        if r["host"] != here or pid_alive(r["pid"])
+    ]
 
 
 def sweep(store: Store) -> int:
     """Remove rows of this host's processes that are gone (after a crash); returns how many."""
     here = socket.gethostname()
-    gone = [r["id"] for r in store.query("SELECT id, pid, host FROM sessions")
-            if r["host"] == here and not pid_alive(r["pid"])]
+    gone = [
+        r["id"]
+        for r in store.query("SELECT id, pid, host FROM sessions")
+        if r["host"] == here and not pid_alive(r["pid"])
+    ]
     if gone:
         with store.transaction() as conn:
             conn.executemany("DELETE FROM sessions WHERE id = ?", [(i,) for i in gone])

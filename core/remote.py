@@ -176,10 +176,21 @@ class RemoteSteps:
     def wants(self, runner: str | None) -> bool:
         return wants(self.ws, runner)
 
-    async def run(self, run: dict[str, Any], pipeline: Pipeline, stage: Stage, step: Step,
-                  checkout: Path, env: dict[str, str], sink: LogSink, timeout: float,
-                  cancel: asyncio.Event, grace: float,
-                  on_start: Callable[[int], Awaitable[None]], masker: Masker | None = None) -> StepResult:
+    async def run(
+        self,
+        run: dict[str, Any],
+        pipeline: Pipeline,
+        stage: Stage,
+        step: Step,
+        checkout: Path,
+        env: dict[str, str],
+        sink: LogSink,
+        timeout: float,
+        cancel: asyncio.Event,
+        grace: float,
+        on_start: Callable[[int], Awaitable[None]],
+        masker: Masker | None = None,
+    ) -> StepResult:
         """Run `step` of `stage` on its runner; output goes to `sink` like a local step's, with the
         secrets of `masker` masked."""
         assert stage.runner is not None
@@ -197,7 +208,9 @@ class RemoteSteps:
             return StepResult("failed", None, str(exc))
         declared = {*pipeline.env, *stage.env, *step.env, *stage.secrets, *step.secrets}
         body = request(list(step.argv), remote_env(env, declared, runner.name))
-        result = await self._step(runner, conn, directory, body, batcher, timeout, cancel, grace, on_start)
+        result = await self._step(
+            runner, conn, directory, body, batcher, timeout, cancel, grace, on_start
+        )
         if result.status == "succeeded" and step.artifacts:
             problem = await self._fetch_artifacts(conn, directory, step.artifacts, checkout)
             if problem:
@@ -205,9 +218,18 @@ class RemoteSteps:
                 result = StepResult("failed", result.exit_code, problem)
         return result
 
-    async def _step(self, runner: Runner, conn: asyncssh.SSHClientConnection, directory: str,
-                    body: bytes, batcher: LineBatcher, timeout: float, cancel: asyncio.Event,
-                    grace: float, on_start: Callable[[int], Awaitable[None]]) -> StepResult:
+    async def _step(
+        self,
+        runner: Runner,
+        conn: asyncssh.SSHClientConnection,
+        directory: str,
+        body: bytes,
+        batcher: LineBatcher,
+        timeout: float,
+        cancel: asyncio.Event,
+        grace: float,
+        on_start: Callable[[int], Awaitable[None]],
+    ) -> StepResult:
         import asyncssh
 
         command = shlex.join(["sh", "-c", STEP, "ahead-step", directory, str(max(int(grace), 0))])
@@ -216,7 +238,9 @@ class RemoteSteps:
             process.stdin.write(body)
         except (OSError, asyncssh.Error) as exc:
             self._forget(runner)
-            batcher.note(f"[ahead] runner {runner.name}: lost the connection before the step started: {exc}")
+            batcher.note(
+                f"[ahead] runner {runner.name}: lost the connection before the step started: {exc}"
+            )
             await batcher.close()
             return StepResult("interrupted", None, f"lost the connection to runner {runner.name}")
         pgid = await self._read_pid(process, batcher)
@@ -258,13 +282,17 @@ class RemoteSteps:
         code = exit_code(process)
         if code is None and outcome != "cancelled" or lost:
             self._forget(runner)
-            batcher.note(f"[ahead] lost the connection to runner {runner.name} ({runner.ssh}) "
-                         "during the step; its process group is stopped when the runner notices")
+            batcher.note(
+                f"[ahead] lost the connection to runner {runner.name} ({runner.ssh}) "
+                "during the step; its process group is stopped when the runner notices"
+            )
             await batcher.close()
             return StepResult("interrupted", None, f"lost the connection to runner {runner.name}")
         return result_of(outcome, code, timeout)
 
-    async def _read_pid(self, process: asyncssh.SSHClientProcess[bytes], batcher: LineBatcher) -> int | None:
+    async def _read_pid(
+        self, process: asyncssh.SSHClientProcess[bytes], batcher: LineBatcher
+    ) -> int | None:
         """The step's process group id, from the wrapper's first control line on stderr."""
         import asyncssh
 
@@ -283,7 +311,9 @@ class RemoteSteps:
         except (OSError, asyncssh.Error):
             return None
 
-    async def _notes(self, process: asyncssh.SSHClientProcess[bytes], batcher: LineBatcher, name: str) -> None:
+    async def _notes(
+        self, process: asyncssh.SSHClientProcess[bytes], batcher: LineBatcher, name: str
+    ) -> None:
         """Anything else the runner writes on the control channel goes to the log, marked."""
         while line := await process.stderr.readline():
             batcher.note(f"[runner {name}] {line.decode('utf-8', 'replace').rstrip()}")
@@ -293,8 +323,10 @@ class RemoteSteps:
         import asyncssh
 
         with contextlib.suppress(OSError, asyncssh.Error):
-            await wait_at_most(conn.run(shlex.join(["sh", "-c", KILL, "ahead-kill", sig, str(pgid)]),
-                                        check=False), OPS_TIMEOUT)
+            await wait_at_most(
+                conn.run(shlex.join(["sh", "-c", KILL, "ahead-kill", sig, str(pgid)]), check=False),
+                OPS_TIMEOUT,
+            )
 
     async def _connect(self, runner: Runner) -> asyncssh.SSHClientConnection:
         from core import sshclient
@@ -314,8 +346,14 @@ class RemoteSteps:
         if conn is not None:
             conn.abort()
 
-    async def _stage_dir(self, runner: Runner, conn: asyncssh.SSHClientConnection, stage: str,
-                         repo_dir: Path, sha: str) -> str:
+    async def _stage_dir(
+        self,
+        runner: Runner,
+        conn: asyncssh.SSHClientConnection,
+        stage: str,
+        repo_dir: Path,
+        sha: str,
+    ) -> str:
         """The stage's directory on the runner, made (with the code) at its first step."""
         current = self._dirs.get(runner.name)
         if current is not None and current[0] == stage:
@@ -327,20 +365,26 @@ class RemoteSteps:
         self._dirs[runner.name] = (stage, directory)
         return directory
 
-    async def _upload(self, conn: asyncssh.SSHClientConnection, runner: Runner, repo_dir: Path,
-                      sha: str) -> str:
+    async def _upload(
+        self, conn: asyncssh.SSHClientConnection, runner: Runner, repo_dir: Path, sha: str
+    ) -> str:
         """`git archive` of the commit, unpacked into a fresh directory on the runner."""
         import asyncssh
 
         argv, env = gitio.archive_command(repo_dir, sha)
-        git = await asyncio.create_subprocess_exec(*argv, env=env, stdin=asyncio.subprocess.DEVNULL,
-                                                   stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.PIPE)
+        git = await asyncio.create_subprocess_exec(
+            *argv,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         assert git.stdout is not None and git.stderr is not None
         try:
             async with asyncio.timeout(600):
-                process = await conn.create_process(shlex.join(["sh", "-c", SETUP, "ahead-setup", runner.workdir]),
-                                                    encoding=None)
+                process = await conn.create_process(
+                    shlex.join(["sh", "-c", SETUP, "ahead-setup", runner.workdir]), encoding=None
+                )
                 while chunk := await git.stdout.read(65536):
                     process.stdin.write(chunk)
                     await process.stdin.drain()
@@ -359,19 +403,30 @@ class RemoteSteps:
         out = as_bytes(done.stdout).decode("utf-8", "replace").strip()
         if done.exit_status != 0 or not out.startswith("/") or "\n" in out:
             problem = as_bytes(done.stderr).decode("utf-8", "replace").strip() or out
-            raise RemoteError(f"cannot prepare a directory under {runner.workdir} on {runner.ssh}: "
-                              f"{problem[-500:] or f'exit status {done.exit_status}'}")
+            raise RemoteError(
+                f"cannot prepare a directory under {runner.workdir} on {runner.ssh}: "
+                f"{problem[-500:] or f'exit status {done.exit_status}'}"
+            )
         return out
 
     async def _remove(self, conn: asyncssh.SSHClientConnection, directory: str) -> None:
         import asyncssh
 
         with contextlib.suppress(OSError, asyncssh.Error):
-            await wait_at_most(conn.run(shlex.join(["sh", "-c", CLEANUP, "ahead-cleanup", directory]),
-                                        check=False), OPS_TIMEOUT)
+            await wait_at_most(
+                conn.run(
+                    shlex.join(["sh", "-c", CLEANUP, "ahead-cleanup", directory]), check=False
+                ),
+                OPS_TIMEOUT,
+            )
 
-    async def _fetch_artifacts(self, conn: asyncssh.SSHClientConnection, directory: str,
-                               artifacts: tuple[str, ...], checkout: Path) -> str | None:
+    async def _fetch_artifacts(
+        self,
+        conn: asyncssh.SSHClientConnection,
+        directory: str,
+        artifacts: tuple[str, ...],
+        checkout: Path,
+    ) -> str | None:
         """Copy each artifact from the runner into the local checkout; a problem, or None."""
         import asyncssh
 
@@ -389,11 +444,13 @@ class RemoteSteps:
                 return problem
         return None
 
-    async def _fetch_one(self, conn: asyncssh.SSHClientConnection, directory: str, rel: str,
-                         target: Path, cap: int) -> str | None:
+    async def _fetch_one(
+        self, conn: asyncssh.SSHClientConnection, directory: str, rel: str, target: Path, cap: int
+    ) -> str | None:
         """Stream one artifact from the runner into `target` in chunks, stopping past `cap`."""
-        process = await conn.create_process(shlex.join(["sh", "-c", FETCH, "ahead-fetch", directory, rel]),
-                                            encoding=None)
+        process = await conn.create_process(
+            shlex.join(["sh", "-c", FETCH, "ahead-fetch", directory, rel]), encoding=None
+        )
         try:
             out = await asyncio.to_thread(open_new, target)
             total = 0
@@ -403,8 +460,10 @@ class RemoteSteps:
                     if total > cap:
                         out.close()
                         await asyncio.to_thread(target.unlink, missing_ok=True)
-                        return (f"artifact {one_line(rel)} is over the {text_size(cap)} cap "
-                                "(settings.artifact_max_bytes)")
+                        return (
+                            f"artifact {one_line(rel)} is over the {text_size(cap)} cap "
+                            "(settings.artifact_max_bytes)"
+                        )
                     await asyncio.to_thread(out.write, chunk)
             finally:
                 out.close()
@@ -464,4 +523,3 @@ def open_new(target: Path) -> BinaryIO:
             target.unlink()
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     return os.fdopen(fd, "wb")
-

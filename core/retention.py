@@ -19,20 +19,32 @@ BATCH_LINES = 20_000
 BATCH_RUNS = 200
 
 
-def prune_logs(store: Store, keep_days: int, after_run: int = 0, now: float | None = None,
-               max_runs: int = BATCH_RUNS) -> tuple[int, int]:
+def prune_logs(
+    store: Store,
+    keep_days: int,
+    after_run: int = 0,
+    now: float | None = None,
+    max_runs: int = BATCH_RUNS,
+) -> tuple[int, int]:
     """Delete the log lines of up to `max_runs` runs with an id above `after_run` that ended
     before `now - keep_days`. Returns (lines deleted, highest run id looked at; `after_run`
     when there was none). Call again with that id until it stops moving."""
     cutoff = (time.time() if now is None else now) - keep_days * DAY
-    runs = store.query("SELECT id FROM runs WHERE id > ? AND finished_at IS NOT NULL AND finished_at < ? "
-                       "ORDER BY id LIMIT ?", (after_run, cutoff, max_runs))
+    runs = store.query(
+        "SELECT id FROM runs WHERE id > ? AND finished_at IS NOT NULL AND finished_at < ? "
+        "ORDER BY id LIMIT ?",
+        (after_run, cutoff, max_runs),
+    )
     if not runs:
         return 0, after_run
     ids = [r["id"] for r in runs]
     marks = ",".join("?" * len(ids))
-    steps = [r["id"] for r in store.query(f"SELECT id FROM steps WHERE run_id IN ({marks}) "
-                                          "ORDER BY id", tuple(ids))]
+    steps = [
+        r["id"]
+        for r in store.query(
+            f"SELECT id FROM steps WHERE run_id IN ({marks}) ORDER BY id", tuple(ids)
+        )
+    ]
     deleted = 0
     for step_id in steps:
         while True:
@@ -41,7 +53,9 @@ def prune_logs(store: Store, keep_days: int, after_run: int = 0, now: float | No
                 # transaction short when one step wrote millions of lines.
                 cur = conn.execute(
                     "DELETE FROM log_lines WHERE step_id = ? AND seq IN (SELECT seq FROM log_lines "
-                    "WHERE step_id = ? ORDER BY seq LIMIT ?)", (step_id, step_id, BATCH_LINES))
+                    "WHERE step_id = ? ORDER BY seq LIMIT ?)",
+                    (step_id, step_id, BATCH_LINES),
+                )
             deleted += cur.rowcount
             if cur.rowcount < BATCH_LINES:
                 break
@@ -55,5 +69,7 @@ def removed_note(finished_at: float | None, keep_days: int, now: float | None = 
         return None
     if (time.time() if now is None else now) - finished_at < keep_days * DAY:
         return None
-    return (f"log removed: the run ended more than {keep_days} days ago "
-            f"(settings.keep_logs_days in ahead.yml keeps logs that long)")
+    return (
+        f"log removed: the run ended more than {keep_days} days ago "
+        f"(settings.keep_logs_days in ahead.yml keeps logs that long)"
+    )

@@ -75,7 +75,7 @@ class LineBatcher:
             self._first_at = now
         for part in parts:
             for start in range(0, max(len(part), 1), MAX_LINE):
-                text = part[start:start + MAX_LINE].rstrip(b"\r").decode("utf-8", "replace")
+                text = part[start : start + MAX_LINE].rstrip(b"\r").decode("utf-8", "replace")
                 self._pending.append((self._seq, now, text))
                 self._seq += 1
 
@@ -88,7 +88,8 @@ class LineBatcher:
 
     def due(self) -> bool:
         return len(self._pending) >= BATCH_LINES or (
-            bool(self._pending) and time.time() - self._first_at >= BATCH_SECONDS)
+            bool(self._pending) and time.time() - self._first_at >= BATCH_SECONDS
+        )
 
     def failure(self) -> BaseException | None:
         """Why the last flush failed (the store cannot be written), or None."""
@@ -126,7 +127,9 @@ class LineBatcher:
             raise failure
         if self._partial:
             last = self._masker.mask(self._partial) if self._masker is not None else self._partial
-            self._pending.append((self._seq, time.time(), last.rstrip(b"\r").decode("utf-8", "replace")))
+            self._pending.append(
+                (self._seq, time.time(), last.rstrip(b"\r").decode("utf-8", "replace"))
+            )
             self._seq += 1
             self._partial = b""
         if self._pending:
@@ -140,17 +143,30 @@ async def _drain(read: Callable[[int], Awaitable[bytes]]) -> None:
         pass
 
 
-async def run_step(argv: list[str], cwd: Path, env: dict[str, str], sink: LogSink,
-                   timeout: float, cancel: asyncio.Event, grace: float,
-                   on_start: Callable[[int], Awaitable[None]], masker: Masker | None = None) -> StepResult:
+async def run_step(
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    sink: LogSink,
+    timeout: float,
+    cancel: asyncio.Event,
+    grace: float,
+    on_start: Callable[[int], Awaitable[None]],
+    masker: Masker | None = None,
+) -> StepResult:
     """Run `argv` to the end, a timeout or a cancel; every output line goes to `sink`, with
     the secrets of `masker` masked."""
     batcher = LineBatcher(sink, masker)
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True)
+            *argv,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
     except OSError as exc:
         batcher.note(f"[ahead] cannot start {argv[0]!r}: {exc.strerror}")
         await batcher.close()
@@ -159,8 +175,9 @@ async def run_step(argv: list[str], cwd: Path, env: dict[str, str], sink: LogSin
     assert proc.stdout is not None
     outcome: str | None = None
     try:
-        outcome = await follow(proc.stdout.read, batcher, cancel, timeout, grace,
-                               lambda: stop_group(proc, grace))
+        outcome = await follow(
+            proc.stdout.read, batcher, cancel, timeout, grace, lambda: stop_group(proc, grace)
+        )
         code = await proc.wait()
     finally:
         if proc.returncode is None:
@@ -171,14 +188,21 @@ async def run_step(argv: list[str], cwd: Path, env: dict[str, str], sink: LogSin
     return result_of(outcome, code, timeout)
 
 
-async def follow(read: Callable[[int], Awaitable[bytes]], batcher: LineBatcher, cancel: asyncio.Event,
-                 timeout: float, grace: float, stop: Callable[[], Awaitable[None]]) -> str | None:
+async def follow(
+    read: Callable[[int], Awaitable[bytes]],
+    batcher: LineBatcher,
+    cancel: asyncio.Event,
+    timeout: float,
+    grace: float,
+    stop: Callable[[], Awaitable[None]],
+) -> str | None:
     """Stream a step's output from `read` into `batcher` until EOF, a cancel or the timeout.
 
     On a cancel or timeout it notes why in the log, awaits `stop` (which ends the step's process
     group, local or remote) and reads what is left for up to 5 s. Shared by local and remote
     steps. Returns None at EOF, else "cancelled" or "timeout". Does not close the batcher.
     """
+
     async def pump() -> None:
         while True:
             chunk = await read(65536)
@@ -197,8 +221,9 @@ async def follow(read: Callable[[int], Awaitable[bytes]], batcher: LineBatcher, 
     cancelled = asyncio.ensure_future(cancel.wait())
     outcome: str | None = None
     try:
-        done, _ = await asyncio.wait({reader, cancelled}, timeout=timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {reader, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if reader in done and reader.exception() is not None:
             # the log cannot be stored (a full disk): stop the step rather than let it block on a
             # pipe nobody reads until its timeout; the error goes up from batcher.close() below
@@ -206,8 +231,12 @@ async def follow(read: Callable[[int], Awaitable[bytes]], batcher: LineBatcher, 
             await wait_at_most(_drain(read), 5)  # to EOF, so the pipe transport closes now
         elif reader not in done:
             outcome = "cancelled" if cancelled in done else "timeout"
-            reason = "cancel requested" if outcome == "cancelled" else f"timed out after {timeout:.0f}s"
-            batcher.note(f"[ahead] {reason}: stopping the step (SIGTERM, then SIGKILL after {grace:.0f}s)")
+            reason = (
+                "cancel requested" if outcome == "cancelled" else f"timed out after {timeout:.0f}s"
+            )
+            batcher.note(
+                f"[ahead] {reason}: stopping the step (SIGTERM, then SIGKILL after {grace:.0f}s)"
+            )
             await stop()
             await wait_at_most(reader, 5)
     finally:
@@ -230,7 +259,9 @@ def result_of(outcome: str | None, code: int | None, timeout: float) -> StepResu
         return StepResult("succeeded", 0)
     if code is None:
         return StepResult("failed", None, "ended without an exit status")
-    return StepResult("failed", code, f"exited with {code}" if code > 0 else f"killed by signal {-code}")
+    return StepResult(
+        "failed", code, f"exited with {code}" if code > 0 else f"killed by signal {-code}"
+    )
 
 
 def kill_group(pgid: int, sig: signal.Signals) -> bool:

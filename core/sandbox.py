@@ -57,16 +57,38 @@ class Plan:
     gid: int = field(default_factory=os.getgid)
 
     def to_json(self) -> str:
-        return json.dumps({"workdir": str(self.workdir), "hide": [str(p) for p in self.hide],
-                           "blank": [str(p) for p in self.blank],
-                           "readonly": [str(p) for p in self.readonly],
-                           "reveal": [str(p) for p in self.reveal], "private": list(self.private),
-                           "uid": self.uid, "gid": self.gid})
+        return json.dumps(
+            {
+                "workdir": str(self.workdir),
+                "hide": [str(p) for p in self.hide],
+                "blank": [str(p) for p in self.blank],
+                "readonly": [str(p) for p in self.readonly],
+                "reveal": [str(p) for p in self.reveal],
+                "private": list(self.private),
+                "uid": self.uid,
+                "gid": self.gid,
+            }
+        )
 
 
 SYSTEM_TREES = ("/dev", "/proc", "/sys", "/run")
-SYSTEM_DIRS = {Path(p) for p in ("/", "/etc", "/usr", "/var", "/bin", "/sbin", "/lib", "/lib64", "/opt",
-                                  "/srv", "/tmp", "/nonexistent")}
+SYSTEM_DIRS = {
+    Path(p)
+    for p in (
+        "/",
+        "/etc",
+        "/usr",
+        "/var",
+        "/bin",
+        "/sbin",
+        "/lib",
+        "/lib64",
+        "/opt",
+        "/srv",
+        "/tmp",
+        "/nonexistent",
+    )
+}
 
 
 def user_config_dirs() -> tuple[Path, ...]:
@@ -75,7 +97,11 @@ def user_config_dirs() -> tuple[Path, ...]:
     `~/.local`, `~/.ssh/authorized_keys` or a shell profile would run the branch's code as the
     engine, unsandboxed, at its next git command (the prod deploy checkout) or login."""
     found: list[Path] = []
-    candidates = [os.environ.get("HOME"), os.environ.get("XDG_CONFIG_HOME"), os.environ.get("XDG_DATA_HOME")]
+    candidates = [
+        os.environ.get("HOME"),
+        os.environ.get("XDG_CONFIG_HOME"),
+        os.environ.get("XDG_DATA_HOME"),
+    ]
     with contextlib.suppress(KeyError):
         candidates.append(pwd.getpwuid(os.getuid()).pw_dir)
     config = os.environ.get("GIT_CONFIG_GLOBAL")
@@ -87,7 +113,10 @@ def user_config_dirs() -> tuple[Path, ...]:
         path = Path(os.path.abspath(text))
         # A system directory is never a config dir to protect this way: remounting /dev (or one
         # under it) read-only and nodev would deny every step /dev/null.
-        if any(path == Path(top) or Path(top) in path.parents for top in SYSTEM_TREES) or path in SYSTEM_DIRS:
+        if (
+            any(path == Path(top) or Path(top) in path.parents for top in SYSTEM_TREES)
+            or path in SYSTEM_DIRS
+        ):
             continue
         if path.is_dir() and path not in found:
             found.append(path)
@@ -112,19 +141,28 @@ def _probe(unshare: str) -> tuple[tuple[str, ...] | None, str]:
         work.mkdir(parents=True)
         plan = Plan(workdir=work, hide=(Path(tmp) / "state",), readonly=(Path(tmp),))
         for flags in (BASE_FLAGS + ("--mount-proc",), BASE_FLAGS):
-            argv = command(["sh", "-c", "touch ok && ! touch ../../denied 2>/dev/null"], plan,
-                           unshare, flags)
+            argv = command(
+                ["sh", "-c", "touch ok && ! touch ../../denied 2>/dev/null"], plan, unshare, flags
+            )
             try:
-                done = subprocess.run(argv, cwd=work, stdin=subprocess.DEVNULL, capture_output=True,
-                                      timeout=20, check=False)
+                done = subprocess.run(
+                    argv,
+                    cwd=work,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=20,
+                    check=False,
+                )
             except FileNotFoundError:
                 return None, f"{unshare} not found (install util-linux)"
             except (OSError, subprocess.TimeoutExpired) as exc:
                 return None, f"cannot run {unshare}: {exc}"
             if done.returncode == 0 and (work / "ok").exists():
                 return flags, ""
-            why = (done.stderr.decode("utf-8", "replace").strip().splitlines() or
-                   [f"exit status {done.returncode}"])[-1]
+            why = (
+                done.stderr.decode("utf-8", "replace").strip().splitlines()
+                or [f"exit status {done.returncode}"]
+            )[-1]
     return None, f"{unshare} cannot make user and mount namespaces here: {why[:200]}"
 
 
@@ -142,10 +180,21 @@ def unavailable() -> str | None:
     return _probed_flags()[1] or None
 
 
-def command(argv: Sequence[str], plan: Plan, unshare: str | None = None,
-            flags: Sequence[str] | None = None) -> list[str]:
+def command(
+    argv: Sequence[str], plan: Plan, unshare: str | None = None, flags: Sequence[str] | None = None
+) -> list[str]:
     """The argv that runs `argv` inside the sandbox of `plan` (call `unavailable()` first)."""
     if flags is None:
         flags = _probed_flags()[0] or BASE_FLAGS
-    return [unshare or unshare_path(), *flags, "--", sys.executable, "-I", "-S", LAUNCHER,
-            plan.to_json(), "--", *argv]
+    return [
+        unshare or unshare_path(),
+        *flags,
+        "--",
+        sys.executable,
+        "-I",
+        "-S",
+        LAUNCHER,
+        plan.to_json(),
+        "--",
+        *argv,
+    ]

@@ -23,9 +23,19 @@ class _Libc:
     def __init__(self) -> None:
         self.lib = ctypes.CDLL(None, use_errno=True)
 
-    def mount(self, source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-        if self.lib.mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
-                          ctypes.c_ulong(flags), data.encode() if data else None) != 0:
+    def mount(
+        self, source: str, target: str, fstype: str | None, flags: int, data: str | None = None
+    ) -> None:
+        if (
+            self.lib.mount(
+                source.encode(),
+                target.encode(),
+                fstype.encode() if fstype else None,
+                ctypes.c_ulong(flags),
+                data.encode() if data else None,
+            )
+            != 0
+        ):
             err = ctypes.get_errno()
             raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
 
@@ -43,8 +53,11 @@ def _mount_plan(libc: _Libc, plan: dict[str, object]) -> None:
 
     workdir = str(plan["workdir"])
     # Hold every source before anything is covered (the workspace may live under /tmp).
-    held = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in [workdir, *paths("readonly"), *paths("reveal")]
-            if os.path.isdir(p)}
+    held = {
+        p: os.open(p, os.O_PATH | os.O_DIRECTORY)
+        for p in [workdir, *paths("readonly"), *paths("reveal")]
+        if os.path.isdir(p)
+    }
 
     def bind(path: str, readonly: bool) -> None:
         os.makedirs(path, exist_ok=True)
@@ -70,7 +83,9 @@ def _mount_plan(libc: _Libc, plan: dict[str, object]) -> None:
             bind(path, True)
     bind(workdir, False)
     for path in hidden:
-        libc.mount("none", path, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+        libc.mount(
+            "none", path, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=0755,size=1m"
+        )
     for fd in held.values():
         os.close(fd)
 

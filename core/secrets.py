@@ -50,15 +50,21 @@ class SecretSource:
         (or, for `ahead check`, a stage that branch runs execute) may not have this secret; None
         when it may."""
         if self.repos is not None and repo not in self.repos:
-            return (f"secret {self.name} is only for repos {', '.join(self.repos)}, not {repo!r} "
-                    f"(its repos: in ahead.yml)")
+            return (
+                f"secret {self.name} is only for repos {', '.join(self.repos)}, not {repo!r} "
+                f"(its repos: in ahead.yml)"
+            )
         if self.environments is not None and environment not in self.environments:
             where = f"deploys to {environment!r}" if environment else "deploys nowhere"
-            return (f"secret {self.name} is only for stages deploying to {', '.join(self.environments)}; "
-                    f"this stage {where} (its environments: in ahead.yml)")
+            return (
+                f"secret {self.name} is only for stages deploying to {', '.join(self.environments)}; "
+                f"this stage {where} (its environments: in ahead.yml)"
+            )
         if branch_run and not self.branches:
-            return (f"secret {self.name} is for main runs only and this stage runs on a branch "
-                    f"(say branches: true under secrets: {self.name} in ahead.yml to allow it)")
+            return (
+                f"secret {self.name} is for main runs only and this stage runs on a branch "
+                f"(say branches: true under secrets: {self.name} in ahead.yml to allow it)"
+            )
         return None
 
 
@@ -98,7 +104,7 @@ def _blank_initial_environ(names: set[str]) -> None:
     try:
         with open("/proc/self/stat", "rb") as fh:
             stat = fh.read()
-        env_start = int(stat[stat.rindex(b")") + 2:].split()[47])  # field 50: env_start
+        env_start = int(stat[stat.rindex(b")") + 2 :].split()[47])  # field 50: env_start
         with open("/proc/self/environ", "rb") as fh:
             block = fh.read()
         with open("/proc/self/mem", "r+b", buffering=0) as mem:
@@ -123,18 +129,24 @@ def read(source: SecretSource) -> str:
     if source.env is not None:
         value = os.environ.get(source.env, _captured.get(source.env))
         if value is None:
-            raise SecretError(f"secret {source.name}: the engine's environment variable {source.env} is not set")
+            raise SecretError(
+                f"secret {source.name}: the engine's environment variable {source.env} is not set"
+            )
     else:
         assert source.file is not None
         try:
             value = source.file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise SecretError(f"secret {source.name}: cannot read {source.file}: {reason}") from None
+            raise SecretError(
+                f"secret {source.name}: cannot read {source.file}: {reason}"
+            ) from None
         value = value[:-1] if value.endswith("\n") else value
     if len(value) < MIN_LENGTH:
-        raise SecretError(f"secret {source.name} (from the {source.where}) is shorter than {MIN_LENGTH} "
-                          "characters: too short to mask in logs; use a longer value")
+        raise SecretError(
+            f"secret {source.name} (from the {source.where}) is shorter than {MIN_LENGTH} "
+            "characters: too short to mask in logs; use a longer value"
+        )
     return value
 
 
@@ -155,10 +167,17 @@ def _b64_inner(data: bytes) -> list[bytes]:
 def forms(value: str) -> set[bytes]:
     """The byte strings that give `value` away in output."""
     raw = value.encode("utf-8", "surrogateescape")
-    found = {raw, base64.b64encode(raw), base64.urlsafe_b64encode(raw),
-             base64.b64encode(base64.b64encode(raw)), quote(value, safe="").encode(),
-             quote(value).encode(), quote_plus(value).encode(),
-             json.dumps(value)[1:-1].encode(), json.dumps(value, ensure_ascii=False)[1:-1].encode()}
+    found = {
+        raw,
+        base64.b64encode(raw),
+        base64.urlsafe_b64encode(raw),
+        base64.b64encode(base64.b64encode(raw)),
+        quote(value, safe="").encode(),
+        quote(value).encode(),
+        quote_plus(value).encode(),
+        json.dumps(value)[1:-1].encode(),
+        json.dumps(value, ensure_ascii=False)[1:-1].encode(),
+    }
     found |= {f.rstrip(b"=") for f in list(found)}
     for inner in _b64_inner(raw):
         found |= {inner, inner.replace(b"+", b"-").replace(b"/", b"_")}
@@ -171,16 +190,18 @@ def forms(value: str) -> set[bytes]:
 # What the display drops (core.text.inert), in UTF-8 bytes: escape sequences (CSI, OSC, two-byte
 # ESC), C0 and C1 controls but tab, zero-width characters, bidi controls, the BOM.
 _ANSI = rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])"
-_CONTROL = (rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f\xad]|\xe2\x80[\x8b-\x8f\xaa-\xae]|"
-            rb"\xe2\x81[\xa0-\xa4\xa6-\xaf]|\xef\xbb\xbf|"
-            # and the other zero-width characters core.text.inert drops (U+00AD above, U+034F,
-            # U+061C, U+115F-1160, U+17B4-17B5, U+180B-180F, U+3164, U+FE00-FE0F, U+FFA0, tags
-            # U+E0000-E007F, variation selectors U+E0100-E01EF)
-            rb"\xcd\x8f|\xd8\x9c|\xe1\x85[\x9f\xa0]|\xe1\x9e[\xb4\xb5]|\xe1\xa0[\x8b-\x8f]|"
-            rb"\xe3\x85\xa4|\xef\xb8[\x80-\x8f]|\xef\xbe\xa0|\xf3\xa0[\x80\x81\x84-\x86][\x80-\xbf]|"
-            rb"\xf3\xa0\x87[\x80-\xaf]")
+_CONTROL = (
+    rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f\xad]|\xe2\x80[\x8b-\x8f\xaa-\xae]|"
+    rb"\xe2\x81[\xa0-\xa4\xa6-\xaf]|\xef\xbb\xbf|"
+    # and the other zero-width characters core.text.inert drops (U+00AD above, U+034F,
+    # U+061C, U+115F-1160, U+17B4-17B5, U+180B-180F, U+3164, U+FE00-FE0F, U+FFA0, tags
+    # U+E0000-E007F, variation selectors U+E0100-E01EF)
+    rb"\xcd\x8f|\xd8\x9c|\xe1\x85[\x9f\xa0]|\xe1\x9e[\xb4\xb5]|\xe1\xa0[\x8b-\x8f]|"
+    rb"\xe3\x85\xa4|\xef\xb8[\x80-\x8f]|\xef\xbe\xa0|\xf3\xa0[\x80\x81\x84-\x86][\x80-\xbf]|"
+    rb"\xf3\xa0\x87[\x80-\xaf]"
+)
 _HIDDEN = re.compile(_CONTROL)
-_C0 = bytes([*range(0x09), *range(0x0b, 0x20), 0x7f])
+_C0 = bytes([*range(0x09), *range(0x0B, 0x20), 0x7F])
 _STRIP = re.compile(_ANSI + b"|" + _CONTROL)
 _PCT_LOWER = re.compile(rb"%[0-9a-fA-F][0-9a-f]|%[0-9a-f][0-9A-F]")
 _PCT = re.compile(rb"%[0-9a-fA-F]{2}")
@@ -217,11 +238,17 @@ class Masker:
         return bool(self._patterns)
 
     def mask(self, data: bytes) -> bytes:
-        hidden = len(data.translate(None, _C0)) != len(data) if data.isascii() else bool(_HIDDEN.search(data))
+        hidden = (
+            len(data.translate(None, _C0)) != len(data)
+            if data.isascii()
+            else bool(_HIDDEN.search(data))
+        )
         if not hidden:  # the fast path: what is stored is what is shown
             data = self._replace(data)
             pct = self._pct and b"%" in data and _PCT_LOWER.search(data) is not None
-            if not pct and not (len(data) <= WRAP_WIDTHS[0] + 1 and _B64_LINE.fullmatch(data.rstrip(b"\r"))):
+            if not pct and not (
+                len(data) <= WRAP_WIDTHS[0] + 1 and _B64_LINE.fullmatch(data.rstrip(b"\r"))
+            ):
                 return data
         shown = _STRIP.sub(b"", data)
         if b"%" in shown:
@@ -297,7 +324,7 @@ class Masker:
             end = form[-MIN_PIECE:]
             at, longest = line.find(end), 0
             while at != -1 and at + MIN_PIECE < len(form):
-                if form.endswith(line[:at + MIN_PIECE]):
+                if form.endswith(line[: at + MIN_PIECE]):
                     longest = at + MIN_PIECE
                 at = line.find(end, at + 1)
             if longest:

@@ -33,17 +33,20 @@ class Actor:
     roles: tuple[str, ...] = ("operator",)
     os_user: str | None = None  # locally: the OS user (from the uid) the operator was found by
 
-
     @classmethod
     def local(cls, ws: Workspace, as_name: str | None = None) -> Actor:
         user = current_os_user()
         if as_name is not None:
             operator = ws.operator(as_name)
             if operator is None:
-                raise PermissionDenied(f"--as {as_name}: no operator named {as_name!r} in {ws.file}")
+                raise PermissionDenied(
+                    f"--as {as_name}: no operator named {as_name!r} in {ws.file}"
+                )
             if user not in operator.os_users:
-                raise PermissionDenied(f"--as {as_name}: {as_name}'s os_users in {ws.file} do not "
-                                       f"list the OS user {user!r}")
+                raise PermissionDenied(
+                    f"--as {as_name}: {as_name}'s os_users in {ws.file} do not "
+                    f"list the OS user {user!r}"
+                )
             return cls(operator.name, operator.roles, user)
         operator = ws.operator_for_os_user(user)
         if operator is not None:
@@ -68,11 +71,15 @@ class Actor:
         if operator is None:
             if self.name.startswith("os:"):
                 return Actor(self.name, ("viewer",), self.os_user)
-            raise Revoked(f"{self.name}: you are no longer an operator of this workspace ({ws.file}); "
-                          "nothing more is done as you (ask an admin to add you again)")
+            raise Revoked(
+                f"{self.name}: you are no longer an operator of this workspace ({ws.file}); "
+                "nothing more is done as you (ask an admin to add you again)"
+            )
         if self.os_user is not None and self.os_user not in operator.os_users:
-            raise Revoked(f"{self.name}: you are no longer an operator of this workspace: {ws.file} "
-                          f"no longer lists the OS user {self.os_user!r} in {self.name}'s os_users")
+            raise Revoked(
+                f"{self.name}: you are no longer an operator of this workspace: {ws.file} "
+                f"no longer lists the OS user {self.os_user!r} in {self.name}'s os_users"
+            )
         return Actor(operator.name, operator.roles, self.os_user)
 
     def may(self, action: str) -> bool:
@@ -88,8 +95,10 @@ class Actor:
     def require(self, action: str) -> None:
         if not self.may(action):
             needs = "the admin or approver role" if action == "unlock" else "the operator role"
-            raise PermissionDenied(f"{self.name} may not {action}: needs {needs} "
-                                   f"(has: {', '.join(self.roles) or 'none'}; read-only)")
+            raise PermissionDenied(
+                f"{self.name} may not {action}: needs {needs} "
+                f"(has: {', '.join(self.roles) or 'none'}; read-only)"
+            )
 
 
 class Revoked(PermissionDenied):
@@ -117,8 +126,9 @@ class Services:
         """
         return actor.refreshed(self.watch.current())
 
-    def trigger(self, repo_name: str, actor: Actor, ref: str | None = None,
-                commit: str | None = None) -> int:
+    def trigger(
+        self, repo_name: str, actor: Actor, ref: str | None = None, commit: str | None = None
+    ) -> int:
         """Queue a run of `repo_name` at `ref` (a branch or tag), `commit`, or the head of main.
 
         A commit reachable from main runs the main stages; anything else runs the branch stages.
@@ -134,13 +144,19 @@ class Services:
         try:
             if commit is not None:
                 sha = gitio.resolve(path, commit)
-                branch = repo.branch if main_sha and gitio.is_ancestor(path, sha, main_sha) else "(commit)"
+                branch = (
+                    repo.branch
+                    if main_sha and gitio.is_ancestor(path, sha, main_sha)
+                    else "(commit)"
+                )
                 ref_name = sha
             elif ref is not None and ref in branches and gitio.valid_branch(ref):
                 sha, branch, ref_name = branches[ref], ref, f"refs/heads/{ref}"
             elif ref is not None:
                 sha = gitio.resolve(path, ref)
-                branch = repo.branch if main_sha and gitio.is_ancestor(path, sha, main_sha) else "(ref)"
+                branch = (
+                    repo.branch if main_sha and gitio.is_ancestor(path, sha, main_sha) else "(ref)"
+                )
                 ref_name = ref
             else:
                 if main_sha is None:
@@ -150,14 +166,35 @@ class Services:
             raise NotFound(str(exc)) from None
         return self.queue(repo, branch, ref_name, sha, "manual", actor.name)
 
-    def queue(self, repo: RepoConfig, branch: str, ref: str, sha: str, trigger: str, actor: str,
-              retry_of: int | None = None, environment: str | None = None) -> int:
+    def queue(
+        self,
+        repo: RepoConfig,
+        branch: str,
+        ref: str,
+        sha: str,
+        trigger: str,
+        actor: str,
+        retry_of: int | None = None,
+        environment: str | None = None,
+    ) -> int:
         info = gitio.commit(self.ws.repo_dir(repo), sha)
         return runstate.queue_run(
-            self.store, repo=repo.name, branch=branch, ref=ref, sha=sha,
-            on_main=branch == repo.branch, trigger=trigger, actor=actor, author=info.author,
-            author_email=info.email, subject=info.subject, committed_at=info.time,
-            retry_of=retry_of, supersede=trigger == "commit", environment=environment)
+            self.store,
+            repo=repo.name,
+            branch=branch,
+            ref=ref,
+            sha=sha,
+            on_main=branch == repo.branch,
+            trigger=trigger,
+            actor=actor,
+            author=info.author,
+            author_email=info.email,
+            subject=info.subject,
+            committed_at=info.time,
+            retry_of=retry_of,
+            supersede=trigger == "commit",
+            environment=environment,
+        )
 
     def cancel(self, run_id: int, actor: Actor) -> str:
         return runstate.request_cancel(self.store, run_id, actor.name)
@@ -167,8 +204,16 @@ class Services:
         if run["status"] not in runstate.TERMINAL:
             raise InvalidRequest(f"run {run_id} is still {run['status']}; cancel it first")
         repo = self.ws.repo(run["repo"])
-        return self.queue(repo, run["branch"], run["ref"], run["commit_sha"], "retry",
-                          actor.name, retry_of=run_id, environment=run["environment"])
+        return self.queue(
+            repo,
+            run["branch"],
+            run["ref"],
+            run["commit_sha"],
+            "retry",
+            actor.name,
+            retry_of=run_id,
+            environment=run["environment"],
+        )
 
     def reconcile(self, repo_name: str, environment: str, actor: Actor) -> int:
         """Queue a run of `environment`'s deploy stage at its deployed commit, so the live state
@@ -181,18 +226,32 @@ class Services:
         """
         repo = self.ws.repo(repo_name)
         if environment not in self.ws.environments:
-            raise NotFound(f"no environment named {environment!r} (known: {', '.join(self.ws.environments)})")
+            raise NotFound(
+                f"no environment named {environment!r} (known: {', '.join(self.ws.environments)})"
+            )
         row = self.deployed(repo.name, environment)
         if row is None:
-            raise InvalidRequest(f"nothing was ever deployed to {environment} from {repo.name}: "
-                                 "nothing to reconcile to")
-        busy = self.store.query_one("SELECT id FROM runs WHERE repo = ? AND environment = ? AND status IN "
-                                    "('queued', 'running', 'waiting')", (repo.name, environment))
+            raise InvalidRequest(
+                f"nothing was ever deployed to {environment} from {repo.name}: "
+                "nothing to reconcile to"
+            )
+        busy = self.store.query_one(
+            "SELECT id FROM runs WHERE repo = ? AND environment = ? AND status IN "
+            "('queued', 'running', 'waiting')",
+            (repo.name, environment),
+        )
         if busy is not None:
             raise InvalidRequest(f"run {busy['id']} already reconciles {repo.name}/{environment}")
         try:
-            return self.queue(repo, repo.branch, f"refs/heads/{repo.branch}", row["commit_sha"], "reconcile",
-                              actor.name, environment=environment)
+            return self.queue(
+                repo,
+                repo.branch,
+                f"refs/heads/{repo.branch}",
+                row["commit_sha"],
+                "reconcile",
+                actor.name,
+                environment=environment,
+            )
         except GitError as exc:
             raise NotFound(str(exc)) from None
 
@@ -216,15 +275,24 @@ class Services:
     def show(self, run_id: int) -> dict[str, Any]:
         run = self.run(run_id)
         stages = self.store.query("SELECT * FROM stages WHERE run_id = ? ORDER BY idx", (run_id,))
-        steps = self.store.query("SELECT * FROM steps WHERE run_id = ? ORDER BY stage_id, idx", (run_id,))
-        artifacts = self.store.query("SELECT step_id, path, size, sha256 FROM artifacts "
-                                     "WHERE run_id = ? ORDER BY id", (run_id,))
+        steps = self.store.query(
+            "SELECT * FROM steps WHERE run_id = ? ORDER BY stage_id, idx", (run_id,)
+        )
+        artifacts = self.store.query(
+            "SELECT step_id, path, size, sha256 FROM artifacts WHERE run_id = ? ORDER BY id",
+            (run_id,),
+        )
         for stage in stages:
             stage["steps"] = [s for s in steps if s["stage_id"] == stage["id"]]
         return {**run, "stages": stages, "artifacts": artifacts}
 
-    def runs(self, repo: str | None = None, status: str | None = None, branch: str | None = None,
-             limit: int = 50) -> list[Row]:
+    def runs(
+        self,
+        repo: str | None = None,
+        status: str | None = None,
+        branch: str | None = None,
+        limit: int = 50,
+    ) -> list[Row]:
         sql = "SELECT * FROM runs WHERE 1 = 1"
         params: list[Any] = []
         for column, value in (("repo", repo), ("status", status), ("branch", branch)):
@@ -240,22 +308,31 @@ class Services:
         return self.store.query(
             "SELECT l.step_id, l.seq, l.ts, l.line FROM log_lines l JOIN steps s ON s.id = l.step_id "
             "WHERE s.run_id = ? AND (l.step_id > ? OR (l.step_id = ? AND l.seq > ?)) "
-            "ORDER BY l.step_id, l.seq LIMIT ?", (run_id, after[0], after[0], after[1], limit))
+            "ORDER BY l.step_id, l.seq LIMIT ?",
+            (run_id, after[0], after[0], after[1], limit),
+        )
 
     def deployed(self, repo: str, environment: str) -> Row | None:
         return self.store.query_one(
             "SELECT * FROM deployments WHERE repo = ? AND environment = ? ORDER BY id DESC LIMIT 1",
-            (repo, environment))
+            (repo, environment),
+        )
 
-    def pending(self, repo_name: str, environment: str, limit: int | None = 300) -> list[gitio.Commit]:
+    def pending(
+        self, repo_name: str, environment: str, limit: int | None = 300
+    ) -> list[gitio.Commit]:
         repo = self.ws.repo(repo_name)
         head = self._main_sha(repo)
         if head is None:
             return []
         dep = self.deployed(repo_name, environment)
-        return gitio.log_range(self.ws.repo_dir(repo), dep["commit_sha"] if dep else None, head, limit)
+        return gitio.log_range(
+            self.ws.repo_dir(repo), dep["commit_sha"] if dep else None, head, limit
+        )
 
-    def pending_count(self, repo: RepoConfig, base: str | None, head: str) -> tuple[int, float | None]:
+    def pending_count(
+        self, repo: RepoConfig, base: str | None, head: str
+    ) -> tuple[int, float | None]:
         """(count, oldest commit time) of base..head, cached: a pair of commits never changes."""
         key = (repo.name, base, head)
         found = self._pending_cache.get(key)
@@ -275,36 +352,56 @@ class Services:
                 without it, pending and lag are None (a console fills them in afterwards).
         """
         now = time.time()
-        last_runs = {row["repo"]: row for row in self.store.query(
-            "SELECT r.* FROM runs r JOIN (SELECT repo, MAX(id) AS id FROM runs GROUP BY repo) m "
-            "ON m.id = r.id")}
+        last_runs = {
+            row["repo"]: row
+            for row in self.store.query(
+                "SELECT r.* FROM runs r JOIN (SELECT repo, MAX(id) AS id FROM runs GROUP BY repo) m "
+                "ON m.id = r.id"
+            )
+        }
         deployed: dict[tuple[str, str], Row] = {}
         for row in self.store.query(
-                "SELECT d.* FROM deployments d JOIN (SELECT MAX(id) AS id FROM deployments "
-                "GROUP BY repo, environment) m ON m.id = d.id"):
+            "SELECT d.* FROM deployments d JOIN (SELECT MAX(id) AS id FROM deployments "
+            "GROUP BY repo, environment) m ON m.id = d.id"
+        ):
             deployed[(row["repo"], row["environment"])] = row
         # The environments each repo's pipeline deploys to, as planned by its latest main run
         # (no runs yet: unknown, so every environment counts).
         targets: dict[str, set[str]] = {}
         for row in self.store.query(
-                "SELECT r.repo, s.environment FROM stages s JOIN runs r ON r.id = s.run_id JOIN "
-                "(SELECT repo, MAX(r2.id) AS id FROM runs r2 WHERE on_main = 1 AND EXISTS "
-                "(SELECT 1 FROM stages s2 WHERE s2.run_id = r2.id) GROUP BY repo) m ON m.id = r.id "
-                "WHERE s.environment IS NOT NULL"):
+            "SELECT r.repo, s.environment FROM stages s JOIN runs r ON r.id = s.run_id JOIN "
+            "(SELECT repo, MAX(r2.id) AS id FROM runs r2 WHERE on_main = 1 AND EXISTS "
+            "(SELECT 1 FROM stages s2 WHERE s2.run_id = r2.id) GROUP BY repo) m ON m.id = r.id "
+            "WHERE s.environment IS NOT NULL"
+        ):
             targets.setdefault(row["repo"], set()).add(row["environment"])
         locks = {(row["repo"], row["environment"]): row for row in self.locks()}
-        planned = {row["repo"] for row in self.store.query(
-            "SELECT DISTINCT r.repo FROM runs r JOIN stages s ON s.run_id = r.id WHERE r.on_main = 1")}
+        planned = {
+            row["repo"]
+            for row in self.store.query(
+                "SELECT DISTINCT r.repo FROM runs r JOIN stages s ON s.run_id = r.id WHERE r.on_main = 1"
+            )
+        }
         repos = []
         for repo in self.ws.repos:
             if only is not None and repo.name not in only:
                 continue
-            entry: dict[str, Any] = {"name": repo.name, "branch": repo.branch, "head": None,
-                                     "error": None, "last_run": None, "environments": {}}
+            entry: dict[str, Any] = {
+                "name": repo.name,
+                "branch": repo.branch,
+                "head": None,
+                "error": None,
+                "last_run": None,
+                "environments": {},
+            }
             last = last_runs.get(repo.name)
             if last:
-                entry["last_run"] = {"id": last["id"], "status": last["status"],
-                                     "commit": last["commit_sha"], "branch": last["branch"]}
+                entry["last_run"] = {
+                    "id": last["id"],
+                    "status": last["status"],
+                    "commit": last["commit_sha"],
+                    "branch": last["branch"],
+                }
             try:
                 head = self._main_sha(repo)
             except GitError as exc:
@@ -313,21 +410,31 @@ class Services:
             for env in self.ws.environments:
                 dep = deployed.get((repo.name, env))
                 deploys = repo.name not in planned or env in targets.get(repo.name, set())
-                env_entry: dict[str, Any] = {"deploys": deploys,
-                                             "deployed": dep["commit_sha"] if dep else None,
-                                             "deployed_at": dep["deployed_at"] if dep else None,
-                                             "pending": 0, "lag_seconds": 0.0,
-                                             "oldest_pending_at": None, "lock": None}
+                env_entry: dict[str, Any] = {
+                    "deploys": deploys,
+                    "deployed": dep["commit_sha"] if dep else None,
+                    "deployed_at": dep["deployed_at"] if dep else None,
+                    "pending": 0,
+                    "lag_seconds": 0.0,
+                    "oldest_pending_at": None,
+                    "lock": None,
+                }
                 lock = locks.get((repo.name, env))
                 if lock is not None:
-                    env_entry["lock"] = {"state": lock["state"], "run": lock["run_id"], "reason": lock["reason"]}
+                    env_entry["lock"] = {
+                        "state": lock["state"],
+                        "run": lock["run_id"],
+                        "reason": lock["reason"],
+                    }
                 if not deploys and dep is None:
                     pass  # the pipeline does not deploy here: nothing is pending
                 elif not pending:
                     env_entry["pending"] = env_entry["lag_seconds"] = None
                 elif head is not None and (dep is None or dep["commit_sha"] != head):
                     try:
-                        count, oldest = self.pending_count(repo, dep["commit_sha"] if dep else None, head)
+                        count, oldest = self.pending_count(
+                            repo, dep["commit_sha"] if dep else None, head
+                        )
                     except GitError as exc:
                         entry["error"] = str(exc)
                         count, oldest = 0, None
@@ -336,8 +443,11 @@ class Services:
                     env_entry["oldest_pending_at"] = oldest
                 entry["environments"][env] = env_entry
             repos.append(entry)
-        return {"workspace": str(self.ws.file), "environments": list(self.ws.environments),
-                "repos": repos}
+        return {
+            "workspace": str(self.ws.file),
+            "environments": list(self.ws.environments),
+            "repos": repos,
+        }
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -24,8 +24,10 @@ import asyncssh
 
 from core.errors import CoreError
 
-ADDRESS = re.compile(r"^(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]{0,63})@(?P<host>[A-Za-z0-9.][A-Za-z0-9.-]{0,252}"
-                     r"|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?$")
+ADDRESS = re.compile(
+    r"^(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]{0,63})@(?P<host>[A-Za-z0-9.][A-Za-z0-9.-]{0,252}"
+    r"|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?$"
+)
 
 
 class HostKeyError(CoreError):
@@ -123,7 +125,9 @@ def trust(state_dir: Path, address: Address, key: asyncssh.SSHKey) -> None:
     os.replace(tmp, path)
 
 
-async def connect(state_dir: Path, address: Address, timeout: float = 10.0) -> asyncssh.SSHClientConnection:
+async def connect(
+    state_dir: Path, address: Address, timeout: float = 10.0
+) -> asyncssh.SSHClientConnection:
     """A connection to a pinned host with the engine's key.
 
     Raises:
@@ -132,26 +136,42 @@ async def connect(state_dir: Path, address: Address, timeout: float = 10.0) -> a
     """
     keys = pinned(state_dir, address)
     if not keys:
-        raise HostKeyError(f"{address}: host key not trusted yet (check its fingerprint and run "
-                           f"`ahead drift trust` or `ahead runner trust` for it)")
+        raise HostKeyError(
+            f"{address}: host key not trusted yet (check its fingerprint and run "
+            f"`ahead drift trust` or `ahead runner trust` for it)"
+        )
     try:
         return await asyncssh.connect(
-            address.host, address.port, username=address.user,
-            known_hosts=str(known_hosts_path(state_dir)), client_keys=[client_key(state_dir)],
-            agent_path=None, config=None, password=None, kbdint_auth=False, gss_auth=False,
-            connect_timeout=timeout, login_timeout=timeout, keepalive_interval=15,
-            keepalive_count_max=3)
+            address.host,
+            address.port,
+            username=address.user,
+            known_hosts=str(known_hosts_path(state_dir)),
+            client_keys=[client_key(state_dir)],
+            agent_path=None,
+            config=None,
+            password=None,
+            kbdint_auth=False,
+            gss_auth=False,
+            connect_timeout=timeout,
+            login_timeout=timeout,
+            keepalive_interval=15,
+            keepalive_count_max=3,
+        )
     except asyncssh.HostKeyNotVerifiable as exc:
         try:
             now = fingerprint(await scan_host_key(address, timeout))
         except Unreachable:
             now = "unknown"
         pinned_prints = ", ".join(fingerprint(k) for k in keys)
-        raise HostKeyError(f"{address}: HOST KEY CHANGED: pinned {pinned_prints}, the host now "
-                           f"presents {now}. Refusing to connect. If the change is expected, "
-                           f"trust the new key explicitly.") from exc
+        raise HostKeyError(
+            f"{address}: HOST KEY CHANGED: pinned {pinned_prints}, the host now "
+            f"presents {now}. Refusing to connect. If the change is expected, "
+            f"trust the new key explicitly."
+        ) from exc
     except asyncssh.PermissionDenied as exc:
-        raise Unreachable(f"{address}: our key was refused (add the engine's public key to "
-                          f"{address.user}'s authorized_keys)") from exc
+        raise Unreachable(
+            f"{address}: our key was refused (add the engine's public key to "
+            f"{address.user}'s authorized_keys)"
+        ) from exc
     except (OSError, asyncssh.Error, TimeoutError) as exc:
         raise Unreachable(f"{address}: cannot connect: {exc}") from exc

@@ -25,8 +25,15 @@ class RunState(StrEnum):
 
 
 #: Ended for good: nothing will change a run, stage or step in one of these states.
-TERMINAL: frozenset[str] = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED,
-                                      RunState.INTERRUPTED, RunState.SKIPPED})
+TERMINAL: frozenset[str] = frozenset(
+    {
+        RunState.SUCCEEDED,
+        RunState.FAILED,
+        RunState.CANCELLED,
+        RunState.INTERRUPTED,
+        RunState.SKIPPED,
+    }
+)
 #: Started and not ended: an engine owns it (running, or parked at a gate).
 IN_PROGRESS: frozenset[str] = frozenset({RunState.RUNNING, RunState.WAITING})
 #: Not ended: queued or in progress (what a console follows live).
@@ -79,12 +86,31 @@ class Capability(StrEnum):
 
 ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
     "viewer": frozenset({Capability.VIEW}),
-    "operator": frozenset({Capability.VIEW, Capability.TRIGGER, Capability.CANCEL, Capability.RETRY,
-                           Capability.RECONCILE, Capability.ACKNOWLEDGE, Capability.CHECK_DRIFT}),
+    "operator": frozenset(
+        {
+            Capability.VIEW,
+            Capability.TRIGGER,
+            Capability.CANCEL,
+            Capability.RETRY,
+            Capability.RECONCILE,
+            Capability.ACKNOWLEDGE,
+            Capability.CHECK_DRIFT,
+        }
+    ),
     "approver": frozenset({Capability.VIEW, Capability.APPROVE, Capability.UNLOCK}),
-    "admin": frozenset({Capability.VIEW, Capability.TRIGGER, Capability.CANCEL, Capability.RETRY,
-                        Capability.RECONCILE, Capability.ACKNOWLEDGE, Capability.CHECK_DRIFT,
-                        Capability.UNLOCK, Capability.TRUST_HOST}),
+    "admin": frozenset(
+        {
+            Capability.VIEW,
+            Capability.TRIGGER,
+            Capability.CANCEL,
+            Capability.RETRY,
+            Capability.RECONCILE,
+            Capability.ACKNOWLEDGE,
+            Capability.CHECK_DRIFT,
+            Capability.UNLOCK,
+            Capability.TRUST_HOST,
+        }
+    ),
 }
 
 

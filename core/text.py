@@ -106,8 +106,10 @@ def size(count: int) -> str:
 def table(rows: list[list[str]], header: list[str]) -> str:
     """Columns padded to their widest cell, two spaces apart (the CLI's listings)."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
-                     for row in [header, *rows])
+    return "\n".join(
+        "  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+        for row in [header, *rows]
+    )
 
 
 def email_identity(email: str) -> str:

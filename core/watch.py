@@ -79,7 +79,7 @@ class Inotify:
         offset = 0
         while offset + _HEADER.size <= len(data):
             wd, mask, _cookie, length = _HEADER.unpack_from(data, offset)
-            raw = data[offset + _HEADER.size: offset + _HEADER.size + length].rstrip(b"\0")
+            raw = data[offset + _HEADER.size : offset + _HEADER.size + length].rstrip(b"\0")
             offset += _HEADER.size + length
             if mask & IN_Q_OVERFLOW:
                 self._on_overflow()
@@ -115,8 +115,9 @@ class FileWatch:
         self._names = {os.fsencode(n) for n in names}
         self._on_change = on_change
         self._inotify = Inotify(lambda _key: None, on_change)
-        wd = self._inotify._libc.inotify_add_watch(self._inotify.fd, os.fsencode(directory),
-                                                    IN_MODIFY | IN_CREATE | IN_MOVED_TO)
+        wd = self._inotify._libc.inotify_add_watch(
+            self._inotify.fd, os.fsencode(directory), IN_MODIFY | IN_CREATE | IN_MOVED_TO
+        )
         if wd < 0:
             self._inotify.close()
             raise OSError(ctypes.get_errno(), f"cannot watch {directory}")
@@ -131,7 +132,7 @@ class FileWatch:
         hit = False
         while offset + _HEADER.size <= len(data):
             _wd, mask, _cookie, length = _HEADER.unpack_from(data, offset)
-            name = data[offset + _HEADER.size: offset + _HEADER.size + length].rstrip(b"\0")
+            name = data[offset + _HEADER.size : offset + _HEADER.size + length].rstrip(b"\0")
             offset += _HEADER.size + length
             if mask & IN_Q_OVERFLOW or name in self._names:
                 hit = True

@@ -140,14 +140,18 @@ class Workspace:
         names = [r.name for r in self.runners]
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise NotFound(f"no runner named {name!r} in {self.file} ({hint}runners: {', '.join(names)})")
+        raise NotFound(
+            f"no runner named {name!r} in {self.file} ({hint}runners: {', '.join(names)})"
+        )
 
     def operator(self, name: str) -> Operator | None:
         return next((op for op in self.operators if op.name == name), None)
 
     def operator_by_email(self, email: str) -> Operator | None:
         who = email_identity(email)
-        return next((op for op in self.operators if who in {email_identity(e) for e in op.emails}), None)
+        return next(
+            (op for op in self.operators if who in {email_identity(e) for e in op.emails}), None
+        )
 
     def operator_for_os_user(self, user: str | None = None) -> Operator | None:
         user = user or current_os_user()
@@ -170,18 +174,31 @@ def current_os_user() -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
-        raise PermissionDenied(f"uid {uid} has no entry in the passwd database: cannot tell which "
-                               "operator you are (add the user, or run as a user that has one)") from None
+        raise PermissionDenied(
+            f"uid {uid} has no entry in the passwd database: cannot tell which "
+            "operator you are (add the user, or run as a user that has one)"
+        ) from None
 
 
 TOP_KEYS = ["repos", "environments", "policies", "operators", "runners", "settings", "secrets"]
 REPO_KEYS = ["name", "path", "url", "branch", "fetch_interval"]
 OPERATOR_KEYS = ["name", "roles", "keys", "emails", "os_users"]
 RUNNER_KEYS = ["name", "local", "ssh", "workdir"]
-SETTINGS_KEYS = ["state_dir", "max_parallel_runs", "step_timeout", "cancel_grace",
-                 "poll_interval", "keep_logs_days", "drift_interval", "drift_revision_interval",
-                 "drift_timeout", "drift_parallel", "lease_timeout",
-                 "artifact_max_bytes", "sandbox"]
+SETTINGS_KEYS = [
+    "state_dir",
+    "max_parallel_runs",
+    "step_timeout",
+    "cancel_grace",
+    "poll_interval",
+    "keep_logs_days",
+    "drift_interval",
+    "drift_revision_interval",
+    "drift_timeout",
+    "drift_parallel",
+    "lease_timeout",
+    "artifact_max_bytes",
+    "sandbox",
+]
 
 
 def parse(text: str, file: Path) -> Workspace:
@@ -194,8 +211,12 @@ def parse(text: str, file: Path) -> Workspace:
     root: Path = file.parent
     top = f.mapping(doc, (), doc.data if doc.data is not None else {}, "the workspace")
     f.check_keys(doc, (), top, TOP_KEYS)
-    repos_value = f.require(doc, (), top, "repos", "add a list of repos, e.g. repos: [{name: app, path: ../app}]")
-    envs_value = f.require(doc, (), top, "environments", "add an ordered list, e.g. environments: [dev, prod]")
+    repos_value = f.require(
+        doc, (), top, "repos", "add a list of repos, e.g. repos: [{name: app, path: ../app}]"
+    )
+    envs_value = f.require(
+        doc, (), top, "environments", "add an ordered list, e.g. environments: [dev, prod]"
+    )
 
     environments = tuple(_environments(doc, envs_value))
     repos = tuple(_repos(doc, repos_value, root))
@@ -206,19 +227,37 @@ def parse(text: str, file: Path) -> Workspace:
     policies: dict[str, Policy] = {}
     for env, value in raw_policies.items():
         if env not in environments:
-            raise doc.error(("policies", env), f"no environment named {env!r}",
-                            "policies are keyed by a name from environments: " + ", ".join(environments))
+            raise doc.error(
+                ("policies", env),
+                f"no environment named {env!r}",
+                "policies are keyed by a name from environments: " + ", ".join(environments),
+            )
         policies[env] = parse_policy(doc, env, value, list(operators))
-    secrets = _secrets(doc, top.get("secrets") or {}, root, environments, tuple(r.name for r in repos))
-    return Workspace(file=file, repos=repos, environments=environments, settings=settings,
-                     operators=operators, runners=runners, policies=policies, secrets=secrets)
+    secrets = _secrets(
+        doc, top.get("secrets") or {}, root, environments, tuple(r.name for r in repos)
+    )
+    return Workspace(
+        file=file,
+        repos=repos,
+        environments=environments,
+        settings=settings,
+        operators=operators,
+        runners=runners,
+        policies=policies,
+        secrets=secrets,
+    )
 
 
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
-def _secrets(doc: Document, value: Any, root: Path, environments: tuple[str, ...] = (),
-             repos: tuple[str, ...] = ()) -> dict[str, SecretSource]:
+def _secrets(
+    doc: Document,
+    value: Any,
+    root: Path,
+    environments: tuple[str, ...] = (),
+    repos: tuple[str, ...] = (),
+) -> dict[str, SecretSource]:
     """`secrets: {NAME: {env: VAR} | {file: path}}`: where each value lives (never the value),
     and where it may go: `environments: [..]` (only stages deploying there), `repos: [..]` and
     `branches: true` (branch runs too; by default a secret is for main runs only)."""
@@ -226,45 +265,76 @@ def _secrets(doc: Document, value: Any, root: Path, environments: tuple[str, ...
     found: dict[str, SecretSource] = {}
     for name, item in entries.items():
         path: tuple[str | int, ...] = ("secrets", name)
-        if not isinstance(name, str) or not SECRET_NAME.match(name) or name.upper().startswith("AHEAD_"):
-            raise doc.error(path, f"{name!r} is not a usable secret name",
-                            "steps get it as an environment variable: letters, digits and _, not AHEAD_...")
+        if (
+            not isinstance(name, str)
+            or not SECRET_NAME.match(name)
+            or name.upper().startswith("AHEAD_")
+        ):
+            raise doc.error(
+                path,
+                f"{name!r} is not a usable secret name",
+                "steps get it as an environment variable: letters, digits and _, not AHEAD_...",
+            )
         entry = f.mapping(doc, path, item, "env: VARIABLE or file: path")
         f.check_keys(doc, path, entry, ["env", "file", "environments", "repos", "branches"])
         if ("env" in entry) == ("file" in entry):
-            raise doc.error(path, "needs exactly one of env or file",
-                            "env: NAME_OF_THE_ENGINE_VARIABLE, or file: path/to/file (relative to ahead.yml)")
+            raise doc.error(
+                path,
+                "needs exactly one of env or file",
+                "env: NAME_OF_THE_ENGINE_VARIABLE, or file: path/to/file (relative to ahead.yml)",
+            )
         branches = entry.get("branches", False)
         if not isinstance(branches, bool):
-            raise doc.error(path + ("branches",), f"must be true or false, got {str(branches)[:40]}",
-                            "true gives the secret to branch runs too (false, the default: main runs only)")
+            raise doc.error(
+                path + ("branches",),
+                f"must be true or false, got {str(branches)[:40]}",
+                "true gives the secret to branch runs too (false, the default: main runs only)",
+            )
         envs = _secret_scope(doc, path, entry, "environments", environments)
         only = _secret_scope(doc, path, entry, "repos", repos)
         if "env" in entry:
             var = f.string(doc, path + ("env",), entry["env"], "an environment variable name")
             if not SECRET_NAME.match(var):
                 raise doc.error(path + ("env",), f"{var!r} is not an environment variable name")
-            found[name] = SecretSource(name, env=var, environments=envs, repos=only, branches=branches)
+            found[name] = SecretSource(
+                name, env=var, environments=envs, repos=only, branches=branches
+            )
         else:
             rel = f.string(doc, path + ("file",), entry["file"], "a file path")
-            found[name] = SecretSource(name, file=(root / os.path.expanduser(rel)).resolve(),
-                                       environments=envs, repos=only, branches=branches)
+            found[name] = SecretSource(
+                name,
+                file=(root / os.path.expanduser(rel)).resolve(),
+                environments=envs,
+                repos=only,
+                branches=branches,
+            )
     return found
 
 
-def _secret_scope(doc: Document, path: tuple[str | int, ...], entry: dict[str, Any], key: str,
-                  known: tuple[str, ...]) -> tuple[str, ...] | None:
+def _secret_scope(
+    doc: Document,
+    path: tuple[str | int, ...],
+    entry: dict[str, Any],
+    key: str,
+    known: tuple[str, ...],
+) -> tuple[str, ...] | None:
     """A secret's `environments:` or `repos:`: names from the workspace (None: not limited)."""
     if entry.get(key) is None:
         return None
     names = f.string_list(doc, path + (key,), entry[key], f"names from {key}:")
     if not names:
-        raise doc.error(path + (key,), "is empty: the secret could go nowhere",
-                        f"list names from {key}: ({', '.join(known)}), or remove the key")
+        raise doc.error(
+            path + (key,),
+            "is empty: the secret could go nowhere",
+            f"list names from {key}: ({', '.join(known)}), or remove the key",
+        )
     for k, item in enumerate(names):
         if item not in known:
-            raise doc.error(path + (key, k), f"no {key[:-1]} named {item!r}",
-                            f"{key}: known are " + (", ".join(known) or "none"))
+            raise doc.error(
+                path + (key, k),
+                f"no {key[:-1]} named {item!r}",
+                f"{key}: known are " + (", ".join(known) or "none"),
+            )
     return tuple(names)
 
 
@@ -289,14 +359,24 @@ def _repos(doc: Document, value: Any, root: Path) -> list[RepoConfig]:
         path = ("repos", i)
         entry = f.mapping(doc, path, item, "a repo with name and path or url")
         f.check_keys(doc, path, entry, REPO_KEYS)
-        name = f.name(doc, path + ("name",), f.require(doc, path, entry, "name", "give the repo a name"), "repo name")
+        name = f.name(
+            doc,
+            path + ("name",),
+            f.require(doc, path, entry, "name", "give the repo a name"),
+            "repo name",
+        )
         if name in names:
-            raise doc.error(path + ("name",), f"repo name {name!r} is used twice", "names must be unique")
+            raise doc.error(
+                path + ("name",), f"repo name {name!r} is used twice", "names must be unique"
+            )
         names.add(name)
         has_path, has_url = entry.get("path") is not None, entry.get("url") is not None
         if has_path == has_url:
-            raise doc.error(path, "needs exactly one of path or url",
-                            "path: ../app for a local repository, url: https://... for a remote one")
+            raise doc.error(
+                path,
+                "needs exactly one of path or url",
+                "path: ../app for a local repository, url: https://... for a remote one",
+            )
         repo_path = None
         url = None
         if has_path:
@@ -305,16 +385,20 @@ def _repos(doc: Document, value: Any, root: Path) -> list[RepoConfig]:
         else:
             url = f.string(doc, path + ("url",), entry["url"], "a git URL")
             if url.startswith("-") or url.lower().startswith("ext::"):
-                raise doc.error(path + ("url",), "is not an acceptable git URL",
-                                "use https://, ssh://, git@host:path or file:// URLs")
+                raise doc.error(
+                    path + ("url",),
+                    "is not an acceptable git URL",
+                    "use https://, ssh://, git@host:path or file:// URLs",
+                )
         branch = f.string(doc, path + ("branch",), entry.get("branch", "main"), "a branch name")
         if branch.startswith("-") or not branch or any(c in branch for c in " ~^:?*[\\"):
             raise doc.error(path + ("branch",), f"{branch!r} is not a valid branch name")
         interval = 60.0
         if "fetch_interval" in entry:
             interval = f.duration(doc, path + ("fetch_interval",), entry["fetch_interval"])
-        repos.append(RepoConfig(name=name, path=repo_path, url=url, branch=branch,
-                                fetch_interval=interval))
+        repos.append(
+            RepoConfig(name=name, path=repo_path, url=url, branch=branch, fetch_interval=interval)
+        )
     return repos
 
 
@@ -328,41 +412,61 @@ def _operators(doc: Document, value: Any) -> list[Operator]:
         path = ("operators", i)
         entry = f.mapping(doc, path, item, "an operator")
         f.check_keys(doc, path, entry, OPERATOR_KEYS)
-        name = f.name(doc, path + ("name",), f.require(doc, path, entry, "name", "give the operator a name"), "operator name")
+        name = f.name(
+            doc,
+            path + ("name",),
+            f.require(doc, path, entry, "name", "give the operator a name"),
+            "operator name",
+        )
         if name in seen:
             raise doc.error(path + ("name",), f"operator {name!r} is listed twice")
         seen.add(name)
         roles = f.string_list(doc, path + ("roles",), entry.get("roles") or [], "a role")
         for j, role in enumerate(roles):
             if role not in ROLES:
-                raise doc.error(path + ("roles", j), f"unknown role {role!r}", "roles are " + ", ".join(ROLES))
-        operators.append(Operator(
-            name=name,
-            roles=tuple(roles),
-            keys=_keys(doc, path + ("keys",), entry.get("keys") or [], key_owners, name),
-            emails=_emails(doc, path + ("emails",), entry.get("emails") or [], email_owners, name),
-            os_users=tuple(f.string_list(doc, path + ("os_users",), entry.get("os_users") or [], "a user name")),
-        ))
+                raise doc.error(
+                    path + ("roles", j), f"unknown role {role!r}", "roles are " + ", ".join(ROLES)
+                )
+        operators.append(
+            Operator(
+                name=name,
+                roles=tuple(roles),
+                keys=_keys(doc, path + ("keys",), entry.get("keys") or [], key_owners, name),
+                emails=_emails(
+                    doc, path + ("emails",), entry.get("emails") or [], email_owners, name
+                ),
+                os_users=tuple(
+                    f.string_list(
+                        doc, path + ("os_users",), entry.get("os_users") or [], "a user name"
+                    )
+                ),
+            )
+        )
     return operators
 
 
-def _emails(doc: Document, path: tuple[str | int, ...], value: Any, owners: dict[str, str],
-            name: str) -> tuple[str, ...]:
+def _emails(
+    doc: Document, path: tuple[str | int, ...], value: Any, owners: dict[str, str], name: str
+) -> tuple[str, ...]:
     """An operator's git emails as identities (core.text.email_identity: `Alice+x@Example.COM` is
     `alice@example.com`), each one operator's only: it decides who may not approve a change."""
     emails = []
     for j, email in enumerate(f.string_list(doc, path, value, "an email")):
         who = email_identity(email)
         if owners.get(who, name) != name:
-            raise doc.error(path + (j,), f"{email!r} is the identity {who!r}, already {owners[who]}'s",
-                            "each git identity belongs to one operator")
+            raise doc.error(
+                path + (j,),
+                f"{email!r} is the identity {who!r}, already {owners[who]}'s",
+                "each git identity belongs to one operator",
+            )
         owners[who] = name
         emails.append(who)
     return tuple(emails)
 
 
-def _keys(doc: Document, path: tuple[str | int, ...], value: Any, owners: dict[str, str],
-          name: str) -> tuple[str, ...]:
+def _keys(
+    doc: Document, path: tuple[str | int, ...], value: Any, owners: dict[str, str], name: str
+) -> tuple[str, ...]:
     """An operator's SSH public keys, each checked (type, data) and owned by one operator only:
     a key is who logs in over SSH, so a key shared by two operators would be ambiguous."""
     from core.serve.keys import KeyProblem, parse_public_key
@@ -372,11 +476,17 @@ def _keys(doc: Document, path: tuple[str | int, ...], value: Any, owners: dict[s
         try:
             _, fp = parse_public_key(key)
         except KeyProblem as exc:
-            raise doc.error(path + (j,), f"not an SSH public key: {exc}",
-                            "paste one line of a .pub file, e.g. ssh-ed25519 AAAA... you@host") from None
+            raise doc.error(
+                path + (j,),
+                f"not an SSH public key: {exc}",
+                "paste one line of a .pub file, e.g. ssh-ed25519 AAAA... you@host",
+            ) from None
         if fp in owners:
-            raise doc.error(path + (j,), f"this key ({fp}) is already {owners[fp]}'s",
-                            "each operator logs in with their own key")
+            raise doc.error(
+                path + (j,),
+                f"this key ({fp}) is already {owners[fp]}'s",
+                "each operator logs in with their own key",
+            )
         owners[fp] = name
     return tuple(keys)
 
@@ -390,37 +500,59 @@ def _runners(doc: Document, value: Any) -> list[Runner]:
         path = ("runners", i)
         entry = f.mapping(doc, path, item, "a runner")
         f.check_keys(doc, path, entry, RUNNER_KEYS)
-        name = f.name(doc, path + ("name",), f.require(doc, path, entry, "name", "give the runner a name"), "runner name")
+        name = f.name(
+            doc,
+            path + ("name",),
+            f.require(doc, path, entry, "name", "give the runner a name"),
+            "runner name",
+        )
         if any(r.name == name for r in runners):
-            raise doc.error(path + ("name",), f"runner {name!r} is listed twice", "names must be unique")
+            raise doc.error(
+                path + ("name",), f"runner {name!r} is listed twice", "names must be unique"
+            )
         if "ssh" not in entry and "workdir" in entry:
-            raise doc.error(path + ("workdir",), "only a remote runner has a workdir",
-                            "add ssh: user@host, or remove workdir")
+            raise doc.error(
+                path + ("workdir",),
+                "only a remote runner has a workdir",
+                "add ssh: user@host, or remove workdir",
+            )
         runners.append(_remote_runner(doc, path, entry, name) if "ssh" in entry else Runner(name))
     if not any(r.name == "local" for r in runners):
         runners.insert(0, Runner("local"))
     return runners
 
 
-def _remote_runner(doc: Document, path: tuple[str | int, ...], entry: dict[str, Any], name: str) -> Runner:
+def _remote_runner(
+    doc: Document, path: tuple[str | int, ...], entry: dict[str, Any], name: str
+) -> Runner:
     """A runner with `ssh: user@host[:port]` and an optional remote `workdir`."""
     from core.sshclient import parse_address  # asyncssh is imported only by workspaces that use it
 
     if name == "local" or entry.get("local") is not None:
-        raise doc.error(path + ("ssh",), "a runner is either local or ssh, not both",
-                        "give the remote runner its own name, e.g. name: build-box")
+        raise doc.error(
+            path + ("ssh",),
+            "a runner is either local or ssh, not both",
+            "give the remote runner its own name, e.g. name: build-box",
+        )
     text = f.string(doc, path + ("ssh",), entry["ssh"], "user@host[:port]")
     address = parse_address(text)
     if address is None:
-        raise doc.error(path + ("ssh",), f"{text!r} is not user@host[:port]",
-                        "e.g. ssh: deploy@build-1.example.com or ssh: ci@10.0.0.5:2222")
+        raise doc.error(
+            path + ("ssh",),
+            f"{text!r} is not user@host[:port]",
+            "e.g. ssh: deploy@build-1.example.com or ssh: ci@10.0.0.5:2222",
+        )
     workdir = "~/.ahead-runner"
     if entry.get("workdir") is not None:
         workdir = f.string(doc, path + ("workdir",), entry["workdir"], "a directory on the runner")
         if not (workdir.startswith("/") or workdir == "~" or workdir.startswith("~/")) or any(
-                c in workdir for c in "\n\r"):
-            raise doc.error(path + ("workdir",), f"{workdir!r} is not an absolute path",
-                            "use /path/on/the/runner or ~/dir (in the runner user's home)")
+            c in workdir for c in "\n\r"
+        ):
+            raise doc.error(
+                path + ("workdir",),
+                f"{workdir!r} is not an absolute path",
+                "use /path/on/the/runner or ~/dir (in the runner user's home)",
+            )
     return Runner(name, "ssh", address, workdir)
 
 
@@ -430,23 +562,47 @@ def _settings(doc: Document, value: Any, root: Path) -> Settings:
     f.check_keys(doc, path, entry, SETTINGS_KEYS)
     state = root / ".ahead"
     if "state_dir" in entry:
-        state = (root / os.path.expanduser(f.string(doc, path + ("state_dir",), entry["state_dir"], "a directory"))).resolve()
+        state = (
+            root
+            / os.path.expanduser(
+                f.string(doc, path + ("state_dir",), entry["state_dir"], "a directory")
+            )
+        ).resolve()
     kwargs: dict[str, Any] = {}
     if "max_parallel_runs" in entry:
-        kwargs["max_parallel_runs"] = f.positive_int(doc, path + ("max_parallel_runs",), entry["max_parallel_runs"], "runs at once")
+        kwargs["max_parallel_runs"] = f.positive_int(
+            doc, path + ("max_parallel_runs",), entry["max_parallel_runs"], "runs at once"
+        )
     if "keep_logs_days" in entry:
-        kwargs["keep_logs_days"] = f.positive_int(doc, path + ("keep_logs_days",), entry["keep_logs_days"], "days")
+        kwargs["keep_logs_days"] = f.positive_int(
+            doc, path + ("keep_logs_days",), entry["keep_logs_days"], "days"
+        )
     if "drift_parallel" in entry:
-        kwargs["drift_parallel"] = f.positive_int(doc, path + ("drift_parallel",), entry["drift_parallel"], "checks at once")
+        kwargs["drift_parallel"] = f.positive_int(
+            doc, path + ("drift_parallel",), entry["drift_parallel"], "checks at once"
+        )
     if "artifact_max_bytes" in entry:
-        kwargs["artifact_max_bytes"] = f.size(doc, path + ("artifact_max_bytes",), entry["artifact_max_bytes"])
-    for key in ("step_timeout", "cancel_grace", "poll_interval", "drift_interval", "drift_revision_interval",
-                "drift_timeout", "lease_timeout"):
+        kwargs["artifact_max_bytes"] = f.size(
+            doc, path + ("artifact_max_bytes",), entry["artifact_max_bytes"]
+        )
+    for key in (
+        "step_timeout",
+        "cancel_grace",
+        "poll_interval",
+        "drift_interval",
+        "drift_revision_interval",
+        "drift_timeout",
+        "lease_timeout",
+    ):
         if key in entry:
             kwargs[key] = f.duration(doc, path + (key,), entry[key])
     if "sandbox" in entry:
-        kwargs["sandbox"] = f.switch(doc, path + ("sandbox",), entry["sandbox"],
-                                     "write `sandbox: off` only to run untrusted steps without isolation")
+        kwargs["sandbox"] = f.switch(
+            doc,
+            path + ("sandbox",),
+            entry["sandbox"],
+            "write `sandbox: off` only to run untrusted steps without isolation",
+        )
     return Settings(state_dir=state, **kwargs)
 
 
@@ -463,8 +619,13 @@ def read(file: Path) -> Workspace:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(str(file), raw.count(b"\n", 0, exc.start) + 1, "", f"not UTF-8 text (byte {exc.start})",
-                          "save the file as UTF-8") from None
+        raise ConfigError(
+            str(file),
+            raw.count(b"\n", 0, exc.start) + 1,
+            "",
+            f"not UTF-8 text (byte {exc.start})",
+            "save the file as UTF-8",
+        ) from None
     return parse(text, file.resolve())
 
 
@@ -499,8 +660,10 @@ class WorkspaceWatch:
         except (OSError, CoreError) as exc:
             self._stamp = None  # read it again next time, whatever its stamp
             what = exc.render() if isinstance(exc, ConfigError) else str(exc)
-            raise PermissionDenied(f"refused: {self.file} cannot be used to check who you are "
-                                   f"({what}); fix the file and try again") from None
+            raise PermissionDenied(
+                f"refused: {self.file} cannot be used to check who you are "
+                f"({what}); fix the file and try again"
+            ) from None
         return self._ws
 
 
@@ -515,19 +678,26 @@ def find(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None
     Raises:
         WorkspaceNotFound: nothing found; the message says where it looked.
     """
-    for source, given in (("--workspace", explicit), ("AHEAD_WORKSPACE", os.environ.get("AHEAD_WORKSPACE"))):
+    for source, given in (
+        ("--workspace", explicit),
+        ("AHEAD_WORKSPACE", os.environ.get("AHEAD_WORKSPACE")),
+    ):
         if given:
             candidate = Path(given).expanduser()
             if candidate.is_dir():
                 candidate = candidate / FILENAME
             if candidate.is_file():
                 return candidate.resolve()
-            raise WorkspaceNotFound(f"{source} points at {given}, which has no {FILENAME} "
-                                    f"(create one with: ahead init {given})")
+            raise WorkspaceNotFound(
+                f"{source} points at {given}, which has no {FILENAME} "
+                f"(create one with: ahead init {given})"
+            )
     here = (cwd or Path.cwd()).resolve()
     for directory in (here, *here.parents):
         candidate = directory / FILENAME
         if candidate.is_file():
             return candidate
-    raise WorkspaceNotFound(f"no {FILENAME} in {here} or its parents "
-                            "(use --workspace DIR, set AHEAD_WORKSPACE, or run: ahead init)")
+    raise WorkspaceNotFound(
+        f"no {FILENAME} in {here} or its parents "
+        "(use --workspace DIR, set AHEAD_WORKSPACE, or run: ahead init)"
+    )

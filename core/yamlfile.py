@@ -67,12 +67,22 @@ def load(text: str, file: str) -> Document:
         ConfigError: the text is not acceptable YAML, with the line of the problem.
     """
     if len(text.encode("utf-8", "surrogateescape")) > MAX_BYTES:
-        raise ConfigError(file, None, "", f"file is larger than {MAX_BYTES // 1024} KiB",
-                          "split it or remove generated content")
+        raise ConfigError(
+            file,
+            None,
+            "",
+            f"file is larger than {MAX_BYTES // 1024} KiB",
+            "split it or remove generated content",
+        )
     for number, text_line in enumerate(text.splitlines(), 1):
         if len(text_line) > MAX_LINE:
-            raise ConfigError(file, number, "", f"line is longer than {MAX_LINE} characters",
-                              "wrap the value with a YAML block scalar (|)")
+            raise ConfigError(
+                file,
+                number,
+                "",
+                f"line is longer than {MAX_LINE} characters",
+                "wrap the value with a YAML block scalar (|)",
+            )
     try:
         # Refuse anchors and aliases, deep nesting and too many values from the event stream,
         # before any node is composed: this keeps alias-expansion bombs and deeply nested
@@ -81,9 +91,13 @@ def load(text: str, file: str) -> Document:
         for event in yaml.parse(text, Loader=_LOADER):
             where = event.start_mark.line + 1 if event.start_mark is not None else None
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise ConfigError(file, where, "",
-                                  "YAML anchors and aliases (&name, *name) are not allowed",
-                                  "write the value out in full")
+                raise ConfigError(
+                    file,
+                    where,
+                    "",
+                    "YAML anchors and aliases (&name, *name) are not allowed",
+                    "write the value out in full",
+                )
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:
@@ -101,19 +115,30 @@ def load(text: str, file: str) -> Document:
         problem = exc.problem or exc.context or "invalid YAML"
         if exc.context and exc.context_mark is not None and exc.problem:
             problem += f" ({exc.context} on line {exc.context_mark.line + 1})"
-        raise ConfigError(file, line, "", f"invalid YAML: {problem}",
-                          "check indentation, quotes and colons") from None
+        raise ConfigError(
+            file, line, "", f"invalid YAML: {problem}", "check indentation, quotes and colons"
+        ) from None
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
-        raise ConfigError(file, line, "", f"invalid YAML: character {exc.character!r} is not allowed",
-                          "remove control characters from the file") from None
+        raise ConfigError(
+            file,
+            line,
+            "",
+            f"invalid YAML: character {exc.character!r} is not allowed",
+            "remove control characters from the file",
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(file, None, "", f"invalid YAML: {exc}") from None
     except (RecursionError, MemoryError):
         raise ConfigError(file, None, "", "document is nested too deeply") from None
     if len(nodes) > 1:
-        raise ConfigError(file, nodes[1].start_mark.line + 1, "",
-                          "more than one YAML document", "keep a single document (no ---)")
+        raise ConfigError(
+            file,
+            nodes[1].start_mark.line + 1,
+            "",
+            "more than one YAML document",
+            "keep a single document (no ---)",
+        )
     doc = Document(file, None)
     if nodes and nodes[0] is not None:
         counter = [0]
@@ -132,13 +157,25 @@ def _build(node: yaml.Node, path: Path, doc: Document, counter: list[int], depth
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                raise ConfigError(doc.file, key_node.start_mark.line + 1, path_text(path),
-                                  "keys must be plain strings (no merge keys or complex keys)")
+            if (
+                not isinstance(key_node, yaml.ScalarNode)
+                or key_node.tag == "tag:yaml.org,2002:merge"
+            ):
+                raise ConfigError(
+                    doc.file,
+                    key_node.start_mark.line + 1,
+                    path_text(path),
+                    "keys must be plain strings (no merge keys or complex keys)",
+                )
             key = str(key_node.value)
             if key in result:
-                raise ConfigError(doc.file, key_node.start_mark.line + 1, path_text(path + (key,)),
-                                  "duplicate key", "remove one of the two")
+                raise ConfigError(
+                    doc.file,
+                    key_node.start_mark.line + 1,
+                    path_text(path + (key,)),
+                    "duplicate key",
+                    "remove one of the two",
+                )
             child = path + (key,)
             doc.lines[child] = key_node.start_mark.line + 1
             result[key] = _build(value_node, child, doc, counter, depth + 1)
@@ -156,8 +193,9 @@ def _build(node: yaml.Node, path: Path, doc: Document, counter: list[int], depth
         # a scalar's constructor (a date out of range, a malformed !!timestamp) raises
         # ValueError, AttributeError...: all of them mean a bad value, never a crash
         problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) and exc.problem else str(exc)
-        raise ConfigError(doc.file, line, path_text(path), f"bad value: {problem}",
-                          "quote it to make it text") from None
+        raise ConfigError(
+            doc.file, line, path_text(path), f"bad value: {problem}", "quote it to make it text"
+        ) from None
     finally:
         scalars.constructed_objects.clear()
 

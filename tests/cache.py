@@ -30,8 +30,10 @@ ROOT = Path(__file__).parents[1]
 CACHE = ROOT / ".pytest_cache" / "ahead"
 DONE = ".complete"  # written last: a build without it was interrupted and is redone
 STALE_SECONDS = 3600.0  # other keys' builds are removed once this old
-GITCONFIG = ("[user]\n\tname = Test\n\temail = test@example.com\n"  # as tests/conftest.py's isolated_home
-             "[init]\n\tdefaultBranch = main\n[commit]\n\tgpgsign = false\n")
+GITCONFIG = (
+    "[user]\n\tname = Test\n\temail = test@example.com\n"  # as tests/conftest.py's isolated_home
+    "[init]\n\tdefaultBranch = main\n[commit]\n\tgpgsign = false\n"
+)
 
 
 def content_key(paths: Iterable[Path], *extra: str) -> str:
@@ -40,8 +42,11 @@ def content_key(paths: Iterable[Path], *extra: str) -> str:
     for text in extra:
         digest.update(text.encode() + b"\0")
     for top in paths:
-        files = sorted(p for p in ([top] if top.is_file() else top.rglob("*"))
-                       if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+        files = sorted(
+            p
+            for p in ([top] if top.is_file() else top.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        )
         for file in files:
             digest.update(file.relative_to(ROOT).as_posix().encode() + b"\0")
             digest.update(hashlib.sha256(file.read_bytes()).digest())
@@ -77,7 +82,10 @@ def _build_demo(place: Path) -> None:
 
     # The environment of every test (the autouse isolated_home fixture), with a home of its own
     # outside the cache: the demo's runs see the same HOME and git config as a build in a test.
-    with tempfile.TemporaryDirectory(prefix="ahead-demo-home-") as scratch, pytest.MonkeyPatch.context() as mp:
+    with (
+        tempfile.TemporaryDirectory(prefix="ahead-demo-home-") as scratch,
+        pytest.MonkeyPatch.context() as mp,
+    ):
         home = Path(scratch)
         mp.setenv("HOME", str(home))
         mp.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
@@ -93,8 +101,12 @@ def demo_key() -> str:
     """The demo depends on the whole engine (its history is real runs), the scenes' pinning and
     this file; its ahead.yml names the OS user; its runs' logs hold what git and python print."""
     git = subprocess.run(["git", "--version"], capture_output=True, text=True, check=True).stdout
-    return content_key([ROOT / "core", ROOT / "tests" / "tui" / "scenes.py", Path(__file__)],
-                       workspace.current_os_user(), sys.version, git)
+    return content_key(
+        [ROOT / "core", ROOT / "tests" / "tui" / "scenes.py", Path(__file__)],
+        workspace.current_os_user(),
+        sys.version,
+        git,
+    )
 
 
 def demo_source() -> Path:
@@ -119,8 +131,11 @@ def relocate(root: Path, old: str, new: str) -> None:
     conn = sqlite3.connect(root / ".ahead" / "state.db")
     try:
         with conn:
-            conn.execute("UPDATE artifacts SET stored_path = ? || substr(stored_path, ?) "
-                         "WHERE substr(stored_path, 1, ?) = ?", (new, len(old) + 1, len(old) + 1, old + "/"))
+            conn.execute(
+                "UPDATE artifacts SET stored_path = ? || substr(stored_path, ?) "
+                "WHERE substr(stored_path, 1, ?) = ?",
+                (new, len(old) + 1, len(old) + 1, old + "/"),
+            )
         conn.execute("VACUUM")  # no copy of the old paths left in free pages
     finally:
         conn.close()
@@ -130,12 +145,19 @@ def relocate(root: Path, old: str, new: str) -> None:
 
 
 def _build_wheel(place: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(place), str(ROOT)],
-                          capture_output=True, text=True, check=False, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(place), str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
 
 
 def wheel() -> Path:
     """The project's wheel, as `pip wheel` builds it from this checkout."""
-    key = content_key([ROOT / "pyproject.toml", ROOT / "core", ROOT / "tui", ROOT / "themes"], sys.version)
+    key = content_key(
+        [ROOT / "pyproject.toml", ROOT / "core", ROOT / "tui", ROOT / "themes"], sys.version
+    )
     return next(cached("wheel", key, _build_wheel).glob("change_ahead-*.whl"))

@@ -50,8 +50,13 @@ class AheadApp(KeepRunning, App[int]):
     | ctrl+p | Command palette: every command, jump to any repo or run |
     """
 
-    def __init__(self, session: ClientSession, settings: Settings | None = None,
-                 start_session: bool = True, own_session: bool = True) -> None:
+    def __init__(
+        self,
+        session: ClientSession,
+        settings: Settings | None = None,
+        start_session: bool = True,
+        own_session: bool = True,
+    ) -> None:
         super().__init__()
         self.session = session
         self._own_session = own_session
@@ -79,8 +84,10 @@ class AheadApp(KeepRunning, App[int]):
             self.theme = wanted
         else:
             self.theme = DEFAULT_THEME
-            self.notify(f"unknown theme {wanted!r} in your config; using {DEFAULT_THEME}",
-                        severity="warning")
+            self.notify(
+                f"unknown theme {wanted!r} in your config; using {DEFAULT_THEME}",
+                severity="warning",
+            )
         self._apply_keymap()
         for warning in self.settings.warnings:
             self.notify(warning, title="Console settings", severity="warning", timeout=10)
@@ -89,8 +96,13 @@ class AheadApp(KeepRunning, App[int]):
         self.push_screen(OverviewScreen())
         self.set_interval(0.1, self._flush_events, name="event-coalescer")
         if self._start_session:
-            self.run_worker(self._start(), name="session-start", group="session",
-                            description="start the engine session", exclusive=True)
+            self.run_worker(
+                self._start(),
+                name="session-start",
+                group="session",
+                description="start the engine session",
+                exclusive=True,
+            )
         else:
             self._became_ready()
 
@@ -107,7 +119,9 @@ class AheadApp(KeepRunning, App[int]):
             else:
                 close = difflib.get_close_matches(binding_id, sorted(known), n=1)
                 hint = f'; did you mean "{close[0]}"?' if close else ""
-                self.notify(f"keymap: no command {binding_id!r}{hint}", severity="warning", timeout=10)
+                self.notify(
+                    f"keymap: no command {binding_id!r}{hint}", severity="warning", timeout=10
+                )
         if keymap:
             self.set_keymap(keymap)
 
@@ -125,8 +139,19 @@ class AheadApp(KeepRunning, App[int]):
         from tui.screens.who import WhoScreen
 
         found: dict[str, Command] = {}
-        for owner in (AheadApp, OverviewScreen, RepoScreen, RunScreen, RunsScreen, ChangesScreen,
-                      ChangeScreen, AuditScreen, WhoScreen, DriftScreen, DriftDetailScreen):
+        for owner in (
+            AheadApp,
+            OverviewScreen,
+            RepoScreen,
+            RunScreen,
+            RunsScreen,
+            ChangesScreen,
+            ChangeScreen,
+            AuditScreen,
+            WhoScreen,
+            DriftScreen,
+            DriftDetailScreen,
+        ):
             for command in owner.COMMAND_LIST:
                 found[command.id] = command
         return list(found.values())
@@ -138,8 +163,13 @@ class AheadApp(KeepRunning, App[int]):
     def _became_ready(self) -> None:
         self.is_ready = True
         self.ready.publish(None)
-        self.run_worker(self._follow(), name="engine-events", group="bridge",
-                        description="follow the engine's event feed", exclusive=True)
+        self.run_worker(
+            self._follow(),
+            name="engine-events",
+            group="bridge",
+            description="follow the engine's event feed",
+            exclusive=True,
+        )
         self._refresh_presence()
 
     async def _follow(self) -> None:
@@ -154,19 +184,31 @@ class AheadApp(KeepRunning, App[int]):
         """A screen came to the front: tell the other consoles (Who shows it)."""
         self._screen_name = name
         if self.is_ready:
-            self.run_worker(partial(self.session.show_screen, name),
-                            name="presence-screen", group="presence",
-                            description="tell the others which screen this is", exclusive=True)
+            self.run_worker(
+                partial(self.session.show_screen, name),
+                name="presence-screen",
+                group="presence",
+                description="tell the others which screen this is",
+                exclusive=True,
+            )
 
     def _refresh_presence(self) -> None:
-        self.run_worker(self._load_presence, name="presence-load", group="presence-load",
-                        description="who else is connected", exclusive=True)
+        self.run_worker(
+            self._load_presence,
+            name="presence-load",
+            group="presence-load",
+            description="who else is connected",
+            exclusive=True,
+        )
 
     async def _load_presence(self) -> None:
         if self._screen_name:
             await self.session.show_screen(self._screen_name)
-        others = tuple(sorted({p.operator for p in await self.session.who()
-                               if p.id != self.session.presence_id}))
+        others = tuple(
+            sorted(
+                {p.operator for p in await self.session.who() if p.id != self.session.presence_id}
+            )
+        )
         if others != self.others:
             self.others = others
             self.presence.publish(None)

@@ -25,7 +25,9 @@ is_production = api.is_production  # defined in core: the last environment, and 
 
 def decided_by(change: Change) -> dict[str, str]:
     """Operator → verdict ('approve' / 'reject') of every authenticated decision so far."""
-    return {d["operator"]: d["verdict"] for d in change.get("decisions", ()) if d.get("authentic", True)}
+    return {
+        d["operator"]: d["verdict"] for d in change.get("decisions", ()) if d.get("authentic", True)
+    }
 
 
 def approvals(change: Change) -> tuple[int, int]:
@@ -86,9 +88,12 @@ def summary(change: Change, actor: str) -> str:
     """One line for a status bar: the operator's standing first (what a narrow terminal must
     not cut off), then the change."""
     have, need = approvals(change)
-    parts = [standing(change, actor)[1], f"#{change['id']} {change['repo']} → {change['environment']}",
-             f"{have} of {need} approvals" + (f" ({', '.join(change['checklist']['approved_by'])})"
-                                              if have else "")]
+    parts = [
+        standing(change, actor)[1],
+        f"#{change['id']} {change['repo']} → {change['environment']}",
+        f"{have} of {need} approvals"
+        + (f" ({', '.join(change['checklist']['approved_by'])})" if have else ""),
+    ]
     still = may_still_approve(change)
     if change["status"] in DECIDABLE:
         parts.append(f"may approve: {', '.join(still)}" if still else "nobody else may approve")

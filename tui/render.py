@@ -17,16 +17,29 @@ from core.text import duration as text_duration
 from core.text import inert, one_line
 
 # Glyphs come from core.states (one table for the CLI and the console); colours are the theme's.
-_COLOURS = {"succeeded": "run-ok", "failed": "run-failed", "running": "run-active", "queued": "run-queued",
-            "waiting": "run-waiting", "cancelled": "run-cancelled", "interrupted": "run-interrupted",
-            "skipped": "muted"}
-GLYPHS: dict[str, tuple[str, str]] = {state: (states.glyph(state), var) for state, var in _COLOURS.items()}
+_COLOURS = {
+    "succeeded": "run-ok",
+    "failed": "run-failed",
+    "running": "run-active",
+    "queued": "run-queued",
+    "waiting": "run-waiting",
+    "cancelled": "run-cancelled",
+    "interrupted": "run-interrupted",
+    "skipped": "muted",
+}
+GLYPHS: dict[str, tuple[str, str]] = {
+    state: (states.glyph(state), var) for state, var in _COLOURS.items()
+}
 
 # Drift of a target or a cell: acknowledged drift has its own glyph, never colour alone.
 DRIFT_GLYPHS: dict[str, tuple[str, str, str]] = {
-    key: (states.glyph(key), var, word) for key, var, word in (
-        ("drifted", "drift", "drifted"), ("acked", "drift-acked", "acked"),
-        ("unknown", "drift-unknown", "unknown"), ("in_sync", "run-ok", "in sync"))
+    key: (states.glyph(key), var, word)
+    for key, var, word in (
+        ("drifted", "drift", "drifted"),
+        ("acked", "drift-acked", "acked"),
+        ("unknown", "drift-unknown", "unknown"),
+        ("in_sync", "run-ok", "in sync"),
+    )
 }
 
 _clock: Callable[[], float] = time.time
@@ -45,8 +58,11 @@ def set_clock(clock: Callable[[], float]) -> None:
 def plain(text: str, style: str = "", single_line: bool = True, wrap: bool = False) -> Text:
     """Untrusted text as an inert Text: no markup, no control sequences. A single line does not
     wrap unless `wrap` (for prose in a narrow column)."""
-    return Text(one_line(text) if single_line else inert(text), style=style,
-                no_wrap=single_line and not wrap)
+    return Text(
+        one_line(text) if single_line else inert(text),
+        style=style,
+        no_wrap=single_line and not wrap,
+    )
 
 
 def glyph(status: str | None) -> str:
@@ -127,7 +143,9 @@ def drift_key(state: str | None, acknowledged: bool) -> str | None:
     return "acked" if state == "drifted" and acknowledged else state
 
 
-def drift(state: str | None, acknowledged: bool, palette: Mapping[str, str], label: bool = True) -> Text:
+def drift(
+    state: str | None, acknowledged: bool, palette: Mapping[str, str], label: bool = True
+) -> Text:
     """Drift state as glyph (and word) in its colour; '·' when never checked."""
     key = drift_key(state, acknowledged)
     if key not in DRIFT_GLYPHS:

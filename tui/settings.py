@@ -45,9 +45,14 @@ def load_settings(path: Path | None = None) -> Settings:
         doc = load(text, str(path))
         top = f.mapping(doc, (), doc.data if doc.data is not None else {}, "settings")
         f.check_keys(doc, (), top, ["theme", "keymap"])
-        theme = f.string(doc, ("theme",), top["theme"], "a theme name") if top.get("theme") else None
+        theme = (
+            f.string(doc, ("theme",), top["theme"], "a theme name") if top.get("theme") else None
+        )
         keymap_raw = f.mapping(doc, ("keymap",), top.get("keymap") or {}, "binding id: key")
-        keymap = {k: f.string(doc, ("keymap", k), v, "a key such as ctrl+t") for k, v in keymap_raw.items()}
+        keymap = {
+            k: f.string(doc, ("keymap", k), v, "a key such as ctrl+t")
+            for k, v in keymap_raw.items()
+        }
     except ConfigError as exc:
         return Settings(warnings=(str(exc),))
     return Settings(theme=theme, keymap=keymap)

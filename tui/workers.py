@@ -23,13 +23,28 @@ log = logging.getLogger("ahead.console")
 class KeepRunning:
     """Mixin for the App and the screens: `run_worker` (and so `@work`) never exits on error."""
 
-    def run_worker(self, work: Any, name: str | None = "", group: str = "default", description: str = "",
-                   exit_on_error: bool = True, start: bool = True, exclusive: bool = False,
-                   thread: bool = False) -> Any:
+    def run_worker(
+        self,
+        work: Any,
+        name: str | None = "",
+        group: str = "default",
+        description: str = "",
+        exit_on_error: bool = True,
+        start: bool = True,
+        exclusive: bool = False,
+        thread: bool = False,
+    ) -> Any:
         del exit_on_error  # in Textual's signature (`@work` passes it); never honoured here
-        return super().run_worker(work, name=name, group=group,  # type: ignore[misc]
-                                  description=description, exit_on_error=False, start=start,
-                                  exclusive=exclusive, thread=thread)
+        return super().run_worker(  # type: ignore[misc]
+            work,
+            name=name,
+            group=group,
+            description=description,
+            exit_on_error=False,
+            start=start,
+            exclusive=exclusive,
+            thread=thread,
+        )
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state != WorkerState.ERROR:
@@ -39,5 +54,9 @@ class KeepRunning:
             self.notify(str(error), title="Could not do that", severity="error", timeout=8)  # type: ignore[attr-defined]
             return
         log.error("console worker %s failed", worker.name, exc_info=error)
-        self.notify(f"{type(error).__name__}: {error}", title=f"{worker.name} failed",  # type: ignore[attr-defined]
-                    severity="error", timeout=12)
+        self.notify(  # type: ignore[attr-defined]
+            f"{type(error).__name__}: {error}",
+            title=f"{worker.name} failed",
+            severity="error",
+            timeout=12,
+        )

@@ -43,8 +43,10 @@ from tui.launch import run_console
 log = logging.getLogger("ahead.serve.console")
 REQUEST_MAX = 65536
 KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "TZ")
-CRASHED = ("\x1b[?1049l\x1b[?25h\x1b[0m\r\nThe console stopped because of an error; it is logged "
-           "on the server. Log in again to continue.\r\n")
+CRASHED = (
+    "\x1b[?1049l\x1b[?25h\x1b[0m\r\nThe console stopped because of an error; it is logged "
+    "on the server. Log in again to continue.\r\n"
+)
 
 
 def preload() -> None:
@@ -60,8 +62,9 @@ def warm_up(ahead_yml: Path) -> None:
     already filled. Read-only (a viewer, no presence row). Leaves no thread behind: forking
     with a live thread could leave a lock held in the child."""
 
-    session = ClientSession(workspace.read(ahead_yml), Actor("warm-up", ("viewer",)),
-                             embed_engine=False, presence_id=0)
+    session = ClientSession(
+        workspace.read(ahead_yml), Actor("warm-up", ("viewer",)), embed_engine=False, presence_id=0
+    )
 
     async def run() -> None:
         app = tui.app.AheadApp(session)
@@ -137,8 +140,12 @@ def child(request: dict[str, Any], slave: int) -> int:
     os.environ.clear()
     os.environ.update(env, TERM=str(request["term"]), COLORTERM="truecolor")
     os.environ.setdefault("LANG", "C.UTF-8")
-    logging.basicConfig(filename=request["log"], level=logging.INFO, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    logging.basicConfig(
+        filename=request["log"],
+        level=logging.INFO,
+        force=True,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
     try:
         return run(request)
     except CoreError as exc:
@@ -156,16 +163,21 @@ def run(request: dict[str, Any]) -> int:
     operator = ws.operator(str(request["operator"]))
     if operator is None:
         raise CoreError(f"{request['operator']} is no longer an operator of this workspace")
-    session = ClientSession(ws, Actor(operator.name, operator.roles), embed_engine=False,
-                             presence_id=int(request["presence"]),
-                             origin=f"ssh:{operator.name}@{request['source']}#{request['presence']}")
+    session = ClientSession(
+        ws,
+        Actor(operator.name, operator.roles),
+        embed_engine=False,
+        presence_id=int(request["presence"]),
+        origin=f"ssh:{operator.name}@{request['source']}#{request['presence']}",
+    )
     errors = io.StringIO()
 
     def capture_errors(app: Any) -> None:
         # Textual prints an unhandled error's traceback (locals included) to the terminal as
         # it exits: keep it for the log instead.
-        app.error_console = Console(file=errors, width=120, markup=False, highlight=False,
-                                    color_system=None)
+        app.error_console = Console(
+            file=errors, width=120, markup=False, highlight=False, color_system=None
+        )
 
     code = run_console(session, capture_errors)
     if errors.getvalue().strip():
@@ -176,4 +188,6 @@ def run(request: dict[str, Any]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] else None))
+    sys.exit(
+        main(int(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] else None)
+    )

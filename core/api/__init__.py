@@ -14,4 +14,13 @@ from core.services import Actor, Revoked
 from core.states import Capability
 from core.store.db import DatabaseError
 
-__all__ = ["Actor", "Api", "Capability", "DatabaseError", "EngineState", "Revoked", "Verdict", "is_production"]
+__all__ = [
+    "Actor",
+    "Api",
+    "Capability",
+    "DatabaseError",
+    "EngineState",
+    "Revoked",
+    "Verdict",
+    "is_production",
+]

@@ -56,13 +56,21 @@ def check(ws: Workspace) -> CheckReport:
                 say(f"  {label}: missing (commit one to {repo.branch})")
                 problems += 1
                 continue
-            pipeline = parse_pipeline(text, label, ws.environments, tuple(ws.secrets), ws.runner_names,
-                                      secret_scope=functools.partial(_secret_refusal, ws, repo.name))
+            pipeline = parse_pipeline(
+                text,
+                label,
+                ws.environments,
+                tuple(ws.secrets),
+                ws.runner_names,
+                secret_scope=functools.partial(_secret_refusal, ws, repo.name),
+            )
         except ConfigError as exc:
             say(f"  {exc}")
             problems += 1
             continue
-        stages = ", ".join(s.name + (f"→{s.environment}" if s.environment else "") for s in pipeline.stages)
+        stages = ", ".join(
+            s.name + (f"→{s.environment}" if s.environment else "") for s in pipeline.stages
+        )
         say(f"  {repo.name}: ok ({stages})")
     return CheckReport(tuple(lines), problems)
 
@@ -87,15 +95,21 @@ def _check_store(ws: Workspace, lines: list[str]) -> str:
 def _sandbox_line(ws: Workspace) -> str:
     """How untrusted steps (branch runs, stages that deploy nowhere) are isolated here."""
     if not ws.settings.sandbox:
-        return "sandbox: off (settings): branch runs and builds run unisolated, as the engine's user"
+        return (
+            "sandbox: off (settings): branch runs and builds run unisolated, as the engine's user"
+        )
     why = sandbox.unavailable()
     if why:
-        return (f"sandbox: unavailable: {why}; branch runs will be refused "
-                "(fix user namespaces, or set `settings: sandbox: off`)")
+        return (
+            f"sandbox: unavailable: {why}; branch runs will be refused "
+            "(fix user namespaces, or set `settings: sandbox: off`)"
+        )
     return "sandbox: ok (branch runs and builds run in user+mount namespaces)"
 
 
-def _secret_refusal(ws: Workspace, repo: str, name: str, environment: str | None, branch: bool) -> str | None:
+def _secret_refusal(
+    ws: Workspace, repo: str, name: str, environment: str | None, branch: bool
+) -> str | None:
     """Why the pipeline of `repo` may not give secret `name` to a stage (`ahead check`)."""
     source = ws.secrets.get(name)
     return None if source is None else source.refusal(repo, environment, branch)

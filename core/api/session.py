@@ -37,9 +37,15 @@ class ClientSession:
         clock: the moment the console's "may I?" is asked at (`may_decide`).
     """
 
-    def __init__(self, ws: Workspace, actor: Actor, embed_engine: bool = True,
-                 presence_id: int | None = None, origin: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        actor: Actor,
+        embed_engine: bool = True,
+        presence_id: int | None = None,
+        origin: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.ws = ws
         self.actor = actor
         self._embed = embed_engine
@@ -49,7 +55,9 @@ class ClientSession:
         self._own_presence = presence_id is None
         # Audit entries name the console they came from (an SSH console: its address and session).
         self.db = Api.async_store(ws, origin or f"console:{actor.name}")
-        self.api = Api(ws, self.db.store, self.db, clock=clock)  # the door: every command and read goes through it
+        self.api = Api(
+            ws, self.db.store, self.db, clock=clock
+        )  # the door: every command and read goes through it
         self.feed = EventFeed(self.db)
         self.engine: Any = None  # core.engine.Engine when this console runs the engine
         self.engine_holder: str | None = None
@@ -117,7 +125,9 @@ class ClientSession:
         return command(self.acting())
 
     async def trigger(self, repo: str, ref: str | None = None, commit: str | None = None) -> int:
-        return await self.db.call(self._act, lambda actor: self.api.trigger(actor, repo, ref, commit))
+        return await self.db.call(
+            self._act, lambda actor: self.api.trigger(actor, repo, ref, commit)
+        )
 
     async def cancel(self, run_id: int) -> str:
         return await self.db.call(self._act, lambda actor: self.api.cancel(actor, run_id))
@@ -132,14 +142,21 @@ class ClientSession:
         store and ref files alone (no git history walk), leaving pending counts as None."""
         return await self.db.call(self.api.overview, only, pending)
 
-    async def runs(self, repo: str | None = None, status: str | None = None,
-                   branch: str | None = None, limit: int = 200) -> list[RunView]:
+    async def runs(
+        self,
+        repo: str | None = None,
+        status: str | None = None,
+        branch: str | None = None,
+        limit: int = 200,
+    ) -> list[RunView]:
         return await self.db.call(self.api.run_views, repo, status, branch, limit)
 
     async def run(self, run_id: int) -> RunDetail:
         return await self.db.call(self.api.run_detail, run_id)
 
-    async def step_log_tail(self, step_id: int, after: int = -1, limit: int = 5000) -> tuple[int, list[str]]:
+    async def step_log_tail(
+        self, step_id: int, after: int = -1, limit: int = 5000
+    ) -> tuple[int, list[str]]:
         """The step's log lines after `after` as plain strings, and the last seq read (`after`
         when none): the console's hot path during a log flood, kept free of per-line objects."""
         return await self.db.call(self.api.step_log_tail, step_id, after, limit)
@@ -179,10 +196,14 @@ class ClientSession:
         return await self.db.call(self.api.may_decide, self.actor, change_id, verdict)
 
     async def approve(self, change_id: int, comment: str = "") -> Verdict:
-        return await self.db.call(self._act, lambda actor: self.api.decide(actor, change_id, "approve", comment))
+        return await self.db.call(
+            self._act, lambda actor: self.api.decide(actor, change_id, "approve", comment)
+        )
 
     async def reject(self, change_id: int, comment: str) -> Verdict:
-        return await self.db.call(self._act, lambda actor: self.api.decide(actor, change_id, "reject", comment))
+        return await self.db.call(
+            self._act, lambda actor: self.api.decide(actor, change_id, "reject", comment)
+        )
 
     # -- presence ---------------------------------------------------------------------------------
 
@@ -213,18 +234,24 @@ class ClientSession:
     async def drift_detail(self, repo: str, environment: str, target: str) -> DriftDetail:
         return await self.db.call(self.api.drift_detail_view, repo, environment, target)
 
-    async def drift_check(self, repo: str | None = None, environment: str | None = None,
-                          target: str | None = None) -> list[DriftView]:
+    async def drift_check(
+        self, repo: str | None = None, environment: str | None = None, target: str | None = None
+    ) -> list[DriftView]:
         """Check now, in this process (the findings are recorded and every console sees them).
         Checks run commands and reach hosts as this process's user: the operator role only."""
         await self.db.call(self.acting)
         items = await self.api.drift_check(self.actor, repo, environment, target, allow_none=True)
         return [drift_view(i) for i in items]
 
-    async def drift_ack(self, repo: str, environment: str, target: str | None, reason: str,
-                        seconds: float) -> list[str]:
-        return await self.db.call(self._act, lambda actor: self.api.drift_ack(actor, repo, environment, target,
-                                                                             reason, seconds))
+    async def drift_ack(
+        self, repo: str, environment: str, target: str | None, reason: str, seconds: float
+    ) -> list[str]:
+        return await self.db.call(
+            self._act,
+            lambda actor: self.api.drift_ack(actor, repo, environment, target, reason, seconds),
+        )
 
     async def drift_reconcile(self, repo: str, environment: str) -> int:
-        return await self.db.call(self._act, lambda actor: self.api.reconcile(actor, repo, environment))
+        return await self.db.call(
+            self._act, lambda actor: self.api.reconcile(actor, repo, environment)
+        )

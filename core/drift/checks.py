@@ -29,10 +29,10 @@ from core.pipeline import DriftSpec
 from core.runner import run_step
 from core.workspace import Workspace
 
-DIFF_FILE_CAP = 64 * 1024      # bytes of one file read for its diff
-DIFF_TOTAL_CAP = 256 * 1024    # characters of diff kept per check
-DIFF_FILES = 50                # changed files diffed per check
-LIST_CAP = 1000                # paths kept per list (added, removed, changed, unreadable)
+DIFF_FILE_CAP = 64 * 1024  # bytes of one file read for its diff
+DIFF_TOTAL_CAP = 256 * 1024  # characters of diff kept per check
+DIFF_FILES = 50  # changed files diffed per check
+LIST_CAP = 1000  # paths kept per list (added, removed, changed, unreadable)
 
 
 def check_revision(ws: Workspace, target: Target) -> Finding:
@@ -43,11 +43,19 @@ def check_revision(ws: Workspace, target: Target) -> Finding:
         return unknown(f"cannot read {repo.branch} of {repo.name}")
     moved = f"rev:{head}"  # every finding carries it: the target is due again only when refs move
     if target.commit is None:
-        return Finding("drifted", f"never deployed ({repo.branch} at {head[:7]})",
-                       {"main": head, "deployed": None, "pending": None}, f"rev:{head}")
+        return Finding(
+            "drifted",
+            f"never deployed ({repo.branch} at {head[:7]})",
+            {"main": head, "deployed": None, "pending": None},
+            f"rev:{head}",
+        )
     if target.commit == head:
-        return Finding("in_sync", f"at {repo.branch} ({head[:7]})", {"main": head, "deployed": head, "pending": 0},
-                       f"rev:{head}")
+        return Finding(
+            "in_sync",
+            f"at {repo.branch} ({head[:7]})",
+            {"main": head, "deployed": head, "pending": 0},
+            f"rev:{head}",
+        )
     try:
         count, oldest = gitio.pending_summary(ws.repo_dir(repo), target.commit, head)
     except GitError as exc:
@@ -55,15 +63,29 @@ def check_revision(ws: Workspace, target: Target) -> Finding:
         failed.fingerprint = moved
         return failed
     if count == 0:  # deployed is not behind main (e.g. main was rewound): nothing pending
-        return Finding("in_sync", f"nothing pending ({target.commit[:7]} deployed)",
-                       {"main": head, "deployed": target.commit, "pending": 0}, f"rev:{head}")
-    return Finding("drifted", f"{count} commit{'s' if count != 1 else ''} on {repo.branch} not deployed",
-                   {"main": head, "deployed": target.commit, "pending": count, "oldest_pending_at": oldest},
-                   f"rev:{head}")
+        return Finding(
+            "in_sync",
+            f"nothing pending ({target.commit[:7]} deployed)",
+            {"main": head, "deployed": target.commit, "pending": 0},
+            f"rev:{head}",
+        )
+    return Finding(
+        "drifted",
+        f"{count} commit{'s' if count != 1 else ''} on {repo.branch} not deployed",
+        {"main": head, "deployed": target.commit, "pending": count, "oldest_pending_at": oldest},
+        f"rev:{head}",
+    )
 
 
-def check_files_local(repo_dir: Path, private: Path, commit: str, subpath: str, live: Path,
-                      timeout: float, unreadable: list[str] | None = None) -> Finding:
+def check_files_local(
+    repo_dir: Path,
+    private: Path,
+    commit: str,
+    subpath: str,
+    live: Path,
+    timeout: float,
+    unreadable: list[str] | None = None,
+) -> Finding:
     """(worker thread) The tree `subpath` of `commit` against the directory `live`."""
     if not live.is_dir():
         return unknown(f"live directory {live} does not exist or is not a directory")
@@ -91,21 +113,34 @@ def check_files_local(repo_dir: Path, private: Path, commit: str, subpath: str, 
     denied += unread
     changed = [p for p in changed if p not in unread]
     detail: dict[str, Any] = {
-        "commit": commit, "live": str(live), "path": subpath,
-        "added": added[:LIST_CAP], "removed": removed[:LIST_CAP], "changed": changed[:LIST_CAP],
+        "commit": commit,
+        "live": str(live),
+        "path": subpath,
+        "added": added[:LIST_CAP],
+        "removed": removed[:LIST_CAP],
+        "changed": changed[:LIST_CAP],
         "unreadable": sorted(set(denied))[:LIST_CAP],
-        "counts": {"added": len(added), "removed": len(removed), "changed": len(changed),
-                   "unreadable": len(set(denied))},
+        "counts": {
+            "added": len(added),
+            "removed": len(removed),
+            "changed": len(changed),
+            "unreadable": len(set(denied)),
+        },
         "diff": diff,
     }
     if added or removed or changed:
-        parts = [f"{len(changed)} changed" if changed else "", f"{len(added)} added" if added else "",
-                 f"{len(removed)} removed" if removed else ""]
+        parts = [
+            f"{len(changed)} changed" if changed else "",
+            f"{len(added)} added" if added else "",
+            f"{len(removed)} removed" if removed else "",
+        ]
         summary = ", ".join(p for p in parts if p)
         if denied:
             summary += f"; {len(set(denied))} unreadable"
         digest = hashlib.sha256()
-        for part in sorted(f"+{p}" for p in added) + sorted(f"-{p}" for p in removed) + fingerprint_parts:
+        for part in (
+            sorted(f"+{p}" for p in added) + sorted(f"-{p}" for p in removed) + fingerprint_parts
+        ):
             digest.update(part.encode("utf-8", "surrogateescape") + b"\0")
         return Finding("drifted", summary, detail, digest.hexdigest())
     if denied:
@@ -141,17 +176,24 @@ def _diffs(private: Path, live: Path, changed: list[str]) -> tuple[str, list[str
         elif b"\0" in want[:8192] or b"\0" in data[:8192]:
             text = f"Binary file {path} differs ({len(want)} bytes in git, {len(data)} live)\n"
         else:
-            text = "".join(difflib.unified_diff(
-                want.decode("utf-8", "replace").splitlines(keepends=True),
-                data.decode("utf-8", "replace").splitlines(keepends=True),
-                fromfile=f"a/{path}", tofile=f"b/{path}"))
+            text = "".join(
+                difflib.unified_diff(
+                    want.decode("utf-8", "replace").splitlines(keepends=True),
+                    data.decode("utf-8", "replace").splitlines(keepends=True),
+                    fromfile=f"a/{path}",
+                    tofile=f"b/{path}",
+                )
+            )
             if not text:
                 text = f"--- {path}: same content, mode differs\n"
         out.append(text if text.endswith("\n") else text + "\n")
         size += len(text)
     diff = "".join(out)
     if len(diff) > DIFF_TOTAL_CAP or len(changed) > DIFF_FILES:
-        diff = diff[:DIFF_TOTAL_CAP] + f"\n[diff cut: first {min(len(changed), DIFF_FILES)} of {len(changed)} files]\n"
+        diff = (
+            diff[:DIFF_TOTAL_CAP]
+            + f"\n[diff cut: first {min(len(changed), DIFF_FILES)} of {len(changed)} files]\n"
+        )
     return diff, parts, unread
 
 
@@ -194,8 +236,9 @@ def read_beneath(root: Path, rel: str, cap: int) -> tuple[str, bytes]:
         os.close(fd)
 
 
-async def check_command(ws: Workspace, target: Target, spec: DriftSpec, repo_dir: Path, base: Path,
-                        timeout: float) -> Finding:
+async def check_command(
+    ws: Workspace, target: Target, spec: DriftSpec, repo_dir: Path, base: Path, timeout: float
+) -> Finding:
     """A `command` target: its command run in a fresh checkout of the deployed commit under
     `base` (removed after), given no secret and printing none, its result read by
     parsers.interpret."""
@@ -220,19 +263,40 @@ async def check_command(ws: Workspace, target: Target, spec: DriftSpec, repo_dir
     env = secrets.inherited_env(sources)  # a drift command is given no secret, as steps
     env.update(spec.env)
     masker = await asyncio.to_thread(secrets.masker_for, sources)  # and prints none
-    env.update({"AHEAD_REPO": target.repo, "AHEAD_ENVIRONMENT": target.environment,
-                "AHEAD_COMMIT": target.commit or "", "AHEAD_DRIFT_TARGET": target.name,
-                "AHEAD_WORKSPACE": str(ws.root), "TF_IN_AUTOMATION": "1"})
+    env.update(
+        {
+            "AHEAD_REPO": target.repo,
+            "AHEAD_ENVIRONMENT": target.environment,
+            "AHEAD_COMMIT": target.commit or "",
+            "AHEAD_DRIFT_TARGET": target.name,
+            "AHEAD_WORKSPACE": str(ws.root),
+            "TF_IN_AUTOMATION": "1",
+        }
+    )
     try:
-        result = await run_step(list(spec.argv), work, env, sink, timeout, asyncio.Event(),
-                                min(ws.settings.cancel_grace, 5.0), started, masker)
+        result = await run_step(
+            list(spec.argv),
+            work,
+            env,
+            sink,
+            timeout,
+            asyncio.Event(),
+            min(ws.settings.cancel_grace, 5.0),
+            started,
+            masker,
+        )
     finally:
         with contextlib.suppress(GitError, OSError):
             await asyncio.to_thread(gitio.worktree_remove, repo_dir, work)
     output = "\n".join(lines)
     if result.error and "timed out" in result.error:
-        return Finding("unknown", f"the command timed out after {timeout:.0f}s",
-                       {"exit_code": None, "output": output, "parse": spec.parse})
+        return Finding(
+            "unknown",
+            f"the command timed out after {timeout:.0f}s",
+            {"exit_code": None, "output": output, "parse": spec.parse},
+        )
     if result.error and result.exit_code is None:
-        return Finding("unknown", result.error, {"exit_code": None, "output": output, "parse": spec.parse})
+        return Finding(
+            "unknown", result.error, {"exit_code": None, "output": output, "parse": spec.parse}
+        )
     return interpret(spec.parse, result.exit_code, output)

@@ -21,7 +21,9 @@ from typing import Any
 from core.errors import InvalidRequest, NotFound
 
 
-async def mirror_remote(state_dir: Path, host: str, remote: str, mirror: Path, timeout: float) -> list[str]:
+async def mirror_remote(
+    state_dir: Path, host: str, remote: str, mirror: Path, timeout: float
+) -> list[str]:
     """Bring `remote` on `host` into the local directory `mirror`; return the unreadable paths.
 
     One SFTP session; directories are listed in parallel and only files whose (size, mtime,
@@ -63,8 +65,11 @@ async def mirror_remote(state_dir: Path, host: str, remote: str, mirror: Path, t
                     return
                 subdirs = []
                 for entry in names:
-                    name = entry.filename if isinstance(entry.filename, str) else entry.filename.decode(
-                        "utf-8", "surrogateescape")
+                    name = (
+                        entry.filename
+                        if isinstance(entry.filename, str)
+                        else entry.filename.decode("utf-8", "surrogateescape")
+                    )
                     if name in (".", "..") or "/" in name or "\0" in name:
                         continue
                     child = f"{rel}/{name}" if rel else name
@@ -98,8 +103,13 @@ async def mirror_remote(state_dir: Path, host: str, remote: str, mirror: Path, t
                     except asyncssh.SFTPNoSuchFile:  # removed while we looked: next check sees it
                         seen.pop(child, None)
                         return
-                await asyncio.to_thread(_place, mirror, child, data=data if isinstance(data, bytes) else data.encode(),
-                                        mode=mode)
+                await asyncio.to_thread(
+                    _place,
+                    mirror,
+                    child,
+                    data=data if isinstance(data, bytes) else data.encode(),
+                    mode=mode,
+                )
 
             await asyncio.gather(*(get(c, m) for c, m in fetch))
             try:  # a directory removed while we copied it is not "every file removed"
@@ -134,7 +144,9 @@ def _sync_tree(mirror: Path, seen: dict[str, list[Any]], old: dict[str, list[Any
             _place(mirror, child, link=str(info[1]))
 
 
-def _finish_mirror(mirror: Path, manifest_path: Path, seen: dict[str, list[Any]], denied: list[str]) -> None:
+def _finish_mirror(
+    mirror: Path, manifest_path: Path, seen: dict[str, list[Any]], denied: list[str]
+) -> None:
     """(worker thread) Leave out what we could not read; remember what was fetched."""
     for child in denied:
         with contextlib.suppress(OSError):
@@ -149,7 +161,9 @@ def _ensure_dir(mirror: Path, rel: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
-def _place(mirror: Path, rel: str, *, data: bytes | None = None, mode: int = 0o644, link: str | None = None) -> None:
+def _place(
+    mirror: Path, rel: str, *, data: bytes | None = None, mode: int = 0o644, link: str | None = None
+) -> None:
     """Write one mirrored entry; its parent directories are real directories of the mirror."""
     path = mirror / rel
     for parent in reversed(path.relative_to(mirror).parents[:-1]):

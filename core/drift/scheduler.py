@@ -46,19 +46,29 @@ class DriftChecker:
         self.db = db
         self.limit = asyncio.Semaphore(parallel or ws.settings.drift_parallel)
         self.root = ws.state_dir / "drift"
-        self._requests: asyncio.Queue[tuple[str | None, str | None, str | None, str]] = asyncio.Queue()
+        self._requests: asyncio.Queue[tuple[str | None, str | None, str | None, str]] = (
+            asyncio.Queue()
+        )
         self._pipelines: PipelineCache = {}
 
-    async def targets(self, repo: str | None = None, environment: str | None = None,
-                      name: str | None = None) -> list[Target]:
+    async def targets(
+        self, repo: str | None = None, environment: str | None = None, name: str | None = None
+    ) -> list[Target]:
         if repo is not None:
             self.ws.repo(repo)  # NotFound names the known repos
         if environment is not None and environment not in self.ws.environments:
-            raise NotFound(f"no environment named {environment!r} (known: {', '.join(self.ws.environments)})")
+            raise NotFound(
+                f"no environment named {environment!r} (known: {', '.join(self.ws.environments)})"
+            )
         deployed = await self.db.call(deployed_commits, self.db.store)
         found = await asyncio.to_thread(discover, self.ws, deployed, self._pipelines)
-        chosen = [t for t in found if (repo is None or t.repo == repo)
-                  and (environment is None or t.environment == environment) and (name is None or t.name == name)]
+        chosen = [
+            t
+            for t in found
+            if (repo is None or t.repo == repo)
+            and (environment is None or t.environment == environment)
+            and (name is None or t.name == name)
+        ]
         if name is not None and not chosen:
             raise NotFound(f"no drift target {name!r} for {repo}/{environment}")
         return chosen
@@ -72,14 +82,18 @@ class DriftChecker:
         results = list(await asyncio.gather(*(self._check_one(t, reason) for t in others)))
         if revisions:
             started = time.time()
-            found = await asyncio.to_thread(lambda: [(t, check_revision(self.ws, t)) for t in revisions])
+            found = await asyncio.to_thread(
+                lambda: [(t, check_revision(self.ws, t)) for t in revisions]
+            )
             await self.db.call(record_many, self.db.store, found, reason, started, time.time())
             results += found
         return results
 
     async def _check_one(self, target: Target, reason: str) -> tuple[Target, Finding]:
         spec = target.spec
-        timeout = (spec.timeout if spec and spec.timeout else None) or self.ws.settings.drift_timeout
+        timeout = (
+            spec.timeout if spec and spec.timeout else None
+        ) or self.ws.settings.drift_timeout
         async with self.limit:
             started = time.time()
             try:
@@ -92,7 +106,9 @@ class DriftChecker:
             except OSError as exc:
                 finding = unknown(f"{exc.strerror or exc}: {exc.filename or ''}".strip(": "))
             except Exception as exc:  # a bug: recorded as unknown (never in sync), and logged
-                log.exception("drift check of %s/%s/%s failed", target.repo, target.environment, target.name)
+                log.exception(
+                    "drift check of %s/%s/%s failed", target.repo, target.environment, target.name
+                )
                 finding = unknown(f"the check failed: {type(exc).__name__}")
             finished = time.time()
         await self.db.call(record, self.db.store, target, finding, reason, started, finished)
@@ -113,9 +129,19 @@ class DriftChecker:
                 live = Path(spec.live) if os.path.isabs(spec.live) else self.ws.root / spec.live
                 if spec.host:
                     live = base / "mirror"
-                    unreadable = await mirror_remote(self.ws.state_dir, spec.host, spec.live, live, timeout)
-                finding = await asyncio.to_thread(check_files_local, repo_dir, base / "git", target.commit,
-                                                  spec.path, live, timeout, unreadable)
+                    unreadable = await mirror_remote(
+                        self.ws.state_dir, spec.host, spec.live, live, timeout
+                    )
+                finding = await asyncio.to_thread(
+                    check_files_local,
+                    repo_dir,
+                    base / "git",
+                    target.commit,
+                    spec.path,
+                    live,
+                    timeout,
+                    unreadable,
+                )
                 if spec.host:
                     finding.detail["live"] = f"{spec.host}:{spec.live}"
                 return finding
@@ -123,7 +149,9 @@ class DriftChecker:
 
     # -- the engine's loop --------------------------------------------------------------------
 
-    def request(self, repo: str | None, environment: str | None, name: str | None, reason: str) -> None:
+    def request(
+        self, repo: str | None, environment: str | None, name: str | None, reason: str
+    ) -> None:
         self._requests.put_nowait((repo, environment, name, reason))
 
     async def run(self) -> None:
@@ -151,22 +179,40 @@ class DriftChecker:
                         refreshed = now
                 while not self._requests.empty():
                     repo, env, name, reason = self._requests.get_nowait()
-                    start([t for t in targets if (repo is None or t.repo == repo) and t.spec is not None
-                           and (env is None or t.environment == env) and (name is None or t.name == name)], reason)
+                    start(
+                        [
+                            t
+                            for t in targets
+                            if (repo is None or t.repo == repo)
+                            and t.spec is not None
+                            and (env is None or t.environment == env)
+                            and (name is None or t.name == name)
+                        ],
+                        reason,
+                    )
                     # revision targets of the repo are due by the rule below once the refs moved
                 try:
-                    rows = await self.db.call(self.db.store.query, "SELECT repo, environment, target, "
-                                              "checked_at, commit_sha, fingerprint FROM drift")
+                    rows = await self.db.call(
+                        self.db.store.query,
+                        "SELECT repo, environment, target, "
+                        "checked_at, commit_sha, fingerprint FROM drift",
+                    )
                 except CoreError as exc:  # e.g. the store is unreadable for a moment: try again
                     log.warning("drift: cannot read the last checks: %s", exc)
                     rows = []
                     targets = []
                 last = {(r["repo"], r["environment"], r["target"]): r for r in rows}
-                due = [t for t in targets if self._due(t, last.get((t.repo, t.environment, t.name)), now)]
+                due = [
+                    t
+                    for t in targets
+                    if self._due(t, last.get((t.repo, t.environment, t.name)), now)
+                ]
                 start([t for t in due if t.spec is not None], "schedule")
                 revisions = [t for t in due if t.spec is None and REVISION not in running]
                 if revisions:  # one batch: with many repos, one transaction instead of thousands
-                    running[REVISION] = asyncio.create_task(self.check(revisions, "refs moved"), name=REVISION)
+                    running[REVISION] = asyncio.create_task(
+                        self.check(revisions, "refs moved"), name=REVISION
+                    )
                     running[REVISION].add_done_callback(done)
                 item = await wait_at_most(self._requests.get(), 5.0)
                 if item is not None:
@@ -183,8 +229,11 @@ class DriftChecker:
             return True
         if target.spec is None:
             moved = row["commit_sha"] != target.commit or (
-                target.main is not None and row["fingerprint"] != f"rev:{target.main}")
-            return bool(moved or now - row["checked_at"] >= self.ws.settings.drift_revision_interval)
+                target.main is not None and row["fingerprint"] != f"rev:{target.main}"
+            )
+            return bool(
+                moved or now - row["checked_at"] >= self.ws.settings.drift_revision_interval
+            )
         every = target.spec.every or self.ws.settings.drift_interval
         return bool(now - row["checked_at"] >= every)
 

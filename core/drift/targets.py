@@ -32,9 +32,9 @@ class Target:
 
     repo: str
     environment: str
-    spec: DriftSpec | None       # None: the built-in revision target
-    commit: str | None           # deployed commit (None: never deployed)
-    main: str | None = None      # revision: the head of main when the target was listed
+    spec: DriftSpec | None  # None: the built-in revision target
+    commit: str | None  # deployed commit (None: never deployed)
+    main: str | None = None  # revision: the head of main when the target was listed
 
     @property
     def name(self) -> str:
@@ -63,17 +63,24 @@ class Finding:
 def unknown(summary: str, **detail: Any) -> Finding:
     return Finding("unknown", summary, {"error": summary, **detail})
 
+
 def deployed_commits(store: Store) -> dict[tuple[str, str], str]:
     """(store thread) The deployed commit of each (repo, environment)."""
-    return {(r["repo"], r["environment"]): r["commit_sha"] for r in store.query(
-        "SELECT d.repo, d.environment, d.commit_sha FROM deployments d JOIN (SELECT MAX(id) AS id "
-        "FROM deployments GROUP BY repo, environment) last ON last.id = d.id")}
+    return {
+        (r["repo"], r["environment"]): r["commit_sha"]
+        for r in store.query(
+            "SELECT d.repo, d.environment, d.commit_sha FROM deployments d JOIN (SELECT MAX(id) AS id "
+            "FROM deployments GROUP BY repo, environment) last ON last.id = d.id"
+        )
+    }
 
 
 PipelineCache = dict[tuple[str, str], "Pipeline | ConfigError | None"]
 
 
-def discover(ws: Workspace, deployed: dict[tuple[str, str], str], cache: PipelineCache | None = None) -> list[Target]:
+def discover(
+    ws: Workspace, deployed: dict[tuple[str, str], str], cache: PipelineCache | None = None
+) -> list[Target]:
     """(worker thread) Every target of every repo, for each environment it has deployed to:
     revision, and the `drift:` specs of the pipeline at the deployed commit. Pipelines are read
     from git once per commit (`cache`: commits never change); a repo that never deployed costs a
@@ -90,7 +97,9 @@ def discover(ws: Workspace, deployed: dict[tuple[str, str], str], cache: Pipelin
             targets.append(Target(repo.name, env, None, commit, main))
             pipeline = _pipeline_at(ws, repo, commit, cache)
             if isinstance(pipeline, Pipeline):
-                targets.extend(Target(repo.name, env, spec, commit) for spec in pipeline.drift.get(env, ()))
+                targets.extend(
+                    Target(repo.name, env, spec, commit) for spec in pipeline.drift.get(env, ())
+                )
     if len(cache) > 20_000:
         cache.clear()
     return targets
@@ -104,8 +113,9 @@ def main_sha(ws: Workspace, repo: RepoConfig) -> str | None:
         return None
 
 
-def _pipeline_at(ws: Workspace, repo: RepoConfig, sha: str | None,
-                 cache: PipelineCache) -> Pipeline | ConfigError | None:
+def _pipeline_at(
+    ws: Workspace, repo: RepoConfig, sha: str | None, cache: PipelineCache
+) -> Pipeline | ConfigError | None:
     if not sha:
         return None
     if (repo.name, sha) in cache:

@@ -53,9 +53,21 @@ from core.watch import Inotify
 from core.workspace import Workspace
 
 __all__ = [
-    "DEPLOY_DIR", "HEARTBEAT_SECONDS", "LEASE_STALE_SECONDS", "METADATA_CAP", "RETENTION_EVERY",
-    "RETENTION_FIRST_DELAY", "CheckoutChanged", "ContextLog", "Engine", "Gate", "RepoState",
-    "RunExecution", "capped", "change_contents", "verify_deploy_checkout",
+    "DEPLOY_DIR",
+    "HEARTBEAT_SECONDS",
+    "LEASE_STALE_SECONDS",
+    "METADATA_CAP",
+    "RETENTION_EVERY",
+    "RETENTION_FIRST_DELAY",
+    "CheckoutChanged",
+    "ContextLog",
+    "Engine",
+    "Gate",
+    "RepoState",
+    "RunExecution",
+    "capped",
+    "change_contents",
+    "verify_deploy_checkout",
 ]
 
 HEARTBEAT_SECONDS = 2.0
@@ -68,8 +80,14 @@ T = TypeVar("T")
 class Engine(RefScanning, Scheduling):
     """The workspace's executor. See the module docstring."""
 
-    def __init__(self, ws: Workspace, *, only_runs: set[int] | None = None,
-                 watch: bool = True, name: str | None = None) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        *,
+        only_runs: set[int] | None = None,
+        watch: bool = True,
+        name: str | None = None,
+    ) -> None:
         self.ws = ws
         self.name = name or f"engine pid {os.getpid()} on {socket.gethostname()}"
         self.only_runs = only_runs
@@ -89,7 +107,9 @@ class Engine(RefScanning, Scheduling):
         self._started = False
         self._closing = False
         self.lost_lease = asyncio.Event()
-        self.lost_reason: str | None = None  # why this engine was fenced out (lease lost, store replaced)
+        self.lost_reason: str | None = (
+            None  # why this engine was fenced out (lease lost, store replaced)
+        )
         self._secret_env: dict[str, str] = {}
         self.drift: DriftChecker | None = DriftChecker(ws, self.db) if self._watch else None
 
@@ -106,8 +126,9 @@ class Engine(RefScanning, Scheduling):
         await self.db.open()
         try:
             await self.db.call(self.db.store.require_intact)  # PRAGMA quick_check
-            await self.db.call(lease.acquire, self.db.store, self.name, self._token,
-                               self.ws.settings.lease_timeout)
+            await self.db.call(
+                lease.acquire, self.db.store, self.name, self._token, self.ws.settings.lease_timeout
+            )
         except BaseException:
             await self.db.aclose()
             raise
@@ -138,7 +159,9 @@ class Engine(RefScanning, Scheduling):
                 self._spawn(self._fetch_remotes(), "fetch-remotes")
         if self.drift is not None:
             self._spawn(self.drift.run(), "drift")
-        waiting = await self.db.call(self.db.store.query, "SELECT id FROM runs WHERE status = 'waiting'")
+        waiting = await self.db.call(
+            self.db.store.query, "SELECT id FROM runs WHERE status = 'waiting'"
+        )
         for row in waiting:  # runs at an approval gate survive a restart: pick them up again
             if self.only_runs is None or row["id"] in self.only_runs:
                 cancel = asyncio.Event()
@@ -193,12 +216,16 @@ class Engine(RefScanning, Scheduling):
 
     async def wait_run(self, run_id: int, timeout: float | None = None) -> Row:
         """Wait until run `run_id` is finished; returns its row."""
+
         async def done() -> Row:
             async for _ in _ticks(self.feed, 0.5):
-                row = await self.db.call(self.db.store.query_one, "SELECT * FROM runs WHERE id = ?", (run_id,))
+                row = await self.db.call(
+                    self.db.store.query_one, "SELECT * FROM runs WHERE id = ?", (run_id,)
+                )
                 if row is None or row["status"] in runstate.TERMINAL:
                     return row or {}
             return {}
+
         async with asyncio.timeout(timeout):
             return await done()
 
@@ -262,7 +289,9 @@ class Engine(RefScanning, Scheduling):
                 log.exception("heartbeat failed")
                 continue
             if not held:
-                self._fenced_out("this engine lost the workspace lease to another engine; stopping work")
+                self._fenced_out(
+                    "this engine lost the workspace lease to another engine; stopping work"
+                )
                 return
 
     async def _retention(self) -> None:
@@ -277,15 +306,22 @@ class Engine(RefScanning, Scheduling):
                 total = 0
                 while True:
                     deleted, last = await self.db.call(
-                        retention.prune_logs, self.db.store, self.ws.settings.keep_logs_days, after,
-                        max_runs=20)
+                        retention.prune_logs,
+                        self.db.store,
+                        self.ws.settings.keep_logs_days,
+                        after,
+                        max_runs=20,
+                    )
                     total += deleted
                     if last == after:
                         break
                     after = last
                 if total:
-                    log.info("removed %d log lines of runs older than %d days", total,
-                             self.ws.settings.keep_logs_days)
+                    log.info(
+                        "removed %d log lines of runs older than %d days",
+                        total,
+                        self.ws.settings.keep_logs_days,
+                    )
             except LeaseLost:
                 return  # fenced out: the heartbeat stops the engine
             except CoreError:
@@ -328,5 +364,3 @@ async def _ticks(feed: EventFeed, every: float) -> AsyncIterator[None]:
             yield None
     finally:
         feed.unlisten(queue)
-
-

@@ -39,8 +39,14 @@ def verify_deploy_checkout(repo: Path, dest: Path, sha: str) -> None:
         raise CheckoutChanged(str(exc)) from None
 
 
-def make_deploy_checkout(top: Path, repo_dir: Path, dest: Path, sha: str,
-                         store_rows: Callable[[str], list[Row]], log: ContextLog) -> None:
+def make_deploy_checkout(
+    top: Path,
+    repo_dir: Path,
+    dest: Path,
+    sha: str,
+    store_rows: Callable[[str], list[Row]],
+    log: ContextLog,
+) -> None:
     """(worker thread) The deploy checkout of commit `sha` at `dest` under `top` (the 0700
     deploy directory, made so), verified against the commit, with the run's kept artifacts
     (`store_rows(sql)`: the run's rows) restored and their SHA-256 checked.
@@ -56,8 +62,9 @@ def make_deploy_checkout(top: Path, repo_dir: Path, dest: Path, sha: str,
         shutil.rmtree(dest, ignore_errors=True)
     gitio.worktree_add(repo_dir, dest, sha)
     verify_deploy_checkout(repo_dir, dest, sha)
-    for row in store_rows("SELECT path, stored_path, sha256 FROM artifacts WHERE run_id = ? "
-                          "ORDER BY id"):
+    for row in store_rows(
+        "SELECT path, stored_path, sha256 FROM artifacts WHERE run_id = ? ORDER BY id"
+    ):
         stored = Path(row["stored_path"])
         try:  # the checkout may hold links (committed ones too): never write through them
             copied = safepath.copy_inside(dest, row["path"], stored)  # in chunks, never whole
@@ -71,5 +78,7 @@ def make_deploy_checkout(top: Path, repo_dir: Path, dest: Path, sha: str,
             while chunk := fh.read(1 << 20):
                 digest.update(chunk)
         if digest.hexdigest() != row["sha256"]:
-            raise CheckoutChanged(f"artifact {row['path']!r} ({stored}) changed since it "
-                                  "was kept; re-run the pipeline")
+            raise CheckoutChanged(
+                f"artifact {row['path']!r} ({stored}) changed since it "
+                "was kept; re-run the pipeline"
+            )

@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 class RunExecution:
     """One run: read the pipeline at its commit, check it out, run its stages in order."""
 
-    def __init__(self, engine: Engine, run_id: int, cancel: asyncio.Event, resume: bool = False) -> None:
+    def __init__(
+        self, engine: Engine, run_id: int, cancel: asyncio.Event, resume: bool = False
+    ) -> None:
         self.resume = resume
         # Waiting for approval (or resuming a run that was): an engine stop leaves it waiting.
         self.at_gate = resume
@@ -60,7 +62,9 @@ class RunExecution:
         return await self.db.call(fn, self.store, *args, **kwargs)
 
     async def execute(self) -> None:
-        run = await self.db.call(self.store.query_one, "SELECT * FROM runs WHERE id = ?", (self.run_id,))
+        run = await self.db.call(
+            self.store.query_one, "SELECT * FROM runs WHERE id = ?", (self.run_id,)
+        )
         assert run is not None, f"run {self.run_id} vanished"
         repo = self.engine.ws.repo(run["repo"])
         repo_dir = self.engine.ws.repo_dir(repo)
@@ -68,22 +72,37 @@ class RunExecution:
         status, error = "failed", None
         workdir = self.engine.ws.state_dir / "work" / repo.name / str(self.run_id)
         # The checkout (~10 ms of git) runs while the pipeline is read and planned.
-        checkout = asyncio.ensure_future(asyncio.to_thread(_checkout, repo_dir, workdir, run["commit_sha"]))
+        checkout = asyncio.ensure_future(
+            asyncio.to_thread(_checkout, repo_dir, workdir, run["commit_sha"])
+        )
         try:
             try:
                 pipeline = await self._pipeline(repo, repo_dir, run)
                 if self.resume:  # a run that waited at a gate when the last engine stopped
-                    stages = await self.db.call(self.store.query, "SELECT * FROM stages WHERE run_id = ? "
-                                                "ORDER BY idx", (self.run_id,))
+                    stages = await self.db.call(
+                        self.store.query,
+                        "SELECT * FROM stages WHERE run_id = ? ORDER BY idx",
+                        (self.run_id,),
+                    )
                 else:
                     chosen = pipeline.selected(bool(run["on_main"]))
                     if run["environment"]:  # a reconcile deploys to its environment only
                         chosen = [s for s in chosen if s.environment in (None, run["environment"])]
-                    plan = [(s.name, s.environment, s in chosen,
-                             [(step.name, step.display) for step in s.steps]) for s in pipeline.stages]
-                    stages = await self.call(runstate.create_plan, self.run_id, pipeline.digest, plan)
-                run = await self.db.call(self.store.query_one, "SELECT * FROM runs WHERE id = ?",
-                                         (self.run_id,))
+                    plan = [
+                        (
+                            s.name,
+                            s.environment,
+                            s in chosen,
+                            [(step.name, step.display) for step in s.steps],
+                        )
+                        for s in pipeline.stages
+                    ]
+                    stages = await self.call(
+                        runstate.create_plan, self.run_id, pipeline.digest, plan
+                    )
+                run = await self.db.call(
+                    self.store.query_one, "SELECT * FROM runs WHERE id = ?", (self.run_id,)
+                )
                 assert run is not None
             finally:
                 try:
@@ -104,12 +123,17 @@ class RunExecution:
                 return
             if self.resume:
                 await asyncio.to_thread(self._restore_artifacts)
-            selected = [(row, stage) for row, stage in zip(stages, pipeline.stages, strict=True)
-                        if row["status"] in ("queued", "waiting")]
+            selected = [
+                (row, stage)
+                for row, stage in zip(stages, pipeline.stages, strict=True)
+                if row["status"] in ("queued", "waiting")
+            ]
             if not selected:
                 status = "succeeded"
                 return
-            status = "failed"  # until every stage passed: an unexpected error never reads as success
+            status = (
+                "failed"  # until every stage passed: an unexpected error never reads as success
+            )
             for row, stage in selected:
                 if self.cancel.is_set():
                     status = "cancelled"
@@ -146,8 +170,11 @@ class RunExecution:
             # directory now (and removed stale checkouts when it started).
             if self.workdir is not None and not self.engine.fenced_out:
                 with contextlib.suppress(CoreError, OSError):
-                    await asyncio.shield(self.db.call(self.engine.under_fence, gitio.worktree_remove,
-                                                      repo_dir, self.workdir))
+                    await asyncio.shield(
+                        self.db.call(
+                            self.engine.under_fence, gitio.worktree_remove, repo_dir, self.workdir
+                        )
+                    )
             await asyncio.shield(self.remote.aclose())  # directories on remote runners, connections
             self.log.info("finished: %s", status)
 
@@ -165,7 +192,9 @@ class RunExecution:
             except LeaseLost:
                 return
             except CoreError as exc:
-                self.log.error("cannot record the end of the run, retrying in %.1fs: %s", delay, exc)
+                self.log.error(
+                    "cannot record the end of the run, retrying in %.1fs: %s", delay, exc
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -174,19 +203,44 @@ class RunExecution:
         label = f"{repo.name}@{sha[:7]}:{PIPELINE_PATH}"
         text = await asyncio.to_thread(gitio.read_file, repo_dir, sha, PIPELINE_PATH)
         if text is None:
-            raise ConfigError(label, None, "", "no pipeline file at this commit",
-                              f"commit a {PIPELINE_PATH} to the repo")
-        return await asyncio.to_thread(parse_pipeline, text, label, self.engine.ws.environments,
-                                       tuple(self.engine.ws.secrets),
-                                       self.engine.ws.runner_names)
+            raise ConfigError(
+                label,
+                None,
+                "",
+                "no pipeline file at this commit",
+                f"commit a {PIPELINE_PATH} to the repo",
+            )
+        return await asyncio.to_thread(
+            parse_pipeline,
+            text,
+            label,
+            self.engine.ws.environments,
+            tuple(self.engine.ws.secrets),
+            self.engine.ws.runner_names,
+        )
 
     async def _stage(self, run: Row, pipeline: Pipeline, row: Row, stage: Stage) -> str:
         if stage.environment is not None:
-            blocked = await self.call(runstate.deploy_blocked, run["repo"], stage.environment, self.run_id)
-            outcome, reason = ("failed", blocked[1]) if blocked and blocked[0] == "locked" else (
-                await Gate(ws=self.engine.ws, db=self.db, feed=self.engine.feed, run=run, stage_row=row,
-                     environment=stage.environment, cancel=self.cancel, set_error=self._set_error,
-                     waiting=self._waiting).wait())
+            blocked = await self.call(
+                runstate.deploy_blocked, run["repo"], stage.environment, self.run_id
+            )
+            outcome, reason = (
+                ("failed", blocked[1])
+                if blocked and blocked[0] == "locked"
+                else (
+                    await Gate(
+                        ws=self.engine.ws,
+                        db=self.db,
+                        feed=self.engine.feed,
+                        run=run,
+                        stage_row=row,
+                        environment=stage.environment,
+                        cancel=self.cancel,
+                        set_error=self._set_error,
+                        waiting=self._waiting,
+                    ).wait()
+                )
+            )
             if outcome == "pass":
                 fault("gate.pass.after_commit")
                 outcome, reason = await self._take_environment(row, stage.environment)
@@ -207,7 +261,9 @@ class RunExecution:
                 return "cancelled"
             result = await self._step(run, pipeline, stage, step_row, step)
             if result != "succeeded":
-                await self.call(runstate.set_stage, row["id"], result, f"step {step.name!r} {result}")
+                await self.call(
+                    runstate.set_stage, row["id"], result, f"step {step.name!r} {result}"
+                )
                 return result
         if stage.environment is not None:
             await self.call(runstate.record_deployment, row["id"])
@@ -251,8 +307,10 @@ class RunExecution:
         why = await asyncio.to_thread(sandbox.unavailable)
         if why is None:
             return None
-        return (f"refused: branch runs run in a sandbox and none can be had here ({why}); "
-                f"fix user namespaces, or set `settings: sandbox: off` in {self.engine.ws.file.name}")
+        return (
+            f"refused: branch runs run in a sandbox and none can be had here ({why}); "
+            f"fix user namespaces, or set `settings: sandbox: off` in {self.engine.ws.file.name}"
+        )
 
     def _isolated(self, run: Row, stage: Stage) -> bool:
         """Whether a (local) step of this stage runs in the sandbox: every step of a branch run
@@ -278,8 +336,13 @@ class RunExecution:
         readonly += [d for d in repos if not inside(d, ws.root) and not inside(d, state)]
         reveal = [state / "mirrors"] if any(r.is_remote for r in ws.repos) else []
         blank = [s.file for s in ws.secrets.values() if s.file is not None]
-        return sandbox.Plan(workdir=self.workdir, hide=(state,), readonly=tuple(readonly),
-                            reveal=tuple(reveal), blank=tuple(blank))
+        return sandbox.Plan(
+            workdir=self.workdir,
+            hide=(state,),
+            readonly=tuple(readonly),
+            reveal=tuple(reveal),
+            blank=tuple(blank),
+        )
 
     async def _deploy_checkout(self, run: Row, stage_row: Row) -> str | None:
         """Once a gate passed: a fresh checkout of the approved commit in the 0700 deploy dir
@@ -289,8 +352,15 @@ class RunExecution:
         repo_dir = ws.repo_dir(ws.repo(run["repo"]))
         dest = ws.state_dir / DEPLOY_DIR / run["repo"] / f"{self.run_id}-{stage_row['id']}"
         try:
-            await asyncio.to_thread(make_deploy_checkout, ws.state_dir / DEPLOY_DIR, repo_dir, dest,
-                                    run["commit_sha"], self.store_rows, self.log)
+            await asyncio.to_thread(
+                make_deploy_checkout,
+                ws.state_dir / DEPLOY_DIR,
+                repo_dir,
+                dest,
+                run["commit_sha"],
+                self.store_rows,
+                self.log,
+            )
         except (CoreError, OSError) as exc:
             with contextlib.suppress(GitError, OSError):
                 await asyncio.shield(asyncio.to_thread(gitio.worktree_remove, repo_dir, dest))
@@ -298,8 +368,12 @@ class RunExecution:
             return f"deploy refused: {exc}"
         old, self.workdir = self.workdir, dest
         if old is not None and old != dest:
-            with contextlib.suppress(GitError, OSError, LeaseLost):  # fenced out: not ours to remove
-                await asyncio.shield(self.db.call(self.engine.under_fence, gitio.worktree_remove, repo_dir, old))
+            with contextlib.suppress(
+                GitError, OSError, LeaseLost
+            ):  # fenced out: not ours to remove
+                await asyncio.shield(
+                    self.db.call(self.engine.under_fence, gitio.worktree_remove, repo_dir, old)
+                )
         return None
 
     def _waiting(self, at_gate: bool) -> None:
@@ -316,7 +390,9 @@ class RunExecution:
         for row in self.store_rows("SELECT path, stored_path FROM artifacts WHERE run_id = ?"):
             # the checkout may hold links (committed ones too): never write through them
             try:
-                safepath.copy_inside(self.workdir, row["path"], Path(row["stored_path"]))  # in chunks
+                safepath.copy_inside(
+                    self.workdir, row["path"], Path(row["stored_path"])
+                )  # in chunks
             except safepath.OutsideCheckout as exc:
                 self.log.warning("artifact not restored: %s", exc)
 
@@ -324,7 +400,6 @@ class RunExecution:
         """(worker thread) A read on a short-lived connection of its own."""
         with Store(self.engine.ws.db_path, session=self.store.session) as store:
             return store.query(sql, (self.run_id,))
-
 
     async def _step(self, run: Row, pipeline: Pipeline, stage: Stage, row: Row, step: Step) -> str:
         assert self.workdir is not None
@@ -340,15 +415,31 @@ class RunExecution:
             await self.call(runstate.start_step, step_id, pid, token)
 
         try:  # read only now: a gated stage's steps start after its gate passed
-            secret_values, masker = await asyncio.to_thread(step_secrets, self.engine.ws, run, stage, step)
+            secret_values, masker = await asyncio.to_thread(
+                step_secrets, self.engine.ws, run, stage, step
+            )
         except secrets.SecretError as exc:
             await sink([(0, time.time(), f"[ahead] {exc}")])
             await self.call(runstate.finish_step, step_id, "failed", None, str(exc))
             return "failed"
-        env = step_env(self.engine.ws, run, pipeline, stage, step, self.run_id, token, secret_values)
+        env = step_env(
+            self.engine.ws, run, pipeline, stage, step, self.run_id, token, secret_values
+        )
         if self.remote.wants(stage.runner):  # on a remote runner over SSH: core/remote.py
-            result = await self.remote.run(run, pipeline, stage, step, self.workdir, env, sink, timeout,
-                                           self.cancel, settings.cancel_grace, on_start, masker)
+            result = await self.remote.run(
+                run,
+                pipeline,
+                stage,
+                step,
+                self.workdir,
+                env,
+                sink,
+                timeout,
+                self.cancel,
+                settings.cancel_grace,
+                on_start,
+                masker,
+            )
         else:
             argv = list(step.argv)
             if self._isolated(run, stage):
@@ -360,14 +451,25 @@ class RunExecution:
                     return "failed"
                 if why is None:
                     argv = sandbox.command(argv, self._sandbox_plan())
-            result = await run_step(argv, self.workdir, env, sink, timeout, self.cancel,
-                                    settings.cancel_grace, on_start, masker)
+            result = await run_step(
+                argv,
+                self.workdir,
+                env,
+                sink,
+                timeout,
+                self.cancel,
+                settings.cancel_grace,
+                on_start,
+                masker,
+            )
         if result.status == "succeeded" and step.artifacts:
             problem = await self._keep_artifacts(step_id, step)
             if problem:
                 await sink([(10**9, time.time(), f"[ahead] {problem}")])
                 result.status, result.error = "failed", problem
-        await self.call(runstate.finish_step, step_id, result.status, result.exit_code, result.error)
+        await self.call(
+            runstate.finish_step, step_id, result.status, result.exit_code, result.error
+        )
         return result.status
 
     async def _keep_artifacts(self, step_id: int, step: Step) -> str | None:
@@ -378,15 +480,21 @@ class RunExecution:
             dest = keep / f"{step_id}-{index}-{Path(rel).name[:100]}"  # unique, and short enough
             keep.mkdir(parents=True, exist_ok=True)
             try:  # streamed, never whole in memory; refused over the cap before a byte is read
-                size, digest = await asyncio.to_thread(safepath.copy_out, self.workdir, rel, dest, cap)
+                size, digest = await asyncio.to_thread(
+                    safepath.copy_out, self.workdir, rel, dest, cap
+                )
             except safepath.OutsideCheckout:
                 return f"artifact {rel!r} is not a file inside the checkout"
             except safepath.TooLarge as exc:
-                return (f"artifact {one_line(rel)} is {text_size(exc.size)}, over the {text_size(cap)} cap "
-                        "(settings.artifact_max_bytes)")
+                return (
+                    f"artifact {one_line(rel)} is {text_size(exc.size)}, over the {text_size(cap)} cap "
+                    "(settings.artifact_max_bytes)"
+                )
             except (OSError, RuntimeError):
                 return f"artifact {rel!r} was not produced"
-            await self.call(runstate.add_artifact, self.run_id, step_id, rel, str(dest), size, digest)
+            await self.call(
+                runstate.add_artifact, self.run_id, step_id, rel, str(dest), size, digest
+            )
         return None
 
 
@@ -394,4 +502,3 @@ def _checkout(repo_dir: Path, workdir: Path, sha: str) -> None:
     """(worker thread) The run's checkout of exactly `sha`, verified (see gitio.verify_checkout)."""
     gitio.worktree_add(repo_dir, workdir, sha)
     gitio.verify_checkout(repo_dir, workdir, sha)
-

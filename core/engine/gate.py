@@ -36,9 +36,19 @@ class Gate:
 
     RECHECK_SECONDS = 5.0
 
-    def __init__(self, *, ws: Workspace, db: AsyncStore, feed: EventFeed, run: Row, stage_row: Row,
-                 environment: str, cancel: asyncio.Event, set_error: Callable[[str | None], None],
-                 waiting: Callable[[bool], None]) -> None:
+    def __init__(
+        self,
+        *,
+        ws: Workspace,
+        db: AsyncStore,
+        feed: EventFeed,
+        run: Row,
+        stage_row: Row,
+        environment: str,
+        cancel: asyncio.Event,
+        set_error: Callable[[str | None], None],
+        waiting: Callable[[bool], None],
+    ) -> None:
         """`ws`: the engine's workspace (its file is re-read at every check); `run`, `stage_row`:
         the run and the gated stage; `cancel`: set when the run is cancelled; `set_error`:
         (store thread) the run's note (runs.error); `waiting(True)` when the run starts
@@ -65,9 +75,13 @@ class Gate:
         ws, problem = await asyncio.to_thread(self._workspace)
         # After a restart the run's latest request stands, whatever happened to it meanwhile
         # (decided, superseded, cancelled); a voided one is replaced.
-        change = await self.db.call(self.db.store.query_one, "SELECT * FROM change_requests WHERE "
-                                    "run_id = ? AND stage_id = ? AND status != 'voided' "
-                                    "ORDER BY id DESC LIMIT 1", (self.run["id"], self.stage_row["id"]))
+        change = await self.db.call(
+            self.db.store.query_one,
+            "SELECT * FROM change_requests WHERE "
+            "run_id = ? AND stage_id = ? AND status != 'voided' "
+            "ORDER BY id DESC LIMIT 1",
+            (self.run["id"], self.stage_row["id"]),
+        )
         if ws is not None and self.environment not in ws.policies and change is None:
             return "pass", "no policy"
         queue = self.feed.listen()
@@ -88,7 +102,9 @@ class Gate:
                     change_id = await self._open(policy)
                     continue
                 else:
-                    outcome, reason, row = await self.db.call(approvals.check_gate, self.db.store, ws, change_id)
+                    outcome, reason, row = await self.db.call(
+                        approvals.check_gate, self.db.store, ws, change_id
+                    )
                     if outcome == "pass":
                         await self.db.call(self.set_error, None)  # no longer waiting
                         return "pass", reason
@@ -97,7 +113,9 @@ class Gate:
                         ws, problem = await asyncio.to_thread(self._workspace)
                         continue
                     if outcome == "fail":
-                        status = {"superseded": "skipped", "cancelled": "cancelled"}.get(row["status"], "failed")
+                        status = {"superseded": "skipped", "cancelled": "cancelled"}.get(
+                            row["status"], "failed"
+                        )
                         return status, f"change {row['id']} {row['status']}: {reason}"
                 if reason != shown:
                     shown = reason
@@ -118,14 +136,26 @@ class Gate:
 
     async def _open(self, policy: Policy) -> int:
         repo_dir = self.ws.repo_dir(self.ws.repo(self.run["repo"]))
-        base = await self.db.call(approvals.deployed_now, self.db.store, self.run["repo"], self.environment)
+        base = await self.db.call(
+            approvals.deployed_now, self.db.store, self.run["repo"], self.environment
+        )
         head = self.run["commit_sha"]
         commits, diffstat, people = await asyncio.to_thread(change_contents, repo_dir, base, head)
-        run = await self.db.call(self.db.store.query_one, "SELECT * FROM runs WHERE id = ?", (self.run["id"],))
+        run = await self.db.call(
+            self.db.store.query_one, "SELECT * FROM runs WHERE id = ?", (self.run["id"],)
+        )
         assert run is not None
-        return await self.db.call(approvals.open_change, self.db.store, policy, run=run,
-                                  stage_id=self.stage_row["id"], base=base, commits=commits,
-                                  diffstat=diffstat, people=people)
+        return await self.db.call(
+            approvals.open_change,
+            self.db.store,
+            policy,
+            run=run,
+            stage_id=self.stage_row["id"],
+            base=base,
+            commits=commits,
+            diffstat=diffstat,
+            people=people,
+        )
 
     def _cancel(self) -> None:
         with self.db.store.transaction():
@@ -138,19 +168,33 @@ def _cancelled() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-def change_contents(repo_dir: Path, base: str | None, head: str
-                    ) -> tuple[list[dict[str, Any]], str, dict[str, dict[str, str]]]:
+def change_contents(
+    repo_dir: Path, base: str | None, head: str
+) -> tuple[list[dict[str, Any]], str, dict[str, dict[str, str]]]:
     """(worker thread) The commits in base..head (the newest 200, for people to read), the diff
     stat, and every author and committer email of the whole range with a commit of theirs (for
     the policy: a long range must not hide an author)."""
     commits = gitio.log_range(repo_dir, base, head, limit=200)
     people = gitio.range_people(repo_dir, base, head)
     empty_tree = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-    stat = gitio.git(repo_dir, "diff", "--stat=100", "--end-of-options", base or empty_tree, head,
-                     check=False)
+    stat = gitio.git(
+        repo_dir, "diff", "--stat=100", "--end-of-options", base or empty_tree, head, check=False
+    )
     lines = stat.splitlines()
     if len(lines) > 60:
         lines = lines[:59] + [f" ... {len(lines) - 60} more files", lines[-1]]
-    return ([{"sha": c.sha, "author": c.author, "email": c.email, "committer_email": c.committer_email,
-              "subject": c.subject, "time": c.time} for c in commits], "\n".join(lines), people)
-
+    return (
+        [
+            {
+                "sha": c.sha,
+                "author": c.author,
+                "email": c.email,
+                "committer_email": c.committer_email,
+                "subject": c.subject,
+                "time": c.time,
+            }
+            for c in commits
+        ],
+        "\n".join(lines),
+        people,
+    )

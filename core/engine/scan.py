@@ -72,8 +72,12 @@ class RefScanning:
             state.refs = dict(branches)
             if moved or removed:
                 changes[name] = (moved, removed)
-            if name in known:  # a repo's existing branches are recorded, not run, when first tracked
-                to_queue += [(state.config, b, sha) for b, sha in moved.items() if self._safe(name, b)]
+            if (
+                name in known
+            ):  # a repo's existing branches are recorded, not run, when first tracked
+                to_queue += [
+                    (state.config, b, sha) for b, sha in moved.items() if self._safe(name, b)
+                ]
         if changes:
             await self.db.call(runstate.save_refs_many, self.db.store, changes)
         for repo, branch, sha in to_queue:
@@ -138,7 +142,7 @@ class RefScanning:
         if not moved and not removed:
             return
         previous, state.refs = state.refs, dict(branches)  # before awaiting: a scan running
-        try:                                                # meanwhile must not see these moves
+        try:  # meanwhile must not see these moves
             await self.db.call(runstate.save_refs_many, self.db.store, {name: (moved, removed)})
             for branch, sha in moved.items():
                 if self._safe(name, branch):
@@ -154,11 +158,24 @@ class RefScanning:
             log.warning("repo %s: cannot read commit %s: %s", repo.name, sha[:7], exc)
             return
         run_id = await self.db.call(
-            runstate.queue_run, self.db.store, repo=repo.name, branch=branch,
-            ref=f"refs/heads/{branch}", sha=sha, on_main=branch == repo.branch, trigger="commit",
-            actor=f"git:{info.email}", author=info.author, author_email=info.email,
-            subject=info.subject, committed_at=info.time, supersede=True)
-        ContextLog(log, {"repo": repo.name, "run": run_id}).info("queued for %s %s", branch, sha[:7])
+            runstate.queue_run,
+            self.db.store,
+            repo=repo.name,
+            branch=branch,
+            ref=f"refs/heads/{branch}",
+            sha=sha,
+            on_main=branch == repo.branch,
+            trigger="commit",
+            actor=f"git:{info.email}",
+            author=info.author,
+            author_email=info.email,
+            subject=info.subject,
+            committed_at=info.time,
+            supersede=True,
+        )
+        ContextLog(log, {"repo": repo.name, "run": run_id}).info(
+            "queued for %s %s", branch, sha[:7]
+        )
         self._wake.set()
         if branch == repo.branch and self.drift is not None:  # main moved: revision drift changed
             self.drift.request(repo.name, None, REVISION, "commit")
@@ -167,8 +184,11 @@ class RefScanning:
         try:
             notify = Inotify(self._on_ref_change, self._on_overflow)
         except (OSError, AttributeError) as exc:
-            log.info("inotify unavailable (%s); polling refs every %.1fs", exc,
-                     self.ws.settings.poll_interval)
+            log.info(
+                "inotify unavailable (%s); polling refs every %.1fs",
+                exc,
+                self.ws.settings.poll_interval,
+            )
             return
         for name, state in self._repos.items():
             if state.common_dir is not None:
@@ -204,7 +224,11 @@ class RefScanning:
     async def sweep(self, force: bool = False) -> None:
         """One detection sweep over every repo."""
         for name, state in self._repos.items():
-            if force or state.common_dir is None or gitio.ref_stamp(state.stamp_paths) != state.stamp:
+            if (
+                force
+                or state.common_dir is None
+                or gitio.ref_stamp(state.stamp_paths) != state.stamp
+            ):
                 await self._scan(name, force=True)
 
     async def _fetch_remotes(self) -> None:

@@ -41,11 +41,15 @@ class Scheduling:
         while True:
             self._wake.clear()
             if not self.lost_lease.is_set() and len(self._runs) < cap:
-                queued = await self.db.call(self.db.store.query,
-                                            "SELECT id, repo, branch, on_main FROM runs "
-                                            "WHERE status = 'queued' ORDER BY id LIMIT 200")
-                busy = await self.db.call(self.db.store.query, "SELECT id, repo, branch FROM runs "
-                                          "WHERE status IN ('running', 'waiting')")
+                queued = await self.db.call(
+                    self.db.store.query,
+                    "SELECT id, repo, branch, on_main FROM runs "
+                    "WHERE status = 'queued' ORDER BY id LIMIT 200",
+                )
+                busy = await self.db.call(
+                    self.db.store.query,
+                    "SELECT id, repo, branch FROM runs WHERE status IN ('running', 'waiting')",
+                )
                 lanes = {(r["repo"], r["branch"]): r["id"] for r in busy}
                 for run in queued:
                     if len(self._runs) >= cap:
@@ -70,5 +74,9 @@ class Scheduling:
             self._noted[run_id] = ahead
             if len(self._noted) > 10_000:
                 self._noted.clear()
-            await self.db.call(runstate.note, self.db.store, run_id,
-                               f"queued behind run #{ahead} of {branch} (one run per branch at a time)")
+            await self.db.call(
+                runstate.note,
+                self.db.store,
+                run_id,
+                f"queued behind run #{ahead} of {branch} (one run per branch at a time)",
+            )

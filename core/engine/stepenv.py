@@ -33,34 +33,52 @@ def capped(value: str | None, limit: int = METADATA_CAP) -> str:
     return f"{kept}… [truncated {len(data) - len(kept.encode('utf-8', 'surrogateescape'))} bytes]"
 
 
-def step_env(ws: Workspace, run: Row, pipeline: Pipeline, stage: Stage, step: Step, run_id: int,
-             token: str, secret_values: dict[str, str] | None = None) -> dict[str, str]:
+def step_env(
+    ws: Workspace,
+    run: Row,
+    pipeline: Pipeline,
+    stage: Stage,
+    step: Step,
+    run_id: int,
+    token: str,
+    secret_values: dict[str, str] | None = None,
+) -> dict[str, str]:
     """The environment of one step of run `run_id`: this process's (secret sources never leak
     through, see secrets.inherited_env), git's safety variables, the pipeline's, stage's and
     step's `env:`, the run's metadata (capped), and the values of the secrets it declares."""
     env = secrets.inherited_env(ws.secrets.values())
-    env.update({k: v for k, v in gitio.GIT_ENV.items() if k in ("GIT_NO_REPLACE_OBJECTS", "GIT_GRAFT_FILE")})
+    env.update(
+        {
+            k: v
+            for k, v in gitio.GIT_ENV.items()
+            if k in ("GIT_NO_REPLACE_OBJECTS", "GIT_GRAFT_FILE")
+        }
+    )
     env.update(pipeline.env)
     env.update(stage.env)
     env.update(step.env)
-    env.update({
-        "AHEAD_REPO": run["repo"],
-        "AHEAD_COMMIT": run["commit_sha"],
-        "AHEAD_REF": capped(run["ref"]),
-        "AHEAD_BRANCH": capped(run["branch"]),
-        "AHEAD_AUTHOR": capped(f"{run['author']} <{run['author_email']}>"),
-        "AHEAD_SUBJECT": capped(run["subject"]),
-        "AHEAD_ENVIRONMENT": stage.environment or "",
-        "AHEAD_STAGE": stage.name,
-        "AHEAD_RUN_ID": str(run_id),
-        "AHEAD_WORKSPACE": str(ws.root),
-        "AHEAD_STEP_TOKEN": token,
-    })
+    env.update(
+        {
+            "AHEAD_REPO": run["repo"],
+            "AHEAD_COMMIT": run["commit_sha"],
+            "AHEAD_REF": capped(run["ref"]),
+            "AHEAD_BRANCH": capped(run["branch"]),
+            "AHEAD_AUTHOR": capped(f"{run['author']} <{run['author_email']}>"),
+            "AHEAD_SUBJECT": capped(run["subject"]),
+            "AHEAD_ENVIRONMENT": stage.environment or "",
+            "AHEAD_STAGE": stage.name,
+            "AHEAD_RUN_ID": str(run_id),
+            "AHEAD_WORKSPACE": str(ws.root),
+            "AHEAD_STEP_TOKEN": token,
+        }
+    )
     env.update(secret_values or {})
     return {k: v.replace("\x00", "") for k, v in env.items()}
 
 
-def step_secrets(ws: Workspace, run: Row, stage: Stage, step: Step) -> tuple[dict[str, str], Masker]:
+def step_secrets(
+    ws: Workspace, run: Row, stage: Stage, step: Step
+) -> tuple[dict[str, str], Masker]:
     """(worker thread) The values of the secrets this step declares, and a masker for every
     readable secret of the workspace (a step may print one it was not given).
 
@@ -72,8 +90,11 @@ def step_secrets(ws: Workspace, run: Row, stage: Stage, step: Step) -> tuple[dic
     wanted = set(stage.secrets) | set(step.secrets)
     for name in sorted(wanted):
         source = ws.secrets.get(name)
-        reason = (f"secret {name} is not in {ws.file}" if source is None else
-                  source.refusal(run["repo"], stage.environment, not run["on_main"]))
+        reason = (
+            f"secret {name} is not in {ws.file}"
+            if source is None
+            else source.refusal(run["repo"], stage.environment, not run["on_main"])
+        )
         if reason is not None:
             raise secrets.SecretError(f"refused: {reason}")
     values: dict[str, str] = {}

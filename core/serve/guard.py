@@ -37,8 +37,9 @@ def locked_until(store: Store, source: str, now: float | None = None) -> float |
     return until if until is not None and until > now else None
 
 
-def record_failure(store: Store, source: str, username: str, reason: str,
-                   policy: LockoutPolicy, session: str) -> float | None:
+def record_failure(
+    store: Store, source: str, username: str, reason: str, policy: LockoutPolicy, session: str
+) -> float | None:
     """Count a failed login from `source` (audited); returns the lockout's end if this locks it."""
     now = time.time()
     with store.transaction() as conn:
@@ -48,17 +49,27 @@ def record_failure(store: Store, source: str, username: str, reason: str,
         else:
             failures, first = row["failures"] + 1, row["first_at"]
         until = now + policy.lock_for if failures >= policy.lock_after else None
-        conn.execute("INSERT OR REPLACE INTO login_failures (source, failures, first_at, last_at, locked_until) "
-                     "VALUES (?, ?, ?, ?, ?)", (source, failures, first, now, until))
-        store.audit(username[:64] or "-", "ssh.login_failed", source,
-                    {"reason": reason, "failures": failures, "locked_until": until}, session=session)
+        conn.execute(
+            "INSERT OR REPLACE INTO login_failures (source, failures, first_at, last_at, locked_until) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (source, failures, first, now, until),
+        )
+        store.audit(
+            username[:64] or "-",
+            "ssh.login_failed",
+            source,
+            {"reason": reason, "failures": failures, "locked_until": until},
+            session=session,
+        )
     return until
 
 
 def clear_failures(store: Store, source: str) -> None:
     """A successful login from `source` starts its count again."""
     with store.transaction() as conn:
-        conn.execute("DELETE FROM login_failures WHERE source = ? AND locked_until IS NULL", (source,))
+        conn.execute(
+            "DELETE FROM login_failures WHERE source = ? AND locked_until IS NULL", (source,)
+        )
 
 
 # -- file descriptors and floods ------------------------------------------------------------------
@@ -100,7 +111,9 @@ class BurstLog:
         self.window = window
         self._more: dict[str, int] = {}  # kind → refusals since the first, in the open window
 
-    def refused(self, kind: str, message: str, *args: object, exc_info: BaseException | None = None) -> None:
+    def refused(
+        self, kind: str, message: str, *args: object, exc_info: BaseException | None = None
+    ) -> None:
         if kind in self._more:
             self._more[kind] += 1
             return

@@ -37,10 +37,10 @@ def _fields(blob: bytes) -> list[bytes]:
     while at < len(blob):
         if at + 4 > len(blob):
             raise KeyProblem("the key data is truncated")
-        (size,) = struct.unpack(">I", blob[at:at + 4])
+        (size,) = struct.unpack(">I", blob[at : at + 4])
         if at + 4 + size > len(blob):
             raise KeyProblem("the key data is truncated")
-        fields.append(blob[at + 4:at + 4 + size])
+        fields.append(blob[at + 4 : at + 4 + size])
         at += 4 + size
     return fields
 

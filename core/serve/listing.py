@@ -18,8 +18,11 @@ LISTINGS = ("status", "runs", "changes", "drift")
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[2] not in LISTINGS or not read_only(argv[2:]):
-        print("ahead: only these listings: " + ", ".join(LISTINGS) + " (drift: only the list and "
-              "`drift show`)", file=sys.stderr)
+        print(
+            "ahead: only these listings: " + ", ".join(LISTINGS) + " (drift: only the list and "
+            "`drift show`)",
+            file=sys.stderr,
+        )
         return 2
     # The listings' own module and the door, never core.cli (which imports this server).
     from core import cli_drift, cli_listings
@@ -37,8 +40,12 @@ def main(argv: list[str]) -> int:
     stderr = logging.StreamHandler()
     stderr.setFormatter(InertFormatter(LOG_FORMAT))
     logging.basicConfig(level=logging.WARNING, handlers=[stderr])
-    handlers = {"status": cli_listings.cmd_status, "runs": cli_listings.cmd_runs,
-                "changes": cli_listings.cmd_changes, "drift": cli_drift.cmd_drift}
+    handlers = {
+        "status": cli_listings.cmd_status,
+        "runs": cli_listings.cmd_runs,
+        "changes": cli_listings.cmd_changes,
+        "drift": cli_drift.cmd_drift,
+    }
     with inert_output():
         return cli_listings.run(handlers[args.command], args)
 

@@ -51,8 +51,10 @@ from core.workspace import Workspace
 
 log = logging.getLogger("ahead.serve")
 SESSION = "ssh-server"
-REVOKED = ("\x1b[?1049l\r\nahead: you are no longer an operator of this workspace (you, or this "
-           "key, were removed from ahead.yml); closing.\r\n")
+REVOKED = (
+    "\x1b[?1049l\r\nahead: you are no longer an operator of this workspace (you, or this "
+    "key, were removed from ahead.yml); closing.\r\n"
+)
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,9 @@ class KeyBook:
             current = workspace.read(self.ws.file)
         except (OSError, CoreError) as exc:
             if not self.broken:
-                log.warning("refusing every key until it is fixed: cannot read %s: %s", self.ws.file, exc)
+                log.warning(
+                    "refusing every key until it is fixed: cannot read %s: %s", self.ws.file, exc
+                )
             self._owners, self._stamp, self.broken = {}, None, True
             return
         self._load(current)
@@ -137,9 +141,13 @@ class SSHServer:
         self.options = options
         self.db = AsyncStore(Store(ws.db_path, session=SESSION))
         self.keys = KeyBook(ws)
-        self.zygote = Zygote(list(options.console_argv), str(ws.file)) if options.console_argv else None
+        self.zygote = (
+            Zygote(list(options.console_argv), str(ws.file)) if options.console_argv else None
+        )
         self.per_source: Counter[str] = Counter()
-        self.preauth: dict[str, dict[Connection, None]] = {}  # address → its unauthenticated, oldest first
+        self.preauth: dict[
+            str, dict[Connection, None]
+        ] = {}  # address → its unauthenticated, oldest first
         self.preauth_total = 0
         self.listings = 0  # listing processes running
         self.refusals = guard.BurstLog(log)
@@ -185,14 +193,31 @@ class SSHServer:
 
     async def _listen(self, o: ServeOptions, backlog: int) -> Any:
         return await asyncssh.create_server(
-            lambda: Connection(self), o.host, o.port, backlog=backlog,
-            server_host_keys=[str(self.host_key_path)], config=None,
-            public_key_auth=True, password_auth=False, kbdint_auth=False, host_based_auth=False,
-            gss_host=None, x509_trusted_certs=None, known_client_hosts=None,
-            login_timeout=o.login_timeout, keepalive_interval=o.keepalive_interval,
-            keepalive_count_max=o.keepalive_count_max, rdns_lookup=False,
-            allow_pty=True, line_editor=False, encoding=None, x11_forwarding=False,
-            agent_forwarding=False, sftp_factory=None, allow_scp=False)
+            lambda: Connection(self),
+            o.host,
+            o.port,
+            backlog=backlog,
+            server_host_keys=[str(self.host_key_path)],
+            config=None,
+            public_key_auth=True,
+            password_auth=False,
+            kbdint_auth=False,
+            host_based_auth=False,
+            gss_host=None,
+            x509_trusted_certs=None,
+            known_client_hosts=None,
+            login_timeout=o.login_timeout,
+            keepalive_interval=o.keepalive_interval,
+            keepalive_count_max=o.keepalive_count_max,
+            rdns_lookup=False,
+            allow_pty=True,
+            line_editor=False,
+            encoding=None,
+            x11_forwarding=False,
+            agent_forwarding=False,
+            sftp_factory=None,
+            allow_scp=False,
+        )
 
     async def _watch_operators(self) -> None:
         """End the connections of operators removed from ahead.yml, or whose key was removed,
@@ -213,8 +238,10 @@ class SSHServer:
                 conn.revoke()
 
     def _load_locks(self, store: Store) -> dict[str, float]:
-        rows = store.query("SELECT source, locked_until FROM login_failures WHERE locked_until > "
-                           "strftime('%s', 'now')")
+        rows = store.query(
+            "SELECT source, locked_until FROM login_failures WHERE locked_until > "
+            "strftime('%s', 'now')"
+        )
         return {r["source"]: r["locked_until"] for r in rows}
 
     def is_locked(self, source: str) -> bool:
@@ -225,20 +252,35 @@ class SSHServer:
         """May this new connection go on to authenticate? Counts it when it may."""
         source, options = conn.source, self.options
         if self.is_locked(source):
-            self.refusals.refused("locked out", "refused %s: locked out after failed logins", source)
+            self.refusals.refused(
+                "locked out", "refused %s: locked out after failed logins", source
+            )
             return False
         if self.per_source[source] >= options.max_per_source:
-            self.refusals.refused("per address", "refused %s: %d connections from it already (max_per_source)",
-                                  source, self.per_source[source])
+            self.refusals.refused(
+                "per address",
+                "refused %s: %d connections from it already (max_per_source)",
+                source,
+                self.per_source[source],
+            )
             return False
         fds = guard.open_fds()
         if fds is not None and fds > self.fd_ceiling:
-            self.refusals.refused("file descriptors", "refused %s: %d files open, the rest of the limit "
-                                  "(%d) is kept for the engine", source, fds, guard.fd_limit())
+            self.refusals.refused(
+                "file descriptors",
+                "refused %s: %d files open, the rest of the limit (%d) is kept for the engine",
+                source,
+                fds,
+                guard.fd_limit(),
+            )
             return False
         if self.preauth_total >= options.max_preauth and not self._evict_for(source):
-            self.refusals.refused("unauthenticated", "refused %s: %d unauthenticated connections already "
-                                  "(max_preauth)", source, self.preauth_total)
+            self.refusals.refused(
+                "unauthenticated",
+                "refused %s: %d unauthenticated connections already (max_preauth)",
+                source,
+                self.preauth_total,
+            )
             return False
         self.per_source[source] += 1
         self.preauth.setdefault(source, {})[conn] = None
@@ -253,8 +295,12 @@ class SSHServer:
             return False
         victim = next(iter(self.preauth[heaviest]))
         self.authenticated(victim)
-        self.refusals.refused("evicted", "dropped an unauthenticated connection from %s to let %s in",
-                              heaviest, source)
+        self.refusals.refused(
+            "evicted",
+            "dropped an unauthenticated connection from %s to let %s in",
+            heaviest,
+            source,
+        )
         if victim.conn is not None:
             asyncio.get_running_loop().call_soon(victim.conn.abort)
         return True
@@ -277,12 +323,20 @@ class SSHServer:
     def _done(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            self.refusals.refused(f"{task.get_name()} failed", "%s failed", task.get_name(),
-                                  exc_info=task.exception())
+            self.refusals.refused(
+                f"{task.get_name()} failed", "%s failed", task.get_name(), exc_info=task.exception()
+            )
 
     async def failed_login(self, source: str, username: str, reason: str) -> None:
-        until = await self.db.call(guard.record_failure, self.db.store, source, username, reason,
-                                   self.options.lockout, SESSION)
+        until = await self.db.call(
+            guard.record_failure,
+            self.db.store,
+            source,
+            username,
+            reason,
+            self.options.lockout,
+            SESSION,
+        )
         if until is not None:
             self.locked[source] = until
             log.warning("locked out %s until %s after repeated failed logins", source, until)
@@ -292,12 +346,14 @@ class SSHServer:
             guard.clear_failures(store, source)
             with store.transaction():
                 store.audit(operator, "ssh.login", source, {"key": fingerprint}, session=SESSION)
+
         await self.db.call(write, self.db.store)
 
     async def logged_out(self, operator: str, source: str) -> None:
         def write(store: Store) -> None:
             with store.transaction():
                 store.audit(operator, "ssh.logout", source, {}, session=SESSION)
+
         await self.db.call(write, self.db.store)
 
     async def aclose(self) -> None:
@@ -358,7 +414,9 @@ class Connection(asyncssh.SSHServer):
             self.server.spawn(self.server.logged_out(self.operator, self.source), "ssh-logout")
         elif self.username or self._attempts:
             reason = "no accepted key" if self._attempts else "no authentication"
-            self.server.spawn(self.server.failed_login(self.source, self.username, reason), "ssh-failed")
+            self.server.spawn(
+                self.server.failed_login(self.source, self.username, reason), "ssh-failed"
+            )
 
     # -- authentication ----------------------------------------------------------------------
 
@@ -390,7 +448,9 @@ class Connection(asyncssh.SSHServer):
         fingerprint = key.get_fingerprint()
         owner = self.server.keys.owner(fingerprint)
         if owner is None or owner != username or self.server.is_locked(self.source):
-            self._attempts += 1  # keys refused; a key that is asked about and then signs counts none
+            self._attempts += (
+                1  # keys refused; a key that is asked about and then signs counts none
+            )
             if self._attempts >= self.server.options.max_auth_attempts and self.conn is not None:
                 asyncio.get_running_loop().call_soon(self.conn.close)
             return False
@@ -409,7 +469,9 @@ class Connection(asyncssh.SSHServer):
         self.server.authenticated(self)
         self.server.connections.add(self)
         log.info("%s logged in from %s with %s", self.operator, self.source, self.fingerprint)
-        self.server.spawn(self.server.logged_in(self.operator, self.source, self.fingerprint), "ssh-login")
+        self.server.spawn(
+            self.server.logged_in(self.operator, self.source, self.fingerprint), "ssh-login"
+        )
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -417,9 +479,13 @@ class Connection(asyncssh.SSHServer):
         if self.operator is None:
             return False
         if self.channels >= self.server.options.max_channels:
-            self.server.refusals.refused("session channels", "%s from %s: refused a session channel: %d "
-                                         "open on the connection (max_channels)", self.operator,
-                                         self.source, self.channels)
+            self.server.refusals.refused(
+                "session channels",
+                "%s from %s: refused a session channel: %d open on the connection (max_channels)",
+                self.operator,
+                self.source,
+                self.channels,
+            )
             return False
         from core.serve.session import Session
 
@@ -433,8 +499,12 @@ class Connection(asyncssh.SSHServer):
         if self._revoked or self.conn is None:
             return
         self._revoked = True
-        log.warning("%s from %s: no longer an operator with key %s in ahead.yml; closing their "
-                    "connection", self.operator, self.source, self.fingerprint)
+        log.warning(
+            "%s from %s: no longer an operator with key %s in ahead.yml; closing their connection",
+            self.operator,
+            self.source,
+            self.fingerprint,
+        )
         self.server.spawn(self._revoke(), "ssh-revoke")
 
     async def _revoke(self) -> None:
@@ -443,12 +513,16 @@ class Connection(asyncssh.SSHServer):
 
         def write(store: Store) -> None:
             with store.transaction():
-                store.audit(operator, "ssh.revoked", self.source, {"key": self.fingerprint}, session=SESSION)
+                store.audit(
+                    operator, "ssh.revoked", self.source, {"key": self.fingerprint}, session=SESSION
+                )
+
         with contextlib.suppress(Exception):
             await self.server.db.call(write, self.server.db.store)
-        await asyncio.gather(*(s.revoke(REVOKED) for s in list(self.sessions)), return_exceptions=True)
+        await asyncio.gather(
+            *(s.revoke(REVOKED) for s in list(self.sessions)), return_exceptions=True
+        )
         self.conn.close()
-
 
 
 def port_in_use(host: str, port: int) -> str:
@@ -487,7 +561,11 @@ def port_owner(port: int) -> int | None:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            if (
+                len(fields) > 9
+                and fields[3] == "0A"
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
                 inodes.add(f"socket:[{fields[9]}]")
     if not inodes:
         return None

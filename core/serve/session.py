@@ -41,8 +41,11 @@ log = logging.getLogger("ahead.serve")
 TERM_NAME = re.compile(r"^[A-Za-z0-9._+-]{1,40}$")
 LISTING_TIMEOUT = 60.0
 BUSY = b"ahead: too many listings running at once; try again when one has finished\n"
-USAGE = ("This door gives the console to a terminal (ssh -t), or runs one of: "
-         + ", ".join(LISTINGS) + " (each takes --json).\r\n")
+USAGE = (
+    "This door gives the console to a terminal (ssh -t), or runs one of: "
+    + ", ".join(LISTINGS)
+    + " (each takes --json).\r\n"
+)
 
 
 def set_winsize(fd: int, cols: int, rows: int) -> None:
@@ -53,8 +56,9 @@ def set_winsize(fd: int, cols: int, rows: int) -> None:
 class Session(asyncssh.SSHServerSession[bytes]):
     """A session channel of an authenticated operator."""
 
-    def __init__(self, server: SSHServer, operator: str, source: str,
-                 connection: Connection | None = None) -> None:
+    def __init__(
+        self, server: SSHServer, operator: str, source: str, connection: Connection | None = None
+    ) -> None:
         self.server = server
         self.connection = connection  # counts this channel and its listings against its caps
         self.operator = operator
@@ -78,8 +82,9 @@ class Session(asyncssh.SSHServerSession[bytes]):
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
 
-    def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int],
-                      term_modes: Any) -> bool:
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Any
+    ) -> bool:
         self.has_pty = True
         if TERM_NAME.match(term_type or ""):
             self.term = term_type
@@ -157,15 +162,21 @@ class Session(asyncssh.SSHServerSession[bytes]):
 
     async def _console(self) -> None:
         self.presence_id = await self.server.db.call(
-            presence.open_session, self.server.db.store, self.operator, "ssh", self.source)
+            presence.open_session, self.server.db.store, self.operator, "ssh", self.source
+        )
         master, slave = os.openpty()
         try:
             set_winsize(master, *self.size)
             tty.setraw(slave)  # before the child starts: early keys must not echo
             os.set_blocking(master, False)
-            request = {"workspace": str(self.server.ws.file), "operator": self.operator,
-                       "presence": self.presence_id, "source": self.source, "term": self.term,
-                       "log": str(self.server.ws.settings.state_dir / "serve.log")}
+            request = {
+                "workspace": str(self.server.ws.file),
+                "operator": self.operator,
+                "presence": self.presence_id,
+                "source": self.source,
+                "term": self.term,
+                "log": str(self.server.ws.settings.state_dir / "serve.log"),
+            }
             assert self.server.zygote is not None
             self.child = await self.server.zygote.spawn(request, slave)
         except BaseException:
@@ -174,8 +185,14 @@ class Session(asyncssh.SSHServerSession[bytes]):
         finally:
             os.close(slave)
         self.master = master
-        log.info("%s from %s: console pid %s (%dx%d %s)", self.operator, self.source,
-                 self.child.pid, *self.size, self.term)
+        log.info(
+            "%s from %s: console pid %s (%dx%d %s)",
+            self.operator,
+            self.source,
+            self.child.pid,
+            *self.size,
+            self.term,
+        )
         if self._closed:  # the client left while the console was starting
             await self.end()
             return
@@ -256,7 +273,9 @@ class Session(asyncssh.SSHServerSession[bytes]):
                 self.chan.close()
         if self.presence_id is not None:
             with contextlib.suppress(Exception):
-                await self.server.db.call(presence.close_session, self.server.db.store, self.presence_id)
+                await self.server.db.call(
+                    presence.close_session, self.server.db.store, self.presence_id
+                )
             self.presence_id = None
         self.server.sessions.discard(self)
 
@@ -271,11 +290,19 @@ class Session(asyncssh.SSHServerSession[bytes]):
             self._finish(USAGE.encode(), 2)
             return
         conn, options = self.connection, self.server.options
-        if (conn is not None and conn.listings >= options.max_listings_per_connection
-                or self.server.listings >= options.max_listings):
-            self.server.refusals.refused("listings", "%s from %s: refused a listing: %d running on the "
-                                         "connection, %d in all", self.operator, self.source,
-                                         conn.listings if conn else 0, self.server.listings)
+        if (
+            conn is not None
+            and conn.listings >= options.max_listings_per_connection
+            or self.server.listings >= options.max_listings
+        ):
+            self.server.refusals.refused(
+                "listings",
+                "%s from %s: refused a listing: %d running on the connection, %d in all",
+                self.operator,
+                self.source,
+                conn.listings if conn else 0,
+                self.server.listings,
+            )
             self._finish(BUSY, 1)
             return
         self.server.listings += 1
@@ -291,9 +318,17 @@ class Session(asyncssh.SSHServerSession[bytes]):
     async def _run_listing(self, argv: list[str]) -> None:
         log.info("%s from %s: listing %s", self.operator, self.source, shlex.join(argv)[:200])
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "core.serve.listing", str(self.server.ws.file), self.operator, *argv,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            sys.executable,
+            "-m",
+            "core.serve.listing",
+            str(self.server.ws.file),
+            self.operator,
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             result = await wait_at_most(proc.communicate(), LISTING_TIMEOUT)
         finally:
@@ -311,4 +346,6 @@ class Session(asyncssh.SSHServerSession[bytes]):
         self.chan.write(out.replace(b"\n", newline))
         if err:
             self.chan.write_stderr(err.replace(b"\n", newline))
-        self.chan.exit(proc.returncode if proc.returncode is not None and proc.returncode >= 0 else 1)
+        self.chan.exit(
+            proc.returncode if proc.returncode is not None and proc.returncode >= 0 else 1
+        )

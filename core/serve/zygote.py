@@ -72,8 +72,13 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                *self.argv, str(theirs.fileno()), self.ahead_yml, pass_fds=(theirs.fileno(),),
-                stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+                *self.argv,
+                str(theirs.fileno()),
+                self.ahead_yml,
+                pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
         finally:
             theirs.close()
         ours.setblocking(False)
@@ -94,8 +99,10 @@ class Zygote:
     async def _spawn(self, request: dict[str, Any], slave_fd: int) -> Child:
         assert self._sock is not None
         loop = asyncio.get_running_loop()
-        self._sock.sendmsg([json.dumps(request).encode()],
-                           [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [slave_fd]))])
+        self._sock.sendmsg(
+            [json.dumps(request).encode()],
+            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [slave_fd]))],
+        )
         async with asyncio.timeout(10):
             reply = await loop.sock_recv(self._sock, REQUEST_MAX)
         return Child(int(json.loads(reply)["pid"]))

@@ -34,7 +34,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 Row = dict[str, Any]
 GENESIS = "0" * 64
-DatabaseError = sqlite3.DatabaseError  # the CLI's last net for a damaged store (it never imports sqlite3)
+DatabaseError = (
+    sqlite3.DatabaseError
+)  # the CLI's last net for a damaged store (it never imports sqlite3)
 # What in a state directory shows that an engine already ran there (a missing store there was
 # deleted, not never made): checkouts, artifacts, mirrors. Not keys or known_hosts: `ahead runner
 # trust` and `ahead drift trust` write those before the first store is made.
@@ -50,13 +52,16 @@ def expected_tables(version: int) -> set[str]:
     """The tables the migrations up to `version` leave (an open store must have them all)."""
     tables: set[str] = set()
     for script in MIGRATIONS[:version]:
-        for verb, name in re.findall(r"\b(CREATE TABLE|DROP TABLE)\s+(?:IF (?:NOT )?EXISTS\s+)?(\w+)",
-                                     script, re.IGNORECASE):
+        for verb, name in re.findall(
+            r"\b(CREATE TABLE|DROP TABLE)\s+(?:IF (?:NOT )?EXISTS\s+)?(\w+)", script, re.IGNORECASE
+        ):
             if verb.upper().startswith("CREATE"):
                 tables.add(name)
             else:
                 tables.discard(name)
-        for old, new in re.findall(r"ALTER TABLE\s+(\w+)\s+RENAME TO\s+(\w+)", script, re.IGNORECASE):
+        for old, new in re.findall(
+            r"ALTER TABLE\s+(\w+)\s+RENAME TO\s+(\w+)", script, re.IGNORECASE
+        ):
             tables.discard(old)
             tables.add(new)
     return tables
@@ -113,8 +118,9 @@ class Store:
             self._refuse_to_create()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=30.0)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from None
         conn.row_factory = _dict_row
@@ -122,7 +128,9 @@ class Store:
             conn.execute("PRAGMA busy_timeout = 30000")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
             if mode and mode["journal_mode"].lower() != "wal":
-                raise StoreError(f"{self.path}: the store needs WAL mode, got {mode['journal_mode']}")
+                raise StoreError(
+                    f"{self.path}: the store needs WAL mode, got {mode['journal_mode']}"
+                )
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             self._conn = conn
@@ -135,8 +143,10 @@ class Store:
         except sqlite3.DatabaseError as exc:
             conn.close()
             self._conn = None
-            raise StoreError(f"{self.path} is not a usable store: {exc} (it is damaged: restore it "
-                             f"from a backup; `ahead check` says more)") from None
+            raise StoreError(
+                f"{self.path} is not a usable store: {exc} (it is damaged: restore it "
+                f"from a backup; `ahead check` says more)"
+            ) from None
         except (StoreError, OSError) as exc:
             conn.close()
             self._conn = None
@@ -153,16 +163,20 @@ class Store:
         wal = self.path.with_name(self.path.name + "-wal")
         if marker.exists() or wal.exists():
             shown = marker if marker.exists() else wal
-            raise StoreError(f"the store {self.path} is missing but {shown} shows one was there "
-                             f"(deleted?): restore it from a backup, or remove {shown} to start "
-                             f"over with an empty store")
+            raise StoreError(
+                f"the store {self.path} is missing but {shown} shows one was there "
+                f"(deleted?): restore it from a backup, or remove {shown} to start "
+                f"over with an empty store"
+            )
         if self.create or not self.path.parent.is_dir():
             return
         held = sorted(e for e in STATE_ENTRIES if (self.path.parent / e).exists())
         if held:
-            raise StoreError(f"the store {self.path} is missing but {self.path.parent} holds this "
-                             f"workspace's state ({', '.join(held)}): restore it from a backup, or "
-                             f"start the engine (`ahead engine`) to make a new empty store")
+            raise StoreError(
+                f"the store {self.path} is missing but {self.path.parent} holds this "
+                f"workspace's state ({', '.join(held)}): restore it from a backup, or "
+                f"start the engine (`ahead engine`) to make a new empty store"
+            )
 
     def _read_marker(self) -> str | None:
         try:
@@ -178,10 +192,12 @@ class Store:
         expected = self._read_marker()
         if expected is not None and expected != self.store_id:
             found = f"id {self.store_id}" if self.store_id else "no id (an empty or foreign file)"
-            raise StoreError(f"the store {self.path} is not the one this workspace made (it has "
-                             f"{found}, {marker_path(self.path)} says {expected}): it was replaced or "
-                             f"lost its contents; restore it from a backup, or remove "
-                             f"{marker_path(self.path)} to adopt this store")
+            raise StoreError(
+                f"the store {self.path} is not the one this workspace made (it has "
+                f"{found}, {marker_path(self.path)} says {expected}): it was replaced or "
+                f"lost its contents; restore it from a backup, or remove "
+                f"{marker_path(self.path)} to adopt this store"
+            )
 
     def _claim_id(self) -> None:
         """Give a store without an id one, and write the id file beside it."""
@@ -202,11 +218,16 @@ class Store:
     def _check_tables(self) -> None:
         row = self.conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
         version = int(row["v"] or 0)
-        have = {r["name"] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        have = {
+            r["name"]
+            for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
         missing = sorted(expected_tables(version) - have)
         if missing:
-            raise StoreError(f"the store {self.path} is damaged: schema version {version} but table(s) "
-                             f"{', '.join(missing)} missing; restore it from a backup")
+            raise StoreError(
+                f"the store {self.path} is damaged: schema version {version} but table(s) "
+                f"{', '.join(missing)} missing; restore it from a backup"
+            )
 
     def quick_check(self) -> str:
         """`PRAGMA quick_check` (0.13 s on a 100 MB store): "" when intact, else the first problem."""
@@ -221,12 +242,16 @@ class Store:
         """Raise StoreError when quick_check finds damage (before a person's decision is written)."""
         problem = self.quick_check()
         if problem:
-            raise StoreError(f"the store {self.path} is damaged ({problem.splitlines()[0][:200]}): "
-                             f"nothing was written; restore it from a backup")
+            raise StoreError(
+                f"the store {self.path} is damaged ({problem.splitlines()[0][:200]}): "
+                f"nothing was written; restore it from a backup"
+            )
 
     def damaged(self, exc: sqlite3.DatabaseError) -> StoreError:
-        return StoreError(f"the store {self.path} is damaged ({exc}): restore it from a backup; "
-                          f"`ahead check` says more")
+        return StoreError(
+            f"the store {self.path} is damaged ({exc}): restore it from a backup; "
+            f"`ahead check` says more"
+        )
 
     def _check_fence(self, conn: sqlite3.Connection) -> None:
         """(inside BEGIN IMMEDIATE) Still the same file, and the lease still ours."""
@@ -237,12 +262,20 @@ class Store:
             except OSError:
                 same = False
             if not same:
-                self.fence_lost = (f"the store {self.path} was deleted or replaced while this engine ran; "
-                                   f"stopping (nothing more is written)")
-            elif conn.execute("SELECT 1 FROM lease WHERE name = 'engine' AND token = ?",
-                              (self.fence,)).fetchone() is None:
-                self.fence_lost = ("this engine lost the workspace lease to another engine (it was "
-                                   "paused or cut off too long); stopping (nothing more is written)")
+                self.fence_lost = (
+                    f"the store {self.path} was deleted or replaced while this engine ran; "
+                    f"stopping (nothing more is written)"
+                )
+            elif (
+                conn.execute(
+                    "SELECT 1 FROM lease WHERE name = 'engine' AND token = ?", (self.fence,)
+                ).fetchone()
+                is None
+            ):
+                self.fence_lost = (
+                    "this engine lost the workspace lease to another engine (it was "
+                    "paused or cut off too long); stopping (nothing more is written)"
+                )
             if self.fence_lost is not None and self.on_fence_lost is not None:
                 self.on_fence_lost(self.fence_lost)
         if self.fence_lost is not None:
@@ -270,12 +303,16 @@ class Store:
 
     def _migrate(self) -> None:
         with self.transaction():
-            self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+            )
             row = self.conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
         current = row["v"] or 0
         if current > len(MIGRATIONS):
-            raise StoreError(f"{self.path} has schema version {current}, newer than this ahead "
-                             f"understands ({len(MIGRATIONS)}); upgrade ahead")
+            raise StoreError(
+                f"{self.path} has schema version {current}, newer than this ahead "
+                f"understands ({len(MIGRATIONS)}); upgrade ahead"
+            )
         for version in range(current + 1, len(MIGRATIONS) + 1):
             with self.transaction():
                 again = self.conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
@@ -316,9 +353,14 @@ class Store:
             self._wrote_event = False
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+            if getattr(exc, "sqlite_errorcode", None) in (
+                sqlite3.SQLITE_FULL,
+                sqlite3.SQLITE_IOERR,
+            ):
                 raise StoreError(self._unsaved(exc)) from None  # a full disk mid-transaction
-            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+                exc, sqlite3.OperationalError
+            ):
                 raise self.damaged(exc) from None  # "database disk image is malformed"
             raise
         self._in_tx = False
@@ -361,8 +403,9 @@ class Store:
 
     # -- events and audit (call inside a transaction) ------------------------------------------
 
-    def event(self, kind: str, repo: str | None = None, run_id: int | None = None,
-              **data: Any) -> int:
+    def event(
+        self, kind: str, repo: str | None = None, run_id: int | None = None, **data: Any
+    ) -> int:
         """Append an event row to the change feed."""
         assert self._in_tx, "events are written inside a transaction"
         cur = self.conn.execute(
@@ -372,8 +415,14 @@ class Store:
         self._wrote_event = True
         return int(cur.lastrowid or 0)
 
-    def audit(self, actor: str, action: str, subject: str, detail: dict[str, Any] | None = None,
-              session: str | None = None) -> str:
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        subject: str,
+        detail: dict[str, Any] | None = None,
+        session: str | None = None,
+    ) -> str:
         """Append a hash-chained audit entry; returns its hash."""
         assert self._in_tx, "audit entries are written inside a transaction"
         last = self.conn.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
@@ -403,12 +452,23 @@ class Store:
         for row in self.conn.execute("SELECT * FROM audit ORDER BY id"):
             count += 1
             if row["id"] != count:  # ids run 1, 2, 3...: rows are never deleted
-                return False, count, f"entry {row['id']}: expected entry {count} here (entries missing or renumbered)"
+                return (
+                    False,
+                    count,
+                    f"entry {row['id']}: expected entry {count} here (entries missing or renumbered)",
+                )
             if row["prev_hash"] != prev:
                 return False, count, f"entry {row['id']}: does not follow the entry before it"
             try:
-                expect = audit_hash(prev, row["ts"], row["actor"], row["session"], row["action"],
-                                    row["subject"], row["detail"])
+                expect = audit_hash(
+                    prev,
+                    row["ts"],
+                    row["actor"],
+                    row["session"],
+                    row["action"],
+                    row["subject"],
+                    row["detail"],
+                )
             except (TypeError, ValueError):  # a value of the wrong type put in by hand
                 expect = ""
             if expect != row["hash"]:
@@ -417,8 +477,11 @@ class Store:
                 held = row["hash"]
             prev = row["hash"]
         if head is not None and held != head[1]:
-            problem = (f"entry {head[0]} is missing (the log was cut off)" if held is None else
-                       f"entry {head[0]} no longer has the recorded hash (the chain was rewritten)")
+            problem = (
+                f"entry {head[0]} is missing (the log was cut off)"
+                if held is None
+                else f"entry {head[0]} no longer has the recorded hash (the chain was rewritten)"
+            )
             return False, count, problem
         return True, count, ""
 
@@ -435,12 +498,18 @@ class Store:
         return self.query("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
 
 
-def audit_hash(prev: str, ts: float, actor: str, session: str, action: str, subject: str,
-               detail: str) -> str:
-    if not isinstance(ts, float) or not all(isinstance(v, str) for v in (actor, session, action, subject, detail)):
+def audit_hash(
+    prev: str, ts: float, actor: str, session: str, action: str, subject: str, detail: str
+) -> str:
+    if not isinstance(ts, float) or not all(
+        isinstance(v, str) for v in (actor, session, action, subject, detail)
+    ):
         raise TypeError("audit fields have the wrong types")
-    body = json.dumps([prev, repr(ts), actor, session, action, subject, detail],
-                      separators=(",", ":"), ensure_ascii=False)
+    body = json.dumps(
+        [prev, repr(ts), actor, session, action, subject, detail],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
     return hashlib.sha256(body.encode("utf-8", "surrogateescape")).hexdigest()
 
 

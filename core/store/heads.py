@@ -25,7 +25,9 @@ def heads_dir() -> Path:
 
 
 def head_file(store: Store) -> Path:
-    key = hashlib.sha256(str(store.path.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    key = hashlib.sha256(str(store.path.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[
+        :16
+    ]
     return heads_dir() / f"{key}.head"
 
 
@@ -38,7 +40,7 @@ def load(store: Store) -> dict[str, object] | None:
 
 
 def compare(store: Store, count: int) -> str:
-    """"" when the chain still holds the remembered head, else what is wrong (one line)."""
+    """ "" when the chain still holds the remembered head, else what is wrong (one line)."""
     seen = load(store)
     if seen is None:
         return ""
@@ -48,11 +50,15 @@ def compare(store: Store, count: int) -> str:
     was = f"{seq} entries long at {when} (head {digest[:16]}...)"
     remove = f"if the store was restored on purpose, remove {head_file(store)}"
     if count < seq:
-        return (f"the chain has {count} entries but was {was}: the log was cut off, or the store "
-                f"rolled back or emptied; {remove}")
+        return (
+            f"the chain has {count} entries but was {was}: the log was cut off, or the store "
+            f"rolled back or emptied; {remove}"
+        )
     if seen.get("store_id") and seen["store_id"] != store.store_id:
-        return (f"the store {store.path} is not the one verified before (store id {store.store_id or 'none'}, "
-                f"was {seen['store_id']} when its chain was {was}); {remove}")
+        return (
+            f"the store {store.path} is not the one verified before (store id {store.store_id or 'none'}, "
+            f"was {seen['store_id']} when its chain was {was}); {remove}"
+        )
     if seq:
         row = store.query_one("SELECT hash FROM audit WHERE id = ?", (seq,))
         if row is None or row["hash"] != digest:
@@ -63,8 +69,13 @@ def compare(store: Store, count: int) -> str:
 def save(store: Store, head: tuple[int, str] | None) -> str:
     """Remember `head`; returns where (or why not)."""
     path = head_file(store)
-    data = {"db": str(store.path.resolve()), "store_id": store.store_id, "seq": head[0] if head else 0,
-            "hash": head[1] if head else "", "ts": time.time()}
+    data = {
+        "db": str(store.path.resolve()),
+        "store_id": store.store_id,
+        "seq": head[0] if head else 0,
+        "hash": head[1] if head else "",
+        "ts": time.time(),
+    }
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")

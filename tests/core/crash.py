@@ -26,15 +26,21 @@ from core.workspace import read as read_workspace
 from tests.conftest import make_repo
 
 ACTIVE = ("queued", "running", "waiting")
-STEP = ('echo "$AHEAD_RUN_ID" >> "$LEDGER/{env}-started"; sleep {sleep}; '
-        'echo "$AHEAD_RUN_ID" >> "$LEDGER/{env}-done"')
+STEP = (
+    'echo "$AHEAD_RUN_ID" >> "$LEDGER/{env}-started"; sleep {sleep}; '
+    'echo "$AHEAD_RUN_ID" >> "$LEDGER/{env}-done"'
+)
 
 
 def pipeline(envs: tuple[str, ...], sleep: float = 0.2) -> str:
     lines = ["stages:"]
     for env in envs:
-        lines += [f"  - name: deploy-{env}", f"    environment: {env}", "    steps:",
-                  f"      - run: '{STEP.format(env=env, sleep=sleep)}'"]
+        lines += [
+            f"  - name: deploy-{env}",
+            f"    environment: {env}",
+            "    steps:",
+            f"      - run: '{STEP.format(env=env, sleep=sleep)}'",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -75,16 +81,26 @@ settings:
 def ahead(ws: Workspace, *args: str, fault: str = "") -> subprocess.CompletedProcess[str]:
     """The real CLI in its own process (AHEAD_FAULT armed when `fault` is given)."""
     env = {**os.environ, "AHEAD_FAULT": fault}
-    return subprocess.run([sys.executable, "-m", "core.cli", "--workspace", str(ws.root), *args],
-                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", "--workspace", str(ws.root), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 @contextmanager
 def engine_process(ws: Workspace, fault: str = "") -> Iterator[subprocess.Popen[bytes]]:
     """`ahead engine` in a subprocess, started once it holds the lease; killed on exit."""
     env = {**os.environ, "AHEAD_FAULT": fault, "LEDGER": str(ws.root / "ledger")}
-    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "engine"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "engine"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         with Store(ws.db_path) as store:
             deadline = time.monotonic() + 20
@@ -117,8 +133,13 @@ def approve_open(ws: Workspace, acknowledged: list[int]) -> None:
                 acknowledged.append(change["id"])
 
 
-def drive(ws: Workspace, proc: subprocess.Popen[bytes], run_id: int, acknowledged: list[int],
-          timeout: float = 20.0) -> None:
+def drive(
+    ws: Workspace,
+    proc: subprocess.Popen[bytes],
+    run_id: int,
+    acknowledged: list[int],
+    timeout: float = 20.0,
+) -> None:
     """Approve as needed until the engine process died or the run ended."""
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
@@ -132,13 +153,16 @@ def drive(ws: Workspace, proc: subprocess.Popen[bytes], run_id: int, acknowledge
 
 def settle(ws: Workspace, acknowledged: list[int], timeout: float = 30.0) -> None:
     """Restart an engine in this process (recovery) and let every run finish, approving gates."""
+
     async def run() -> None:
         async with Engine(ws):
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 await asyncio.to_thread(approve_open, ws, acknowledged)
                 with store(ws) as db:
-                    if not db.query("SELECT id FROM runs WHERE status IN ('queued', 'running', 'waiting')"):
+                    if not db.query(
+                        "SELECT id FROM runs WHERE status IN ('queued', 'running', 'waiting')"
+                    ):
                         return
                 await asyncio.sleep(0.05)
             raise AssertionError("runs did not finish after the restart")
@@ -169,8 +193,11 @@ def check_invariants(ws: Workspace, acknowledged: list[int]) -> dict[str, Any]:
             left = db.query(f"SELECT id, status FROM {table} WHERE status = 'running'")
             assert left == [], f"{table} left running: {left}"
         for change_id in acknowledged:  # 0 acknowledged approvals lost
-            assert db.query_one("SELECT 1 FROM decisions WHERE change_id = ? AND operator = 'bob' "
-                                "AND verdict = 'approve'", (change_id,)), f"approval of change {change_id} lost"
+            assert db.query_one(
+                "SELECT 1 FROM decisions WHERE change_id = ? AND operator = 'bob' "
+                "AND verdict = 'approve'",
+                (change_id,),
+            ), f"approval of change {change_id} lost"
         for stage in db.query("SELECT * FROM stages WHERE environment IS NOT NULL"):
             deployed = db.query("SELECT * FROM deployments WHERE stage_id = ?", (stage["id"],))
             # an interrupted deploy is never marked succeeded; a recorded deploy is a succeeded stage
@@ -179,8 +206,13 @@ def check_invariants(ws: Workspace, acknowledged: list[int]) -> dict[str, Any]:
             started = ledger(ws, env, "started")
             assert len(started) == len(set(started)), f"a {env} deploy ran twice: {started}"
         for run in db.query("SELECT id FROM runs WHERE status = 'interrupted'"):
-            assert not db.query("SELECT 1 FROM stages WHERE run_id = ? AND status IN "
-                                "('queued', 'running', 'waiting')", (run["id"],))
+            assert not db.query(
+                "SELECT 1 FROM stages WHERE run_id = ? AND status IN "
+                "('queued', 'running', 'waiting')",
+                (run["id"],),
+            )
         locks = db.query("SELECT * FROM env_locks")
-        assert all(lock["state"] == "needs_operator" and lock["environment"] == "prod" for lock in locks), locks
+        assert all(
+            lock["state"] == "needs_operator" and lock["environment"] == "prod" for lock in locks
+        ), locks
         return {lock["environment"]: lock for lock in locks}

@@ -34,15 +34,27 @@ async def query(engine: Engine, sql: str, params: tuple[Any, ...] = ()) -> list[
 FALLBACK_SECONDS = 0.25
 
 
-async def wait_for(engine: Engine, sql: str, params: tuple[Any, ...] = (),
-                   check: Callable[[list[Row]], bool] = bool, timeout: float = 15.0) -> list[Row]:
+async def wait_for(
+    engine: Engine,
+    sql: str,
+    params: tuple[Any, ...] = (),
+    check: Callable[[list[Row]], bool] = bool,
+    timeout: float = 15.0,
+) -> list[Row]:
     """Run `sql` now and again after each burst of the engine's events (see core/feed.py) until
     `check(rows)` holds; fail with the last rows after `timeout`."""
-    return await on_events(engine.feed, lambda: query(engine, sql, params), check, timeout, f"{sql!r} {params}")
+    return await on_events(
+        engine.feed, lambda: query(engine, sql, params), check, timeout, f"{sql!r} {params}"
+    )
 
 
-async def on_events(feed: EventFeed, read: Callable[[], Awaitable[list[Row]]],
-                    check: Callable[[list[Row]], bool], timeout: float, what: str) -> list[Row]:
+async def on_events(
+    feed: EventFeed,
+    read: Callable[[], Awaitable[list[Row]]],
+    check: Callable[[list[Row]], bool],
+    timeout: float,
+    what: str,
+) -> list[Row]:
     """`read()` now and after each burst of `feed`'s events until `check` holds its rows. No
     polling in a tight loop: the store is read when something happened, not 20 times a second
     while the engine works; once every FALLBACK_SECONDS for changes that raise no event."""
@@ -66,8 +78,13 @@ async def on_events(feed: EventFeed, read: Callable[[], Awaitable[list[Row]]],
 
 
 async def wait_run_done(engine: Engine, run_id: int, timeout: float = 20.0) -> Row:
-    rows = await wait_for(engine, "SELECT * FROM runs WHERE id = ?", (run_id,),
-                          lambda r: bool(r) and r[0]["status"] in TERMINAL, timeout)
+    rows = await wait_for(
+        engine,
+        "SELECT * FROM runs WHERE id = ?",
+        (run_id,),
+        lambda r: bool(r) and r[0]["status"] in TERMINAL,
+        timeout,
+    )
     return rows[0]
 
 

@@ -40,8 +40,9 @@ stages:
 """
 
 
-def make_ws(root: Path, policy: str = "approvals: 2", extra_operators: str = "",
-            pipeline: str = PIPELINE) -> Workspace:
+def make_ws(
+    root: Path, policy: str = "approvals: 2", extra_operators: str = "", pipeline: str = PIPELINE
+) -> Workspace:
     root.mkdir(parents=True, exist_ok=True)
     make_repo(root / "repos" / "service", pipeline)
     me = current_os_user()
@@ -78,23 +79,31 @@ operators:
     return workspace.read(root / "ahead.yml")
 
 
-def decide(ws: Workspace, change_id: int, who: str, verdict: str = "approve",
-           comment: str = "") -> approvals.Verdict:
+def decide(
+    ws: Workspace, change_id: int, who: str, verdict: str = "approve", comment: str = ""
+) -> approvals.Verdict:
     with Store(ws.db_path, session=f"test:{who}") as store:
         return approvals.decide(store, ws, change_id, who, verdict, comment)
 
 
 async def waiting_change(engine: Engine, sha: str) -> dict[str, Any]:
-    rows = await wait_for(engine, "SELECT c.* FROM change_requests c WHERE c.head_sha = ? AND "
-                                  "c.status = 'open'", (sha,))
+    rows = await wait_for(
+        engine,
+        "SELECT c.* FROM change_requests c WHERE c.head_sha = ? AND c.status = 'open'",
+        (sha,),
+    )
     run = (await query(engine, "SELECT status FROM runs WHERE id = ?", (rows[0]["run_id"],)))[0]
     assert run["status"] == "waiting"
     return rows[0]
 
 
 async def deploys(engine: Engine) -> list[str]:
-    return [r["commit_sha"] for r in await query(engine, "SELECT commit_sha FROM deployments "
-                                                         "WHERE environment = 'prod' ORDER BY id")]
+    return [
+        r["commit_sha"]
+        for r in await query(
+            engine, "SELECT commit_sha FROM deployments WHERE environment = 'prod' ORDER BY id"
+        )
+    ]
 
 
 async def test_happy_path_two_approvals_deploy_exactly_the_approved_commit(tmp_path: Path) -> None:
@@ -114,22 +123,58 @@ async def test_happy_path_two_approvals_deploy_exactly_the_approved_commit(tmp_p
         assert run["status"] == "succeeded"
         assert await deploys(engine) == [sha]
         actions = [a["action"] for a in await query(engine, "SELECT action FROM audit ORDER BY id")]
-        assert actions == ["run.trigger", "gate.opened", "change.approve", "change.approve",
-                           "change.approved", "gate.passed", "deploy.start", "deploy"]
+        assert actions == [
+            "run.trigger",
+            "gate.opened",
+            "change.approve",
+            "change.approve",
+            "change.approved",
+            "gate.passed",
+            "deploy.start",
+            "deploy",
+        ]
         ok, _, problem = await engine.db.call(engine.db.store.verify_audit)
         assert ok, problem
 
 
-@pytest.mark.parametrize(("who", "author", "committer", "expect"), [
-    ("alice", ("alice", "alice@example.com"), None, "alice cannot approve: author of"),
-    ("alice", ("alice", "alice@home.example"), None, "alice cannot approve: author of"),
-    ("bob", ("dave", "dave@example.com"), ("bob", "bob@example.com"), "bob cannot approve: committer of"),
-    ("dave", ("carol", "carol@example.com"), None, "dave cannot approve: not an approver for prod"),
-    ("root-admin", ("carol", "carol@example.com"), None, "root-admin cannot approve: not an approver"),
-    ("mallory", ("carol", "carol@example.com"), None, "mallory cannot approve: not an operator"),
-])
-async def test_people_who_may_not_approve_are_refused(tmp_path: Path, who: str, author: tuple[str, str],
-                                                      committer: tuple[str, str] | None, expect: str) -> None:
+@pytest.mark.parametrize(
+    ("who", "author", "committer", "expect"),
+    [
+        ("alice", ("alice", "alice@example.com"), None, "alice cannot approve: author of"),
+        ("alice", ("alice", "alice@home.example"), None, "alice cannot approve: author of"),
+        (
+            "bob",
+            ("dave", "dave@example.com"),
+            ("bob", "bob@example.com"),
+            "bob cannot approve: committer of",
+        ),
+        (
+            "dave",
+            ("carol", "carol@example.com"),
+            None,
+            "dave cannot approve: not an approver for prod",
+        ),
+        (
+            "root-admin",
+            ("carol", "carol@example.com"),
+            None,
+            "root-admin cannot approve: not an approver",
+        ),
+        (
+            "mallory",
+            ("carol", "carol@example.com"),
+            None,
+            "mallory cannot approve: not an operator",
+        ),
+    ],
+)
+async def test_people_who_may_not_approve_are_refused(
+    tmp_path: Path,
+    who: str,
+    author: tuple[str, str],
+    committer: tuple[str, str] | None,
+    expect: str,
+) -> None:
     ws = make_ws(tmp_path / "ws")
     repo = ws.repo_dir(ws.repo("service"))
     async with Engine(ws) as engine:
@@ -138,15 +183,27 @@ async def test_people_who_may_not_approve_are_refused(tmp_path: Path, who: str, 
             env = {"GIT_COMMITTER_NAME": committer[0], "GIT_COMMITTER_EMAIL": committer[1]}
         (repo / "f").write_text(who)
         git(repo, "add", "-A")
-        git(repo, "commit", "-qm", "change", env={"GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1],
-                                                  "GIT_COMMITTER_NAME": author[0],
-                                                  "GIT_COMMITTER_EMAIL": author[1], **env})
+        git(
+            repo,
+            "commit",
+            "-qm",
+            "change",
+            env={
+                "GIT_AUTHOR_NAME": author[0],
+                "GIT_AUTHOR_EMAIL": author[1],
+                "GIT_COMMITTER_NAME": author[0],
+                "GIT_COMMITTER_EMAIL": author[1],
+                **env,
+            },
+        )
         sha = git(repo, "rev-parse", "HEAD")
         change = await waiting_change(engine, sha)
         verdict = decide(ws, change["id"], who)
         assert not verdict.ok and expect in verdict.message, verdict
         assert await query(engine, "SELECT * FROM decisions") == []
-        refused = await query(engine, "SELECT actor, action FROM audit WHERE action LIKE '%refused'")
+        refused = await query(
+            engine, "SELECT actor, action FROM audit WHERE action LIKE '%refused'"
+        )
         assert refused == [{"actor": who, "action": "change.approve.refused"}]
 
 
@@ -154,7 +211,9 @@ async def test_triggerer_may_not_approve(tmp_path: Path) -> None:
     ws = make_ws(tmp_path / "ws")
     async with Engine(ws) as engine:
         svc = Services(ws, engine.db.store)
-        run_id = await engine.db.call(svc.trigger, "service", Actor("bob", ("operator", "approver")))
+        run_id = await engine.db.call(
+            svc.trigger, "service", Actor("bob", ("operator", "approver"))
+        )
         rows = await wait_for(engine, "SELECT * FROM change_requests WHERE run_id = ?", (run_id,))
         verdict = decide(ws, rows[0]["id"], "bob")
         assert not verdict.ok and f"bob cannot approve: triggered run #{run_id}" in verdict.message
@@ -220,7 +279,9 @@ async def test_approved_then_frozen_waits_until_the_freeze_ends(tmp_path: Path) 
         # freeze prod before the gate is reached; decisions are refused while frozen, so this
         # approval is written as it would have been just before the freeze began
         text = (root / "ahead.yml").read_text()
-        (root / "ahead.yml").write_text(text.replace("approvals: 1", 'approvals: 1\n    freeze: ["00:00 - 24:00 UTC"]'))
+        (root / "ahead.yml").write_text(
+            text.replace("approvals: 1", 'approvals: 1\n    freeze: ["00:00 - 24:00 UTC"]')
+        )
         sha = commit(repo, "x", author="alice")
         change = await waiting_change(engine, sha)
         frozen = workspace.read(root / "ahead.yml")
@@ -228,9 +289,17 @@ async def test_approved_then_frozen_waits_until_the_freeze_ends(tmp_path: Path) 
         await asyncio.sleep(0.3)
         assert await deploys(engine) == []
         (root / "ahead.yml").write_text(text)  # the freeze is lifted: the policy changed too
-        rows = await wait_for(engine, "SELECT * FROM change_requests WHERE status = 'open' AND id != ?",
-                              (change["id"],), timeout=15)
-        voided = (await query(engine, "SELECT status, reason FROM change_requests WHERE id = ?", (change["id"],)))[0]
+        rows = await wait_for(
+            engine,
+            "SELECT * FROM change_requests WHERE status = 'open' AND id != ?",
+            (change["id"],),
+            timeout=15,
+        )
+        voided = (
+            await query(
+                engine, "SELECT status, reason FROM change_requests WHERE id = ?", (change["id"],)
+            )
+        )[0]
         assert voided["status"] == "voided" and "policy changed" in voided["reason"]
         assert decide(workspace.read(root / "ahead.yml"), rows[0]["id"], "bob").ok
         run = await wait_run_done(engine, change["run_id"])
@@ -252,7 +321,9 @@ async def test_a_new_commit_supersedes_and_old_approvals_never_deploy_it(tmp_pat
         fresh = await waiting_change(engine, new)
         assert fresh["base_sha"] is None and len(json.loads(fresh["commits"])) == 3
         assert decide(ws, fresh["id"], "bob").ok  # bob's old approval did not carry over
-        assert (await query(engine, "SELECT status FROM change_requests WHERE id = ?", (fresh["id"],)))[0]["status"] == "open"
+        assert (
+            await query(engine, "SELECT status FROM change_requests WHERE id = ?", (fresh["id"],))
+        )[0]["status"] == "open"
         assert decide(ws, fresh["id"], "carol").ok
         await wait_run_done(engine, fresh["run_id"])
         assert await deploys(engine) == [new]
@@ -267,14 +338,25 @@ async def test_a_moved_base_voids_the_approvals(tmp_path: Path) -> None:
         with Store(ws.db_path) as store:  # prod changes under the request (e.g. a hotfix run)
             from core import runstate
 
-            other = runstate.queue_run(store, repo="service", branch="hotfix", ref="refs/heads/hotfix",
-                                       sha=sha, on_main=False, trigger="manual", actor="bob")
-            stages = runstate.create_plan(store, other, "d", [("deploy", "prod", True, [("x", "true")])])
+            other = runstate.queue_run(
+                store,
+                repo="service",
+                branch="hotfix",
+                ref="refs/heads/hotfix",
+                sha=sha,
+                on_main=False,
+                trigger="manual",
+                actor="bob",
+            )
+            stages = runstate.create_plan(
+                store, other, "d", [("deploy", "prod", True, [("x", "true")])]
+            )
             runstate.record_deployment(store, stages[0]["id"])
         verdict = decide(ws, change["id"], "carol")
         assert not verdict.ok and "prod moved from nothing to" in verdict.message
-        assert (await query(engine, "SELECT status FROM change_requests WHERE id = ?",
-                            (change["id"],)))[0]["status"] == "voided"
+        assert (
+            await query(engine, "SELECT status FROM change_requests WHERE id = ?", (change["id"],))
+        )[0]["status"] == "voided"
 
 
 async def test_policy_cannot_be_loosened_from_the_repo(tmp_path: Path) -> None:
@@ -287,7 +369,9 @@ async def test_policy_cannot_be_loosened_from_the_repo(tmp_path: Path) -> None:
         run = await wait_run_done(engine, rows[0]["id"])
         assert run["status"] == "failed" and "policies: unknown key" in run["error"]
         renamed = PIPELINE.replace("  - name: deploy-prod", "  - name: sneaky")
-        sha = commit(repo, "rename the stage", author="alice", files={".ahead/pipeline.yml": renamed})
+        sha = commit(
+            repo, "rename the stage", author="alice", files={".ahead/pipeline.yml": renamed}
+        )
         change = await waiting_change(engine, sha)  # still gated: the gate follows the environment
         assert change["environment"] == "prod"
         assert await deploys(engine) == []
@@ -365,7 +449,8 @@ async def test_waiting_run_survives_an_engine_restart(tmp_path: Path) -> None:
 
 
 async def test_an_engine_stopped_before_a_resumed_run_is_back_at_its_gate_leaves_it_waiting(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """A resumed run is stopped in its checkout (before its gate is reached again): it stays
     waiting for the next engine, not interrupted (core/demo.py's settle relies on it)."""
     ws = make_ws(tmp_path / "ws")
@@ -392,8 +477,11 @@ async def test_a_run_past_its_gate_keeps_no_waiting_note(tmp_path: Path) -> None
     async with Engine(ws) as engine:
         sha = commit(repo, "x", author="alice")
         change = await waiting_change(engine, sha)
-        await wait_for(engine, "SELECT id FROM runs WHERE id = ? AND error LIKE 'waiting for approval:%'",
-                       (change["run_id"],))
+        await wait_for(
+            engine,
+            "SELECT id FROM runs WHERE id = ? AND error LIKE 'waiting for approval:%'",
+            (change["run_id"],),
+        )
         assert decide(ws, change["id"], "bob").ok and decide(ws, change["id"], "carol").ok
         run = await wait_run_done(engine, change["run_id"])
         assert (run["status"], run["error"]) == ("succeeded", None)
@@ -411,7 +499,9 @@ async def test_a_broken_policy_file_keeps_the_gate_shut(tmp_path: Path) -> None:
         (root / "ahead.yml").write_text(good + "policies: [broken\n")
         await asyncio.sleep(0.5)
         # approved, but the engine can no longer read the policy: nothing deploys
-        run = (await query(engine, "SELECT status, error FROM runs WHERE id = ?", (change["run_id"],)))[0]
+        run = (
+            await query(engine, "SELECT status, error FROM runs WHERE id = ?", (change["run_id"],))
+        )[0]
         del run
         (root / "ahead.yml").write_text(good)
         await wait_run_done(engine, change["run_id"])
@@ -424,11 +514,21 @@ def test_cli_changes_change_approve_reject_and_identity(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def ahead(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "core.cli", "--workspace", str(ws.root), *args],
-                              capture_output=True, text=True, env=env, timeout=60, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "core.cli", "--workspace", str(ws.root), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
 
-    engine = subprocess.Popen([sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "engine"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "engine"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     try:
         time.sleep(1.0)
         sha = commit(repo, "Release", author="alice")
@@ -441,7 +541,9 @@ def test_cli_changes_change_approve_reject_and_identity(tmp_path: Path) -> None:
         assert "deploys " + sha[:7] in ahead("change", str(change)).stdout
         own = ahead("--as", "alice", "approve", str(change))
         assert own.returncode == 3 and "alice cannot approve: author of " + sha[:7] in own.stderr
-        assert ahead("--as", "dave", "approve", str(change)).returncode == 3  # dave's os_users: none
+        assert (
+            ahead("--as", "dave", "approve", str(change)).returncode == 3
+        )  # dave's os_users: none
         assert ahead("--as", "carol", "reject", str(change)).returncode == 3  # needs a comment
         done = ahead("--as", "bob", "approve", str(change), "--comment", "ship it")
         assert done.returncode == 0 and "approved change" in done.stdout
@@ -462,14 +564,35 @@ def test_cli_changes_change_approve_reject_and_identity(tmp_path: Path) -> None:
 def test_read_only_identity_cannot_trigger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "ws"
     make_repo(root / "repos" / "app")
-    (root / "ahead.yml").write_text("repos:\n  - {name: app, path: repos/app}\nenvironments: [dev]\n"
-                                    "operators:\n  - name: someone-else\n    roles: [admin]\n    os_users: [nobody-here]\n")
-    done = subprocess.run([sys.executable, "-m", "core.cli", "--workspace", str(root), "trigger", "app"],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    (root / "ahead.yml").write_text(
+        "repos:\n  - {name: app, path: repos/app}\nenvironments: [dev]\n"
+        "operators:\n  - name: someone-else\n    roles: [admin]\n    os_users: [nobody-here]\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "core.cli", "--workspace", str(root), "trigger", "app"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
     assert done.returncode == 3 and "read-only" in done.stderr
-    as_other = subprocess.run([sys.executable, "-m", "core.cli", "--workspace", str(root), "--as", "someone-else",
-                               "trigger", "app"], capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    as_other = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core.cli",
+            "--workspace",
+            str(root),
+            "--as",
+            "someone-else",
+            "trigger",
+            "app",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
     assert as_other.returncode == 3 and "do not list the OS user" in as_other.stderr
 
 
@@ -480,13 +603,21 @@ async def test_a_long_range_does_not_hide_an_author(tmp_path: Path) -> None:
     # More than the 200 commits a change request lists, by Dave: each sets the file n to its
     # number. One `git fast-import` makes them (615 git calls, one commit at a time, took seconds).
     when = f"{int(time.time())} +0000"
-    stream = "".join(f"commit refs/heads/main\nauthor Dave <dave@example.com> {when}\n"
-                     f"committer Dave <dave@example.com> {when}\ndata {len(f'c{i}')}\nc{i}\n"
-                     + (f"from {git(repo, 'rev-parse', 'HEAD')}\n" if i == 0 else "")
-                     + f"M 100644 inline n\ndata {len(str(i))}\n{i}\n\n" for i in range(205))
-    subprocess.run(["git", "-C", str(repo), "fast-import", "--quiet"], input=stream, text=True, check=True)
+    stream = "".join(
+        f"commit refs/heads/main\nauthor Dave <dave@example.com> {when}\n"
+        f"committer Dave <dave@example.com> {when}\ndata {len(f'c{i}')}\nc{i}\n"
+        + (f"from {git(repo, 'rev-parse', 'HEAD')}\n" if i == 0 else "")
+        + f"M 100644 inline n\ndata {len(str(i))}\n{i}\n\n"
+        for i in range(205)
+    )
+    subprocess.run(
+        ["git", "-C", str(repo), "fast-import", "--quiet"], input=stream, text=True, check=True
+    )
     git(repo, "reset", "-q", "--hard")
-    assert git(repo, "log", "-1", "--format=%an %s") == "Dave c204" and (repo / "n").read_text() == "204"
+    assert (
+        git(repo, "log", "-1", "--format=%an %s") == "Dave c204"
+        and (repo / "n").read_text() == "204"
+    )
     async with Engine(ws) as engine:
         svc = Services(ws, engine.db.store)
         run_id = await engine.db.call(svc.trigger, "service", Actor("root-admin", ("admin",)))
@@ -504,7 +635,9 @@ async def test_a_change_voided_by_a_decision_gets_a_new_request(tmp_path: Path) 
         sha = commit(repo, "x", author="alice")
         change = await waiting_change(engine, sha)
         text = (root / "ahead.yml").read_text()
-        (root / "ahead.yml").write_text(text.replace("approvals: 1", "approvals: 1\n    approval_expires: 1h"))
+        (root / "ahead.yml").write_text(
+            text.replace("approvals: 1", "approvals: 1\n    approval_expires: 1h")
+        )
         edited = workspace.read(root / "ahead.yml")
         verdict = decide(edited, change["id"], "bob")  # the decision sees the policy change first
         assert not verdict.ok and verdict.status == "voided"
@@ -516,15 +649,21 @@ async def test_a_change_voided_by_a_decision_gets_a_new_request(tmp_path: Path) 
 
 async def test_whoever_triggered_any_run_of_the_commit_may_not_approve(tmp_path: Path) -> None:
     # roles come from ahead.yml at each command: erin is an operator and an approver there
-    ws = make_ws(tmp_path / "ws", extra_operators="  - name: erin\n    roles: [operator, approver]\n")
+    ws = make_ws(
+        tmp_path / "ws", extra_operators="  - name: erin\n    roles: [operator, approver]\n"
+    )
     async with Engine(ws) as engine:
         svc = Services(ws, engine.db.store)
-        first = await engine.db.call(svc.trigger, "service", Actor("erin", ("operator", "approver")))
+        first = await engine.db.call(
+            svc.trigger, "service", Actor("erin", ("operator", "approver"))
+        )
         await wait_for(engine, "SELECT * FROM change_requests WHERE run_id = ?", (first,))
         await engine.db.call(svc.cancel, first, Actor("erin"))
         await wait_run_done(engine, first)
         retry = await engine.db.call(svc.retry, first, Actor("bob", ("operator", "approver")))
-        rows = await wait_for(engine, "SELECT * FROM change_requests WHERE run_id = ? AND status = 'open'", (retry,))
+        rows = await wait_for(
+            engine, "SELECT * FROM change_requests WHERE run_id = ? AND status = 'open'", (retry,)
+        )
         verdict = decide(ws, rows[0]["id"], "erin")
         assert not verdict.ok and f"erin cannot approve: triggered run #{first}" in verdict.message
 

@@ -42,8 +42,12 @@ def build_store(path: Path) -> None:
     with Store(path, session="test:base") as store:
         for i in range(ENTRIES):
             with store.transaction():
-                store.audit(["alice", "bob", "Ève ☃"][i % 3], ["change.approve", "deploy", "run.trigger"][i % 3],
-                            f"run/{i}", {"n": i, "note": "x" * (i % 7), "uni": "\u202e\u200b"})
+                store.audit(
+                    ["alice", "bob", "Ève ☃"][i % 3],
+                    ["change.approve", "deploy", "run.trigger"][i % 3],
+                    f"run/{i}",
+                    {"n": i, "note": "x" * (i % 7), "uni": "\u202e\u200b"},
+                )
 
 
 class Attacker:
@@ -60,8 +64,10 @@ class Attacker:
         return [dict(zip(FIELDS, row, strict=True)) for row in cur.fetchall()]
 
     def put(self, row: dict[str, object]) -> None:
-        self.conn.execute(f"INSERT INTO audit ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))})",
-                          [row[f] for f in FIELDS])
+        self.conn.execute(
+            f"INSERT INTO audit ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))})",
+            [row[f] for f in FIELDS],
+        )
 
     def delete(self, seq: int) -> None:
         self.conn.execute("DELETE FROM audit WHERE id = ?", (seq,))
@@ -74,8 +80,15 @@ class Attacker:
 
 def rehash(row: dict[str, object], prev: str) -> dict[str, object]:
     row = {**row, "prev_hash": prev}
-    row["hash"] = audit_hash(prev, row["ts"], row["actor"], row["session"], row["action"],  # type: ignore[arg-type]
-                             row["subject"], row["detail"])
+    row["hash"] = audit_hash(
+        prev,
+        row["ts"],
+        row["actor"],
+        row["session"],
+        row["action"],  # type: ignore[arg-type]
+        row["subject"],
+        row["detail"],
+    )
     return row
 
 
@@ -90,7 +103,7 @@ def changed(value: object, rng: random.Random) -> object:
     new = chr((ord(text[at]) + rng.randint(1, 30)) % 0x10FFFF or 1)
     if 0xD800 <= ord(new) <= 0xDFFF:
         new = "Z" if text[at] != "Z" else "Y"
-    return text[:at] + new + text[at + 1:]
+    return text[:at] + new + text[at + 1 :]
 
 
 def tamper(kind: str, a: Attacker, rng: random.Random) -> str:
@@ -132,21 +145,34 @@ def tamper(kind: str, a: Attacker, rng: random.Random) -> str:
         prev = str(row["prev_hash"])
         for seq in range(k, last + 1):
             old = rows[seq - 1]
-            edited = rehash({**old, "detail": json.dumps({"forged": True})} if seq == k else old, prev)
+            edited = rehash(
+                {**old, "detail": json.dumps({"forged": True})} if seq == k else old, prev
+            )
             a.delete(seq)
             a.put(edited)
             prev = str(edited["hash"])
         return HEAD
     if kind == "append a forged entry":
-        a.put(rehash({**rows[-1], "id": last + 1, "actor": "mallory", "action": "change.approve"},
-                     str(rows[-1]["hash"])))
+        a.put(
+            rehash(
+                {**rows[-1], "id": last + 1, "actor": "mallory", "action": "change.approve"},
+                str(rows[-1]["hash"]),
+            )
+        )
         return NOTHING
     raise AssertionError(kind)
 
 
-KINDS = ["change a byte", "change a type", "delete a row", "swap rows",
-         "re-insert an edited row with its hash recomputed", "truncate the tail",
-         "re-chain from an edited row onward", "append a forged entry"]
+KINDS = [
+    "change a byte",
+    "change a type",
+    "delete a row",
+    "swap rows",
+    "re-insert an edited row with its hash recomputed",
+    "truncate the tail",
+    "re-chain from an edited row onward",
+    "append a forged entry",
+]
 
 
 def campaign(tmp_path: Path, edits: int, seed: int) -> dict[str, Counter[str]]:
@@ -183,11 +209,15 @@ def campaign(tmp_path: Path, edits: int, seed: int) -> dict[str, Counter[str]]:
 
 
 def report(tally: dict[str, Counter[str]]) -> str:
-    lines = [f"{'edit':50} {'edits':>5} {'chain can':>9} {'chain did':>9} {'+head can':>9} {'+head did':>9}"]
+    lines = [
+        f"{'edit':50} {'edits':>5} {'chain can':>9} {'chain did':>9} {'+head can':>9} {'+head did':>9}"
+    ]
     for kind, c in tally.items():
         can_head = c[f"expected: {CHAIN}"] + c[f"expected: {HEAD}"]
-        lines.append(f"{kind:50} {c['edits']:5} {c[f'expected: {CHAIN}']:9} {c['found by the chain']:9} "
-                     f"{can_head:9} {c['found with the head']:9}")
+        lines.append(
+            f"{kind:50} {c['edits']:5} {c[f'expected: {CHAIN}']:9} {c['found by the chain']:9} "
+            f"{can_head:9} {c['found with the head']:9}"
+        )
     return "\n".join(lines)
 
 
@@ -211,8 +241,13 @@ def test_audit_head_and_verify_head_from_the_cli(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def ahead(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "audit", *args],
-                              capture_output=True, text=True, env=env, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "audit", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
 
     head = ahead("head").stdout.strip()
     seq, digest = head.split(":")
@@ -229,7 +264,9 @@ def test_audit_head_and_verify_head_from_the_cli(tmp_path: Path) -> None:
     # the chain alone still verifies; the head the last verify remembered (outside the state
     # directory) shows the cut
     shrunk = ahead("verify")
-    assert shrunk.returncode == 1 and f"but was {ENTRIES} entries long" in shrunk.stderr, shrunk.stderr
+    assert shrunk.returncode == 1 and f"but was {ENTRIES} entries long" in shrunk.stderr, (
+        shrunk.stderr
+    )
     cut = ahead("verify", "--head", head)
     assert cut.returncode == 1 and f"entry {ENTRIES} is missing" in cut.stderr, cut.stderr
 

@@ -25,9 +25,15 @@ PASSWD_MARK = Path("/etc/passwd").read_text().splitlines()[0]
 def state_text(db: Path) -> str:
     """Every text value in the store, for checking that nothing from outside leaked in."""
     with Store(db) as store:
-        tables = [r["name"] for r in store.query("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return "\n".join(str(v) for t in tables for row in store.query(f"SELECT * FROM {t}")
-                         for v in row.values())
+        tables = [
+            r["name"] for r in store.query("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+        return "\n".join(
+            str(v)
+            for t in tables
+            for row in store.query(f"SELECT * FROM {t}")
+            for v in row.values()
+        )
 
 
 def commit_link(repo: Path, link: str, target: str, message: str = "add a link") -> str:
@@ -54,7 +60,9 @@ async def test_pipeline_file_that_is_a_link_to_etc_passwd_is_refused(tmp_path: P
 
 
 @pytest.mark.parametrize("target", ["../..", "/etc", "../../../../../../etc"])
-async def test_pipeline_directory_that_is_a_link_finds_no_pipeline(tmp_path: Path, target: str) -> None:
+async def test_pipeline_directory_that_is_a_link_finds_no_pipeline(
+    tmp_path: Path, target: str
+) -> None:
     ws = make_workspace(tmp_path / "ws")
     repo = ws.repo_dir(ws.repo("app"))
     # a pipeline.yml where the link points (outside the repo) must not be picked up
@@ -74,16 +82,22 @@ stages:
 """
 
 
-@pytest.mark.parametrize(("links", "run", "artifact"), [
-    ({"leak.txt": "/etc/passwd"}, "true", "leak.txt"),                  # committed link to a file
-    ({"dist": "/etc"}, "true", "dist/passwd"),                        # committed link to a dir
-    ({"up": "../" * 30}, "true", "up/etc/passwd"),                   # committed link up and out
-    ({}, "ln -s /etc/passwd made.txt", "made.txt"),                   # link made by the step
-    ({}, "mkfifo pipe", "pipe"),                                     # not a regular file
-])
+@pytest.mark.parametrize(
+    ("links", "run", "artifact"),
+    [
+        ({"leak.txt": "/etc/passwd"}, "true", "leak.txt"),  # committed link to a file
+        ({"dist": "/etc"}, "true", "dist/passwd"),  # committed link to a dir
+        ({"up": "../" * 30}, "true", "up/etc/passwd"),  # committed link up and out
+        ({}, "ln -s /etc/passwd made.txt", "made.txt"),  # link made by the step
+        ({}, "mkfifo pipe", "pipe"),  # not a regular file
+    ],
+)
 async def test_artifacts_that_lead_outside_the_checkout_are_refused(
-        tmp_path: Path, links: dict[str, str], run: str, artifact: str) -> None:
-    ws = make_workspace(tmp_path / "ws", {"app": ARTIFACT_PIPELINE.format(run=run, artifact=artifact)})
+    tmp_path: Path, links: dict[str, str], run: str, artifact: str
+) -> None:
+    ws = make_workspace(
+        tmp_path / "ws", {"app": ARTIFACT_PIPELINE.format(run=run, artifact=artifact)}
+    )
     repo = ws.repo_dir(ws.repo("app"))
     async with Engine(ws) as engine:
         sha = commit(repo, "no links yet")
@@ -93,16 +107,25 @@ async def test_artifacts_that_lead_outside_the_checkout_are_refused(
         assert run_row["status"] == "failed"
         steps = await query(engine, "SELECT error FROM steps WHERE run_id = ?", (run_row["id"],))
         assert "is not a file inside the checkout" in str(steps[0]["error"]), steps
-        assert await query(engine, "SELECT * FROM artifacts WHERE run_id = ?", (run_row["id"],)) == []
+        assert (
+            await query(engine, "SELECT * FROM artifacts WHERE run_id = ?", (run_row["id"],)) == []
+        )
     assert PASSWD_MARK not in state_text(ws.db_path)
     kept = ws.state_dir / "artifacts"
-    assert not kept.exists() or not any(PASSWD_MARK in p.read_text("utf-8", "replace")
-                                        for p in kept.rglob("*") if p.is_file())
+    assert not kept.exists() or not any(
+        PASSWD_MARK in p.read_text("utf-8", "replace") for p in kept.rglob("*") if p.is_file()
+    )
 
 
 async def test_artifact_link_to_a_file_inside_the_checkout_is_kept(tmp_path: Path) -> None:
-    ws = make_workspace(tmp_path / "ws", {"app": ARTIFACT_PIPELINE.format(
-        run="echo plan > plan.txt && ln -s plan.txt latest", artifact="latest")})
+    ws = make_workspace(
+        tmp_path / "ws",
+        {
+            "app": ARTIFACT_PIPELINE.format(
+                run="echo plan > plan.txt && ln -s plan.txt latest", artifact="latest"
+            )
+        },
+    )
     repo = ws.repo_dir(ws.repo("app"))
     async with Engine(ws) as engine:
         run_row = await run_of(engine, commit(repo, "go"))
@@ -142,7 +165,9 @@ async def test_restored_artifacts_never_go_through_a_committed_link(tmp_path: Pa
     assert list(outside.iterdir()) == []
 
 
-def test_write_inside_refuses_links_on_the_way_and_replaces_a_link_at_the_end(tmp_path: Path) -> None:
+def test_write_inside_refuses_links_on_the_way_and_replaces_a_link_at_the_end(
+    tmp_path: Path,
+) -> None:
     root, outside = tmp_path / "checkout", tmp_path / "outside"
     root.mkdir()
     outside.mkdir()
@@ -158,7 +183,9 @@ def test_write_inside_refuses_links_on_the_way_and_replaces_a_link_at_the_end(tm
             safepath.write_inside(root, bad, b"x")
     safepath.write_inside(root, "file", b"new")
     assert (outside / "secret").read_text() == "keep me" and not (root / "file").is_symlink()
-    assert (root / "file").read_bytes() == b"new" and sorted(p.name for p in outside.iterdir()) == ["secret"]
+    assert (root / "file").read_bytes() == b"new" and sorted(p.name for p in outside.iterdir()) == [
+        "secret"
+    ]
 
 
 async def test_an_unexpected_error_in_a_stage_never_reads_as_success(tmp_path: Path) -> None:
@@ -166,8 +193,13 @@ async def test_an_unexpected_error_in_a_stage_never_reads_as_success(tmp_path: P
     to end the run `succeeded`: the run's status was set to succeeded before its stages ran, and
     the error skipped the rest."""
     name = "a" * 250  # also: a long name is kept under a short one (it used to be ENAMETOOLONG)
-    ws = make_workspace(tmp_path / "ws", {"app": ARTIFACT_PIPELINE.format(run=f"touch {name}", artifact=name)
-                                          + "  - name: after\n    steps:\n      - run: echo after\n"})
+    ws = make_workspace(
+        tmp_path / "ws",
+        {
+            "app": ARTIFACT_PIPELINE.format(run=f"touch {name}", artifact=name)
+            + "  - name: after\n    steps:\n      - run: echo after\n"
+        },
+    )
     repo = ws.repo_dir(ws.repo("app"))
     async with Engine(ws) as engine:
         ok = await run_of(engine, commit(repo, "go"))
@@ -176,5 +208,7 @@ async def test_an_unexpected_error_in_a_stage_never_reads_as_success(tmp_path: P
         (ws.state_dir / "artifacts").write_text("not a directory")
         run = await run_of(engine, commit(repo, "again"))
         assert run["status"] == "failed" and "stopped: " in str(run["error"]), run["error"]
-        stages = await query(engine, "SELECT status FROM stages WHERE run_id = ? ORDER BY idx", (run["id"],))
+        stages = await query(
+            engine, "SELECT status FROM stages WHERE run_id = ? ORDER BY idx", (run["id"],)
+        )
         assert stages[1]["status"] == "skipped", stages  # the stage after never ran

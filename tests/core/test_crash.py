@@ -30,9 +30,12 @@ from tests.core.crash import (
 # point -> whether the interrupted deploy leaves the environment in an unknown state (a lock
 # taken and not released in a committed transaction)
 ENGINE_POINTS = {
-    "deploy.start.before_commit": False, "deploy.start.after_commit": True,
-    "deploy.end.before_commit": True, "deploy.end.after_commit": False,
-    "run.end.before_commit": False, "run.end.after_commit": False,
+    "deploy.start.before_commit": False,
+    "deploy.start.after_commit": True,
+    "deploy.end.before_commit": True,
+    "deploy.end.after_commit": False,
+    "run.end.before_commit": False,
+    "run.end.after_commit": False,
 }
 
 
@@ -61,7 +64,9 @@ def test_engine_killed_at_a_commit_point_recovers(tmp_path: Path, point: str, en
         assert run["status"] == "succeeded"
     else:
         assert run["status"] == "interrupted", run  # never re-run on its own, never succeeded
-    assert stage["status"] == ("succeeded" if point.startswith(("deploy.end.after", "run.end")) else "interrupted")
+    assert stage["status"] == (
+        "succeeded" if point.startswith(("deploy.end.after", "run.end")) else "interrupted"
+    )
     assert len(ledger(ws, env, "started")) == (0 if point.startswith("deploy.start") else 1)
     unknown = ENGINE_POINTS[point] and env == "prod"
     assert set(locks) == ({"prod"} if unknown else set())
@@ -73,7 +78,11 @@ def test_engine_killed_at_a_commit_point_recovers(tmp_path: Path, point: str, en
     settle(ws, acknowledged)
     with store(ws) as db:
         refused = db.query_one("SELECT * FROM runs ORDER BY id DESC LIMIT 1")
-        assert refused is not None and refused["status"] == "failed" and "prod is locked" in refused["error"]
+        assert (
+            refused is not None
+            and refused["status"] == "failed"
+            and "prod is locked" in refused["error"]
+        )
         assert not db.query("SELECT 1 FROM change_requests WHERE run_id = ?", (refused["id"],))
     listing = ahead(ws, "locks")
     assert "needs_operator" in listing.stdout and f"#{run_id}" in listing.stdout
@@ -81,7 +90,9 @@ def test_engine_killed_at_a_commit_point_recovers(tmp_path: Path, point: str, en
     # only an admin or approver may unlock, with a reason, and it is audited
     denied = ahead(ws, "--as", "alice", "unlock", "app", "prod", "--reason", "checked")
     assert denied.returncode == 3 and "admin or approver" in denied.stderr
-    done = ahead(ws, "--as", "admin", "unlock", "app", "prod", "--reason", "checked prod by hand: v1 live")
+    done = ahead(
+        ws, "--as", "admin", "unlock", "app", "prod", "--reason", "checked prod by hand: v1 live"
+    )
     assert done.returncode == 0, done.stderr
     assert ahead(ws, "--as", "alice", "trigger", "app").returncode == 0
     settle(ws, acknowledged)
@@ -90,7 +101,11 @@ def test_engine_killed_at_a_commit_point_recovers(tmp_path: Path, point: str, en
         last = db.query_one("SELECT * FROM runs ORDER BY id DESC LIMIT 1")
         assert last is not None and last["status"] == "succeeded"
         entry = db.query_one("SELECT * FROM audit WHERE action = 'env.unlock'")
-        assert entry is not None and entry["actor"] == "admin" and "checked prod by hand" in entry["detail"]
+        assert (
+            entry is not None
+            and entry["actor"] == "admin"
+            and "checked prod by hand" in entry["detail"]
+        )
         assert db.query_one("SELECT 1 FROM audit WHERE action = 'env.locked'")
 
 
@@ -105,7 +120,9 @@ def test_engine_killed_as_the_gate_passes(tmp_path: Path, point: str) -> None:
     with store(ws) as db:
         run = db.query_one("SELECT * FROM runs WHERE id = ?", (run_id,))
     assert run is not None
-    if point.endswith("before_commit"):  # still waiting at the gate: resumed, approval kept, deployed
+    if point.endswith(
+        "before_commit"
+    ):  # still waiting at the gate: resumed, approval kept, deployed
         assert run["status"] == "succeeded" and ledger(ws, "prod", "done") == [run_id]
     else:  # the gate passed but nothing ran: interrupted, prod untouched and not locked
         assert run["status"] == "interrupted" and ledger(ws, "prod", "started") == []
@@ -120,7 +137,9 @@ def test_cli_killed_while_approving(tmp_path: Path, point: str) -> None:
         run_id = trigger(ws)
         with store(ws) as db:
             deadline = time.monotonic() + 20
-            while not (change := db.query_one("SELECT id FROM change_requests WHERE status = 'open'")):
+            while not (
+                change := db.query_one("SELECT id FROM change_requests WHERE status = 'open'")
+            ):
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.05)
         killed = ahead(ws, "--as", "bob", "approve", str(change["id"]), fault=point)
@@ -132,7 +151,9 @@ def test_cli_killed_while_approving(tmp_path: Path, point: str) -> None:
     settle(ws, acknowledged)
     check_invariants(ws, acknowledged)
     with store(ws) as db:
-        assert db.query_one("SELECT status FROM runs WHERE id = ?", (run_id,))["status"] == "succeeded"
+        assert (
+            db.query_one("SELECT status FROM runs WHERE id = ?", (run_id,))["status"] == "succeeded"
+        )
 
 
 def test_crash_during_recovery_and_unlock(tmp_path: Path) -> None:
@@ -145,10 +166,14 @@ def test_crash_during_recovery_and_unlock(tmp_path: Path) -> None:
             assert proc.returncode == EXIT_CODE
     settle(ws, acknowledged)
     assert set(check_invariants(ws, acknowledged)) == {"prod"}
-    killed = ahead(ws, "--as", "bob", "unlock", "app", "prod", "--reason", "x", fault="unlock.before_commit")
+    killed = ahead(
+        ws, "--as", "bob", "unlock", "app", "prod", "--reason", "x", fault="unlock.before_commit"
+    )
     assert killed.returncode == EXIT_CODE
     assert set(check_invariants(ws, acknowledged)) == {"prod"}
-    killed = ahead(ws, "--as", "bob", "unlock", "app", "prod", "--reason", "x", fault="unlock.after_commit")
+    killed = ahead(
+        ws, "--as", "bob", "unlock", "app", "prod", "--reason", "x", fault="unlock.after_commit"
+    )
     assert killed.returncode == EXIT_CODE
     assert check_invariants(ws, acknowledged) == {}
     with store(ws) as db:
@@ -173,7 +198,10 @@ def kill_loop(ws: Workspace, iterations: int, seed: int) -> dict[str, int]:
             locked += 1
             with store(ws) as db:
                 from core.services import Actor, Services
-                Services(ws, db).unlock("app", "prod", Actor("bob", ("approver",)), "checked after kill -9")
+
+                Services(ws, db).unlock(
+                    "app", "prod", Actor("bob", ("approver",)), "checked after kill -9"
+                )
     with Store(ws.db_path) as db:
         runs = db.query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
     return {"locked": locked, **{r["status"]: r["n"] for r in runs}}

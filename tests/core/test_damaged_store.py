@@ -68,10 +68,19 @@ def test_a_corrupt_page_fails_clearly_and_approve_writes_nothing(tmp_path: Path)
     conn.close()
     one_line_error(ahead(ws, "logs", "1"), "is damaged")  # a read of the bad page: one line
     checked = ahead(ws, "check")
-    assert checked.returncode == 1 and "damaged" in checked.stdout and "Traceback" not in checked.stderr
+    assert (
+        checked.returncode == 1
+        and "damaged" in checked.stdout
+        and "Traceback" not in checked.stderr
+    )
     one_line_error(ahead(ws, "audit", "verify"), "is damaged")
-    engine = subprocess.run([sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "engine"],
-                            capture_output=True, text=True, timeout=30, check=False)
+    engine = subprocess.run(
+        [sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "engine"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     one_line_error(engine, "is damaged")  # the engine checks the store when it opens it
 
 
@@ -146,8 +155,24 @@ def test_serve_on_a_port_in_use_names_it(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "serve",
-                               "--listen", f"127.0.0.1:{port}"],
-                              capture_output=True, text=True, timeout=60, check=False)
-    one_line_error(done, f"port {port} on 127.0.0.1 is in use (by pid {os.getpid()})",
-                   "choose another with --listen")
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "core.cli",
+                "--workspace",
+                str(ws.root),
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    one_line_error(
+        done,
+        f"port {port} on 127.0.0.1 is in use (by pid {os.getpid()})",
+        "choose another with --listen",
+    )

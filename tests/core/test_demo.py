@@ -53,9 +53,16 @@ def present(ws: Workspace) -> float:
 
 
 def ahead(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL, check=False, cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_workspace_and_pipelines_are_valid(demo_ws: Workspace) -> None:
@@ -66,14 +73,19 @@ def test_workspace_and_pipelines_are_valid(demo_ws: Workspace) -> None:
     prod = demo_ws.policies["prod"]
     assert list(demo_ws.policies) == ["prod"]
     assert (prod.approvals, prod.approvers, prod.forbid) == (
-        2, ("role:approver",), ("authors", "committers", "triggerer"))
+        2,
+        ("role:approver",),
+        ("authors", "committers", "triggerer"),
+    )
     assert prod.expires == 72 * 3600 and prod.reject_needs_comment
     me = demo_ws.operator_for_os_user()
     assert me is not None and me.name == "alice" and "approver" in me.roles
     user = workspace.current_os_user()  # `--as bob` and `--as carol` work for whoever runs the demo
     assert [(op.name, op.roles, user in op.os_users) for op in demo_ws.operators] == [
-        ("alice", ("operator", "approver"), True), ("bob", ("operator", "approver"), True),
-        ("carol", ("approver",), True)]
+        ("alice", ("operator", "approver"), True),
+        ("bob", ("operator", "approver"), True),
+        ("carol", ("approver",), True),
+    ]
     assert demo_ws.operator_by_email("dave@contractor.example.net") is None
     for repo in demo_ws.repos:
         path = demo_ws.repo_dir(repo)
@@ -96,7 +108,9 @@ def test_history_has_authors_dates_and_a_branch(demo_ws: Workspace) -> None:
     authors = {line.split()[0] for line in log}
     assert {"alice@example.com", "bob@example.com", "carol@example.com"} <= authors
     dave = [line for line in log if line.startswith("dave@")]
-    assert dave and dave[0].split()[1] == "carol@example.com"  # an outside change, committed by carol
+    assert (
+        dave and dave[0].split()[1] == "carol@example.com"
+    )  # an outside change, committed by carol
     times = [int(line.split()[2]) for line in log]
     assert max(times) <= time.time() and min(times) < time.time() - 5 * 24 * 3600
     assert "feature/bigger-db" in git(infra, "branch", "--list")
@@ -111,7 +125,9 @@ def test_environments_are_at_different_commits(demo_ws: Workspace) -> None:
     envs = infra["environments"]
     assert isinstance(envs, dict)
     assert envs["dev"]["deployed"] == infra["head"]
-    assert len({envs["dev"]["deployed"], envs["preprod"]["deployed"], envs["prod"]["deployed"]}) == 3
+    assert (
+        len({envs["dev"]["deployed"], envs["preprod"]["deployed"], envs["prod"]["deployed"]}) == 3
+    )
     assert 0 < envs["preprod"]["pending"] < envs["prod"]["pending"]
     assert envs["prod"]["lag_seconds"] > 24 * 3600
 
@@ -131,7 +147,8 @@ def test_environments_are_at_different_commits(demo_ws: Workspace) -> None:
     assert not [r for r in runs if r["status"] in ("queued", "running")]
     assert [r["repo"] for r in runs if r["status"] == "waiting"] == ["service"]
     assert ("infrastructure", "feature/bigger-db", "succeeded") in {
-        (r["repo"], r["branch"], r["status"]) for r in runs}
+        (r["repo"], r["branch"], r["status"]) for r in runs
+    }
 
     text = ahead("--workspace", str(demo_ws.root), "status").stdout
     assert "REPO" in text and "PROD" in text and "+4" in text and "waiting" in text
@@ -141,14 +158,19 @@ def test_live_directories_hold_what_was_deployed(demo_ws: Workspace) -> None:
     repos = status(demo_ws)
     live = demo_ws.root / "live"
     image = json.loads((live / "dev" / "machine-image" / "image.json").read_text())
-    assert image["commit"] == repos["machine-image"]["head"] and image["image_id"].startswith("ami-")
+    assert image["commit"] == repos["machine-image"]["head"] and image["image_id"].startswith(
+        "ami-"
+    )
     assert (live / "dev" / "machine-image" / "image.tar.gz").stat().st_size > 0
     for env in ("dev", "preprod", "prod"):
         state = json.loads((live / env / "infrastructure" / "state.json").read_text())
         envs = repos["infrastructure"]["environments"]
         assert isinstance(envs, dict)
         assert state["commit"] == envs[env]["deployed"]
-    assert "db.main" in json.loads((live / "prod" / "infrastructure" / "state.json").read_text())["resources"]
+    assert (
+        "db.main"
+        in json.loads((live / "prod" / "infrastructure" / "state.json").read_text())["resources"]
+    )
     assert not (live / "prod" / "infrastructure" / "state.lock").exists()
     assert "version=1.2.0" in (live / "preprod" / "service" / "RELEASE").read_text()
     assert "version=1.1.0" in (live / "prod" / "service" / "RELEASE").read_text()
@@ -160,11 +182,17 @@ def test_the_demo_opens_with_one_hand_edited_file_drifted_in_prod(demo_ws: Works
         found = {(r["repo"], r["environment"], r["target"]): r for r in drift.listing(store)}
         [detail] = drift.detail(store, "service", "prod", "app")
     configured = {k: r["state"] for k, r in found.items() if r["kind"] != "revision"}
-    assert configured == {("service", "preprod", "app"): "in_sync", ("service", "prod", "app"): "drifted",
-                          ("infrastructure", "dev", "resources"): "in_sync",
-                          ("infrastructure", "preprod", "resources"): "in_sync",
-                          ("infrastructure", "prod", "resources"): "in_sync"}
-    assert detail["detail"]["changed"] == ["orders.py"] and '+PRICES = {"apple"' in detail["detail"]["diff"]
+    assert configured == {
+        ("service", "preprod", "app"): "in_sync",
+        ("service", "prod", "app"): "drifted",
+        ("infrastructure", "dev", "resources"): "in_sync",
+        ("infrastructure", "preprod", "resources"): "in_sync",
+        ("infrastructure", "prod", "resources"): "in_sync",
+    }
+    assert (
+        detail["detail"]["changed"] == ["orders.py"]
+        and '+PRICES = {"apple"' in detail["detail"]["diff"]
+    )
     compile((demo_ws.root / demo.HAND_EDIT[0]).read_text(), "orders.py", "exec")  # still runs
     assert found[("service", "prod", "revision")]["state"] == "drifted"  # 1.2.0 waits at the gate
 
@@ -186,8 +214,10 @@ def test_prod_changes_went_through_the_gate(demo_ws: Workspace) -> None:
     with Store(demo_ws.db_path) as store:
         changes = {c["id"]: c for c in approvals.changes(store)}
         details = {i: approvals.change_detail(store, demo_ws, i) for i in changes}
-        audit = store.query("SELECT actor, action, subject FROM audit WHERE action LIKE 'change.%' "
-                              "OR action LIKE 'gate.%'")
+        audit = store.query(
+            "SELECT actor, action, subject FROM audit WHERE action LIKE 'change.%' "
+            "OR action LIKE 'gate.%'"
+        )
         assert store.verify_audit()[0]
     assert {c["environment"] for c in changes.values()} == {"prod"}
     passed = [d for d in details.values() if d["status"] == "passed"]
@@ -198,7 +228,8 @@ def test_prod_changes_went_through_the_gate(demo_ws: Workspace) -> None:
         assert len(authors) == 1 and len(approvers) == 2 and not authors & approvers, change["id"]
         assert {d["verdict"] for d in change["decisions"]} == {"approve"}
         assert ("engine", "gate.passed", f"change/{change['id']}") in {
-            (a["actor"], a["action"], a["subject"]) for a in audit}
+            (a["actor"], a["action"], a["subject"]) for a in audit
+        }
     first = min((d for d in passed if d["repo"] == "service"), key=lambda d: d["id"])
     assert first["base_sha"] is None and [c["author"] for c in first["commits"]] == ["Alice Archer"]
     assert [d["operator"] for d in first["decisions"]] == ["bob", "carol"]
@@ -211,14 +242,22 @@ def test_prod_changes_went_through_the_gate(demo_ws: Workspace) -> None:
     assert waiting["base_sha"] == service["prod"]["deployed"]
     assert waiting["run"]["status"] == "waiting"
     assert waiting["run"]["error"] == "waiting for approval: 1 of 2 approvals"
-    assert {c["email"] for c in waiting["commits"]} == {"alice@example.com", "dave@contractor.example.net"}
+    assert {c["email"] for c in waiting["commits"]} == {
+        "alice@example.com",
+        "dave@contractor.example.net",
+    }
     assert [(d["operator"], d["verdict"]) for d in waiting["decisions"]] == [("bob", "approve")]
     check = waiting["checklist"]
-    assert (check["approved_by"], check["eligible"], check["required"]) == (["bob"], ["bob", "carol"], 2)
+    assert (check["approved_by"], check["eligible"], check["required"]) == (
+        ["bob"],
+        ["bob", "carol"],
+        2,
+    )
     assert check["barred"]["alice"].startswith("author of ")
     assert waiting["expires_at"] > present(demo_ws) + 48 * 3600  # still open tomorrow
     assert ("bob", "change.approve", f"change/{waiting['id']}") in {
-        (a["actor"], a["action"], a["subject"]) for a in audit}
+        (a["actor"], a["action"], a["subject"]) for a in audit
+    }
 
 
 def test_create_refuses_an_existing_or_non_empty_dir(demo_ws: Workspace, tmp_path: Path) -> None:
@@ -244,8 +283,10 @@ def test_the_same_now_makes_the_same_store(tmp_path: Path) -> None:
     for repo in ("machine-image", "infrastructure", "service"):
         shas = {git(tmp_path / name / "repos" / repo, "rev-parse", "main") for name in ("a", "b")}
         assert len(shas) == 1, repo
-    branch = {git(tmp_path / name / "repos" / "infrastructure", "rev-parse", "feature/bigger-db")
-              for name in ("a", "b")}
+    branch = {
+        git(tmp_path / name / "repos" / "infrastructure", "rev-parse", "feature/bigger-db")
+        for name in ("a", "b")
+    }
     assert len(branch) == 1
     # Dates are the story's offsets from `now`: service's last commit, 2h before.
     dates = git(tmp_path / "a" / "repos" / "service", "log", "-1", "--format=%at %ct %s", "main")
@@ -258,20 +299,31 @@ def test_the_same_now_makes_the_same_store(tmp_path: Path) -> None:
     def tables(name: str) -> dict[str, list[str]]:
         root = str(tmp_path / name)
         with Store(tmp_path / name / ".ahead" / "state.db") as store:
-            names = [r["name"] for r in store.query("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                                    "AND name NOT IN ('audit', 'events', 'sqlite_sequence')")]
+            names = [
+                r["name"]
+                for r in store.query(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT IN ('audit', 'events', 'sqlite_sequence')"
+                )
+            ]
             ws = workspace.read(tmp_path / name / "ahead.yml")
             assert approvals.unauthenticated(store, ws) == []
-            return {table: sorted(json.dumps({k: v for k, v in row.items() if k != "mac"}).replace(root, "~/demo")
-                                  for row in store.query(f"SELECT * FROM {table}")) for table in names}
+            return {
+                table: sorted(
+                    json.dumps({k: v for k, v in row.items() if k != "mac"}).replace(root, "~/demo")
+                    for row in store.query(f"SELECT * FROM {table}")
+                )
+                for table in names
+            }
 
     a, b = tables("a"), tables("b")
     assert len(a["change_requests"]) == 6 and len(a["decisions"]) == 11
     for table in a:
         assert a[table] == b[table], table
     with Store(tmp_path / "a" / ".ahead" / "state.db") as store:
-        times = store.query_one("SELECT MAX(created_at) AS created, MAX(decided_at) AS decided "
-                                "FROM change_requests")
+        times = store.query_one(
+            "SELECT MAX(created_at) AS created, MAX(decided_at) AS decided FROM change_requests"
+        )
         assert times is not None and times["created"] < now and times["decided"] < now
         last = store.query_one("SELECT MAX(created_at) AS at FROM decisions")
         assert last is not None and last["at"] < now
@@ -280,10 +332,15 @@ def test_the_same_now_makes_the_same_store(tmp_path: Path) -> None:
 
 
 def test_demo_files_ship_in_the_wheel() -> None:
-    shipped = set(zipfile.ZipFile(wheel()).namelist())  # pip wheel, once per content (tests/cache.py)
+    shipped = set(
+        zipfile.ZipFile(wheel()).namelist()
+    )  # pip wheel, once per content (tests/cache.py)
     source = ROOT / "core" / "demo_repos"
-    files = {f"core/demo_repos/{p.relative_to(source).as_posix()}" for p in source.rglob("*")
-             if p.is_file() and "__pycache__" not in p.parts}
+    files = {
+        f"core/demo_repos/{p.relative_to(source).as_posix()}"
+        for p in source.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
     assert "core/demo_repos/service/.ahead/pipeline.yml" in files
     assert files - shipped == set()
 
@@ -326,7 +383,9 @@ def test_settle_runs_what_is_queued(tmp_path: Path) -> None:
     demo.settle(ws, say=lines.append)
     assert lines[-1] == f"run #{run_id} app ✓ succeeded", lines
     with Store(ws.db_path) as store:
-        assert store.query_one("SELECT status FROM runs WHERE id = ?", (run_id,)) == {"status": "succeeded"}
+        assert store.query_one("SELECT status FROM runs WHERE id = ?", (run_id,)) == {
+            "status": "succeeded"
+        }
         assert lease.holder(store, 15.0) is None
     lines.clear()
     demo.settle(ws, say=lines.append)
@@ -342,7 +401,9 @@ def test_settle_leaves_the_work_to_a_running_engine(tmp_path: Path) -> None:
     demo.settle(ws, say=lines.append)
     assert lines == []
     with Store(ws.db_path) as store:
-        assert store.query_one("SELECT status FROM runs WHERE id = ?", (run_id,)) == {"status": "queued"}
+        assert store.query_one("SELECT status FROM runs WHERE id = ?", (run_id,)) == {
+            "status": "queued"
+        }
 
 
 def test_ahead_demo_end_to_end(tmp_path: Path) -> None:
@@ -351,9 +412,15 @@ def test_ahead_demo_end_to_end(tmp_path: Path) -> None:
     argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "core.cli"]
 
     def run_demo() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*argv, "demo", str(target)], capture_output=True, text=True,
-                              timeout=120, stdin=subprocess.DEVNULL, check=False,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        return subprocess.run(
+            [*argv, "demo", str(target)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
 
     started = time.monotonic()
     done = run_demo()
@@ -365,8 +432,10 @@ def test_ahead_demo_end_to_end(tmp_path: Path) -> None:
     assert header.split() == ["REPO", "MAIN", "LAST", "RUN", "DEV", "PREPROD", "PROD"]
     assert any(line.startswith("infrastructure") for line in lines)
     # The story's open end: 1.2.0 waits at prod's gate; bob approved, carol may approve too.
-    hint = (f"run #10 service waits for approval: change #6 (1 of 2) — approve with: "
-            f"ahead --workspace {target} --as carol approve 6")
+    hint = (
+        f"run #10 service waits for approval: change #6 (1 of 2) — approve with: "
+        f"ahead --workspace {target} --as carol approve 6"
+    )
     assert hint in lines, done.stdout
     assert "#10 ⏸ waiting" in next(line for line in lines if line.startswith("service"))
     built = workspace.read(target / "ahead.yml")  # built at the wall clock, runs in parallel
@@ -405,10 +474,16 @@ def test_each_operator_has_a_private_key_for_ahead_serve(demo_ws: Workspace) -> 
         assert parse_public_key(public)[0] == "ssh-ed25519"
 
 
-READ_ONLY = [test_workspace_and_pipelines_are_valid, test_history_has_authors_dates_and_a_branch,
-             test_environments_are_at_different_commits, test_live_directories_hold_what_was_deployed,
-             test_the_demo_opens_with_one_hand_edited_file_drifted_in_prod, test_failed_runs_say_why,
-             test_prod_changes_went_through_the_gate, test_each_operator_has_a_private_key_for_ahead_serve]
+READ_ONLY = [
+    test_workspace_and_pipelines_are_valid,
+    test_history_has_authors_dates_and_a_branch,
+    test_environments_are_at_different_commits,
+    test_live_directories_hold_what_was_deployed,
+    test_the_demo_opens_with_one_hand_edited_file_drifted_in_prod,
+    test_failed_runs_say_why,
+    test_prod_changes_went_through_the_gate,
+    test_each_operator_has_a_private_key_for_ahead_serve,
+]
 
 
 def test_a_copy_of_the_cached_demo_points_only_into_itself(tmp_path: Path) -> None:
@@ -420,7 +495,9 @@ def test_a_copy_of_the_cached_demo_points_only_into_itself(tmp_path: Path) -> No
         if path.is_file() and path.name != "state.db":
             assert source.encode() not in path.read_bytes(), path
     with Store(ws.db_path) as store:
-        tables = [r["name"] for r in store.query("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        tables = [
+            r["name"] for r in store.query("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
         for table in tables:
             for row in store.query(f"SELECT * FROM {table}"):
                 assert source not in json.dumps(row), (table, row)
@@ -432,25 +509,45 @@ def test_a_copy_of_the_cached_demo_points_only_into_itself(tmp_path: Path) -> No
     assert done.returncode == 1 and "drifted" in done.stdout, done.stdout + done.stderr
 
 
-def test_the_cache_builds_once_for_parallel_workers_and_redoes_a_broken_build(tmp_path: Path) -> None:
+def test_the_cache_builds_once_for_parallel_workers_and_redoes_a_broken_build(
+    tmp_path: Path,
+) -> None:
     """tests/cache.py under pytest-xdist: processes asking at once wait for one build."""
-    code = ("import sys, time\nfrom pathlib import Path\nfrom tests.cache import cached\n"
-            "def build(place):\n"
-            "    with open(sys.argv[1] + '/builds', 'a') as log: log.write('built\\n')\n"
-            "    time.sleep(0.3)\n"
-            "    (place / 'made').write_text('yes')\n"
-            "print(cached('thing', 'k1', build, Path(sys.argv[1])))\n")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(3)]
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom tests.cache import cached\n"
+        "def build(place):\n"
+        "    with open(sys.argv[1] + '/builds', 'a') as log: log.write('built\\n')\n"
+        "    time.sleep(0.3)\n"
+        "    (place / 'made').write_text('yes')\n"
+        "print(cached('thing', 'k1', build, Path(sys.argv[1])))\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        for _ in range(3)
+    ]
     places = {proc.communicate(timeout=60)[0].strip() for proc in procs}
     assert [proc.returncode for proc in procs] == [0, 0, 0]
-    assert places == {str(tmp_path / "thing-k1")} and (tmp_path / "thing-k1" / "made").read_text() == "yes"
+    assert (
+        places == {str(tmp_path / "thing-k1")}
+        and (tmp_path / "thing-k1" / "made").read_text() == "yes"
+    )
     assert (tmp_path / "builds").read_text() == "built\n"
     # A build that never finished (no completion mark) is thrown away and made again.
     (tmp_path / "thing-k1" / ".complete").unlink()
     (tmp_path / "thing-k1" / "half-made").touch()
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    ]
     assert procs[0].communicate(timeout=60)[0].strip() == str(tmp_path / "thing-k1")
     assert (tmp_path / "builds").read_text() == "built\nbuilt\n"
     assert sorted(p.name for p in (tmp_path / "thing-k1").iterdir()) == [".complete", "made"]

@@ -47,11 +47,17 @@ stages:
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str = "16m") -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a size-limited tmpfs here ({done.stderr.strip() or done.returncode}); "
-                    "the disk-full tests need root or CAP_SYS_ADMIN")
+        pytest.skip(
+            f"cannot mount a size-limited tmpfs here ({done.stderr.strip() or done.returncode}); "
+            "the disk-full tests need root or CAP_SYS_ADMIN"
+        )
     try:
         yield path
     finally:
@@ -81,7 +87,9 @@ class Filler:
 
 def ws_on(root: Path, state: Path, pipeline: str | None = None) -> Workspace:
     ws = make_ws(root, policy="approvals: 1", **({"pipeline": pipeline} if pipeline else {}))
-    text = ws.file.read_text().replace("settings:\n", f"settings:\n  state_dir: {state}\n  poll_interval: 0.2\n")
+    text = ws.file.read_text().replace(
+        "settings:\n", f"settings:\n  state_dir: {state}\n  poll_interval: 0.2\n"
+    )
     ws.file.write_text(text)
     return workspace.read(ws.file)
 
@@ -93,8 +101,9 @@ def integrity(db: Path) -> None:
         assert ok, problem
 
 
-async def test_decisions_and_triggers_fail_closed_and_work_resumes(tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+async def test_decisions_and_triggers_fail_closed_and_work_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with tmpfs(tmp_path / "state") as state:
         ws = ws_on(tmp_path / "ws", state)
         repo = ws.repo_dir(ws.repo("service"))
@@ -105,17 +114,31 @@ async def test_decisions_and_triggers_fail_closed_and_work_resumes(tmp_path: Pat
             filler.fill()
 
             # a decision: refused, said clearly, and not stored
-            with pytest.raises(StoreError, match="full"), Store(ws.db_path, session="test:carol") as store:
+            with (
+                pytest.raises(StoreError, match="full"),
+                Store(ws.db_path, session="test:carol") as store,
+            ):
                 approvals.decide(store, ws, change["id"], "carol", "approve", "")
-            code = cli.main(["--workspace", str(ws.root), "--as", "carol", "approve", str(change["id"])])
+            code = cli.main(
+                ["--workspace", str(ws.root), "--as", "carol", "approve", str(change["id"])]
+            )
             err = capsys.readouterr().err
-            assert code == 1 and "nothing of this was saved; free space" in err and "Traceback" not in err, err
+            assert (
+                code == 1
+                and "nothing of this was saved; free space" in err
+                and "Traceback" not in err
+            ), err
             assert await query(engine, "SELECT * FROM decisions") == []
 
             # a manual trigger: refused the same way
-            with pytest.raises(StoreError, match="full"), Store(ws.db_path, session="test") as store:
+            with (
+                pytest.raises(StoreError, match="full"),
+                Store(ws.db_path, session="test") as store,
+            ):
                 Services(ws, store).trigger("service", Actor("alice", ("operator",)))
-            assert cli.main(["--workspace", str(ws.root), "--as", "alice", "trigger", "service"]) == 1
+            assert (
+                cli.main(["--workspace", str(ws.root), "--as", "alice", "trigger", "service"]) == 1
+            )
             assert "full" in capsys.readouterr().err
 
             # a push while the disk is full: not lost, queued once space is back
@@ -145,10 +168,16 @@ async def test_a_deploy_that_cannot_be_recorded_is_never_reported_succeeded(tmp_
             change = await waiting_change(engine, sha)
             with Store(ws.db_path, session="test:carol") as store:
                 assert approvals.decide(store, ws, change["id"], "carol", "approve", "").ok
-            await wait_for(engine, "SELECT * FROM steps WHERE run_id = ? AND status = 'running' AND name LIKE "
-                           "'%sleep%'", (change["run_id"],))
+            await wait_for(
+                engine,
+                "SELECT * FROM steps WHERE run_id = ? AND status = 'running' AND name LIKE "
+                "'%sleep%'",
+                (change["run_id"],),
+            )
             filler.fill()  # the deploy step is running; its end cannot be written
-            await asyncio.sleep(2.5)  # the step ends meanwhile; its end and the deploy are not stored
+            await asyncio.sleep(
+                2.5
+            )  # the step ends meanwhile; its end and the deploy are not stored
             rows = await query(engine, "SELECT status FROM runs WHERE id = ?", (change["run_id"],))
             assert rows[0]["status"] != "succeeded"
             assert await query(engine, "SELECT * FROM deployments") == []
@@ -160,7 +189,9 @@ async def test_a_deploy_that_cannot_be_recorded_is_never_reported_succeeded(tmp_
         integrity(ws.db_path)
 
 
-async def test_a_step_whose_log_cannot_be_stored_is_stopped_not_left_blocked(tmp_path: Path) -> None:
+async def test_a_step_whose_log_cannot_be_stored_is_stopped_not_left_blocked(
+    tmp_path: Path,
+) -> None:
     """Before the fix the step blocked on a full pipe nobody read and the run hung until the step
     timeout (an hour by default)."""
     with tmpfs(tmp_path / "state", size="32m") as state:
@@ -169,8 +200,12 @@ async def test_a_step_whose_log_cannot_be_stored_is_stopped_not_left_blocked(tmp
         filler = Filler(state)
         async with Engine(ws) as engine:
             sha = commit(repo, "flood", author="alice")
-            rows = await wait_for(engine, "SELECT s.run_id FROM steps s JOIN runs r ON r.id = s.run_id "
-                                  "WHERE r.commit_sha = ? AND s.status = 'running'", (sha,))
+            rows = await wait_for(
+                engine,
+                "SELECT s.run_id FROM steps s JOIN runs r ON r.id = s.run_id "
+                "WHERE r.commit_sha = ? AND s.status = 'running'",
+                (sha,),
+            )
             filler.fill()
             await asyncio.sleep(1.0)
             filler.free()

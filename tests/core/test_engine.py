@@ -47,16 +47,26 @@ async def test_commit_on_main_runs_pipeline_and_moves_deployed_commit(ws: Worksp
         assert run["status"] == "succeeded", run
         assert run["trigger"] == "commit" and run["branch"] == "main" and run["on_main"] == 1
         assert run["author"] == "Bob Baker" and run["subject"] == "feat: new thing"
-        deployed = await query(engine, "SELECT commit_sha FROM deployments WHERE repo = 'app' "
-                                        "AND environment = 'dev' ORDER BY id DESC LIMIT 1")
+        deployed = await query(
+            engine,
+            "SELECT commit_sha FROM deployments WHERE repo = 'app' "
+            "AND environment = 'dev' ORDER BY id DESC LIMIT 1",
+        )
         assert deployed[0]["commit_sha"] == sha
-        lines = await query(engine, "SELECT line FROM log_lines l JOIN steps s ON s.id = l.step_id "
-                                    "WHERE s.run_id = ? ORDER BY l.step_id, l.seq", (run["id"],))
+        lines = await query(
+            engine,
+            "SELECT line FROM log_lines l JOIN steps s ON s.id = l.step_id "
+            "WHERE s.run_id = ? ORDER BY l.step_id, l.seq",
+            (run["id"],),
+        )
         assert [r["line"] for r in lines] == [f"building {sha}", "deploying to dev"]
-        stages = await query(engine, "SELECT name, status FROM stages WHERE run_id = ? ORDER BY idx",
-                             (run["id"],))
-        assert [(s["name"], s["status"]) for s in stages] == [("build", "succeeded"),
-                                                              ("deploy-dev", "succeeded")]
+        stages = await query(
+            engine, "SELECT name, status FROM stages WHERE run_id = ? ORDER BY idx", (run["id"],)
+        )
+        assert [(s["name"], s["status"]) for s in stages] == [
+            ("build", "succeeded"),
+            ("deploy-dev", "succeeded"),
+        ]
         actions = await query(engine, "SELECT action FROM audit ORDER BY id")
         assert [a["action"] for a in actions] == ["run.trigger", "deploy.start", "deploy"]
     # the worktree is gone and the user's repo has no leftover worktree entries
@@ -91,10 +101,14 @@ async def test_branch_commit_runs_only_branch_stages(tmp_path: Path) -> None:
         run = await wait_run_done(engine, rows[0]["id"])
         assert run["status"] == "succeeded" and run["branch"] == "feature/bigger-db"
         assert run["on_main"] == 0
-        stages = await query(engine, "SELECT name, status FROM stages WHERE run_id = ? ORDER BY idx",
-                             (run["id"],))
+        stages = await query(
+            engine, "SELECT name, status FROM stages WHERE run_id = ? ORDER BY idx", (run["id"],)
+        )
         assert [(s["name"], s["status"]) for s in stages] == [
-            ("check", "succeeded"), ("package", "skipped"), ("deploy-dev", "skipped")]
+            ("check", "succeeded"),
+            ("package", "skipped"),
+            ("deploy-dev", "skipped"),
+        ]
         assert await query(engine, "SELECT * FROM deployments") == []
 
 
@@ -105,10 +119,13 @@ async def test_default_branch_rule_runs_stages_that_deploy_nowhere(ws: Workspace
         sha = commit(repo, "topic work")
         rows = await wait_for(engine, "SELECT * FROM runs WHERE commit_sha = ?", (sha,))
         run = await wait_run_done(engine, rows[0]["id"])
-        stages = await query(engine, "SELECT name, status FROM stages WHERE run_id = ? ORDER BY idx",
-                             (run["id"],))
-        assert [(s["name"], s["status"]) for s in stages] == [("build", "succeeded"),
-                                                              ("deploy-dev", "skipped")]
+        stages = await query(
+            engine, "SELECT name, status FROM stages WHERE run_id = ? ORDER BY idx", (run["id"],)
+        )
+        assert [(s["name"], s["status"]) for s in stages] == [
+            ("build", "succeeded"),
+            ("deploy-dev", "skipped"),
+        ]
 
 
 async def test_burst_of_commits_queues_one_run_for_the_newest(tmp_path: Path) -> None:
@@ -117,7 +134,9 @@ async def test_burst_of_commits_queues_one_run_for_the_newest(tmp_path: Path) ->
     repo = ws.repo_dir(ws.repo("app"))
     async with Engine(ws) as engine:
         first = commit(repo, "first")
-        await wait_for(engine, "SELECT * FROM runs WHERE commit_sha = ? AND status = 'running'", (first,))
+        await wait_for(
+            engine, "SELECT * FROM runs WHERE commit_sha = ? AND status = 'running'", (first,)
+        )
         shas = [commit(repo, f"burst {i}") for i in range(5)]
         await asyncio.sleep(1.5)
         rows = await wait_for(engine, "SELECT * FROM runs WHERE commit_sha = ?", (shas[-1],))
@@ -125,20 +144,26 @@ async def test_burst_of_commits_queues_one_run_for_the_newest(tmp_path: Path) ->
         runs = await query(engine, "SELECT commit_sha, status FROM runs ORDER BY id")
         ran = [r["commit_sha"] for r in runs if r["status"] == "succeeded"]
         assert ran == [first, shas[-1]], runs
-        assert all(r["status"] == "skipped" for r in runs if r["commit_sha"] not in (first, shas[-1]))
+        assert all(
+            r["status"] == "skipped" for r in runs if r["commit_sha"] not in (first, shas[-1])
+        )
 
 
 async def test_cancel_kills_the_whole_process_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "pids"
     # a deploying stage: unsandboxed, so the step can report its pids (the sandboxed cancel is
     # in test_sandbox.py)
-    pipeline = ("stages:\n  - name: long\n    environment: dev\n    steps:\n"
-                f"      - run: sleep 60 & echo $! > {pidfile}.child; echo $$ > {pidfile}; wait\n")
+    pipeline = (
+        "stages:\n  - name: long\n    environment: dev\n    steps:\n"
+        f"      - run: sleep 60 & echo $! > {pidfile}.child; echo $$ > {pidfile}; wait\n"
+    )
     ws = make_workspace(tmp_path / "ws", {"app": pipeline})
     async with Engine(ws) as engine:
         svc = Services(ws, engine.db.store)
         run_id = await engine.db.call(svc.trigger, "app", Actor("alice"))
-        await wait_for(engine, "SELECT * FROM steps WHERE run_id = ? AND status = 'running'", (run_id,))
+        await wait_for(
+            engine, "SELECT * FROM steps WHERE run_id = ? AND status = 'running'", (run_id,)
+        )
         for _ in range(100):
             if Path(f"{pidfile}.child").exists() and pidfile.exists():
                 break
@@ -169,15 +194,23 @@ async def test_step_timeout_fails_the_step(tmp_path: Path) -> None:
 
 
 async def test_failed_step_skips_the_rest_and_deploys_nothing(tmp_path: Path) -> None:
-    pipeline = ("stages:\n  - name: test\n    steps:\n      - run: echo oops; exit 3\n      - run: echo never\n"
-                "  - name: deploy\n    environment: dev\n    steps:\n      - run: echo never\n")
+    pipeline = (
+        "stages:\n  - name: test\n    steps:\n      - run: echo oops; exit 3\n      - run: echo never\n"
+        "  - name: deploy\n    environment: dev\n    steps:\n      - run: echo never\n"
+    )
     ws = make_workspace(tmp_path / "ws", {"app": pipeline})
     async with Engine(ws) as engine:
         run_id = await engine.db.call(Services(ws, engine.db.store).trigger, "app", Actor("alice"))
         run = await wait_run_done(engine, run_id)
         assert run["status"] == "failed"
-        steps = await query(engine, "SELECT status, exit_code FROM steps WHERE run_id = ? ORDER BY id", (run_id,))
-        assert [(s["status"], s["exit_code"]) for s in steps] == [("failed", 3), ("skipped", None), ("skipped", None)]
+        steps = await query(
+            engine, "SELECT status, exit_code FROM steps WHERE run_id = ? ORDER BY id", (run_id,)
+        )
+        assert [(s["status"], s["exit_code"]) for s in steps] == [
+            ("failed", 3),
+            ("skipped", None),
+            ("skipped", None),
+        ]
         assert await query(engine, "SELECT * FROM deployments") == []
 
 
@@ -208,8 +241,15 @@ async def test_second_engine_refuses_and_names_the_holder(ws: Workspace) -> None
 async def test_cli_trigger_in_another_process_is_picked_up(ws: Workspace) -> None:
     async with Engine(ws) as engine:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "trigger", "app",
-            stdout=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "core.cli",
+            "--workspace",
+            str(ws.root),
+            "trigger",
+            "app",
+            stdout=asyncio.subprocess.PIPE,
+        )
         out, _ = await proc.communicate()
         assert proc.returncode == 0, out
         run_id = int(out.decode().split("#")[1])
@@ -217,8 +257,10 @@ async def test_cli_trigger_in_another_process_is_picked_up(ws: Workspace) -> Non
 
 
 async def test_artifact_is_kept_and_later_stages_see_it(tmp_path: Path) -> None:
-    pipeline = ("stages:\n  - name: plan\n    steps:\n      - run: echo plan-body > plan.txt\n"
-                "        artifact: plan.txt\n  - name: apply\n    steps:\n      - run: cat plan.txt\n")
+    pipeline = (
+        "stages:\n  - name: plan\n    steps:\n      - run: echo plan-body > plan.txt\n"
+        "        artifact: plan.txt\n  - name: apply\n    steps:\n      - run: cat plan.txt\n"
+    )
     ws = make_workspace(tmp_path / "ws", {"app": pipeline})
     async with Engine(ws) as engine:
         svc = Services(ws, engine.db.store)
@@ -246,10 +288,22 @@ def test_pending_commits_and_lag(ws: Workspace) -> None:
     with Store(ws.db_path) as store:
         from core import runstate
 
-        run_id = runstate.queue_run(store, repo="app", branch="main", ref="refs/heads/main", sha=base,
-                                    on_main=True, trigger="manual", actor="alice")
-        stages = runstate.create_plan(store, run_id, "d", [("deploy", "dev", True, [("x", "true")]),
-                                                           ("ship", "prod", False, [("y", "true")])])
+        run_id = runstate.queue_run(
+            store,
+            repo="app",
+            branch="main",
+            ref="refs/heads/main",
+            sha=base,
+            on_main=True,
+            trigger="manual",
+            actor="alice",
+        )
+        stages = runstate.create_plan(
+            store,
+            run_id,
+            "d",
+            [("deploy", "dev", True, [("x", "true")]), ("ship", "prod", False, [("y", "true")])],
+        )
         runstate.record_deployment(store, stages[0]["id"])
         svc = Services(ws, store)
         status = svc.status()
@@ -263,11 +317,15 @@ def test_pending_commits_and_lag(ws: Workspace) -> None:
         assert status["repos"][0]["head"] == shas[-1]
 
 
-def test_killed_engine_leaves_run_interrupted_after_restart(ws_slow: Workspace, tmp_path: Path) -> None:
+def test_killed_engine_leaves_run_interrupted_after_restart(
+    ws_slow: Workspace, tmp_path: Path
+) -> None:
     marker = tmp_path / "step-started"
     proc = __import__("subprocess").Popen(
         ["python", "-m", "core.cli", "--workspace", str(ws_slow.root), "engine"],
-        env={**os.environ, "MARKER": str(marker)}, stdout=__import__("subprocess").DEVNULL)
+        env={**os.environ, "MARKER": str(marker)},
+        stdout=__import__("subprocess").DEVNULL,
+    )
     try:
         with Store(ws_slow.db_path) as store:
             deadline = time.monotonic() + 15
@@ -281,7 +339,9 @@ def test_killed_engine_leaves_run_interrupted_after_restart(ws_slow: Workspace, 
             # which can be just after the step wrote its marker: wait for the row too.
             step = None
             while time.monotonic() < deadline and step is None:
-                step = store.query_one("SELECT * FROM steps WHERE run_id = ? AND status = 'running'", (run_id,))
+                step = store.query_one(
+                    "SELECT * FROM steps WHERE run_id = ? AND status = 'running'", (run_id,)
+                )
                 time.sleep(0 if step else 0.05)
             assert step is not None
             os.kill(proc.pid, signal.SIGKILL)
@@ -315,8 +375,10 @@ def test_killed_engine_leaves_run_interrupted_after_restart(ws_slow: Workspace, 
 
 @pytest.fixture
 def ws_slow(tmp_path: Path) -> Workspace:
-    pipeline = ("stages:\n  - name: deploy\n    environment: dev\n    steps:\n"
-                "      - run: touch \"$MARKER\"; sleep 60\n")
+    pipeline = (
+        "stages:\n  - name: deploy\n    environment: dev\n    steps:\n"
+        '      - run: touch "$MARKER"; sleep 60\n'
+    )
     return make_workspace(tmp_path / "ws", {"app": pipeline})
 
 
@@ -343,7 +405,8 @@ async def test_remote_repo_is_mirrored_and_notify_fetches_at_once(tmp_path: Path
     root.mkdir()
     (root / "ahead.yml").write_text(
         f"repos:\n  - name: remote-app\n    url: file://{origin}\n    fetch_interval: 1h\n"
-        "environments: [dev]\nsettings:\n  poll_interval: 0.2\n")
+        "environments: [dev]\nsettings:\n  poll_interval: 0.2\n"
+    )
     from core import workspace
 
     ws = workspace.read(root / "ahead.yml")
@@ -354,7 +417,8 @@ async def test_remote_repo_is_mirrored_and_notify_fetches_at_once(tmp_path: Path
         await asyncio.sleep(0.5)
         assert await query(engine, "SELECT * FROM runs") == []  # not fetched yet (interval 1h)
         proc = await asyncio.create_subprocess_exec(
-            "python", "-m", "core.cli", "--workspace", str(root), "notify", "remote-app")
+            "python", "-m", "core.cli", "--workspace", str(root), "notify", "remote-app"
+        )
         assert await proc.wait() == 0
         rows = await wait_for(engine, "SELECT * FROM runs WHERE commit_sha = ?", (sha,))
         run = await wait_run_done(engine, rows[0]["id"])

@@ -37,8 +37,13 @@ def short_lease(ws: Workspace) -> Workspace:
 def start_engine(ws: Workspace) -> subprocess.Popen[str]:
     """`ahead engine` in a subprocess with its stderr kept, started once it holds the lease."""
     env = {**os.environ, "LEDGER": str(ws.root / "ledger")}
-    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "engine"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "engine"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 20
     while proc.poll() is None and time.monotonic() < deadline:
         if ws.db_path.exists():
@@ -77,11 +82,13 @@ def pause(ws: Workspace, proc: subprocess.Popen[str]) -> None:
 
 def run_rows(ws: Workspace, run_id: int) -> list[Any]:
     with store(ws) as db:
-        return [db.query("SELECT * FROM runs WHERE id = ?", (run_id,)),
-                db.query("SELECT * FROM stages WHERE run_id = ? ORDER BY id", (run_id,)),
-                db.query("SELECT * FROM steps WHERE run_id = ? ORDER BY id", (run_id,)),
-                db.query("SELECT * FROM deployments WHERE run_id = ?", (run_id,)),
-                db.query("SELECT * FROM events WHERE run_id = ? ORDER BY id", (run_id,))]
+        return [
+            db.query("SELECT * FROM runs WHERE id = ?", (run_id,)),
+            db.query("SELECT * FROM stages WHERE run_id = ? ORDER BY id", (run_id,)),
+            db.query("SELECT * FROM steps WHERE run_id = ? ORDER BY id", (run_id,)),
+            db.query("SELECT * FROM deployments WHERE run_id = ?", (run_id,)),
+            db.query("SELECT * FROM events WHERE run_id = ? ORDER BY id", (run_id,)),
+        ]
 
 
 def test_an_engine_paused_past_its_lease_writes_nothing_when_it_continues(tmp_path: Path) -> None:
@@ -94,7 +101,9 @@ def test_an_engine_paused_past_its_lease_writes_nothing_when_it_continues(tmp_pa
         wait_until(lambda: run_id in ledger(ws, "dev", "started"))
         pause(ws, first)
         stopped = time.monotonic()
-        wait_until(lambda: run_id in ledger(ws, "dev", "done"))  # the deploy ran to its end meanwhile
+        wait_until(
+            lambda: run_id in ledger(ws, "dev", "done")
+        )  # the deploy ran to its end meanwhile
         time.sleep(max(0.0, 1.2 - (time.monotonic() - stopped)))  # A's lease goes stale
         with engine_process(ws) as second:
             with store(ws) as db:
@@ -106,10 +115,15 @@ def test_an_engine_paused_past_its_lease_writes_nothing_when_it_continues(tmp_pa
             assert run_rows(ws, run_id) == before  # nothing of A's landed: no step end, no deploy
             assert before[3] == []
             assert first.returncode == 1, err
-            assert "lost the workspace lease to another engine" in err and "nothing more is written" in err
+            assert (
+                "lost the workspace lease to another engine" in err
+                and "nothing more is written" in err
+            )
             assert "Traceback" not in err
             with store(ws) as db:
-                assert db.query_one("SELECT pid FROM lease")["pid"] == second.pid  # B still holds it
+                assert (
+                    db.query_one("SELECT pid FROM lease")["pid"] == second.pid
+                )  # B still holds it
             assert second.poll() is None
     finally:
         if first.poll() is None:
@@ -125,7 +139,9 @@ def test_deleting_the_store_stops_the_engine_and_no_cli_makes_a_new_one(tmp_path
         ws.db_path.unlink()
         _, err = engine.communicate(timeout=10)
         assert engine.returncode == 1
-        assert f"the store {ws.db_path} was deleted or replaced while this engine ran; stopping" in err
+        assert (
+            f"the store {ws.db_path} was deleted or replaced while this engine ran; stopping" in err
+        )
         assert "Traceback" not in err
     finally:
         if engine.poll() is None:
@@ -135,11 +151,18 @@ def test_deleting_the_store_stops_the_engine_and_no_cli_makes_a_new_one(tmp_path
     for args in (["status"], ["--as", "alice", "trigger", "app"], ["audit", "verify"]):
         done = ahead(ws, *args)
         assert done.returncode == 1, (args, done.stdout)
-        assert "is missing but" in done.stderr and "restore it from a backup" in done.stderr, done.stderr
+        assert "is missing but" in done.stderr and "restore it from a backup" in done.stderr, (
+            done.stderr
+        )
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
         assert not ws.db_path.exists()
-    second = subprocess.run([sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "engine"],
-                            capture_output=True, text=True, timeout=30, check=False)
+    second = subprocess.run(
+        [sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "engine"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert second.returncode == 1 and "is missing but" in second.stderr  # no second engine either
     assert not ws.db_path.exists()
 
@@ -188,6 +211,7 @@ def take_over(ws: Workspace) -> str:
 def test_an_engine_that_lost_the_lease_removes_no_checkouts(tmp_path: Path, ws: Workspace) -> None:
     """The issue's case: A paused in its recovery, B took over and checked out a run; A's
     stale-checkout removal must not delete B's checkout."""
+
     async def scenario() -> None:
         engine = Engine(ws, watch=False)
         await engine.start()
@@ -206,7 +230,8 @@ def test_an_engine_that_lost_the_lease_removes_no_checkouts(tmp_path: Path, ws: 
 
 
 def test_an_engine_that_lost_the_lease_leaves_its_run_and_checkout_to_the_new_holder(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ws = short_lease(make_ws(tmp_path / "ws", envs=("dev",), sleep=3))
     monkeypatch.setenv("LEDGER", str(ws.root / "ledger"))
 
@@ -216,7 +241,9 @@ def test_an_engine_that_lost_the_lease_leaves_its_run_and_checkout_to_the_new_ho
         try:
             run_id = await asyncio.to_thread(trigger, ws)
             engine._wake.set()
-            await wait_for(engine, "SELECT 1 FROM steps WHERE run_id = ? AND status = 'running'", (run_id,))
+            await wait_for(
+                engine, "SELECT 1 FROM steps WHERE run_id = ? AND status = 'running'", (run_id,)
+            )
             workdir = ws.state_dir / "work" / "app" / str(run_id)
             assert workdir.is_dir()
             await asyncio.to_thread(take_over, ws)
@@ -224,8 +251,14 @@ def test_an_engine_that_lost_the_lease_leaves_its_run_and_checkout_to_the_new_ho
             while engine._runs:  # the run task ends (its step is stopped)
                 await asyncio.sleep(0.05)
             with Store(ws.db_path) as db:
-                assert db.query_one("SELECT status FROM runs WHERE id = ?", (run_id,))["status"] == "running"
-                assert db.query_one("SELECT status FROM steps WHERE run_id = ?", (run_id,))["status"] == "running"
+                assert (
+                    db.query_one("SELECT status FROM runs WHERE id = ?", (run_id,))["status"]
+                    == "running"
+                )
+                assert (
+                    db.query_one("SELECT status FROM steps WHERE run_id = ?", (run_id,))["status"]
+                    == "running"
+                )
             assert workdir.is_dir()  # the new holder's recovery deals with it, not A
         finally:
             await engine.aclose()

@@ -23,9 +23,21 @@ from tests.core.test_approvals import decide, make_ws, waiting_change
 def service_ws(root: Path, policy: str = "approvals: 2") -> Workspace:
     """test_approvals' workspace, its first commit by dave (not an approver) instead of alice."""
     ws = make_ws(root, policy)
-    dave = {"GIT_AUTHOR_NAME": "Dave", "GIT_AUTHOR_EMAIL": "dave@example.com",
-            "GIT_COMMITTER_NAME": "Dave", "GIT_COMMITTER_EMAIL": "dave@example.com"}
-    git(ws.repo_dir(ws.repo("service")), "commit", "-q", "--amend", "--reset-author", "--no-edit", env=dave)
+    dave = {
+        "GIT_AUTHOR_NAME": "Dave",
+        "GIT_AUTHOR_EMAIL": "dave@example.com",
+        "GIT_COMMITTER_NAME": "Dave",
+        "GIT_COMMITTER_EMAIL": "dave@example.com",
+    }
+    git(
+        ws.repo_dir(ws.repo("service")),
+        "commit",
+        "-q",
+        "--amend",
+        "--reset-author",
+        "--no-edit",
+        env=dave,
+    )
     return ws
 
 
@@ -47,9 +59,11 @@ def evil_twin(repo: Path, sha: str, files: dict[str, str]) -> str:
 
 async def test_a_replace_ref_never_deploys_the_replacement(tmp_path: Path) -> None:
     seen = tmp_path / "seen.txt"
-    pipeline = (f"stages:\n  - name: deploy-dev\n    environment: dev\n    steps:\n"
-                f"      - run: cat payload.txt >> {seen}\n"
-                f"      - run: git show HEAD:payload.txt >> {seen}\n")  # a step's own git too
+    pipeline = (
+        f"stages:\n  - name: deploy-dev\n    environment: dev\n    steps:\n"
+        f"      - run: cat payload.txt >> {seen}\n"
+        f"      - run: git show HEAD:payload.txt >> {seen}\n"
+    )  # a step's own git too
     from tests.conftest import make_workspace
 
     ws = make_workspace(tmp_path / "ws", {"app": pipeline})
@@ -64,7 +78,9 @@ async def test_a_replace_ref_never_deploys_the_replacement(tmp_path: Path) -> No
         rows = await wait_for(engine, "SELECT * FROM runs WHERE commit_sha = ?", (sha,))
         run = await wait_run_done(engine, rows[0]["id"])
         assert run["status"] == "succeeded", run
-        deployed = await query(engine, "SELECT commit_sha FROM deployments WHERE environment = 'dev'")
+        deployed = await query(
+            engine, "SELECT commit_sha FROM deployments WHERE environment = 'dev'"
+        )
     assert seen.read_text() == "reviewed\nreviewed\n"
     assert [d["commit_sha"] for d in deployed] == [sha]
 
@@ -76,7 +92,10 @@ def test_verify_checkout_refuses_a_checkout_that_is_not_the_pinned_tree(tmp_path
     dest = tmp_path / "work" / "1"
     gitio.worktree_add(repo, dest, sha)
     gitio.verify_checkout(repo, dest, sha)  # a fresh checkout is exactly the commit
-    tree, twin_tree = git(repo, "rev-parse", f"{sha}^{{tree}}"), git(repo, "rev-parse", f"{twin}^{{tree}}")
+    tree, twin_tree = (
+        git(repo, "rev-parse", f"{sha}^{{tree}}"),
+        git(repo, "rev-parse", f"{twin}^{{tree}}"),
+    )
     git(dest, "read-tree", "-u", "--reset", twin)  # index and files of C', HEAD still C
     with pytest.raises(GitError) as caught:
         gitio.verify_checkout(repo, dest, sha)
@@ -136,16 +155,27 @@ def test_a_subject_cannot_add_a_commit_to_a_change(tmp_path: Path) -> None:
     assert [(c.sha, c.email, c.subject) for c in commits] == [(head, "carol@example.com", subject)]
     assert gitio.commit(repo, head).subject == subject
     people = gitio.range_people(repo, base, head)
-    assert people["authors"] == {"carol@example.com": head} and people["committers"] == {"carol@example.com": head}
+    assert people["authors"] == {"carol@example.com": head} and people["committers"] == {
+        "carol@example.com": head
+    }
 
 
 def test_an_author_name_cannot_shift_the_email_to_someone_else(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     base = git(repo, "rev-parse", "HEAD")
-    head = commit(repo, "innocent", author="mallory", name="Mallory\x1fbob@example.com", email="mallory@evil.example")
+    head = commit(
+        repo,
+        "innocent",
+        author="mallory",
+        name="Mallory\x1fbob@example.com",
+        email="mallory@evil.example",
+    )
     info = gitio.commit(repo, head)
     assert (info.author, info.email, info.committer_email) == (
-        "Mallory\x1fbob@example.com", "mallory@evil.example", "mallory@evil.example")
+        "Mallory\x1fbob@example.com",
+        "mallory@evil.example",
+        "mallory@evil.example",
+    )
     assert set(gitio.range_people(repo, base, head)["authors"]) == {"mallory@evil.example"}
 
 
@@ -154,8 +184,10 @@ def test_an_author_name_cannot_shift_the_email_to_someone_else(tmp_path: Path) -
 
 async def test_a_128_kib_subject_does_not_stop_the_steps(tmp_path: Path) -> None:
     # The step prints the end of what it got (it runs sandboxed: its log is what it can share).
-    pipeline = ("stages:\n  - name: build\n    steps:\n"
-                "      - run: printf '%s' \"$AHEAD_SUBJECT\" | tail -c 40\n")
+    pipeline = (
+        "stages:\n  - name: build\n    steps:\n"
+        "      - run: printf '%s' \"$AHEAD_SUBJECT\" | tail -c 40\n"
+    )
     from tests.conftest import make_workspace
 
     ws = make_workspace(tmp_path / "ws", {"app": pipeline})
@@ -167,8 +199,11 @@ async def test_a_128_kib_subject_does_not_stop_the_steps(tmp_path: Path) -> None
         sha = git(repo, "rev-parse", "HEAD")
         rows = await wait_for(engine, "SELECT * FROM runs WHERE commit_sha = ?", (sha,))
         run = await wait_run_done(engine, rows[0]["id"])
-        lines = await wait_for(engine, "SELECT l.line FROM log_lines l JOIN steps s ON s.id = l.step_id "
-                               "WHERE s.run_id = ?", (run["id"],))
+        lines = await wait_for(
+            engine,
+            "SELECT l.line FROM log_lines l JOIN steps s ON s.id = l.step_id WHERE s.run_id = ?",
+            (run["id"],),
+        )
     assert run["status"] == "succeeded", run
     assert lines[-1]["line"].endswith(f"x… [truncated {128 * 1024 - 4096} bytes]")
 
@@ -183,43 +218,76 @@ def test_capped_keeps_short_values_and_whole_characters() -> None:
 # -- author identity ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("email", "message", "expect"), [
-    ("Alice+x@Example.COM", "change", "alice cannot approve: author of"),
-    ("ALICE+ci@HOME.EXAMPLE", "change", "alice cannot approve: author of"),
-    ("carol@example.com", "change\n\nCo-authored-by: Alice Archer <alice@example.com>",
-     "alice cannot approve: co-author or sign-off (trailer) of"),
-    ("carol@example.com", "change\n\nSigned-off-by: Alice <Alice+signing@home.example>",
-     "alice cannot approve: co-author or sign-off (trailer) of"),
-])
-async def test_an_author_under_another_spelling_cannot_approve(tmp_path: Path, email: str, message: str,
-                                                               expect: str) -> None:
+@pytest.mark.parametrize(
+    ("email", "message", "expect"),
+    [
+        ("Alice+x@Example.COM", "change", "alice cannot approve: author of"),
+        ("ALICE+ci@HOME.EXAMPLE", "change", "alice cannot approve: author of"),
+        (
+            "carol@example.com",
+            "change\n\nCo-authored-by: Alice Archer <alice@example.com>",
+            "alice cannot approve: co-author or sign-off (trailer) of",
+        ),
+        (
+            "carol@example.com",
+            "change\n\nSigned-off-by: Alice <Alice+signing@home.example>",
+            "alice cannot approve: co-author or sign-off (trailer) of",
+        ),
+    ],
+)
+async def test_an_author_under_another_spelling_cannot_approve(
+    tmp_path: Path, email: str, message: str, expect: str
+) -> None:
     ws = service_ws(tmp_path / "ws")
     repo = ws.repo_dir(ws.repo("service"))
     async with Engine(ws) as engine:
         (repo / "f").write_text(message)
         git(repo, "add", "-A")
-        git(repo, "commit", "-qm", message, env={"GIT_AUTHOR_NAME": "Someone", "GIT_AUTHOR_EMAIL": email,
-                                                 "GIT_COMMITTER_NAME": "Carol", "GIT_COMMITTER_EMAIL": "carol@example.com"})
+        git(
+            repo,
+            "commit",
+            "-qm",
+            message,
+            env={
+                "GIT_AUTHOR_NAME": "Someone",
+                "GIT_AUTHOR_EMAIL": email,
+                "GIT_COMMITTER_NAME": "Carol",
+                "GIT_COMMITTER_EMAIL": "carol@example.com",
+            },
+        )
         sha = git(repo, "rev-parse", "HEAD")
         change = await waiting_change(engine, sha)
         verdict = decide(ws, change["id"], "alice")
         assert not verdict.ok and expect in verdict.message, verdict
 
 
-async def test_the_deployed_mailmap_names_an_author_and_the_changes_own_cannot_hide_one(tmp_path: Path) -> None:
+async def test_the_deployed_mailmap_names_an_author_and_the_changes_own_cannot_hide_one(
+    tmp_path: Path,
+) -> None:
     ws = service_ws(tmp_path / "ws", "approvals: 1")
     repo = ws.repo_dir(ws.repo("service"))
     async with Engine(ws) as engine:
-        base = commit(repo, "mailmap", author="carol",
-                      files={".mailmap": "Alice Archer <alice@example.com> <al@laptop.example>\n"})
+        base = commit(
+            repo,
+            "mailmap",
+            author="carol",
+            files={".mailmap": "Alice Archer <alice@example.com> <al@laptop.example>\n"},
+        )
         change = await waiting_change(engine, base)
         assert decide(ws, change["id"], "bob").ok
         assert (await wait_run_done(engine, change["run_id"]))["status"] == "succeeded"
         # alice under an email only the deployed .mailmap knows, and a .mailmap of the change
         # itself claiming her usual email is carol's
-        head = commit(repo, "more", author="alice", email="al@laptop.example",
-                      files={".mailmap": "Alice Archer <alice@example.com> <al@laptop.example>\n"
-                                         "Carol <carol@example.com> <alice@example.com>\n"})
+        head = commit(
+            repo,
+            "more",
+            author="alice",
+            email="al@laptop.example",
+            files={
+                ".mailmap": "Alice Archer <alice@example.com> <al@laptop.example>\n"
+                "Carol <carol@example.com> <alice@example.com>\n"
+            },
+        )
         change = await waiting_change(engine, head)
         assert change["base_sha"] == base
         people = json.loads(change["people"])
@@ -230,12 +298,17 @@ async def test_the_deployed_mailmap_names_an_author_and_the_changes_own_cannot_h
 
 
 def test_operator_emails_are_identities(tmp_path: Path) -> None:
-    ws = make_ws(tmp_path / "ws", extra_operators="  - name: eve\n    roles: [viewer]\n    emails: [Eve+ops@Example.com]\n")
+    ws = make_ws(
+        tmp_path / "ws",
+        extra_operators="  - name: eve\n    roles: [viewer]\n    emails: [Eve+ops@Example.com]\n",
+    )
     eve = ws.operator_by_email("eve@example.com")
     assert eve is not None and eve.name == "eve" and eve.emails == ("eve@example.com",)
     root = tmp_path / "ws"
     text = (root / "ahead.yml").read_text()
-    (root / "ahead.yml").write_text(text.replace("emails: [Eve+ops@Example.com]", "emails: [Bob+2@example.com]"))
+    (root / "ahead.yml").write_text(
+        text.replace("emails: [Eve+ops@Example.com]", "emails: [Bob+2@example.com]")
+    )
     from core import workspace
     from core.errors import ConfigError
 

@@ -32,29 +32,67 @@ WORKSPACE: dict[str, Any] = {
         {"name": "infra", "url": "https://git.example.com/infra.git", "branch": "trunk"},
     ],
     "environments": ["dev", "preprod", "prod"],
-    "policies": {"prod": {"approvals": 1, "approvers": ["bob", "role:approver"],
-                          "forbid": ["authors", "committers"], "expires": "72h",
-                          "approval_expires": "1d",
-                          "freeze": ["Fri 15:00 - Mon 08:00 Europe/London", "18:00 - 08:00 UTC",
-                                     "2026-12-24 - 2026-12-27"],
-                          "reject_needs_comment": True}},
-    "operators": [{"name": "alice", "roles": ["operator"], "keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f alice@laptop"],
-                   "emails": ["alice@example.com"], "os_users": ["alice"]},
-                  {"name": "bob", "roles": ["approver"]}],
+    "policies": {
+        "prod": {
+            "approvals": 1,
+            "approvers": ["bob", "role:approver"],
+            "forbid": ["authors", "committers"],
+            "expires": "72h",
+            "approval_expires": "1d",
+            "freeze": [
+                "Fri 15:00 - Mon 08:00 Europe/London",
+                "18:00 - 08:00 UTC",
+                "2026-12-24 - 2026-12-27",
+            ],
+            "reject_needs_comment": True,
+        }
+    },
+    "operators": [
+        {
+            "name": "alice",
+            "roles": ["operator"],
+            "keys": [
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f alice@laptop"
+            ],
+            "emails": ["alice@example.com"],
+            "os_users": ["alice"],
+        },
+        {"name": "bob", "roles": ["approver"]},
+    ],
     "runners": [{"name": "local"}],
-    "settings": {"state_dir": "state", "max_parallel_runs": 2, "step_timeout": "1h30m",
-                 "cancel_grace": 10, "poll_interval": 0.5, "keep_logs_days": 30},
+    "settings": {
+        "state_dir": "state",
+        "max_parallel_runs": 2,
+        "step_timeout": "1h30m",
+        "cancel_grace": 10,
+        "poll_interval": 0.5,
+        "keep_logs_days": 30,
+    },
 }
 
 PIPELINE: dict[str, Any] = {
     "on": {"main": "all", "branches": ["build"]},
     "env": {"GREETING": "hi"},
-    "drift": {"prod": {"command": "./check-live.sh"}},  # valid for the free-form and the typed drift:
+    "drift": {
+        "prod": {"command": "./check-live.sh"}
+    },  # valid for the free-form and the typed drift:
     "stages": [
-        {"name": "build", "timeout": "10m", "env": {"A": "1"},
-         "steps": [{"name": "compile", "run": "make", "timeout": 60, "artifact": "dist/app.tar"},
-                   {"run": ["python", "-m", "pytest"], "artifacts": ["report.xml"]}, "echo plain"]},
-        {"name": "deploy", "environment": "prod", "runner": "local", "steps": [{"run": "deploy.sh"}]},
+        {
+            "name": "build",
+            "timeout": "10m",
+            "env": {"A": "1"},
+            "steps": [
+                {"name": "compile", "run": "make", "timeout": 60, "artifact": "dist/app.tar"},
+                {"run": ["python", "-m", "pytest"], "artifacts": ["report.xml"]},
+                "echo plain",
+            ],
+        },
+        {
+            "name": "deploy",
+            "environment": "prod",
+            "runner": "local",
+            "steps": [{"run": "deploy.sh"}],
+        },
     ],
 }
 
@@ -64,19 +102,58 @@ ODD_CHARS = st.characters(
 )
 ODD_TEXT = st.one_of(
     st.text(ODD_CHARS, max_size=30),
-    st.sampled_from(["\u202e\u2066evil\u2069", "a\u200bb", "\ufeff", "\x1b]52;c;aGk=\x07",
-                     "[bold red]x[/]", "--upload-pack=touch /tmp/x", "../../etc/passwd",
-                     "~root", "${HOME}", "0000-01-01", "2001-02-30", "9999-12-31 - 9999-12-31",
-                     "Mon 25:99 - Tue 00:00 Mars/Olympus", "٣:٤٥ - 08:00", "1" * 500 + "d",
-                     "1h" * 50, "role:god", "-x", "", " ", "\t", "null", "~", "yes", "0x" + "f" * 60]),
+    st.sampled_from(
+        [
+            "\u202e\u2066evil\u2069",
+            "a\u200bb",
+            "\ufeff",
+            "\x1b]52;c;aGk=\x07",
+            "[bold red]x[/]",
+            "--upload-pack=touch /tmp/x",
+            "../../etc/passwd",
+            "~root",
+            "${HOME}",
+            "0000-01-01",
+            "2001-02-30",
+            "9999-12-31 - 9999-12-31",
+            "Mon 25:99 - Tue 00:00 Mars/Olympus",
+            "٣:٤٥ - 08:00",
+            "1" * 500 + "d",
+            "1h" * 50,
+            "role:god",
+            "-x",
+            "",
+            " ",
+            "\t",
+            "null",
+            "~",
+            "yes",
+            "0x" + "f" * 60,
+        ]
+    ),
 )
-HUGE = st.sampled_from([10**400, -(10**400), 2**63, 2**64 + 1, -1, 0, float("inf"), float("-inf"),
-                        float("nan"), 1e308, -0.0])
+HUGE = st.sampled_from(
+    [
+        10**400,
+        -(10**400),
+        2**63,
+        2**64 + 1,
+        -1,
+        0,
+        float("inf"),
+        float("-inf"),
+        float("nan"),
+        1e308,
+        -0.0,
+    ]
+)
 SCALAR = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), HUGE, ODD_TEXT)
 JUNK = st.recursive(
     SCALAR,
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.one_of(ODD_TEXT, st.integers()), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(ODD_TEXT, st.integers()), inner, max_size=4),
+    ),
     max_leaves=12,
 )
 
@@ -87,7 +164,13 @@ def slots(doc: Any) -> list[tuple[Any, Any]]:
     stack = [doc]
     while stack:
         node = stack.pop()
-        keys = list(node) if isinstance(node, dict) else range(len(node)) if isinstance(node, list) else []
+        keys = (
+            list(node)
+            if isinstance(node, dict)
+            else range(len(node))
+            if isinstance(node, list)
+            else []
+        )
         for key in keys:
             found.append((node, key))
             stack.append(node[key])
@@ -123,8 +206,9 @@ def mutated(draw: st.DrawFn, base: dict[str, Any]) -> str:
             parent[key] = value
         elif op == "wrap":
             parent[key] = [parent[key]] if draw(st.booleans()) else str(parent[key])
-    text = yaml.safe_dump(doc, allow_unicode=draw(st.booleans()), default_flow_style=draw(st.booleans()),
-                          width=10**6)
+    text = yaml.safe_dump(
+        doc, allow_unicode=draw(st.booleans()), default_flow_style=draw(st.booleans()), width=10**6
+    )
     return str(text)
 
 
@@ -136,10 +220,19 @@ def garbled(draw: st.DrawFn, base: dict[str, Any]) -> str:
         at = draw(st.integers(0, len(text)))
         op = draw(st.sampled_from(["insert", "delete", "dup_line"]))
         if op == "insert":
-            text = text[:at] + draw(st.text(ODD_CHARS | st.sampled_from(list(":-[]{}&*!|>#'\"\n \t%@`,?")),
-                                             min_size=1, max_size=8)) + text[at:]
+            text = (
+                text[:at]
+                + draw(
+                    st.text(
+                        ODD_CHARS | st.sampled_from(list(":-[]{}&*!|>#'\"\n \t%@`,?")),
+                        min_size=1,
+                        max_size=8,
+                    )
+                )
+                + text[at:]
+            )
         elif op == "delete":
-            text = text[:at] + text[at + draw(st.integers(1, 10)):]
+            text = text[:at] + text[at + draw(st.integers(1, 10)) :]
         else:
             lines = text.splitlines(keepends=True)
             if lines:
@@ -151,7 +244,11 @@ def garbled(draw: st.DrawFn, base: dict[str, Any]) -> str:
 
 def located(error: ConfigError) -> bool:
     """The error says where: a line, a field, or (for an empty file) the missing key's name."""
-    return error.line is not None or bool(error.field) or error.problem.startswith("missing required key")
+    return (
+        error.line is not None
+        or bool(error.field)
+        or error.problem.startswith("missing required key")
+    )
 
 
 def only_config_errors(parse: Callable[[], object]) -> None:
@@ -174,10 +271,16 @@ def parse_pipeline(text: str) -> None:
     pipeline.parse(text, "app@1234567:.ahead/pipeline.yml", ("dev", "preprod", "prod"))
 
 
-FAST = settings(max_examples=200, deadline=timedelta(seconds=2),
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-SLOW = settings(max_examples=5000, deadline=timedelta(seconds=2),
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = settings(
+    max_examples=200,
+    deadline=timedelta(seconds=2),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+SLOW = settings(
+    max_examples=5000,
+    deadline=timedelta(seconds=2),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 DOCS = st.one_of(mutated(WORKSPACE), garbled(WORKSPACE), st.text(max_size=300))
 PIPES = st.one_of(mutated(PIPELINE), garbled(PIPELINE), st.text(max_size=300))
 
@@ -221,11 +324,20 @@ def test_pipeline_parser_many_examples(text: str) -> None:
     only_config_errors(lambda: parse_pipeline(text))
 
 
-@pytest.mark.parametrize(("value", "words"), [
-    ("0000-01-01", "bad value"), ("2001-02-30", "bad value"), ("!!timestamp 99999", "bad value"),
-    ("1" + "0" * 400, "at most"), (".nan", "duration"), (".inf", "at most"), ("-.inf", "zero"),
-    ("'" + "9" * 400 + "d'", "not a duration"), ("'9999999d'", "at most"),
-])
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("0000-01-01", "bad value"),
+        ("2001-02-30", "bad value"),
+        ("!!timestamp 99999", "bad value"),
+        ("1" + "0" * 400, "at most"),
+        (".nan", "duration"),
+        (".inf", "at most"),
+        ("-.inf", "zero"),
+        ("'" + "9" * 400 + "d'", "not a duration"),
+        ("'9999999d'", "at most"),
+    ],
+)
 def test_values_that_used_to_escape_the_parser(value: str, words: str) -> None:
     """Found by the properties above: each raised ValueError/OverflowError/AttributeError or
     was accepted (nan, inf) before it was fixed."""
@@ -248,10 +360,14 @@ def billion_laughs(levels: int = 9) -> str:
 
 BOMBS: dict[str, Callable[[], str]] = {
     "alias expansion (9^9 laughs)": billion_laughs,
-    "2 MB file": lambda: "repos: []\nenvironments: [dev]\n" + "# padding padding padding\n" * 80_000,
+    "2 MB file": lambda: (
+        "repos: []\nenvironments: [dev]\n" + "# padding padding padding\n" * 80_000
+    ),
     "100 KB line": lambda: "repos: []\nenvironments: [" + "dev," * 25_000 + "x]\n",
     "deep flow nesting (100k [)": lambda: "x: " + "[\n" * 100_000 + "]\n" * 100_000,
-    "deep block nesting (1000 levels)": lambda: "".join(" " * i + "a:\n" for i in range(1000)) + " " * 1000 + "b\n",
+    "deep block nesting (1000 levels)": lambda: (
+        "".join(" " * i + "a:\n" for i in range(1000)) + " " * 1000 + "b\n"
+    ),
     "20k values": lambda: "x:\n" + "- 1\n" * 20_001,
     "200k values": lambda: "x: [" + ",\n".join(["1"] * 200_000) + "]\n",
     "merge-key chain": lambda: "a: {x: 1}\nb:\n  <<: {y: 2}\n",
@@ -275,6 +391,10 @@ def test_yaml_bombs_are_refused_in_bounded_time_and_memory(name: str) -> None:
         # tracemalloc slows parsing ~2-3x; these bounds hold with it on a loaded 2-core machine
         assert elapsed < 5.0, f"{name}: {elapsed:.2f}s"
         assert peak < 64 * 2**20, f"{name}: peak {peak / 2**20:.1f} MiB"
-        assert info.value.line is not None or "larger than" in str(info.value) or info.value.field, info.value
-    print(f"\n{name}: refused in {MEASURED[name][0] * 1000:.0f} ms, peak {MEASURED[name][1]:.1f} MiB "
-          f"(max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
+        assert (
+            info.value.line is not None or "larger than" in str(info.value) or info.value.field
+        ), info.value
+    print(
+        f"\n{name}: refused in {MEASURED[name][0] * 1000:.0f} ms, peak {MEASURED[name][1]:.1f} MiB "
+        f"(max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)"
+    )

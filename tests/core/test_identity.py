@@ -27,10 +27,17 @@ from tests.core.test_approvals import decide, make_ws, waiting_change
 ROOT = Path(__file__).parents[2]
 
 
-def ahead(ws: Workspace, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "core.cli", "--workspace", str(ws.root), *args],
-                          capture_output=True, text=True, timeout=60, check=False,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+def ahead(
+    ws: Workspace, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", "--workspace", str(ws.root), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
 
 
 def edit(ws: Workspace, old: str, new: str) -> None:
@@ -43,10 +50,19 @@ def test_logname_and_user_do_not_make_you_someone_else(tmp_path: Path) -> None:
     ws = make_ws(tmp_path / "ws")
     me = current_os_user()
     assert me != "carol"
-    edit(ws, f"  - name: carol\n    roles: [approver]\n    emails: [carol@example.com]\n    os_users: [{me}]\n",
-         "  - name: carol\n    roles: [operator, approver]\n    emails: [carol@example.com]\n    os_users: [carol]\n")
-    claimed = ahead(ws, "--as", "carol", "trigger", "service",
-                    env={"LOGNAME": "carol", "USER": "carol", "LNAME": "carol", "USERNAME": "carol"})
+    edit(
+        ws,
+        f"  - name: carol\n    roles: [approver]\n    emails: [carol@example.com]\n    os_users: [{me}]\n",
+        "  - name: carol\n    roles: [operator, approver]\n    emails: [carol@example.com]\n    os_users: [carol]\n",
+    )
+    claimed = ahead(
+        ws,
+        "--as",
+        "carol",
+        "trigger",
+        "service",
+        env={"LOGNAME": "carol", "USER": "carol", "LNAME": "carol", "USERNAME": "carol"},
+    )
     assert claimed.returncode == 3, claimed.stdout + claimed.stderr
     assert f"carol's os_users in {ws.file} do not list the OS user {me!r}" in claimed.stderr
     approve = ahead(ws, "--as", "carol", "approve", "1", env={"LOGNAME": "carol", "USER": "carol"})
@@ -59,16 +75,26 @@ async def started(ws: Workspace, actor: Actor) -> ClientSession:
     return session
 
 
-async def test_an_operator_removed_from_ahead_yml_is_refused_by_their_open_console(tmp_path: Path) -> None:
+async def test_an_operator_removed_from_ahead_yml_is_refused_by_their_open_console(
+    tmp_path: Path,
+) -> None:
     ws = make_ws(tmp_path / "ws")
     session = await started(ws, Actor("bob", ("operator", "approver")))
     try:
         first = await session.trigger("service")
-        edit(ws, "  - name: bob\n    roles: [operator, approver]\n    emails: [bob@example.com]\n"
-                 f"    os_users: [{current_os_user()}]\n", "")
-        for command in (session.trigger("service"), session.cancel(first), session.retry(first),
-                        session.drift_ack("service", "prod", None, "because", 60.0),
-                        session.drift_reconcile("service", "prod")):
+        edit(
+            ws,
+            "  - name: bob\n    roles: [operator, approver]\n    emails: [bob@example.com]\n"
+            f"    os_users: [{current_os_user()}]\n",
+            "",
+        )
+        for command in (
+            session.trigger("service"),
+            session.cancel(first),
+            session.retry(first),
+            session.drift_ack("service", "prod", None, "because", 60.0),
+            session.drift_reconcile("service", "prod"),
+        ):
             with pytest.raises(Revoked, match="no longer an operator of this workspace"):
                 await command
         verdict = None
@@ -90,20 +116,36 @@ async def test_a_role_removed_is_refused_without_a_restart(tmp_path: Path) -> No
     try:
         async with Engine(ws) as engine:
             change = await waiting_change(engine, commit(repo, "Release", author="dave"))
-            edit(ws, "  - name: bob\n    roles: [operator, approver]\n", "  - name: bob\n    roles: [viewer]\n")
-            with pytest.raises(PermissionDenied, match="bob may not trigger: needs the operator role"):
+            edit(
+                ws,
+                "  - name: bob\n    roles: [operator, approver]\n",
+                "  - name: bob\n    roles: [viewer]\n",
+            )
+            with pytest.raises(
+                PermissionDenied, match="bob may not trigger: needs the operator role"
+            ):
                 await session.trigger("service")
             verdict = await session.approve(change["id"])
-            assert not verdict.ok and "bob cannot approve: not an approver for prod" in verdict.message
+            assert (
+                not verdict.ok and "bob cannot approve: not an approver for prod" in verdict.message
+            )
             assert session.actor.roles == ("viewer",)
-            edit(ws, "  - name: bob\n    roles: [viewer]\n", "  - name: bob\n    roles: [operator, approver]\n")
-            verdict = await session.approve(change["id"])  # given back: works again, still no restart
+            edit(
+                ws,
+                "  - name: bob\n    roles: [viewer]\n",
+                "  - name: bob\n    roles: [operator, approver]\n",
+            )
+            verdict = await session.approve(
+                change["id"]
+            )  # given back: works again, still no restart
             assert verdict.ok, verdict.message
     finally:
         await session.aclose()
 
 
-async def test_a_broken_ahead_yml_refuses_commands_instead_of_using_the_old_roles(tmp_path: Path) -> None:
+async def test_a_broken_ahead_yml_refuses_commands_instead_of_using_the_old_roles(
+    tmp_path: Path,
+) -> None:
     ws = make_ws(tmp_path / "ws")
     session = await started(ws, Actor("bob", ("operator", "approver")))
     try:
@@ -121,8 +163,11 @@ async def test_a_broken_ahead_yml_refuses_commands_instead_of_using_the_old_role
 
 async def test_a_decision_put_in_by_hand_does_not_count_and_is_reported(tmp_path: Path) -> None:
     # two approvals; alice writes the commit, so bob, carol, erin and frank may approve
-    ws = make_ws(tmp_path / "ws", extra_operators="  - name: erin\n    roles: [approver]\n"
-                                                  "  - name: frank\n    roles: [approver]\n")
+    ws = make_ws(
+        tmp_path / "ws",
+        extra_operators="  - name: erin\n    roles: [approver]\n"
+        "  - name: frank\n    roles: [approver]\n",
+    )
     repo = ws.repo_dir(ws.repo("service"))
     async with Engine(ws) as engine:
         change = await waiting_change(engine, commit(repo, "Release", author="alice"))
@@ -131,10 +176,14 @@ async def test_a_decision_put_in_by_hand_does_not_count_and_is_reported(tmp_path
             real = conn.execute("SELECT * FROM decisions").fetchone()
             columns = "change_id, operator, verdict, comment, session, created_at, expires_at, mac"
             # approvals by bob and erin, who never approved: no MAC, and a made-up one
-            conn.execute(f"INSERT INTO decisions ({columns}) VALUES (?, 'bob', 'approve', '', 'x', ?, NULL, NULL)",
-                         (change["id"], real["created_at"]))
-            conn.execute(f"INSERT INTO decisions ({columns}) VALUES (?, 'erin', 'approve', '', 'x', ?, NULL, ?)",
-                         (change["id"], real["created_at"], real["mac"]))
+            conn.execute(
+                f"INSERT INTO decisions ({columns}) VALUES (?, 'bob', 'approve', '', 'x', ?, NULL, NULL)",
+                (change["id"], real["created_at"]),
+            )
+            conn.execute(
+                f"INSERT INTO decisions ({columns}) VALUES (?, 'erin', 'approve', '', 'x', ?, NULL, ?)",
+                (change["id"], real["created_at"], real["mac"]),
+            )
         with Store(ws.db_path) as store:
             outcome, reason, _ = approvals.check_gate(store, ws, change["id"])
         assert (outcome, reason) == ("wait", "1 of 2 approvals")
@@ -148,23 +197,33 @@ async def test_a_decision_put_in_by_hand_does_not_count_and_is_reported(tmp_path
             ok, _, problem = await session.verify_audit()
         finally:
             await session.aclose()
-        assert not ok and problem.startswith("2 decision(s) do not verify: decision 2 (bob approves")
+        assert not ok and problem.startswith(
+            "2 decision(s) do not verify: decision 2 (bob approves"
+        )
         shown = ahead(ws, "change", str(change["id"]))
         assert "bob approved" in shown.stdout and "NOT AUTHENTICATED" in shown.stdout
         refused = decide(ws, change["id"], "bob")  # the forged row takes bob's place: said plainly
-        assert not refused.ok and "decision 2 in the store, bob's on change 1, does not verify" in refused.message
+        assert (
+            not refused.ok
+            and "decision 2 in the store, bob's on change 1, does not verify" in refused.message
+        )
         assert decide(ws, change["id"], "frank").ok
         with Store(ws.db_path) as store:
             outcome, _, _ = approvals.check_gate(store, ws, change["id"])
         assert outcome == "pass"
         passed = await query(engine, "SELECT detail FROM audit WHERE action = 'gate.passed'")
-        assert json.loads(passed[0]["detail"])["approvers"] == ["carol", "frank"]  # only who approved
+        assert json.loads(passed[0]["detail"])["approvers"] == [
+            "carol",
+            "frank",
+        ]  # only who approved
 
 
 def test_the_decision_key_is_private_and_never_in_the_store(tmp_path: Path) -> None:
     ws = make_ws(tmp_path / "ws")
     path = approvals.key_path(ws)
-    assert approvals.decision_key(ws, create=False) is None and not path.exists()  # readers make none
+    assert (
+        approvals.decision_key(ws, create=False) is None and not path.exists()
+    )  # readers make none
     key = approvals.decision_key(ws)
     assert key is not None
     assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
@@ -177,15 +236,20 @@ def test_the_decision_key_is_private_and_never_in_the_store(tmp_path: Path) -> N
         approvals.decision_key(ws)
 
 
-async def test_a_local_console_loses_an_operator_whose_os_users_no_longer_list_you(tmp_path: Path) -> None:
+async def test_a_local_console_loses_an_operator_whose_os_users_no_longer_list_you(
+    tmp_path: Path,
+) -> None:
     ws = make_ws(tmp_path / "ws")
     me = current_os_user()
     session = await started(ws, Actor.local(ws, "bob"))
     try:
         assert session.actor.os_user == me
         assert await session.trigger("service") == 1
-        edit(ws, f"    emails: [bob@example.com]\n    os_users: [{me}]\n",
-             "    emails: [bob@example.com]\n    os_users: [somebody-else]\n")
+        edit(
+            ws,
+            f"    emails: [bob@example.com]\n    os_users: [{me}]\n",
+            "    emails: [bob@example.com]\n    os_users: [somebody-else]\n",
+        )
         with pytest.raises(Revoked, match=f"no longer lists the OS user '{me}' in bob's os_users"):
             await session.trigger("service")
     finally:

@@ -22,13 +22,20 @@ from tests.core.test_approvals import decide, make_ws, waiting_change
 ROOT = Path(__file__).parents[2]
 OSC52 = "\x1b]52;c;cm0gLXJmIH4K\x07"  # "copy `rm -rf ~` to the clipboard"
 HOSTILE = OSC52 + "\x1b[2J\x9b31m\u202eevil\u202c"
-DANGER = re.compile(rb"\x1b|\x07|\xc2[\x80-\x9f]|\xe2\x80[\xae\xab\xaa\xac\xad]|\xe2\x81[\xa6-\xa9]")
+DANGER = re.compile(
+    rb"\x1b|\x07|\xc2[\x80-\x9f]|\xe2\x80[\xae\xab\xaa\xac\xad]|\xe2\x81[\xa6-\xa9]"
+)
 
 
 def ahead(ws_root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "core.cli", "--workspace", str(ws_root), *args],
-                          capture_output=True, timeout=60, stdin=subprocess.DEVNULL, check=False,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", "--workspace", str(ws_root), *args],
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def assert_inert(data: bytes) -> None:
@@ -49,24 +56,37 @@ def test_foreground_engine_log_is_inert(tmp_path: Path) -> None:
     bad = f'stages:\n  - name: build\n    "{HOSTILE}": 1\n    steps:\n      - run: echo hi\n'
     bad = bad.replace("\x1b", "\\e").replace("\x07", "\\a").replace("\x9b", "\\x9b")
     ws = make_workspace(tmp_path / "ws", {"app": bad})
-    engine = subprocess.Popen([sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "engine"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "engine"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         deadline = time.monotonic() + 10
-        while b"engine: not running" in ahead(ws.root, "status").stdout and time.monotonic() < deadline:
+        while (
+            b"engine: not running" in ahead(ws.root, "status").stdout
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.1)
         commit(ws.repo_dir(ws.repo("app")), HOSTILE + " subject", files={"x": "1"})
-        while b"\"failed\"" not in ahead(ws.root, "runs", "--json").stdout and time.monotonic() < deadline:
+        while (
+            b'"failed"' not in ahead(ws.root, "runs", "--json").stdout
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.1)
     finally:
         engine.terminate()
         out, err = engine.communicate(timeout=20)
-    assert b"pipeline invalid" in err and b"unknown key" in err, err  # the hostile key is logged ...
+    assert b"pipeline invalid" in err and b"unknown key" in err, (
+        err
+    )  # the hostile key is logged ...
     assert_inert(out + err)  # ... inert
 
 
-async def test_a_reject_comment_quoted_in_another_operators_refusal_is_inert(tmp_path: Path) -> None:
+async def test_a_reject_comment_quoted_in_another_operators_refusal_is_inert(
+    tmp_path: Path,
+) -> None:
     ws = make_ws(tmp_path / "ws")
     async with Engine(ws) as engine:
         sha = commit(ws.repo_dir(ws.repo("service")), "x", author="alice")
@@ -80,10 +100,16 @@ async def test_a_reject_comment_quoted_in_another_operators_refusal_is_inert(tmp
 
 # -- static: core/ reaches a terminal only through the CLI's inert output -------------------------
 
-CLI_MODULES = {"core/cli.py", "core/cli_drift.py", "core/cli_listings.py", "core/serve/listing.py", "core/demo.py",
-               # runs as a step's parent inside the sandbox: what it prints is the step's log,
-               # which is stored masked and shown through inert like any step output
-               "core/sandbox_launch.py"}
+CLI_MODULES = {
+    "core/cli.py",
+    "core/cli_drift.py",
+    "core/cli_listings.py",
+    "core/serve/listing.py",
+    "core/demo.py",
+    # runs as a step's parent inside the sandbox: what it prints is the step's log,
+    # which is stored masked and shown through inert like any step output
+    "core/sandbox_launch.py",
+}
 
 
 def test_core_writes_to_the_terminal_only_from_cli_modules_under_inert_output() -> None:
@@ -100,8 +126,14 @@ def test_core_writes_to_the_terminal_only_from_cli_modules_under_inert_output() 
             name = ast.unparse(node.func)
             if name == "print" and rel not in CLI_MODULES:
                 offenders.append(f"{rel}:{node.lineno}: print outside the CLI")
-            if name in ("sys.stdout.write", "sys.stderr.write", "sys.__stdout__.write",
-                        "sys.__stderr__.write", "sys.stdout.buffer.write", "sys.stderr.buffer.write"):
+            if name in (
+                "sys.stdout.write",
+                "sys.stderr.write",
+                "sys.__stdout__.write",
+                "sys.__stderr__.write",
+                "sys.stdout.buffer.write",
+                "sys.stderr.buffer.write",
+            ):
                 offenders.append(f"{rel}:{node.lineno}: {name}")
             if name == "os.write" and node.args and ast.unparse(node.args[0]) in ("1", "2"):
                 offenders.append(f"{rel}:{node.lineno}: os.write to a terminal fd")

@@ -53,7 +53,9 @@ async def drive(ws: Any, canary: Path, strings: list[str], tag_step: int) -> dic
     async with Engine(ws) as engine:
         made = fill(repo, strings)
         head = made.commits[-1][0]
-        facts["raw_refs"] = write_raw_refs(repo, head, [o for o in OPTIONS if o.startswith("-")] + ["-x", ".hidden"])
+        facts["raw_refs"] = write_raw_refs(
+            repo, head, [o for o in OPTIONS if o.startswith("-")] + ["-x", ".hidden"]
+        )
         svc_store = Store(ws.db_path, session="test:injection")
         with svc_store:
             svc = Services(ws, svc_store)
@@ -70,10 +72,24 @@ async def drive(ws: Any, canary: Path, strings: list[str], tag_step: int) -> dic
                         refused += 1
         watched = [b for b in made.branches if gitio.valid_branch(b)]  # the engine ignores the rest
         expected = 1 + len(watched) + triggered
-        rows = await wait_for(engine, "SELECT * FROM runs", check=lambda r: len(r) >= expected and all(
-            x["status"] in TERMINAL for x in r), timeout=90)
-        logs = await query(engine, "SELECT s.run_id, l.line FROM log_lines l JOIN steps s ON s.id = l.step_id")
-    facts.update(made=made, watched=watched, runs=rows, logs=logs, triggered=triggered, refused=refused, head=head)
+        rows = await wait_for(
+            engine,
+            "SELECT * FROM runs",
+            check=lambda r: len(r) >= expected and all(x["status"] in TERMINAL for x in r),
+            timeout=90,
+        )
+        logs = await query(
+            engine, "SELECT s.run_id, l.line FROM log_lines l JOIN steps s ON s.id = l.step_id"
+        )
+    facts.update(
+        made=made,
+        watched=watched,
+        runs=rows,
+        logs=logs,
+        triggered=triggered,
+        refused=refused,
+        head=head,
+    )
     return facts
 
 
@@ -85,8 +101,14 @@ def hostile_ws(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def build(root: Path, tag_step: int) -> dict[str, Any]:
     canary = root / "canary"
-    env = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_AUTHOR_NAME": "T",
-           "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    env = {
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_AUTHOR_NAME": "T",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "T",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
     saved = {k: os.environ.get(k) for k in [*env, "PATH"]}
     os.environ.update(env)
     try:
@@ -119,10 +141,17 @@ exec {shlex.quote(real)} "$@"
 
 def test_the_corpus_is_large_and_reached_git(hostile_ws: dict[str, Any]) -> None:
     made = hostile_ws["made"]
-    counts = {"strings": len(hostile_ws["strings"]), "commits": len(made.commits),
-              "branches": len(made.branches), "tags": len(made.tags),
-              "names git refused": len(made.refused_names), "branches run": len(hostile_ws["watched"]), "raw refs": len(hostile_ws["raw_refs"]),
-              "runs": len(hostile_ws["runs"]), "triggers refused": hostile_ws["refused"]}
+    counts = {
+        "strings": len(hostile_ws["strings"]),
+        "commits": len(made.commits),
+        "branches": len(made.branches),
+        "tags": len(made.tags),
+        "names git refused": len(made.refused_names),
+        "branches run": len(hostile_ws["watched"]),
+        "raw refs": len(hostile_ws["raw_refs"]),
+        "runs": len(hostile_ws["runs"]),
+        "triggers refused": hostile_ws["refused"],
+    }
     print("\n" + json.dumps(counts))
     assert counts["strings"] >= 200 and counts["commits"] == counts["strings"]
     assert counts["branches"] >= 40 and counts["raw refs"] >= 8
@@ -134,7 +163,9 @@ def test_nothing_executes_and_no_ref_becomes_an_option(hostile_ws: dict[str, Any
     repo = ws.repo_dir(ws.repo("app"))
     assert option_files(repo, ws.root, ws.state_dir, Path.cwd()) == []
     statuses = {r["status"] for r in hostile_ws["runs"]}
-    assert statuses == {"succeeded"}, [r for r in hostile_ws["runs"] if r["status"] != "succeeded"][:3]
+    assert statuses == {"succeeded"}, [r for r in hostile_ws["runs"] if r["status"] != "succeeded"][
+        :3
+    ]
     branches = {r["branch"] for r in hostile_ws["runs"]}
     assert not any(b.startswith("-") or b.startswith(".") for b in branches)  # loose refs ignored
     assert set(hostile_ws["watched"]) <= branches
@@ -149,7 +180,10 @@ def test_every_branch_name_reached_its_steps_verbatim(hostile_ws: dict[str, Any]
     for run in hostile_ws["runs"]:
         if run["ref"].startswith("refs/heads/h/") or run["ref"].startswith("refs/heads/x/"):
             lines = by_run[run["id"]]
-            assert f"branch={run['branch']}" in lines and run["ref"] in lines, (run["branch"], lines)
+            assert f"branch={run['branch']}" in lines and run["ref"] in lines, (
+                run["branch"],
+                lines,
+            )
     main = next(r for r in hostile_ws["runs"] if r["branch"] == "main" and r["trigger"] == "commit")
     assert main["commit_sha"] == hostile_ws["head"]
     assert f"subject={hostile_ws['strings'][-1]}" in by_run[main["id"]][0]
@@ -163,17 +197,32 @@ def test_every_tag_as_a_trigger(tmp_path: Path) -> None:
     assert facts["triggered"] >= len(facts["made"].tags)
 
 
-LISTINGS = [["status"], ["status", "--json"], ["runs", "--limit", "1000"], ["runs", "--json", "--limit", "1000"],
-            ["pending", "app", "prod"], ["pending", "app", "prod", "--json"], ["changes", "--all"],
-            ["changes", "--all", "--json"], ["audit", "--limit", "1000"], ["audit", "--json"], ["audit", "verify"]]
+LISTINGS = [
+    ["status"],
+    ["status", "--json"],
+    ["runs", "--limit", "1000"],
+    ["runs", "--json", "--limit", "1000"],
+    ["pending", "app", "prod"],
+    ["pending", "app", "prod", "--json"],
+    ["changes", "--all"],
+    ["changes", "--all", "--json"],
+    ["audit", "--limit", "1000"],
+    ["audit", "--json"],
+    ["audit", "verify"],
+]
 
 
-def test_cli_listings_print_no_escape_sequence_and_no_bidi(hostile_ws: dict[str, Any],
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_listings_print_no_escape_sequence_and_no_bidi(
+    hostile_ws: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     ws = hostile_ws["ws"]
     run_ids = [r["id"] for r in hostile_ws["runs"]]
-    commands = LISTINGS + [[c, str(i), *j] for i in run_ids[:: max(1, len(run_ids) // 12)]
-                           for c in ("show", "logs") for j in ([], ["--json"])]
+    commands = LISTINGS + [
+        [c, str(i), *j]
+        for i in run_ids[:: max(1, len(run_ids) // 12)]
+        for c in ("show", "logs")
+        for j in ([], ["--json"])
+    ]
     printed = 0
     for command in commands:
         code = cli.main(["--workspace", str(ws.root), *command])
@@ -181,7 +230,10 @@ def test_cli_listings_print_no_escape_sequence_and_no_bidi(hostile_ws: dict[str,
         assert code == 0, (command, err)
         assert leaks(out) == [] and leaks(err) == [], (command, leaks(out), leaks(err))
         printed += len(out)
-    shown = (cli.main(["--workspace", str(ws.root), "pending", "app", "prod"]), capsys.readouterr().out)[1]
+    shown = (
+        cli.main(["--workspace", str(ws.root), "pending", "app", "prod"]),
+        capsys.readouterr().out,
+    )[1]
     assert "[@click=app.quit]quit[/]" in shown and "[bold red]ALERT[/]" in shown  # text, as written
     assert printed > 100_000
     assert not hostile_ws["canary"].exists()
@@ -189,8 +241,21 @@ def test_cli_listings_print_no_escape_sequence_and_no_bidi(hostile_ws: dict[str,
 
 # -- static checks -------------------------------------------------------------------------------
 
-FORBIDDEN_CALLS = {"create_subprocess_shell", "system", "popen", "getoutput", "getstatusoutput", "spawnl",
-                   "spawnlp", "spawnv", "spawnvp", "execl", "execlp", "execv", "execvp"}
+FORBIDDEN_CALLS = {
+    "create_subprocess_shell",
+    "system",
+    "popen",
+    "getoutput",
+    "getstatusoutput",
+    "spawnl",
+    "spawnlp",
+    "spawnv",
+    "spawnvp",
+    "execl",
+    "execlp",
+    "execv",
+    "execvp",
+}
 
 
 def shell_uses(path: Path) -> list[str]:
@@ -200,30 +265,49 @@ def shell_uses(path: Path) -> list[str]:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if not isinstance(node, ast.Call):
             continue
-        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        name = (
+            node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        )
         if name in FORBIDDEN_CALLS:
             found.append(f"{path.name}:{node.lineno}: {name}()")
         for kw in node.keywords:
-            if kw.arg == "shell" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
+            if kw.arg == "shell" and not (
+                isinstance(kw.value, ast.Constant) and kw.value.value is False
+            ):
                 found.append(f"{path.name}:{node.lineno}: shell=")
     return found
 
 
 def test_no_shell_anywhere_in_core_or_tui() -> None:
-    offenders = [use for path in sorted([*ROOT.glob("core/**/*.py"), *ROOT.glob("tui/**/*.py")])
-                 if "demo_repos" not in path.parts for use in shell_uses(path)]
+    offenders = [
+        use
+        for path in sorted([*ROOT.glob("core/**/*.py"), *ROOT.glob("tui/**/*.py")])
+        if "demo_repos" not in path.parts
+        for use in shell_uses(path)
+    ]
     # the sandbox launcher becomes the step: it execs the step's own argv list (no shell added)
-    offenders = [use for use in offenders if not (use.startswith("sandbox_launch.py:") and use.endswith(" execvp()"))]
+    offenders = [
+        use
+        for use in offenders
+        if not (use.startswith("sandbox_launch.py:") and use.endswith(" execvp()"))
+    ]
     assert offenders == []
 
 
 def test_the_static_check_catches_what_it_should(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("import os, subprocess, asyncio\nos.system('x')\nos.popen('x')\n"
-                   "subprocess.run('x', shell=True)\nsubprocess.run('x', shell=flag)\n"
-                   "asyncio.create_subprocess_shell('x')\nsubprocess.run(['x'], shell=False)\n")
+    bad.write_text(
+        "import os, subprocess, asyncio\nos.system('x')\nos.popen('x')\n"
+        "subprocess.run('x', shell=True)\nsubprocess.run('x', shell=flag)\n"
+        "asyncio.create_subprocess_shell('x')\nsubprocess.run(['x'], shell=False)\n"
+    )
     assert [u.split(": ", 1)[1] for u in shell_uses(bad)] == [
-        "system()", "popen()", "shell=", "shell=", "create_subprocess_shell()"]
+        "system()",
+        "popen()",
+        "shell=",
+        "shell=",
+        "create_subprocess_shell()",
+    ]
 
 
 def option_vocabulary() -> set[str]:
@@ -232,9 +316,17 @@ def option_vocabulary() -> set[str]:
     words: set[str] = set()
     for path in ROOT.glob("core/*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("-"):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and node.value.startswith("-")
+            ):
                 words.add(node.value.split("=", 1)[0])
-            elif isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+            elif (
+                isinstance(node, ast.JoinedStr)
+                and node.values
+                and isinstance(node.values[0], ast.Constant)
+            ):
                 head = str(node.values[0].value)
                 if head.startswith("-"):
                     words.add(head.split("=", 1)[0])

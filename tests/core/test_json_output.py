@@ -12,30 +12,85 @@ import pytest
 from core import cli
 from tests.conftest import commit, make_workspace
 
-RUN = {"id", "repo", "branch", "ref", "commit", "on_main", "status", "trigger", "actor", "author", "author_email",
-       "subject", "committed_at", "created_at", "started_at", "finished_at", "retry_of", "pipeline_digest",
-       "error", "cancel_requested", "engine", "environment"}
+RUN = {
+    "id",
+    "repo",
+    "branch",
+    "ref",
+    "commit",
+    "on_main",
+    "status",
+    "trigger",
+    "actor",
+    "author",
+    "author_email",
+    "subject",
+    "committed_at",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "retry_of",
+    "pipeline_digest",
+    "error",
+    "cancel_requested",
+    "engine",
+    "environment",
+}
 #: command -> {path: keys}; a path walks dicts by key and lists by their first item ("[]").
 SHAPES: dict[str, dict[str, set[str]]] = {
-    "status": {"": {"workspace", "environments", "repos", "engine"},
-               "engine": {"state", "holder"},
-               "repos.[]": {"name", "branch", "head_commit", "last_run", "error", "environments"},
-               "repos.[].last_run": {"id", "status", "commit", "branch"},
-               "repos.[].environments.dev": {"deploys", "deployed_commit", "deployed_at", "pending",
-                                             "lag_seconds", "oldest_pending_at", "lock"}},
+    "status": {
+        "": {"workspace", "environments", "repos", "engine"},
+        "engine": {"state", "holder"},
+        "repos.[]": {"name", "branch", "head_commit", "last_run", "error", "environments"},
+        "repos.[].last_run": {"id", "status", "commit", "branch"},
+        "repos.[].environments.dev": {
+            "deploys",
+            "deployed_commit",
+            "deployed_at",
+            "pending",
+            "lag_seconds",
+            "oldest_pending_at",
+            "lock",
+        },
+    },
     "runs": {"": {"runs"}, "runs.[]": RUN},
-    "show 1": {"": RUN | {"stages", "artifacts"},
-               "stages.[]": {"id", "run_id", "idx", "name", "environment", "status", "started_at", "finished_at",
-                             "error", "steps"}},
-    "pending app prod": {"": {"repo", "environment", "pending"},
-                         "pending.[]": {"commit", "author", "email", "committer_email", "committed_at", "subject"}},
+    "show 1": {
+        "": RUN | {"stages", "artifacts"},
+        "stages.[]": {
+            "id",
+            "run_id",
+            "idx",
+            "name",
+            "environment",
+            "status",
+            "started_at",
+            "finished_at",
+            "error",
+            "steps",
+        },
+    },
+    "pending app prod": {
+        "": {"repo", "environment", "pending"},
+        "pending.[]": {"commit", "author", "email", "committer_email", "committed_at", "subject"},
+    },
     "audit": {"": {"audit"}, "audit.[]": {"id", "at", "actor", "action", "subject", "detail"}},
     "audit head": {"": {"seq", "hash"}},
     "changes --all": {"": {"changes"}},
     "locks": {"": {"locks"}},
 }
 #: Names the scheme replaced: none may appear anywhere in --json output (outside audit details).
-OLD_NAMES = {"sha", "commit_sha", "head_sha", "base_sha", "head", "deployed", "ts", "time", "since", "until"}
+OLD_NAMES = {
+    "sha",
+    "commit_sha",
+    "head_sha",
+    "base_sha",
+    "head",
+    "deployed",
+    "ts",
+    "time",
+    "since",
+    "until",
+}
 
 
 def walk(data: Any, path: str) -> Any:
@@ -61,7 +116,9 @@ def strings(data: Any) -> list[str]:
     return [data] if isinstance(data, str) else []
 
 
-def test_json_output_keys_follow_the_documented_scheme(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_output_keys_follow_the_documented_scheme(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ws = make_workspace(tmp_path / "ws")
     base = ["--workspace", str(ws.root)]
     assert cli.main([*base, "trigger", "app", "--wait"]) == cli.OK

@@ -25,12 +25,16 @@ def test_core_imports_no_ui() -> None:
     """Import every core module in a fresh interpreter: none may pull in a UI package."""
     modules = _core_modules()
     assert len(modules) > 30, modules  # the walk found the package
-    code = ("import importlib, sys\n"
-            f"for name in {modules!r}:\n"
-            "    importlib.import_module(name)\n"
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'rich', 'tui', 'themes')]\n"
-            "print(','.join(sorted(bad)))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'rich', 'tui', 'themes')]\n"
+        "print(','.join(sorted(bad)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert done.stdout.strip() == ""
 
 
@@ -44,8 +48,13 @@ def test_sqlite_and_gitpython_are_confined() -> None:
             assert rel == "core/gitio.py", rel
 
 
-FRONT_ENDS = ("core/cli.py", "core/cli_drift.py", "core/cli_listings.py", "core/serve/listing.py",
-              "core/api/session.py")
+FRONT_ENDS = (
+    "core/cli.py",
+    "core/cli_drift.py",
+    "core/cli_listings.py",
+    "core/serve/listing.py",
+    "core/api/session.py",
+)
 
 
 def test_front_ends_hold_no_sql() -> None:
@@ -63,8 +72,12 @@ def test_the_ssh_listings_do_not_import_the_command_line(tmp_path: Path) -> None
     from tests.conftest import make_workspace
 
     ws = make_workspace(tmp_path / "ws")
-    code = ("import sys\nfrom core.serve import listing\n"
-            f"code = listing.main([{str(ws.file)!r}, 'alice', 'status', '--json'])\n"
-            "print('CLI', 'core.cli' in sys.modules, code)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    code = (
+        "import sys\nfrom core.serve import listing\n"
+        f"code = listing.main([{str(ws.file)!r}, 'alice', 'status', '--json'])\n"
+        "print('CLI', 'core.cli' in sys.modules, code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert done.stdout.strip().splitlines()[-1] == "CLI False 0", done.stdout + done.stderr

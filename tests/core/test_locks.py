@@ -17,9 +17,11 @@ from tests.conftest import commit, make_workspace
 from tests.core.helpers import query, wait_for, wait_run_done
 
 # each deploy appends "start <run> <t>" and "end <run> <t>" (monotonic-enough wall clock)
-WINDOWS = ("stages:\n  - name: deploy\n    environment: dev\n    steps:\n"
-           "      - run: 'echo \"start $AHEAD_RUN_ID $(date +%s.%N)\" >> \"$WINDOWS\"; sleep 1; "
-           "echo \"end $AHEAD_RUN_ID $(date +%s.%N)\" >> \"$WINDOWS\"'\n")
+WINDOWS = (
+    "stages:\n  - name: deploy\n    environment: dev\n    steps:\n"
+    '      - run: \'echo "start $AHEAD_RUN_ID $(date +%s.%N)" >> "$WINDOWS"; sleep 1; '
+    'echo "end $AHEAD_RUN_ID $(date +%s.%N)" >> "$WINDOWS"\'\n'
+)
 
 
 def windows(path: Path) -> dict[int, tuple[float, float]]:
@@ -36,14 +38,18 @@ def assert_disjoint(spans: dict[int, tuple[float, float]]) -> None:
         assert end <= start, f"deploys overlapped: {spans}"
 
 
-async def test_manual_and_commit_trigger_together_never_overlap(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_manual_and_commit_trigger_together_never_overlap(
+    tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     ws = make_workspace(tmp_path / "ws", {"app": WINDOWS})
     monkeypatch.setenv("WINDOWS", str(tmp_path / "windows"))
     repo = ws.repo_dir(ws.repo("app"))
     async with Engine(ws) as engine:
+
         def manual() -> int:
             with Store(ws.db_path) as store:
                 return Services(ws, store).trigger("app", Actor("alice"))
+
         barrier = threading.Barrier(2)
 
         def push() -> None:
@@ -53,6 +59,7 @@ async def test_manual_and_commit_trigger_together_never_overlap(tmp_path: Path, 
         def click() -> int:
             barrier.wait()
             return manual()
+
         pushed = asyncio.create_task(asyncio.to_thread(push))
         run_manual = await asyncio.to_thread(click)
         await pushed
@@ -73,9 +80,19 @@ async def test_environment_lock_holds_across_lanes(tmp_path: Path, monkeypatch) 
     monkeypatch.setenv("WINDOWS", str(tmp_path / "windows"))
     sha = commit(ws.repo_dir(ws.repo("app")), "release")
     with Store(ws.db_path) as store:
-        ids = [runstate.queue_run(store, repo="app", branch=branch, ref=f"refs/heads/{branch}", sha=sha,
-                                  on_main=True, trigger="manual", actor="alice")
-               for branch in ("main", "hotfix", "release")]
+        ids = [
+            runstate.queue_run(
+                store,
+                repo="app",
+                branch=branch,
+                ref=f"refs/heads/{branch}",
+                sha=sha,
+                on_main=True,
+                trigger="manual",
+                actor="alice",
+            )
+            for branch in ("main", "hotfix", "release")
+        ]
     async with Engine(ws, only_runs=set(ids)) as engine:
         for run_id in ids:
             assert (await wait_run_done(engine, run_id))["status"] == "succeeded"
@@ -91,10 +108,20 @@ def test_start_deploy_from_many_threads_gives_the_lock_to_one(ws: Workspace) -> 
     with Store(ws.db_path) as store:
         stages = []
         for i in range(8):
-            run_id = runstate.queue_run(store, repo="app", branch=f"b{i}", ref="r", sha="0" * 40,
-                                        on_main=True, trigger="manual", actor="alice")
+            run_id = runstate.queue_run(
+                store,
+                repo="app",
+                branch=f"b{i}",
+                ref="r",
+                sha="0" * 40,
+                on_main=True,
+                trigger="manual",
+                actor="alice",
+            )
             runstate.claim_run(store, run_id, "test")
-            plan = runstate.create_plan(store, run_id, "d", [("deploy", "prod", True, [("s", "true")])])
+            plan = runstate.create_plan(
+                store, run_id, "d", [("deploy", "prod", True, [("s", "true")])]
+            )
             stages.append(plan[0]["id"])
     results: dict[int, object] = {}
     barrier = threading.Barrier(len(stages))

@@ -60,8 +60,15 @@ async def run_like_sshd(host: Host, process: asyncssh.SSHServerProcess[bytes]) -
     host.commands.append(command)
     env = {"HOME": str(host.home), "PATH": os.environ["PATH"], "LC_ALL": "C"}
     proc = await asyncio.create_subprocess_exec(
-        "/bin/sh", "-c", command, cwd=host.home, env=env, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        "/bin/sh",
+        "-c",
+        command,
+        cwd=host.home,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     stdin = proc.stdin
 
@@ -101,12 +108,21 @@ async def host(tmp_path: Path) -> AsyncIterator[Host]:
         task.add_done_callback(tasks.discard)
 
     state = tmp_path / "ws" / ".ahead"
-    engine_key = sshclient.client_key(state)  # the workspace's engine key, made before the workspace
+    engine_key = sshclient.client_key(
+        state
+    )  # the workspace's engine key, made before the workspace
     authorized = asyncssh.import_authorized_keys(engine_key.export_public_key().decode())
     server = await asyncssh.create_server(
-        lambda: HostServer(host), "127.0.0.1", 0, server_host_keys=[host.host_key],
-        authorized_client_keys=authorized, process_factory=factory, encoding=None,
-        line_editor=False, allow_scp=False)
+        lambda: HostServer(host),
+        "127.0.0.1",
+        0,
+        server_host_keys=[host.host_key],
+        authorized_client_keys=authorized,
+        process_factory=factory,
+        encoding=None,
+        line_editor=False,
+        allow_scp=False,
+    )
     host.port = server.sockets[0].getsockname()[1]
     yield host
     server.close()
@@ -119,8 +135,11 @@ async def host(tmp_path: Path) -> AsyncIterator[Host]:
 
 
 def remote_ws(tmp_path: Path, host: Host, pipeline: str, trust: bool = True) -> Workspace:
-    ws = make_workspace(tmp_path / "ws", {"app": pipeline},
-                        extra=f"runners:\n  - name: far\n    ssh: {host.address()}\n")
+    ws = make_workspace(
+        tmp_path / "ws",
+        {"app": pipeline},
+        extra=f"runners:\n  - name: far\n    ssh: {host.address()}\n",
+    )
     if trust:
         address = ws.runner("far").ssh
         assert address is not None
@@ -136,8 +155,12 @@ async def run_once(ws: Workspace) -> tuple[Engine, int]:
 
 
 async def log_of(engine: Engine, run_id: int) -> list[str]:
-    rows = await query(engine, "SELECT l.line FROM log_lines l JOIN steps s ON s.id = l.step_id "
-                       "WHERE s.run_id = ? ORDER BY s.id, l.seq", (run_id,))
+    rows = await query(
+        engine,
+        "SELECT l.line FROM log_lines l JOIN steps s ON s.id = l.step_id "
+        "WHERE s.run_id = ? ORDER BY s.id, l.seq",
+        (run_id,),
+    )
     return [r["line"] for r in rows]
 
 
@@ -158,10 +181,14 @@ stages:
 """
 
 
-async def test_remote_step_runs_streams_and_brings_artifacts_back(tmp_path: Path, host: Host) -> None:
+async def test_remote_step_runs_streams_and_brings_artifacts_back(
+    tmp_path: Path, host: Host
+) -> None:
     ws = remote_ws(tmp_path, host, REMOTE)
     canary = tmp_path / "canary"
-    sha = commit(ws.repo_dir(ws.repos[0]), f"hostile $(touch {canary}) `touch {canary}` ; touch {canary}")
+    sha = commit(
+        ws.repo_dir(ws.repos[0]), f"hostile $(touch {canary}) `touch {canary}` ; touch {canary}"
+    )
     engine, run_id = await run_once(ws)
     try:
         run = await wait_run_done(engine, run_id)
@@ -172,14 +199,18 @@ async def test_remote_step_runs_streams_and_brings_artifacts_back(tmp_path: Path
         assert pwd.startswith(f"pwd={host.home}/.ahead-runner/run.")
         assert "code here" in lines
         assert ["<a b>", "<$HOME>", "<-x>", "<>"] == [x for x in lines if x.startswith("<")]
-        assert "it's a \"quoted\" $HOME \\ value" in lines and "second line é" in lines
+        assert 'it\'s a "quoted" $HOME \\ value' in lines and "second line é" in lines
         assert f"hostile $(touch {canary}) `touch {canary}` ; touch {canary}" in lines
         assert "runner=far" in lines and sha in lines
         assert not canary.exists()
         assert lines[-1] == "built"  # the local stage read the artifact fetched from the runner
-        artifacts = await query(engine, "SELECT path, size FROM artifacts WHERE run_id = ?", (run_id,))
+        artifacts = await query(
+            engine, "SELECT path, size FROM artifacts WHERE run_id = ?", (run_id,)
+        )
         assert [(a["path"], a["size"]) for a in artifacts] == [("out/result.txt", 6)]
-        steps = await query(engine, "SELECT status, exit_code FROM steps WHERE run_id = ?", (run_id,))
+        steps = await query(
+            engine, "SELECT status, exit_code FROM steps WHERE run_id = ?", (run_id,)
+        )
         assert all(s["status"] == "succeeded" and s["exit_code"] == 0 for s in steps)
         assert await emptied(host)  # the stage's directory on the runner goes when the run ends
     finally:
@@ -188,14 +219,22 @@ async def test_remote_step_runs_streams_and_brings_artifacts_back(tmp_path: Path
     assert not any("hostile" in c or sha in c for c in host.commands)
 
 
-async def test_exit_code_is_recorded_and_output_streams_while_running(tmp_path: Path, host: Host) -> None:
-    pipeline = ("stages:\n  - name: s\n    runner: far\n    steps:\n"
-                "      - run: echo started; sleep 0.7; echo done; exit 7\n")
+async def test_exit_code_is_recorded_and_output_streams_while_running(
+    tmp_path: Path, host: Host
+) -> None:
+    pipeline = (
+        "stages:\n  - name: s\n    runner: far\n    steps:\n"
+        "      - run: echo started; sleep 0.7; echo done; exit 7\n"
+    )
     ws = remote_ws(tmp_path, host, pipeline)
     engine, run_id = await run_once(ws)
     try:
-        await wait_for(engine, "SELECT l.line FROM log_lines l JOIN steps s ON s.id = l.step_id "
-                       "WHERE s.run_id = ? AND s.status = 'running' AND l.line = 'started'", (run_id,))
+        await wait_for(
+            engine,
+            "SELECT l.line FROM log_lines l JOIN steps s ON s.id = l.step_id "
+            "WHERE s.run_id = ? AND s.status = 'running' AND l.line = 'started'",
+            (run_id,),
+        )
         run = await wait_run_done(engine, run_id)
         assert run["status"] == "failed"
         step = (await query(engine, "SELECT * FROM steps WHERE run_id = ?", (run_id,)))[0]
@@ -205,13 +244,19 @@ async def test_exit_code_is_recorded_and_output_streams_while_running(tmp_path: 
         await engine.aclose()
 
 
-LONG = ("stages:\n  - name: s\n    runner: far\n    steps:\n"
-        "      - run: sleep 60 & echo $! > child; echo $$ > shell; echo started; wait\n")
+LONG = (
+    "stages:\n  - name: s\n    runner: far\n    steps:\n"
+    "      - run: sleep 60 & echo $! > child; echo $$ > shell; echo started; wait\n"
+)
 
 
 async def wait_started(engine: Engine, run_id: int) -> None:
-    await wait_for(engine, "SELECT l.line FROM log_lines l JOIN steps s ON s.id = l.step_id "
-                   "WHERE s.run_id = ? AND l.line = 'started'", (run_id,))
+    await wait_for(
+        engine,
+        "SELECT l.line FROM log_lines l JOIN steps s ON s.id = l.step_id "
+        "WHERE s.run_id = ? AND l.line = 'started'",
+        (run_id,),
+    )
 
 
 def remote_pids(host: Host) -> list[int]:
@@ -236,7 +281,9 @@ async def gone(pids: list[int], seconds: float) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def long_step(tmp_path: Path, host: Host, pipeline: str = LONG) -> AsyncIterator[tuple[Engine, int, list[int]]]:
+async def long_step(
+    tmp_path: Path, host: Host, pipeline: str = LONG
+) -> AsyncIterator[tuple[Engine, int, list[int]]]:
     """An engine whose run's remote step has started: (engine, run id, remote pids)."""
     engine, run_id = await run_once(remote_ws(tmp_path, host, pipeline))
     try:
@@ -279,7 +326,10 @@ async def test_lost_connection_marks_the_step_interrupted(tmp_path: Path, host: 
 
 async def test_timeout_ends_the_remote_group(tmp_path: Path, host: Host) -> None:
     async with long_step(tmp_path, host, LONG.replace("wait\n", "wait\n        timeout: 1s\n")) as (
-            engine, run_id, pids):
+        engine,
+        run_id,
+        pids,
+    ):
         await wait_run_done(engine, run_id, timeout=10)
         step = await first_step(engine, run_id)
         assert step["status"] == "failed" and step["error"] == "timed out after 1s"
@@ -325,9 +375,9 @@ async def test_untrusted_host_is_refused(tmp_path: Path, host: Host) -> None:
     assert host.commands == []
 
 
-async def test_runner_trust_shows_the_fingerprint_and_pins_it(tmp_path: Path, host: Host,
-                                                             capsys: pytest.CaptureFixture[str],
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_runner_trust_shows_the_fingerprint_and_pins_it(
+    tmp_path: Path, host: Host, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     ws = remote_ws(tmp_path, host, REMOTE, trust=False)
     address = ws.runner("far").ssh
     assert address is not None
@@ -370,17 +420,29 @@ def test_runner_config_errors_name_line_field_and_fix(tmp_path: Path) -> None:
     head = "repos: []\nenvironments: [dev]\nrunners:\n"
     cases = [
         ("  - name: far\n    ssh: not an address\n", 5, "runners[0].ssh", "user@host[:port]"),
-        ("  - name: far\n    ssh: u@h\n    workdir: relative/dir\n", 6, "runners[0].workdir", "absolute"),
+        (
+            "  - name: far\n    ssh: u@h\n    workdir: relative/dir\n",
+            6,
+            "runners[0].workdir",
+            "absolute",
+        ),
         ("  - name: local\n    ssh: u@h\n", 5, "runners[0].ssh", "either local or ssh"),
         ("  - name: far\n    workdir: /x\n", 5, "runners[0].workdir", "only a remote runner"),
-        ("  - name: far\n    ssh: u@h\n  - name: far\n    ssh: u@h\n", 6, "runners[1].name", "twice"),
+        (
+            "  - name: far\n    ssh: u@h\n  - name: far\n    ssh: u@h\n",
+            6,
+            "runners[1].name",
+            "twice",
+        ),
     ]
     for text, line, where, words in cases:
         with pytest.raises(ConfigError) as info:
             workspace.parse(head + text, tmp_path / "ahead.yml")
         assert (info.value.line, info.value.field) == (line, where), info.value
         assert words in str(info.value) and info.value.fix
-    ws = workspace.parse(head + "  - name: far\n    ssh: ci@10.0.0.5:2222\n", tmp_path / "ahead.yml")
+    ws = workspace.parse(
+        head + "  - name: far\n    ssh: ci@10.0.0.5:2222\n", tmp_path / "ahead.yml"
+    )
     far = ws.runner("far")
     assert (far.kind, str(far.ssh), far.workdir) == ("ssh", "ci@10.0.0.5:2222", "~/.ahead-runner")
     assert ws.runner_names == ("local", "far")
@@ -392,13 +454,20 @@ def test_pipeline_refuses_an_unknown_runner_with_a_suggestion() -> None:
         parse_pipeline(text, "app@abc1234:.ahead/pipeline.yml", ("dev",), runners=("local", "far"))
     assert (info.value.line, info.value.field) == (3, "stages[0].runner")
     assert 'did you mean "far"?' in str(info.value)
-    assert parse_pipeline(text.replace("fra", "far"), "p", ("dev",), runners=("local", "far")).stages[0].runner == "far"
+    assert (
+        parse_pipeline(text.replace("fra", "far"), "p", ("dev",), runners=("local", "far"))
+        .stages[0]
+        .runner
+        == "far"
+    )
 
 
 def test_request_escapes_every_shell_character() -> None:
     hostile = "$(id) `id` ; | & > < ' \" \\ \n * ? [ ] ~ # !"
     encoded = escape(hostile)
-    assert set(encoded) <= set("\\0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_./:=+@%,-")
+    assert set(encoded) <= set(
+        "\\0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_./:=+@%,-"
+    )
     assert request(["sh", "-c", hostile], {"X": hostile}).count(b"\n") == 5
     with pytest.raises(ValueError):
         request([], {"BAD NAME": "x"})
@@ -412,7 +481,9 @@ async def test_a_request_cut_short_runs_nothing(tmp_path: Path, host: Host) -> N
     assert address is not None
     async with await sshclient.connect(ws.state_dir, address) as conn:
         command = shlex.join(["sh", "-c", STEP, "ahead-step", str(host.home), "1"])
-        done = await conn.run(command, input=full[:full.rindex(b"G -")], encoding=None, check=False)
+        done = await conn.run(
+            command, input=full[: full.rindex(b"G -")], encoding=None, check=False
+        )
         assert done.exit_status == 125 and b"incomplete request" in as_bytes(done.stdout)
         assert not canary.exists()
         process = await conn.create_process(command, encoding=None)
@@ -425,14 +496,20 @@ SECRET = "s3cr3t-remote-Value/+="
 
 
 async def test_remote_step_gets_its_secret_masked_and_never_in_a_command(
-        tmp_path: Path, host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("REMOTE_TOKEN_SOURCE", SECRET)
-    pipeline = ("stages:\n  - name: s\n    runner: far\n    steps:\n"
-                "      - run: echo \"raw=$TOKEN\"; printf %s \"$TOKEN\" | base64; echo \"len=${#TOKEN}\"\n"
-                "        secrets: [TOKEN]\n")
-    ws = make_workspace(tmp_path / "ws", {"app": pipeline},
-                        extra=f"runners:\n  - name: far\n    ssh: {host.address()}\n"
-                              "secrets:\n  TOKEN: {env: REMOTE_TOKEN_SOURCE}\n")
+    pipeline = (
+        "stages:\n  - name: s\n    runner: far\n    steps:\n"
+        '      - run: echo "raw=$TOKEN"; printf %s "$TOKEN" | base64; echo "len=${#TOKEN}"\n'
+        "        secrets: [TOKEN]\n"
+    )
+    ws = make_workspace(
+        tmp_path / "ws",
+        {"app": pipeline},
+        extra=f"runners:\n  - name: far\n    ssh: {host.address()}\n"
+        "secrets:\n  TOKEN: {env: REMOTE_TOKEN_SOURCE}\n",
+    )
     address = ws.runner("far").ssh
     assert address is not None
     sshclient.trust(ws.state_dir, address, host.host_key)
@@ -447,20 +524,30 @@ async def test_remote_step_gets_its_secret_masked_and_never_in_a_command(
     assert not any(SECRET in c for c in host.commands)
 
 
-async def test_a_remote_artifact_is_streamed_and_stopped_past_the_cap(tmp_path: Path, host: Host) -> None:
-    pipeline = ("stages:\n  - name: s\n    runner: far\n    steps:\n"
-                "      - run: mkdir -p out && head -c 700000 /dev/zero > out/fits\n        artifact: out/fits\n"
-                "      - run: head -c 3000000 /dev/zero > out/big\n        artifact: out/big\n")
+async def test_a_remote_artifact_is_streamed_and_stopped_past_the_cap(
+    tmp_path: Path, host: Host
+) -> None:
+    pipeline = (
+        "stages:\n  - name: s\n    runner: far\n    steps:\n"
+        "      - run: mkdir -p out && head -c 700000 /dev/zero > out/fits\n        artifact: out/fits\n"
+        "      - run: head -c 3000000 /dev/zero > out/big\n        artifact: out/big\n"
+    )
     ws = remote_ws(tmp_path, host, pipeline)
-    ws.file.write_text(ws.file.read_text().replace("  poll_interval: 0.2", "  poll_interval: 0.2\n"
-                                                   "  artifact_max_bytes: 1MiB"))
+    ws.file.write_text(
+        ws.file.read_text().replace(
+            "  poll_interval: 0.2", "  poll_interval: 0.2\n  artifact_max_bytes: 1MiB"
+        )
+    )
     ws = workspace.read(ws.file)
     engine, run_id = await run_once(ws)
     try:
         run = await wait_run_done(engine, run_id)
         lines = await log_of(engine, run_id)
         assert run["status"] == "failed", (run, lines)
-        assert lines[-1] == "[ahead] artifact out/big is over the 1.0 MiB cap (settings.artifact_max_bytes)"
+        assert (
+            lines[-1]
+            == "[ahead] artifact out/big is over the 1.0 MiB cap (settings.artifact_max_bytes)"
+        )
         kept = await query(engine, "SELECT path, size FROM artifacts WHERE run_id = ?", (run_id,))
         assert [(a["path"], a["size"]) for a in kept] == [("out/fits", 700000)]
     finally:

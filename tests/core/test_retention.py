@@ -16,18 +16,25 @@ from tests.core.test_cli import ahead
 def _age(ws: Workspace, run_id: int, days: float) -> None:
     """Make run `run_id` look as if it ended `days` ago (what a year of use would leave)."""
     with Store(ws.db_path) as store, store.transaction() as conn:
-        conn.execute("UPDATE runs SET finished_at = ? WHERE id = ?", (time.time() - days * 86_400, run_id))
+        conn.execute(
+            "UPDATE runs SET finished_at = ? WHERE id = ?", (time.time() - days * 86_400, run_id)
+        )
 
 
 def _lines(ws: Workspace, run_id: int) -> int:
     with Store(ws.db_path) as store:
-        row = store.query_one("SELECT count(*) AS n FROM log_lines l JOIN steps s ON s.id = l.step_id "
-                              "WHERE s.run_id = ?", (run_id,))
+        row = store.query_one(
+            "SELECT count(*) AS n FROM log_lines l JOIN steps s ON s.id = l.step_id "
+            "WHERE s.run_id = ?",
+            (run_id,),
+        )
     assert row is not None
     return int(row["n"])
 
 
-def test_old_logs_go_and_the_run_record_stays(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_old_logs_go_and_the_run_record_stays(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for _ in range(3):
         assert ahead(ws.root, "trigger", "app", "--wait").returncode == 0
     _age(ws, 1, 31)
@@ -54,7 +61,11 @@ def test_keep_logs_days_from_ahead_yml(tmp_path: Path) -> None:
     from tests.conftest import make_workspace
 
     ws = make_workspace(tmp_path / "ws", extra="")
-    text = (ws.root / "ahead.yml").read_text().replace("settings:\n", "settings:\n  keep_logs_days: 7\n")
+    text = (
+        (ws.root / "ahead.yml")
+        .read_text()
+        .replace("settings:\n", "settings:\n  keep_logs_days: 7\n")
+    )
     (ws.root / "ahead.yml").write_text(text)
     assert ahead(ws.root, "trigger", "app", "--wait").returncode == 0
     _age(ws, 1, 8)
@@ -67,7 +78,9 @@ def test_keep_logs_days_from_ahead_yml(tmp_path: Path) -> None:
     assert "more than 7 days ago" in ahead(ws.root, "logs", "1").stderr
 
 
-async def test_the_engine_prunes_on_its_schedule(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_engine_prunes_on_its_schedule(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The engine's own retention task removes old logs without anyone asking."""
     import asyncio
 

@@ -77,7 +77,8 @@ def branch_commit(ws: Workspace, branch: str, script: str) -> str:
     repo = ws.repo_dir(ws.repo("app"))
     git(repo, "checkout", "-q", "-B", branch, "main")
     pipeline = "stages:\n  - name: attack\n    steps:\n      - run: |\n" + "".join(
-        f"          {line}\n" for line in script.strip().splitlines())
+        f"          {line}\n" for line in script.strip().splitlines()
+    )
     sha = commit(repo, f"try {branch}", author="carol", files={".ahead/pipeline.yml": pipeline})
     git(repo, "checkout", "-q", "main")
     return sha
@@ -90,8 +91,12 @@ async def branch_run(engine: Engine, sha: str) -> tuple[dict[str, object], list[
 
 
 async def log_of(engine: Engine, run_id: int) -> list[str]:
-    rows = await query(engine, "SELECT l.line FROM log_lines l JOIN steps s ON s.id = l.step_id "
-                               "WHERE s.run_id = ? ORDER BY l.step_id, l.seq", (run_id,))
+    rows = await query(
+        engine,
+        "SELECT l.line FROM log_lines l JOIN steps s ON s.id = l.step_id "
+        "WHERE s.run_id = ? ORDER BY l.step_id, l.seq",
+        (run_id,),
+    )
     return [r["line"] for r in rows]
 
 
@@ -109,19 +114,27 @@ if ls "$AHEAD_WORKSPACE/.ahead/artifacts" >/dev/null 2>&1; then echo SAW-ARTIFAC
 
 
 @pytest.mark.parametrize("setting", ["on", "off"])
-async def test_branch_step_cannot_change_what_a_waiting_run_deploys(tmp_path: Path, setting: str) -> None:
+async def test_branch_step_cannot_change_what_a_waiting_run_deploys(
+    tmp_path: Path, setting: str
+) -> None:
     # on: the sandbox hides the waiting checkout and state.db from the branch step; off (opted
     # out, the step writes the checkout): prod still deploys a fresh, verified checkout
     ws = make_ws(tmp_path / "ws", f"  sandbox: {setting}\n")
     repo = ws.repo_dir(ws.repo("app"))
     async with Engine(ws) as engine:
         sha = commit(repo, "release", author="alice", files={"notes.txt": "1.0\n"})
-        change = (await wait_for(engine, "SELECT * FROM change_requests WHERE head_sha = ? AND "
-                                         "status = 'open'", (sha,)))[0]
+        change = (
+            await wait_for(
+                engine,
+                "SELECT * FROM change_requests WHERE head_sha = ? AND status = 'open'",
+                (sha,),
+            )
+        )[0]
         waiting = ws.state_dir / "work" / "app" / str(change["run_id"])
         assert (waiting / "config.txt").read_text() == COMMITTED + "\n"
-        run, lines = await branch_run(engine, branch_commit(ws, "attack", ATTACK + (
-            ATTACK_DB if setting == "on" else "")))
+        run, lines = await branch_run(
+            engine, branch_commit(ws, "attack", ATTACK + (ATTACK_DB if setting == "on" else ""))
+        )
         assert run["status"] == "succeeded", (run, lines)
         if setting == "on":
             assert not any(line.startswith("WROTE") for line in lines), lines
@@ -145,11 +158,18 @@ async def test_branch_step_cannot_write_the_live_directory_or_the_repo(tmp_path:
     ws = make_ws(tmp_path / "ws")
     hooks = ws.repo_dir(ws.repo("app")) / ".git" / "hooks"
     async with Engine(ws) as engine:
-        run, lines = await branch_run(engine, branch_commit(ws, "live", """
+        run, lines = await branch_run(
+            engine,
+            branch_commit(
+                ws,
+                "live",
+                """
 echo hacked > "$AHEAD_WORKSPACE/live/prod/index.html" || echo DENIED-LIVE
 echo 'echo owned' > "$AHEAD_WORKSPACE/repos/app/.git/hooks/post-checkout" || echo DENIED-HOOK
 echo built > out.txt && cat out.txt
-"""))
+""",
+            ),
+        )
         assert run["status"] == "succeeded", (run, lines)
         assert "DENIED-LIVE" in lines and "DENIED-HOOK" in lines and "built" in lines
         assert any("Read-only file system" in line for line in lines), lines
@@ -164,10 +184,17 @@ async def test_branch_step_has_a_private_tmp(tmp_path: Path) -> None:
     outside.write_text("host file\n")
     try:
         async with Engine(ws) as engine:
-            run, lines = await branch_run(engine, branch_commit(ws, "tmp", f"""
+            run, lines = await branch_run(
+                engine,
+                branch_commit(
+                    ws,
+                    "tmp",
+                    f"""
 echo inside > /tmp/{name} && cat /tmp/{name}
 cat /tmp/{name}-outside || echo NO-HOST-FILE
-"""))
+""",
+                ),
+            )
         assert run["status"] == "succeeded", (run, lines)
         assert "inside" in lines and "NO-HOST-FILE" in lines and "host file" not in lines
         assert not (Path("/tmp") / name).exists()
@@ -182,8 +209,11 @@ async def test_sandboxed_step_keeps_output_exit_code_and_cwd(tmp_path: Path) -> 
         run, lines = await branch_run(engine, sha)
         assert run["status"] == "failed"
         assert lines == ["out exit", str(ws.state_dir / "work" / "app" / str(run["id"])), COMMITTED]
-        step = (await query(engine, "SELECT status, exit_code, error FROM steps WHERE run_id = ?",
-                            (run["id"],)))[0]
+        step = (
+            await query(
+                engine, "SELECT status, exit_code, error FROM steps WHERE run_id = ?", (run["id"],)
+            )
+        )[0]
         assert (step["status"], step["exit_code"], step["error"]) == ("failed", 7, "exited with 7")
 
 
@@ -207,18 +237,30 @@ async def test_cancel_and_leftover_kill_reach_the_whole_sandboxed_tree(tmp_path:
     ws = make_ws(tmp_path / "ws")
     async with Engine(ws) as engine:
         svc = Services(ws, engine.db.store)
-        for sha, how in ((branch_commit(ws, "cancel", "sleep 60 & sleep 61 & echo started; wait"), "cancel"),
-                         (branch_commit(ws, "leftover", "sleep 62 & echo started; wait"), "leftovers")):
-            run_id = (await wait_for(engine, "SELECT id FROM runs WHERE commit_sha = ?", (sha,)))[0]["id"]
-            step = (await wait_for(engine, "SELECT s.token FROM steps s JOIN log_lines l ON l.step_id = s.id "
-                                           "WHERE s.run_id = ? AND l.line = 'started'", (run_id,)))[0]
+        for sha, how in (
+            (branch_commit(ws, "cancel", "sleep 60 & sleep 61 & echo started; wait"), "cancel"),
+            (branch_commit(ws, "leftover", "sleep 62 & echo started; wait"), "leftovers"),
+        ):
+            run_id = (await wait_for(engine, "SELECT id FROM runs WHERE commit_sha = ?", (sha,)))[
+                0
+            ]["id"]
+            step = (
+                await wait_for(
+                    engine,
+                    "SELECT s.token FROM steps s JOIN log_lines l ON l.step_id = s.id "
+                    "WHERE s.run_id = ? AND l.line = 'started'",
+                    (run_id,),
+                )
+            )[0]
             holders = _holders(step["token"])
             assert len(holders) >= 4, holders  # unshare, the init, the shell and its sleeps
             if how == "cancel":
                 assert await engine.db.call(svc.cancel, run_id, Actor("alice")) == "cancelling"
                 assert (await wait_run_done(engine, run_id, timeout=10))["status"] == "cancelled"
             else:  # what a restarted engine does with a dead engine's steps
-                assert await asyncio.to_thread(kill_leftovers, step["token"]) >= 1  # the rest may die first
+                assert (
+                    await asyncio.to_thread(kill_leftovers, step["token"]) >= 1
+                )  # the rest may die first
                 assert (await wait_run_done(engine, run_id, timeout=10))["status"] == "failed"
             for _ in range(50):
                 if not _holders(step["token"]):
@@ -228,7 +270,8 @@ async def test_cancel_and_leftover_kill_reach_the_whole_sandboxed_tree(tmp_path:
 
 
 async def test_without_a_sandbox_branch_runs_are_refused_unless_opted_out(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(sandbox.UNSHARE_ENV, "/nonexistent/unshare")
     ws = make_ws(tmp_path / "ws")
     async with Engine(ws) as engine:
@@ -237,9 +280,14 @@ async def test_without_a_sandbox_branch_runs_are_refused_unless_opted_out(
     assert "branch runs run in a sandbox" in str(run["error"])
     assert "/nonexistent/unshare not found" in str(run["error"])
     assert "sandbox: off" in str(run["error"])
-    check = subprocess.run([sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "check"],
-                           capture_output=True, text=True, timeout=60, check=False,
-                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    check = subprocess.run(
+        [sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert "sandbox: unavailable: /nonexistent/unshare not found" in check.stdout, check.stdout
 
     opted = make_ws(tmp_path / "opted", "  sandbox: off\n")
@@ -254,9 +302,11 @@ def test_deploy_checkout_is_verified_against_the_commit(tmp_path: Path) -> None:
     dest = tmp_path / "checkout"
     gitio.worktree_add(repo, dest, sha)
     verify_deploy_checkout(repo, dest, sha)
-    for change in (lambda: (dest / "README").write_text("changed\n"),
-                   lambda: (dest / "extra.sh").write_text("new\n"),
-                   lambda: git(dest, "commit", "-q", "--allow-empty", "-m", "moved")):
+    for change in (
+        lambda: (dest / "README").write_text("changed\n"),
+        lambda: (dest / "extra.sh").write_text("new\n"),
+        lambda: git(dest, "commit", "-q", "--allow-empty", "-m", "moved"),
+    ):
         change()
         with pytest.raises(CheckoutChanged, match="checkout"):
             verify_deploy_checkout(repo, dest, sha)
@@ -268,7 +318,9 @@ def test_deploy_checkout_is_verified_against_the_commit(tmp_path: Path) -> None:
 def test_sandbox_setting_is_on_or_off(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         make_ws(tmp_path / "ws", "  sandbox: maybe\n")
-    assert "ahead.yml:20: " in str(caught.value) and "settings.sandbox: must be on or off" in str(caught.value)
+    assert "ahead.yml:20: " in str(caught.value) and "settings.sandbox: must be on or off" in str(
+        caught.value
+    )
 
 
 async def test_kept_artifact_changed_while_waiting_refuses_the_deploy(tmp_path: Path) -> None:
@@ -277,12 +329,26 @@ async def test_kept_artifact_changed_while_waiting_refuses_the_deploy(tmp_path: 
     repo = ws.repo_dir(ws.repo("app"))
     async with Engine(ws) as engine:
         sha = commit(repo, "release", author="alice", files={"notes.txt": "1.0\n"})
-        change = (await wait_for(engine, "SELECT * FROM change_requests WHERE head_sha = ? AND "
-                                         "status = 'open'", (sha,)))[0]
-        run, lines = await branch_run(engine, branch_commit(ws, "artifact", """
+        change = (
+            await wait_for(
+                engine,
+                "SELECT * FROM change_requests WHERE head_sha = ? AND status = 'open'",
+                (sha,),
+            )
+        )[0]
+        run, lines = await branch_run(
+            engine,
+            branch_commit(
+                ws,
+                "artifact",
+                """
 for f in "$AHEAD_WORKSPACE"/.ahead/artifacts/*/*; do echo pwned > "$f" && echo "WROTE $f"; done
-"""))
-        assert run["status"] == "succeeded" and any(line.startswith("WROTE") for line in lines), lines
+""",
+            ),
+        )
+        assert run["status"] == "succeeded" and any(line.startswith("WROTE") for line in lines), (
+            lines
+        )
         with Store(ws.db_path, session="test:bob") as store:
             assert approvals.decide(store, ws, change["id"], "bob", "approve", "").ok
         done = await wait_run_done(engine, change["run_id"])
@@ -296,10 +362,12 @@ for f in "$AHEAD_WORKSPACE"/.ahead/artifacts/*/*; do echo pwned > "$f" && echo "
 async def test_a_deploying_stage_can_opt_in_to_the_sandbox(tmp_path: Path) -> None:
     ws = make_ws(tmp_path / "ws")
     repo = ws.repo_dir(ws.repo("app"))
-    pipeline = ("stages:\n  - name: deploy-dev\n    environment: dev\n    sandbox: true\n    steps:\n"
-                '      - run: echo hacked > "$AHEAD_WORKSPACE/live/prod/index.html" || echo DENIED\n'
-                "  - name: deploy-dev-plain\n    environment: dev\n    steps:\n"
-                '      - run: echo plain > "$AHEAD_WORKSPACE/live/plain.txt" && echo WROTE\n')
+    pipeline = (
+        "stages:\n  - name: deploy-dev\n    environment: dev\n    sandbox: true\n    steps:\n"
+        '      - run: echo hacked > "$AHEAD_WORKSPACE/live/prod/index.html" || echo DENIED\n'
+        "  - name: deploy-dev-plain\n    environment: dev\n    steps:\n"
+        '      - run: echo plain > "$AHEAD_WORKSPACE/live/plain.txt" && echo WROTE\n'
+    )
     async with Engine(ws) as engine:
         sha = commit(repo, "opt in", author="alice", files={".ahead/pipeline.yml": pipeline})
         rows = await wait_for(engine, "SELECT * FROM runs WHERE commit_sha = ?", (sha,))
@@ -316,16 +384,23 @@ def test_stage_sandbox_is_a_switch_for_local_steps_only() -> None:
     def stage(extra: str) -> str:
         return f"stages:\n  - name: s\n    environment: dev\n{extra}    steps: [echo hi]\n"
 
-    assert parse(stage("    sandbox: true\n"), "p.yml", ("dev",), (), ("local", "far")).stages[0].sandbox
+    assert (
+        parse(stage("    sandbox: true\n"), "p.yml", ("dev",), (), ("local", "far"))
+        .stages[0]
+        .sandbox
+    )
     assert not parse(stage(""), "p.yml", ("dev",), (), ("local", "far")).stages[0].sandbox
     with pytest.raises(ConfigError, match=r"p.yml:4: stages\[0\].sandbox: must be on or off"):
         parse(stage("    sandbox: sometimes\n"), "p.yml", ("dev",), (), ("local", "far"))
     with pytest.raises(ConfigError, match="the sandbox isolates local steps only"):
-        parse(stage("    runner: far\n    sandbox: true\n"), "p.yml", ("dev",), (), ("local", "far"))
+        parse(
+            stage("    runner: far\n    sandbox: true\n"), "p.yml", ("dev",), (), ("local", "far")
+        )
 
 
 async def test_branch_step_cannot_plant_git_config_or_hooks_in_the_engine_home(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A branch step that could write the engine user's home would escape the sandbox: a global
     # git config naming a hooks directory runs its post-checkout hook as the engine, unsandboxed,
     # when the engine makes the prod deploy checkout (here it would overwrite live/prod). The
@@ -342,16 +417,28 @@ async def test_branch_step_cannot_plant_git_config_or_hooks_in_the_engine_home(
         ws = make_ws(tmp_path / "ws")
         repo = ws.repo_dir(ws.repo("app"))
         async with Engine(ws) as engine:
-            run, lines = await branch_run(engine, branch_commit(ws, "home", f"""
+            run, lines = await branch_run(
+                engine,
+                branch_commit(
+                    ws,
+                    "home",
+                    f"""
 mkdir -p "{home}/hooks" && printf '#!/bin/sh\\necho hacked > {ws.root}/live/prod/index.html\\n' > "{home}/hooks/post-checkout" || echo DENIED-HOOKS
 chmod +x "{home}/hooks/post-checkout" 2>/dev/null
 printf '[core]\\n\\thooksPath = %s/hooks\\n' "{home}" >> "$GIT_CONFIG_GLOBAL" || echo DENIED-CONFIG
-"""))
+""",
+                ),
+            )
             assert run["status"] == "succeeded", (run, lines)
             assert "DENIED-HOOKS" in lines and "DENIED-CONFIG" in lines, lines
             sha = commit(repo, "release", author="alice", files={"notes.txt": "1.0\n"})
-            change = (await wait_for(engine, "SELECT * FROM change_requests WHERE head_sha = ? AND "
-                                             "status = 'open'", (sha,)))[0]
+            change = (
+                await wait_for(
+                    engine,
+                    "SELECT * FROM change_requests WHERE head_sha = ? AND status = 'open'",
+                    (sha,),
+                )
+            )[0]
             with Store(ws.db_path, session="test:bob") as store:
                 assert approvals.decide(store, ws, change["id"], "bob", "approve", "").ok
             assert (await wait_run_done(engine, change["run_id"]))["status"] == "succeeded"
@@ -368,22 +455,32 @@ async def test_branch_step_gets_a_writable_private_home(tmp_path: Path) -> None:
     real_home = Path(os.environ["HOME"])
     before = sorted(p.name for p in real_home.iterdir())
     async with Engine(ws) as engine:
-        run, lines = await branch_run(engine, branch_commit(ws, "cache", """
+        run, lines = await branch_run(
+            engine,
+            branch_commit(
+                ws,
+                "cache",
+                """
 mkdir -p "$HOME/.cache/tool" && echo cached > "$HOME/.cache/tool/x" && cat "$HOME/.cache/tool/x"
 echo "home=$HOME"
-"""))
+""",
+            ),
+        )
     assert run["status"] == "succeeded", (run, lines)
     assert "cached" in lines and "home=/tmp/home" in lines
     assert sorted(p.name for p in real_home.iterdir()) == before
 
 
 async def test_a_system_config_path_does_not_break_dev_null(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """GIT_CONFIG_GLOBAL=/dev/null (a common way to ignore user config) must not make /dev
     read-only and nodev in the sandbox: steps write to /dev/null all the time."""
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
     ws = make_ws(tmp_path / "ws")
     async with Engine(ws) as engine:
-        run, lines = await branch_run(engine, branch_commit(ws, "devnull", "echo quiet > /dev/null && echo ok"))
+        run, lines = await branch_run(
+            engine, branch_commit(ws, "devnull", "echo quiet > /dev/null && echo ok")
+        )
     assert run["status"] == "succeeded", (run, lines)
     assert lines == ["ok"]

@@ -21,10 +21,12 @@ from tests.core.test_cli import ahead
 PROD_VALUE = "pr0d-t0ken-Value/only+prod"
 CI_VALUE = "c1-token-for-main-only-x"
 
-SECRETS = ("secrets:\n"
-           "  PROD_TOKEN: {env: PROD_TOKEN_SOURCE, environments: [prod]}\n"
-           "  CI_TOKEN: {file: secrets/ci}\n"
-           "  LINT_TOKEN: {file: secrets/ci, branches: true, repos: [web]}\n")
+SECRETS = (
+    "secrets:\n"
+    "  PROD_TOKEN: {env: PROD_TOKEN_SOURCE, environments: [prod]}\n"
+    "  CI_TOKEN: {file: secrets/ci}\n"
+    "  LINT_TOKEN: {file: secrets/ci, branches: true, repos: [web]}\n"
+)
 
 # what `ahead check` refuses and the engine refuses at run time: a stage that branch runs execute
 # listing a prod-only secret (and a main-only one)
@@ -74,14 +76,20 @@ def scoped_ws(root: Path, repos: dict[str, str]) -> Path:
 
 
 def test_check_refuses_a_stage_that_may_not_have_a_secret(tmp_path: Path) -> None:
-    root = scoped_ws(tmp_path / "ws", {"web": LEAKY, "api": MAIN_ONLY_ON_BRANCHES, "ops": DEV_DEPLOY})
+    root = scoped_ws(
+        tmp_path / "ws", {"web": LEAKY, "api": MAIN_ONLY_ON_BRANCHES, "ops": DEV_DEPLOY}
+    )
     done = ahead(root, "check")
     assert done.returncode != 0, done.stdout
     out = done.stdout
     # web: the test stage (run on branches too) lists the prod-only secret, at line 3
-    assert "pipeline.yml:3: stages[0].secrets[0]" in out and "only for stages deploying to prod" in out, out
+    assert (
+        "pipeline.yml:3: stages[0].secrets[0]" in out and "only for stages deploying to prod" in out
+    ), out
     # api: LINT_TOKEN is only for repo web (the first refusal of its file), line 5
-    assert "pipeline.yml:5: stages[0].steps[0].secrets[0]" in out and "only for repos web" in out, out
+    assert "pipeline.yml:5: stages[0].steps[0].secrets[0]" in out and "only for repos web" in out, (
+        out
+    )
     # ops: a stage deploying to dev lists the prod-only secret
     assert "stages[0].steps[0].secrets[0]" in out and "this stage deploys to 'dev'" in out, out
     fixed = MAIN_ONLY_ON_BRANCHES.replace("LINT_TOKEN, ", "")
@@ -93,20 +101,28 @@ def test_check_refuses_a_stage_that_may_not_have_a_secret(tmp_path: Path) -> Non
 
 def test_scope_errors_in_ahead_yml_name_file_line_and_field() -> None:
     base = "repos: [{name: web, path: /tmp/web}]\nenvironments: [dev, prod]\nsecrets:\n"
-    cases = {"  T: {env: X_SOURCE, environments: [staging]}\n": ("ahead.yml:4", "no environment named 'staging'"),
-             "  T: {env: X_SOURCE, repos: [nope]}\n": ("ahead.yml:4", "no repo named 'nope'"),
-             "  T: {env: X_SOURCE, branches: yes please}\n": ("ahead.yml:4", "must be true or false"),
-             "  T: {env: X_SOURCE, environments: []}\n": ("ahead.yml:4", "is empty")}
+    cases = {
+        "  T: {env: X_SOURCE, environments: [staging]}\n": (
+            "ahead.yml:4",
+            "no environment named 'staging'",
+        ),
+        "  T: {env: X_SOURCE, repos: [nope]}\n": ("ahead.yml:4", "no repo named 'nope'"),
+        "  T: {env: X_SOURCE, branches: yes please}\n": ("ahead.yml:4", "must be true or false"),
+        "  T: {env: X_SOURCE, environments: []}\n": ("ahead.yml:4", "is empty"),
+    }
     for entry, (where, problem) in cases.items():
         with pytest.raises(ConfigError) as err:
             parse_workspace(base + entry, Path("/tmp/ahead.yml"))
-        assert where in str(err.value) and problem in str(err.value) and "secrets.T" in str(err.value), err.value
+        assert (
+            where in str(err.value) and problem in str(err.value) and "secrets.T" in str(err.value)
+        ), err.value
     ws = parse_workspace(base + "  T: {env: X_SOURCE}\n", Path("/tmp/ahead.yml"))
     assert ws.secrets["T"].branches is False  # the default: main runs only
 
 
 async def test_a_branch_run_gets_no_prod_secret_and_a_main_deploy_to_prod_does(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from core import workspace
     from core.services import Actor, Services
     from core.store.db import Store
@@ -120,8 +136,12 @@ async def test_a_branch_run_gets_no_prod_secret_and_a_main_deploy_to_prod_does(
         with Store(ws.db_path) as store:
             branch_run = Services(ws, store).trigger("web", Actor("alice"), ref="feature")
         run = await wait_run_done(engine, branch_run)
-        steps = await query(engine, "SELECT id, status, error FROM steps WHERE run_id = ?", (branch_run,))
-        lines = await query(engine, "SELECT line FROM log_lines WHERE step_id = ?", (steps[0]["id"],))
+        steps = await query(
+            engine, "SELECT id, status, error FROM steps WHERE run_id = ?", (branch_run,)
+        )
+        lines = await query(
+            engine, "SELECT line FROM log_lines WHERE step_id = ?", (steps[0]["id"],)
+        )
         assert run["status"] == "failed" and steps[0]["status"] == "failed", steps
         reason = "refused: secret PROD_TOKEN is only for stages deploying to prod; this stage deploys nowhere"
         assert reason in steps[0]["error"]
@@ -129,21 +149,30 @@ async def test_a_branch_run_gets_no_prod_secret_and_a_main_deploy_to_prod_does(
         with Store(ws.db_path) as store:
             main_run = Services(ws, store).trigger("web", Actor("alice"))
         run = await wait_run_done(engine, main_run)
-        lines = await query(engine, "SELECT l.line FROM log_lines l JOIN steps s ON s.id = l.step_id "
-                                    "WHERE s.run_id = ? ORDER BY s.id, l.seq", (main_run,))
+        lines = await query(
+            engine,
+            "SELECT l.line FROM log_lines l JOIN steps s ON s.id = l.step_id "
+            "WHERE s.run_id = ? ORDER BY s.id, l.seq",
+            (main_run,),
+        )
     assert run["status"] == "succeeded", run
     text = "\n".join(r["line"] for r in lines)
     assert "test got [***]" in text  # main runs get a main-only secret
-    assert hashlib.sha256(PROD_VALUE.encode()).hexdigest() in text  # the deploy to prod got the value
+    assert (
+        hashlib.sha256(PROD_VALUE.encode()).hexdigest() in text
+    )  # the deploy to prod got the value
 
 
 def test_engine_children_and_proc_environ_do_not_hold_the_source_variable(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen = tmp_path / "seen"
-    pipeline = ("stages:\n  - name: deploy\n    environment: prod\n    steps:\n"
-                f"      - run: 'cat /proc/$PPID/environ > {seen}.engine; env > {seen}.step; "
-                "printf %s \"$PROD_TOKEN\" | wc -c'\n"
-                "        secrets: [PROD_TOKEN]\n")
+    pipeline = (
+        "stages:\n  - name: deploy\n    environment: prod\n    steps:\n"
+        f"      - run: 'cat /proc/$PPID/environ > {seen}.engine; env > {seen}.step; "
+        'printf %s "$PROD_TOKEN" | wc -c\'\n'
+        "        secrets: [PROD_TOKEN]\n"
+    )
     root = scoped_ws(tmp_path / "ws", {"web": pipeline})
     monkeypatch.setenv("PROD_TOKEN_SOURCE", PROD_VALUE)
     done = ahead(root, "trigger", "web", "--wait")  # a real engine process runs the step

@@ -17,7 +17,9 @@ def test_store_settings_and_schema_version(tmp_path: Path) -> None:
         assert store.query_one("PRAGMA journal_mode")["journal_mode"] == "wal"
         assert store.query_one("PRAGMA synchronous")["synchronous"] == 2  # FULL
         assert store.query_one("PRAGMA busy_timeout")["timeout"] >= 5000
-        assert store.query_one("SELECT MAX(version) AS v FROM schema_version")["v"] == len(MIGRATIONS)
+        assert store.query_one("SELECT MAX(version) AS v FROM schema_version")["v"] == len(
+            MIGRATIONS
+        )
     with Store(tmp_path / "state.db") as again:  # reopening applies nothing twice
         assert again.query_one("SELECT COUNT(*) AS n FROM schema_version")["n"] == len(MIGRATIONS)
 

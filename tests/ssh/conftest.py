@@ -62,14 +62,19 @@ def make_ws(root: Path, keys: dict[str, Path], policy: str = "approvals: 2") -> 
     commit(repo, "initial", author="dave", files={".ahead/pipeline.yml": PIPELINE})
     me = current_os_user()
     operators = "".join(
-        f"  - name: {name}\n    roles: [{roles}]\n    keys: [\"{public(keys[name])}\"]\n"
+        f'  - name: {name}\n    roles: [{roles}]\n    keys: ["{public(keys[name])}"]\n'
         f"    emails: [{name}@example.com]\n    os_users: [{me}]\n"
-        for name, roles in (("alice", "operator, approver"), ("bob", "operator, approver"),
-                            ("carol", "approver")))
+        for name, roles in (
+            ("alice", "operator, approver"),
+            ("bob", "operator, approver"),
+            ("carol", "approver"),
+        )
+    )
     (root / "ahead.yml").write_text(
         "repos:\n  - name: service\n    path: repos/service\nenvironments: [dev, prod]\n"
         f"policies:\n  prod:\n    {policy}\noperators:\n{operators}"
-        "settings:\n  cancel_grace: 2s\n  poll_interval: 0.2\n")
+        "settings:\n  cancel_grace: 2s\n  poll_interval: 0.2\n"
+    )
     return workspace.read(root / "ahead.yml")
 
 
@@ -95,10 +100,17 @@ def host_key(server: SSHServer) -> asyncssh.SSHKey:
     return asyncssh.read_private_key(str(server.host_key_path)).convert_to_public()
 
 
-async def connect(server: SSHServer, user: str, key: Path | None, **kwargs: Any) -> asyncssh.SSHClientConnection:
+async def connect(
+    server: SSHServer, user: str, key: Path | None, **kwargs: Any
+) -> asyncssh.SSHClientConnection:
     """Log in as `user` with `key` (None: no key at all), checking the server's host key."""
-    options: dict[str, Any] = {"client_keys": [str(key)] if key else [], "agent_path": None,
-                               "password": None, "config": None, "known_hosts": ([host_key(server)], [], [])}
+    options: dict[str, Any] = {
+        "client_keys": [str(key)] if key else [],
+        "agent_path": None,
+        "password": None,
+        "config": None,
+        "known_hosts": ([host_key(server)], [], []),
+    }
     options.update(kwargs)
     return await asyncssh.connect("127.0.0.1", server.port, username=user, **options)
 
@@ -136,9 +148,15 @@ class Term(asyncssh.SSHClientSession[bytes]):
         return time.perf_counter() - start
 
 
-async def open_console(server: SSHServer, user: str, key: Path, cols: int = 100, rows: int = 30,
-                       **kwargs: Any) -> tuple[asyncssh.SSHClientConnection, Any, Term]:
+async def open_console(
+    server: SSHServer, user: str, key: Path, cols: int = 100, rows: int = 30, **kwargs: Any
+) -> tuple[asyncssh.SSHClientConnection, Any, Term]:
     conn = await connect(server, user, key)
-    chan, term = await conn.create_session(lambda: Term(cols, rows), term_type="xterm-256color",
-                                           term_size=(cols, rows), encoding=None, **kwargs)
+    chan, term = await conn.create_session(
+        lambda: Term(cols, rows),
+        term_type="xterm-256color",
+        term_size=(cols, rows),
+        encoding=None,
+        **kwargs,
+    )
     return conn, chan, term

@@ -27,33 +27,44 @@ from tests.ssh.conftest import connect, host_key, public, serving
 REFUSED = (asyncssh.PermissionDenied, asyncssh.DisconnectError, ConnectionError, OSError)
 
 
-async def test_operator_logs_in_with_own_key_and_login_logout_are_audited(ssh_ws: Workspace,
-                                                                        keys: dict[str, Path]) -> None:
+async def test_operator_logs_in_with_own_key_and_login_logout_are_audited(
+    ssh_ws: Workspace, keys: dict[str, Path]
+) -> None:
     async with serving(ssh_ws) as server:
         async with await connect(server, "alice", keys["alice"]) as conn:
             result = await conn.run("status --json")
             assert result.exit_status == 0, result.stderr
             assert json.loads(str(result.stdout))["repos"][0]["name"] == "service"
-            process = await conn.create_process("status")  # stdin closed first, as `ssh host status </dev/null`
+            process = await conn.create_process(
+                "status"
+            )  # stdin closed first, as `ssh host status </dev/null`
             process.stdin.write_eof()
             done = await process.wait(timeout=10)
             assert done.exit_status == 0 and "service" in str(done.stdout), done.stderr
         await asyncio.sleep(0.1)
-        rows = await server.db.call(server.db.store.query, "SELECT actor, action, subject FROM audit "
-                                    "WHERE action LIKE 'ssh.%' ORDER BY id")
+        rows = await server.db.call(
+            server.db.store.query,
+            "SELECT actor, action, subject FROM audit WHERE action LIKE 'ssh.%' ORDER BY id",
+        )
     assert [(r["actor"], r["action"], r["subject"]) for r in rows] == [
-        ("alice", "ssh.login", "127.0.0.1"), ("alice", "ssh.logout", "127.0.0.1")]
+        ("alice", "ssh.login", "127.0.0.1"),
+        ("alice", "ssh.logout", "127.0.0.1"),
+    ]
 
 
-@pytest.mark.parametrize("user,key", [("bob", "alice"), ("alice", "mallory"), ("mallory", "mallory"),
-                                      ("root", "alice")])
-async def test_wrong_user_or_unknown_key_is_refused(ssh_ws: Workspace, keys: dict[str, Path],
-                                                   user: str, key: str) -> None:
+@pytest.mark.parametrize(
+    "user,key", [("bob", "alice"), ("alice", "mallory"), ("mallory", "mallory"), ("root", "alice")]
+)
+async def test_wrong_user_or_unknown_key_is_refused(
+    ssh_ws: Workspace, keys: dict[str, Path], user: str, key: str
+) -> None:
     async with serving(ssh_ws) as server:
         with pytest.raises(asyncssh.PermissionDenied):
             await connect(server, user, keys[key])
         await asyncio.sleep(0.1)
-        rows = await server.db.call(server.db.store.query, "SELECT * FROM audit WHERE action = 'ssh.login_failed'")
+        rows = await server.db.call(
+            server.db.store.query, "SELECT * FROM audit WHERE action = 'ssh.login_failed'"
+        )
     assert [(r["actor"], r["subject"]) for r in rows] == [(user, "127.0.0.1")]
 
 
@@ -68,8 +79,10 @@ async def test_password_and_none_auth_are_refused(ssh_ws: Workspace, keys: dict[
 
 
 async def test_a_falsy_begin_auth_would_let_anyone_in_so_ours_is_always_true(
-        ssh_ws: Workspace, tmp_path: Path) -> None:
+    ssh_ws: Workspace, tmp_path: Path
+) -> None:
     """asyncssh's footgun, shown on a bare server, and our answer to it."""
+
     class Careless(asyncssh.SSHServer):
         def begin_auth(self, username: str) -> bool:
             return False  # e.g. a forgotten return
@@ -77,9 +90,15 @@ async def test_a_falsy_begin_auth_would_let_anyone_in_so_ours_is_always_true(
     key = asyncssh.generate_private_key("ssh-ed25519")
     bare = await asyncssh.create_server(Careless, "127.0.0.1", 0, server_host_keys=[key])
     try:
-        async with asyncssh.connect("127.0.0.1", bare.get_port(), username="anyone", client_keys=[],
-                                    agent_path=None, config=None,
-                                    known_hosts=([key.convert_to_public()], [], [])) as conn:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            bare.get_port(),
+            username="anyone",
+            client_keys=[],
+            agent_path=None,
+            config=None,
+            known_hosts=([key.convert_to_public()], [], []),
+        ) as conn:
             assert conn.get_extra_info("username") == "anyone"  # in, with no credentials
     finally:
         bare.close()
@@ -89,8 +108,9 @@ async def test_a_falsy_begin_auth_would_let_anyone_in_so_ours_is_always_true(
             assert ours.begin_auth(name) is True
 
 
-async def test_offered_key_does_not_bind_the_identity(ssh_ws: Workspace, keys: dict[str, Path],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_offered_key_does_not_bind_the_identity(
+    ssh_ws: Workspace, keys: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Offer alice's key (the server answers 'ok, sign with it'), then sign with bob's as bob:
     the session is bob's. Signing with bob's key while still claiming alice is refused."""
     from asyncssh import auth as client_auth
@@ -107,23 +127,29 @@ async def test_offered_key_does_not_bind_the_identity(ssh_ws: Workspace, keys: d
         self._keypair = asyncssh.load_keypairs([bob_key])[0]
         self.create_task(self._send_signed_request())
 
-    monkeypatch.setitem(client_auth._ClientPublicKeyAuth._packet_handlers, client_auth.MSG_USERAUTH_PK_OK,
-                        sign_with_bob)
+    monkeypatch.setitem(
+        client_auth._ClientPublicKeyAuth._packet_handlers,
+        client_auth.MSG_USERAUTH_PK_OK,
+        sign_with_bob,
+    )
     async with serving(ssh_ws) as server:
         switch_user.append("bob")
         async with await connect(server, "alice", keys["alice"]) as conn:
             result = await conn.run("status --json")
             assert result.exit_status == 0
         await asyncio.sleep(0.1)
-        rows = await server.db.call(server.db.store.query,
-                                    "SELECT actor FROM audit WHERE action = 'ssh.login'")
+        rows = await server.db.call(
+            server.db.store.query, "SELECT actor FROM audit WHERE action = 'ssh.login'"
+        )
         assert [r["actor"] for r in rows] == ["bob"]
         switch_user.clear()
         with pytest.raises(asyncssh.PermissionDenied):  # alice's name, bob's signature
             await connect(server, "alice", keys["alice"])
 
 
-async def test_forwarding_sftp_and_other_commands_are_refused(ssh_ws: Workspace, keys: dict[str, Path]) -> None:
+async def test_forwarding_sftp_and_other_commands_are_refused(
+    ssh_ws: Workspace, keys: dict[str, Path]
+) -> None:
     async with serving(ssh_ws) as server:
         async with await connect(server, "alice", keys["alice"]) as conn:
             with pytest.raises(asyncssh.ChannelOpenError):
@@ -132,8 +158,15 @@ async def test_forwarding_sftp_and_other_commands_are_refused(ssh_ws: Workspace,
                 await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", 22)
             with pytest.raises((asyncssh.SFTPError, asyncssh.ChannelOpenError)):
                 await conn.start_sftp_client()
-            for command in ("approve 1", "trigger service", "sh -c id", "scp -t /tmp",
-                            "status --workspace /etc", "--as bob status", ""):
+            for command in (
+                "approve 1",
+                "trigger service",
+                "sh -c id",
+                "scp -t /tmp",
+                "status --workspace /etc",
+                "--as bob status",
+                "",
+            ):
                 result = await conn.run(command)
                 assert result.exit_status == 2, (command, result.stdout, result.stderr)
                 assert "approved" not in str(result.stdout)
@@ -143,7 +176,9 @@ async def test_forwarding_sftp_and_other_commands_are_refused(ssh_ws: Workspace,
             assert result.exit_status == 0 and "runs" in json.loads(str(result.stdout))
 
 
-async def test_host_key_is_made_once_private_and_stable(ssh_ws: Workspace, keys: dict[str, Path]) -> None:
+async def test_host_key_is_made_once_private_and_stable(
+    ssh_ws: Workspace, keys: dict[str, Path]
+) -> None:
     fingerprints = []
     for _ in range(3):
         async with serving(ssh_ws) as server:
@@ -195,32 +230,42 @@ async def test_unauthenticated_connections_time_out(ssh_ws: Workspace) -> None:
         writer.close()
 
 
-def test_keys_in_ahead_yml_are_validated_with_line_and_field(tmp_path: Path, keys: dict[str, Path]) -> None:
+def test_keys_in_ahead_yml_are_validated_with_line_and_field(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
     good = public(keys["alice"])
     kind, fingerprint = parse_public_key(good)
     assert kind == "ssh-ed25519"
     assert fingerprint == asyncssh.read_public_key(str(keys["alice"]) + ".pub").get_fingerprint()
-    for bad, problem in [("ssh-ed25519", "expected"), ("ssh-ed25519 !!!!", "base64"),
-                         ("ssh-dss AAAAB3NzaC1kc3M=", "unsupported"),
-                         ("ssh-rsa " + good.split()[1], "not a ssh-rsa key"),
-                         ("-----BEGIN OPENSSH PRIVATE KEY----- x", "private key")]:
+    for bad, problem in [
+        ("ssh-ed25519", "expected"),
+        ("ssh-ed25519 !!!!", "base64"),
+        ("ssh-dss AAAAB3NzaC1kc3M=", "unsupported"),
+        ("ssh-rsa " + good.split()[1], "not a ssh-rsa key"),
+        ("-----BEGIN OPENSSH PRIVATE KEY----- x", "private key"),
+    ]:
         with pytest.raises(KeyProblem, match=problem):
             parse_public_key(bad)
     file = tmp_path / "ahead.yml"
-    file.write_text("repos: []\nenvironments: [dev]\noperators:\n  - name: alice\n    keys:\n"
-                    f"      - \"{good}\"\n      - \"ssh-ed25519 AAAA\"\n")
+    file.write_text(
+        "repos: []\nenvironments: [dev]\noperators:\n  - name: alice\n    keys:\n"
+        f'      - "{good}"\n      - "ssh-ed25519 AAAA"\n'
+    )
     with pytest.raises(ConfigError) as info:
         workspace.read(file)
     assert info.value.line == 7 and info.value.field == "operators[0].keys[1]"
     assert "not an SSH public key" in str(info.value)
-    file.write_text("repos: []\nenvironments: [dev]\noperators:\n  - name: alice\n    keys:\n"
-                    f"      - \"{good}\"\n  - name: bob\n    keys: [\"{good}\"]\n")
+    file.write_text(
+        "repos: []\nenvironments: [dev]\noperators:\n  - name: alice\n    keys:\n"
+        f'      - "{good}"\n  - name: bob\n    keys: ["{good}"]\n'
+    )
     with pytest.raises(ConfigError, match="already alice's"):
         workspace.read(file)
 
 
 async def test_a_key_removed_from_ahead_yml_stops_working_without_a_restart(
-        ssh_ws: Workspace, keys: dict[str, Path]) -> None:
+    ssh_ws: Workspace, keys: dict[str, Path]
+) -> None:
     async with serving(ssh_ws) as server:
         async with await connect(server, "bob", keys["bob"]):
             pass
@@ -232,10 +277,14 @@ async def test_a_key_removed_from_ahead_yml_stops_working_without_a_restart(
             pass
 
 
-async def test_a_connection_may_try_only_so_many_keys(ssh_ws: Workspace, keys: dict[str, Path]) -> None:
+async def test_a_connection_may_try_only_so_many_keys(
+    ssh_ws: Workspace, keys: dict[str, Path]
+) -> None:
     strangers = [asyncssh.generate_private_key("ssh-ed25519") for _ in range(6)]
     async with serving(ssh_ws, max_auth_attempts=6) as server:
         with pytest.raises(REFUSED):  # six keys refused: closed before alice's own comes
             await connect(server, "alice", None, client_keys=[*strangers, str(keys["alice"])])
-        async with await connect(server, "alice", None, client_keys=[*strangers[:5], str(keys["alice"])]):
+        async with await connect(
+            server, "alice", None, client_keys=[*strangers[:5], str(keys["alice"])]
+        ):
             pass

@@ -26,12 +26,19 @@ def trigger(ws: Workspace) -> int:
     """Queue a run of main's head as CI would (ci is no operator: a command as ci is refused)."""
     repo = ws.repo("service")
     with Store(ws.db_path) as store:
-        return Services(ws, store).queue(repo, "main", "refs/heads/main",
-                                         git(ws.repo_dir(repo), "rev-parse", "main"), "manual", "ci")
+        return Services(ws, store).queue(
+            repo,
+            "main",
+            "refs/heads/main",
+            git(ws.repo_dir(repo), "rev-parse", "main"),
+            "manual",
+            "ci",
+        )
 
 
-async def test_alice_approves_and_bob_sees_it_within_a_second(ssh_ws: Workspace,
-                                                                keys: dict[str, Path]) -> None:
+async def test_alice_approves_and_bob_sees_it_within_a_second(
+    ssh_ws: Workspace, keys: dict[str, Path]
+) -> None:
     async with Engine(ssh_ws) as engine, serving(ssh_ws, console=True) as server:
         trigger(ssh_ws)
         await wait_for(engine, "SELECT id FROM change_requests WHERE status = 'open'")
@@ -50,8 +57,12 @@ async def test_alice_approves_and_bob_sees_it_within_a_second(ssh_ws: Workspace,
         rows = await wait_for(engine, "SELECT operator FROM decisions")
         decided = time.perf_counter()
         assert [r["operator"] for r in rows] == ["alice"]  # the session's operator, nobody else
-        audited = await wait_for(engine, "SELECT actor, session FROM audit WHERE action = 'change.approve'")
-        assert audited[0]["actor"] == "alice" and audited[0]["session"].startswith("ssh:alice@127.0.0.1#")
+        audited = await wait_for(
+            engine, "SELECT actor, session FROM audit WHERE action = 'change.approve'"
+        )
+        assert audited[0]["actor"] == "alice" and audited[0]["session"].startswith(
+            "ssh:alice@127.0.0.1#"
+        )
         await bob.wait_for("never   1/2", timeout=1.0)
         assert time.perf_counter() - decided < 1.0
         assert "also here: alice" in bob.text() and "also here: bob" in alice.text()
@@ -61,11 +72,18 @@ async def test_alice_approves_and_bob_sees_it_within_a_second(ssh_ws: Workspace,
         assert row.split()[0] == "alice" and row.split()[-1] == "Change", bob.text()
 
 
-async def test_resize_reaches_the_console_and_client_env_is_ignored(ssh_ws: Workspace,
-                                                                     keys: dict[str, Path]) -> None:
+async def test_resize_reaches_the_console_and_client_env_is_ignored(
+    ssh_ws: Workspace, keys: dict[str, Path]
+) -> None:
     async with serving(ssh_ws, console=True) as server:
-        _, chan, term = await open_console(server, "carol", keys["carol"], cols=80, rows=24,
-                                           env={"USER": "alice", "AHEAD_WORKSPACE": "/", "TERM": "dumb"})
+        _, chan, term = await open_console(
+            server,
+            "carol",
+            keys["carol"],
+            cols=80,
+            rows=24,
+            env={"USER": "alice", "AHEAD_WORKSPACE": "/", "TERM": "dumb"},
+        )
         await term.wait_for("q Quit")
         assert "· carol ·" in term.text()
         assert "Quit" in term.screen.display[23]
@@ -80,7 +98,9 @@ async def test_resize_reaches_the_console_and_client_env_is_ignored(ssh_ws: Work
         assert term.exit_status == 0
 
 
-async def test_dropping_the_client_leaves_no_process(ssh_ws: Workspace, keys: dict[str, Path]) -> None:
+async def test_dropping_the_client_leaves_no_process(
+    ssh_ws: Workspace, keys: dict[str, Path]
+) -> None:
     async with serving(ssh_ws, console=True) as server:
         conn, _, term = await open_console(server, "alice", keys["alice"])
         await term.wait_for("service")
@@ -98,7 +118,9 @@ async def test_dropping_the_client_leaves_no_process(ssh_ws: Workspace, keys: di
         assert await server.db.call(server.db.store.query, "SELECT * FROM sessions") == []
 
 
-async def test_a_crash_shows_a_short_message_and_is_logged(ssh_ws: Workspace, keys: dict[str, Path]) -> None:
+async def test_a_crash_shows_a_short_message_and_is_logged(
+    ssh_ws: Workspace, keys: dict[str, Path]
+) -> None:
     crashing = (sys.executable, "-m", "tests.ssh.crashing_zygote")
     async with serving(ssh_ws, console=crashing) as server:
         _, _, term = await open_console(server, "alice", keys["alice"])
@@ -111,34 +133,58 @@ async def test_a_crash_shows_a_short_message_and_is_logged(ssh_ws: Workspace, ke
 
 
 async def test_without_a_terminal_only_listings(ssh_ws: Workspace, keys: dict[str, Path]) -> None:
-    async with serving(ssh_ws, console=True) as server, await connect(server, "bob", keys["bob"]) as conn:
+    async with (
+        serving(ssh_ws, console=True) as server,
+        await connect(server, "bob", keys["bob"]) as conn,
+    ):
         result = await conn.run()
         assert result.exit_status == 2 and "status, runs, changes, drift" in str(result.stdout)
         result = await conn.run("status", term_type="xterm", term_size=(80, 24))
         assert result.exit_status == 0 and "service" in str(result.stdout)
         result = await conn.run("drift --json")
         assert result.exit_status in (0, 1, 2) and '"drift": [' in str(result.stdout), result.stderr
-        for writes in ("drift check", "drift ack service prod --reason x", "drift reconcile service prod",
-                       "drift trust service prod --yes"):
+        for writes in (
+            "drift check",
+            "drift ack service prod --reason x",
+            "drift reconcile service prod",
+            "drift trust service prod --yes",
+        ):
             result = await conn.run(writes)
-            assert result.exit_status == 2 and "only these listings" in f"{result.stdout}{result.stderr}", writes
+            assert (
+                result.exit_status == 2
+                and "only these listings" in f"{result.stdout}{result.stderr}"
+            ), writes
 
 
-async def test_ahead_serve_runs_engine_and_consoles_and_stops_cleanly(ssh_ws: Workspace,
-                                                                      keys: dict[str, Path]) -> None:
+async def test_ahead_serve_runs_engine_and_consoles_and_stops_cleanly(
+    ssh_ws: Workspace, keys: dict[str, Path]
+) -> None:
     """The real command: `ahead serve --listen 127.0.0.1:0`, a console over SSH, then SIGTERM."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tui.launch", "--workspace", str(ssh_ws.root), "serve",
-        "--listen", "127.0.0.1:0", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        cwd=str(ROOT))
+        sys.executable,
+        "-m",
+        "tui.launch",
+        "--workspace",
+        str(ssh_ws.root),
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=str(ROOT),
+    )
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
         port = int(line.split("ssh -p ")[1].split()[0])
-        server = type("Server", (), {"port": port, "host_key_path": host_key_path(ssh_ws.state_dir)})()
+        server = type(
+            "Server", (), {"port": port, "host_key_path": host_key_path(ssh_ws.state_dir)}
+        )()
         conn, _, term = await open_console(server, "alice", keys["alice"])  # type: ignore[arg-type]
         await term.wait_for("engine: elsewhere")  # the engine runs in `ahead serve`
-        children = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == proc.pid]
+        children = [
+            p for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == proc.pid
+        ]
         assert children, "no console zygote"
         conn.close()
     finally:

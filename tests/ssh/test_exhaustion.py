@@ -32,20 +32,28 @@ QUICK = "stages:\n  - name: build\n    steps:\n      - run: echo built\n"
 
 async def idle(address: str, port: int, count: int) -> list[asyncio.StreamWriter]:
     """`count` TCP connections from `address` that never speak; those the server drops are left out."""
+
     async def one() -> asyncio.StreamWriter | None:
         try:
             _, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", port, local_addr=(address, 0)), 3)
+                asyncio.open_connection("127.0.0.1", port, local_addr=(address, 0)), 3
+            )
             return writer
         except (OSError, TimeoutError):
             return None
+
     return [w for w in await asyncio.gather(*(one() for _ in range(count))) if w is not None]
 
 
 def ahead(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "core.cli", "--workspace", str(root), *args],
-                          capture_output=True, text=True, timeout=60, check=False,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", "--workspace", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def limit_files() -> None:
@@ -53,16 +61,34 @@ def limit_files() -> None:
 
 
 async def test_a_flood_of_idle_connections_leaves_logins_and_runs_working(
-        tmp_path: Path, keys: dict[str, Path]) -> None:
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
     ws = make_ws(tmp_path / "ws", keys)
-    commit(ws.repo_dir(ws.repo("service")), "quick pipeline", author="dave",
-           files={".ahead/pipeline.yml": QUICK})
+    commit(
+        ws.repo_dir(ws.repo("service")),
+        "quick pipeline",
+        author="dave",
+        files={".ahead/pipeline.yml": QUICK},
+    )
     out, err = tmp_path / "serve.out", tmp_path / "serve.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         serve = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "serve", "--listen", "127.0.0.1:0"],
-            stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, preexec_fn=limit_files,
-            env={**os.environ, "PYTHONPATH": str(ROOT)})
+            [
+                sys.executable,
+                "-m",
+                "core.cli",
+                "--workspace",
+                str(ws.root),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            stdout=stdout,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=limit_files,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
     held: list[asyncio.StreamWriter] = []
     try:
         deadline = time.monotonic() + 15
@@ -72,13 +98,24 @@ async def test_a_flood_of_idle_connections_leaves_logins_and_runs_working(
         held += await idle("127.0.0.2", port, 30)  # one address: its cap, 10
         for i in range(3, 33):  # thirty addresses, ten each: 330 tries in all, over the 256 files
             held += await idle(f"127.0.0.{i}", port, 10)
-            await asyncio.sleep(0.02)  # the listen queue is short (half the files' reserve): let it drain
+            await asyncio.sleep(
+                0.02
+            )  # the listen queue is short (half the files' reserve): let it drain
         await asyncio.sleep(0.3)
         assert len(os.listdir(f"/proc/{serve.pid}/fd")) < 256 - 32  # headroom kept for the engine
-        key = asyncssh.read_private_key(str(host_key_path(ws.settings.state_dir))).convert_to_public()
-        async with asyncssh.connect("127.0.0.1", port, username="alice", client_keys=[str(keys["alice"])],
-                                    agent_path=None, config=None, known_hosts=([key], [], []),
-                                    connect_timeout=20) as conn:
+        key = asyncssh.read_private_key(
+            str(host_key_path(ws.settings.state_dir))
+        ).convert_to_public()
+        async with asyncssh.connect(
+            "127.0.0.1",
+            port,
+            username="alice",
+            client_keys=[str(keys["alice"])],
+            agent_path=None,
+            config=None,
+            known_hosts=([key], [], []),
+            connect_timeout=20,
+        ) as conn:
             listed = await conn.run("status --json", timeout=20)
             assert listed.exit_status == 0 and "service" in str(listed.stdout), listed.stderr
         run = await asyncio.to_thread(ahead, ws.root, "trigger", "service", "--wait")
@@ -97,7 +134,8 @@ async def test_a_flood_of_idle_connections_leaves_logins_and_runs_working(
 
 
 async def test_unauthenticated_connections_are_capped_and_a_newcomer_evicts_the_heaviest_address(
-        ssh_ws: Workspace, keys: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    ssh_ws: Workspace, keys: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, "ahead.serve")
     async with serving(ssh_ws, max_preauth=4) as server:
         held = await idle("127.0.0.2", server.port, 4)
@@ -115,11 +153,14 @@ async def test_unauthenticated_connections_are_capped_and_a_newcomer_evicts_the_
     assert len(refused) == 1  # twenty refusals, one line (the summary comes when the window ends)
 
 
-async def test_session_channels_and_listing_processes_are_capped(ssh_ws: Workspace,
-                                                                keys: dict[str, Path]) -> None:
+async def test_session_channels_and_listing_processes_are_capped(
+    ssh_ws: Workspace, keys: dict[str, Path]
+) -> None:
     async with serving(ssh_ws, max_listings=3) as server:
-        async with await connect(server, "alice", keys["alice"]) as one, \
-                await connect(server, "bob", keys["bob"]) as two:
+        async with (
+            await connect(server, "alice", keys["alice"]) as one,
+            await connect(server, "bob", keys["bob"]) as two,
+        ):
             first = [one.run("status --json") for _ in range(5)]  # 4 channels, 2 listings at once
             second = [two.run("runs --json") for _ in range(2)]  # a third listing in all
             results = await asyncio.gather(*first, *second, return_exceptions=True)
@@ -127,7 +168,11 @@ async def test_session_channels_and_listing_processes_are_capped(ssh_ws: Workspa
     assert len(opened) == 1 and results.index(opened[0]) < 5  # the fifth channel of one connection
     done = [r for r in results if isinstance(r, asyncssh.SSHCompletedProcess)]
     ran = [r for r in done if r.exit_status == 0]
-    busy = [r for r in done if r.exit_status == 1 and "too many listings" in str(r.stderr) + str(r.stdout)]
+    busy = [
+        r
+        for r in done
+        if r.exit_status == 1 and "too many listings" in str(r.stderr) + str(r.stdout)
+    ]
     assert (len(ran), len(busy)) == (3, 3), results
     assert sum(1 for r in results[:5] if r in ran) <= 2
 
@@ -140,22 +185,37 @@ def test_burst_log_logs_once_then_a_count(caplog: pytest.LogCaptureFixture) -> N
     burst.flush("flood")
     burst.refused("flood", "refused again")
     assert [r.getMessage() for r in caplog.records] == [
-        "refused 127.0.0.0", "49 more refused in the last 10 s (flood)", "refused again"]
+        "refused 127.0.0.0",
+        "49 more refused in the last 10 s (flood)",
+        "refused again",
+    ]
 
 
 def test_serve_raises_its_open_file_limit_to_the_hard_limit() -> None:
     def low() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 512))
-    done = subprocess.run([sys.executable, "-c", "from core.serve.guard import raise_fd_limit\n"
-                           "import resource\nprint(raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"],
-                          capture_output=True, text=True, preexec_fn=low, check=True, timeout=30,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from core.serve.guard import raise_fd_limit\n"
+            "import resource\nprint(raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])",
+        ],
+        capture_output=True,
+        text=True,
+        preexec_fn=low,
+        check=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.stdout.split() == ["512", "512"]
     assert "raise_fd_limit()" in (ROOT / "core" / "cli.py").read_text()
 
 
 def test_burst_filter_passes_one_record_a_window_without_repeating_tracebacks(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     logger = logging.getLogger("ahead.test.accept")
     logger.addFilter(guard.BurstFilter(window=0.2))
     caplog.set_level(logging.INFO, "ahead.test.accept")
@@ -168,4 +228,5 @@ def test_burst_filter_passes_one_record_a_window_without_repeating_tracebacks(
     logger.error("socket.accept() out of system resource")
     assert [r.getMessage() for r in caplog.records] == [
         "socket.accept() out of system resource",
-        "socket.accept() out of system resource (and 99 more like it in the last 0.2 s)"]
+        "socket.accept() out of system resource (and 99 more like it in the last 0.2 s)",
+    ]

@@ -19,7 +19,7 @@ def drop_operator(ws: Workspace, name: str) -> None:
     """Rewrite ahead.yml without `name`'s entry (five lines: name, roles, keys, emails, os_users)."""
     lines = ws.file.read_text().splitlines(keepends=True)
     start = lines.index(f"  - name: {name}\n")
-    ws.file.write_text("".join(lines[:start] + lines[start + 5:]))
+    ws.file.write_text("".join(lines[:start] + lines[start + 5 :]))
 
 
 async def closed_within(term: object, seconds: float) -> float:
@@ -28,8 +28,9 @@ async def closed_within(term: object, seconds: float) -> float:
     return time.perf_counter() - start
 
 
-async def test_an_operator_removed_from_ahead_yml_loses_the_open_console(ssh_ws: Workspace,
-                                                                           keys: dict[str, Path]) -> None:
+async def test_an_operator_removed_from_ahead_yml_loses_the_open_console(
+    ssh_ws: Workspace, keys: dict[str, Path]
+) -> None:
     async with serving(ssh_ws, console=True, revoke_interval=0.2) as server:
         _, _, bob = await open_console(server, "bob", keys["bob"])
         _, _, alice = await open_console(server, "alice", keys["alice"])
@@ -49,18 +50,22 @@ async def test_an_operator_removed_from_ahead_yml_loses_the_open_console(ssh_ws:
         assert [s.operator for s in server.sessions] == ["alice"]
 
 
-async def test_a_removed_key_ends_the_connection_it_logged_in_with(ssh_ws: Workspace,
-                                                                   keys: dict[str, Path]) -> None:
+async def test_a_removed_key_ends_the_connection_it_logged_in_with(
+    ssh_ws: Workspace, keys: dict[str, Path]
+) -> None:
     async with serving(ssh_ws, console=True, revoke_interval=0.2) as server:
         _, _, bob = await open_console(server, "bob", keys["bob"])
         await bob.wait_for("· bob ·")
-        ssh_ws.file.write_text(ssh_ws.file.read_text().replace(public(keys["bob"]), public(keys["mallory"])))
+        ssh_ws.file.write_text(
+            ssh_ws.file.read_text().replace(public(keys["bob"]), public(keys["mallory"]))
+        )
         await closed_within(bob, 5.0)
         assert b"you are no longer an operator of this workspace" in bob.raw
 
 
-async def test_a_broken_ahead_yml_refuses_logins_but_keeps_sessions(ssh_ws: Workspace,
-                                                                    keys: dict[str, Path]) -> None:
+async def test_a_broken_ahead_yml_refuses_logins_but_keeps_sessions(
+    ssh_ws: Workspace, keys: dict[str, Path]
+) -> None:
     async with serving(ssh_ws, revoke_interval=0.2) as server:
         good = ssh_ws.file.read_text()
         ssh_ws.file.write_text(good + "operators: [\n")

@@ -13,8 +13,13 @@ from tui.settings import Settings
 
 
 @asynccontextmanager
-async def console(ws: Workspace, size: tuple[int, int] = (100, 30), settings: Settings | None = None,
-                  actor: str = "alice", embed: bool = True) -> AsyncIterator[tuple[AheadApp, object]]:
+async def console(
+    ws: Workspace,
+    size: tuple[int, int] = (100, 30),
+    settings: Settings | None = None,
+    actor: str = "alice",
+    embed: bool = True,
+) -> AsyncIterator[tuple[AheadApp, object]]:
     session = ClientSession(ws, Actor(actor), embed_engine=embed)
     app = AheadApp(session, settings)
     try:

@@ -44,16 +44,25 @@ def pin_audit(ws: Workspace) -> None:
     (otherwise a second after that one), the pid dropped from the session, and the hash chain recomputed so it still verifies.
     """
     with Store(ws.db_path, session="scenes") as store, store.transaction() as conn:
-        trigger = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'audit_no_update'").fetchone()
+        trigger = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'audit_no_update'"
+        ).fetchone()
         conn.execute("DROP TRIGGER IF EXISTS audit_no_update")
-        created = {f"run/{r['id']}": r["created_at"] for r in conn.execute("SELECT id, created_at FROM runs")}
-        deployed = {(r["run_id"], r["repo"] + "/" + r["environment"]): r["deployed_at"]
-                    for r in conn.execute("SELECT run_id, repo, environment, deployed_at FROM deployments")}
+        created = {
+            f"run/{r['id']}": r["created_at"]
+            for r in conn.execute("SELECT id, created_at FROM runs")
+        }
+        deployed = {
+            (r["run_id"], r["repo"] + "/" + r["environment"]): r["deployed_at"]
+            for r in conn.execute("SELECT run_id, repo, environment, deployed_at FROM deployments")
+        }
         for change in conn.execute("SELECT id, created_at, decided_at FROM change_requests"):
             created[f"change/{change['id']}"] = change["created_at"]
             created[f"change/{change['id']}/end"] = change["decided_at"]
         for decision in conn.execute("SELECT change_id, operator, created_at FROM decisions"):
-            created[f"change/{decision['change_id']}/{decision['operator']}"] = decision["created_at"]
+            created[f"change/{decision['change_id']}/{decision['operator']}"] = decision[
+                "created_at"
+            ]
         prev, ts = GENESIS, NOW - 7 * 86400
         for row in conn.execute("SELECT * FROM audit ORDER BY id").fetchall():
             detail = json.loads(row["detail"] or "{}")
@@ -66,9 +75,13 @@ def pin_audit(ws: Workspace) -> None:
             recorded = created.get(key) or deployed.get((detail.get("run"), row["subject"]))
             ts = max(recorded or 0.0, ts + 1.0)  # in id order, as they were written
             session = re.sub(r"^engine:\d+$", "engine", row["session"])
-            digest = audit_hash(prev, ts, row["actor"], session, row["action"], row["subject"], row["detail"])
-            conn.execute("UPDATE audit SET ts = ?, session = ?, prev_hash = ?, hash = ? WHERE id = ?",
-                         (ts, session, prev, digest, row["id"]))
+            digest = audit_hash(
+                prev, ts, row["actor"], session, row["action"], row["subject"], row["detail"]
+            )
+            conn.execute(
+                "UPDATE audit SET ts = ?, session = ?, prev_hash = ?, hash = ? WHERE id = ?",
+                (ts, session, prev, digest, row["id"]),
+            )
             prev = digest
         if trigger is not None:
             conn.execute(trigger["sql"])
@@ -127,12 +140,16 @@ async def others_connected(pilot: Any) -> None:
     """bob over SSH on the Changes screen and carol at a local console, then the Who screen."""
     await settle(pilot)
     with Store(pilot.app.session.ws.db_path, session="scenes") as store:
-        for operator, kind, source, screen, since in (("bob", "ssh", "192.0.2.7", "Changes", 1500),
-                                                      ("carol", "local", "", "Overview", 7200)):
+        for operator, kind, source, screen, since in (
+            ("bob", "ssh", "192.0.2.7", "Changes", 1500),
+            ("carol", "local", "", "Overview", 7200),
+        ):
             session_id = presence.open_session(store, operator, kind, source)
             presence.set_screen(store, session_id, screen)
             with store.transaction() as conn:
-                conn.execute("UPDATE sessions SET started_at = ? WHERE id = ?", (NOW - since, session_id))
+                conn.execute(
+                    "UPDATE sessions SET started_at = ? WHERE id = ?", (NOW - since, session_id)
+                )
     await press(pilot, "W")
 
 
@@ -173,7 +190,9 @@ SCENES: tuple[Scene, ...] = (
     Scene("who-80x24", (80, 24), others_connected),
     Scene("drift", (100, 30), lambda p: press(p, "d")),
     Scene("drift-80x24", (80, 24), lambda p: press(p, "d")),
-    Scene("drift-detail", (100, 30), lambda p: press(p, "j", "j", "d", "enter")),  # service: prod's app
+    Scene(
+        "drift-detail", (100, 30), lambda p: press(p, "j", "j", "d", "enter")
+    ),  # service: prod's app
     Scene("drift-detail-80x24", (80, 24), lambda p: press(p, "j", "j", "d", "enter")),
     Scene("drift-ack-80x24", (80, 24), lambda p: press(p, "j", "j", "d", "enter", "A")),
     Scene("drift-reconcile-80x24", (80, 24), lambda p: press(p, "j", "j", "d", "enter", "R")),

@@ -85,16 +85,25 @@ async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
     raise AssertionError("condition never held")
 
 
-async def poll(app: AheadApp, sql: str, check: Callable[[list[Any]], bool] = bool,
-               timeout: float = 20.0) -> list[Any]:
+async def poll(
+    app: AheadApp, sql: str, check: Callable[[list[Any]], bool] = bool, timeout: float = 20.0
+) -> list[Any]:
     """Run `sql` on the session's store after each burst of its events until `check` holds."""
-    return await on_events(app.session.feed, lambda: store_rows(app.session, sql), check, timeout, sql)
+    return await on_events(
+        app.session.feed, lambda: store_rows(app.session, sql), check, timeout, sql
+    )
 
 
-async def gate_opens(app: AheadApp, ws: Workspace, subject: str = "Release 1.2.0") -> tuple[str, dict[str, Any]]:
+async def gate_opens(
+    app: AheadApp, ws: Workspace, subject: str = "Release 1.2.0"
+) -> tuple[str, dict[str, Any]]:
     """Commit as alice on main; wait until the run waits at the prod gate."""
-    sha = commit(ws.repo_dir(ws.repo("service")), subject, author="alice", files={"version": subject})
-    rows = await poll(app, f"SELECT * FROM change_requests WHERE head_sha = '{sha}' AND status = 'open'")
+    sha = commit(
+        ws.repo_dir(ws.repo("service")), subject, author="alice", files={"version": subject}
+    )
+    rows = await poll(
+        app, f"SELECT * FROM change_requests WHERE head_sha = '{sha}' AND status = 'open'"
+    )
     return sha, rows[0]
 
 
@@ -155,7 +164,9 @@ async def test_approve_from_the_console_typing_the_environment_deploys(tmp_path:
         await until(lambda: isinstance(app.screen, ChangeScreen))
         deployed = await poll(app, "SELECT commit_sha FROM deployments WHERE environment = 'prod'")
         assert [r["commit_sha"] for r in deployed] == [sha]
-        decisions = await store_rows(app.session, "SELECT operator, verdict, comment FROM decisions")
+        decisions = await store_rows(
+            app.session, "SELECT operator, verdict, comment FROM decisions"
+        )
         assert [tuple(d.values()) for d in decisions] == [("bob", "approve", "ship it")]
         await until(lambda: any(kw.get("title") == "Approved" for _, kw in notes))
         await until(lambda: "passed" in screen_text(app))  # the detail follows the change live
@@ -182,7 +193,9 @@ async def test_the_author_cannot_approve_and_is_told_why(tmp_path: Path) -> None
         await pilot.press("escape")
         await until(lambda: isinstance(app.screen, ChangeScreen))
         # Should it get through anyway (stale screen, race), the engine refuses: shown as an error.
-        worker = screen.run_worker(send_decision(screen, change["id"], Decision("approve", ""), lambda: None))
+        worker = screen.run_worker(
+            send_decision(screen, change["id"], Decision("approve", ""), lambda: None)
+        )
         await worker.wait()
         message, kwargs = notes[-1]
         assert "alice cannot approve: author of" in message
@@ -231,10 +244,16 @@ async def test_reject_needs_a_comment_and_stops_the_run(tmp_path: Path) -> None:
         assert isinstance(app.screen, DecisionScreen) and "comment required" in screen_text(app)
         await pilot.press(*"not before the freeze", "enter")
         await until(lambda: isinstance(app.screen, ChangeScreen))
-        run = await poll(app, f"SELECT status, error FROM runs WHERE id = {change['run_id']}",
-                         lambda rows: rows[0]["status"] not in ("waiting", "running"))
+        run = await poll(
+            app,
+            f"SELECT status, error FROM runs WHERE id = {change['run_id']}",
+            lambda rows: rows[0]["status"] not in ("waiting", "running"),
+        )
         assert run[0]["status"] == "failed" and "rejected" in run[0]["error"]
-        assert await store_rows(app.session, "SELECT * FROM deployments WHERE environment = 'prod'") == []
+        assert (
+            await store_rows(app.session, "SELECT * FROM deployments WHERE environment = 'prod'")
+            == []
+        )
         await until(lambda: any(kw.get("title") == "Rejected" for _, kw in notes))
         await until(lambda: "rejected by bob: not before the freeze" in screen_text(app))
 
@@ -282,9 +301,13 @@ async def test_new_screens_fit_80x24_and_200x60_by_keyboard(tmp_path: Path) -> N
             if not await store_rows(app.session, "SELECT * FROM change_requests"):
                 await gate_opens(app, ws)
             await until(lambda: "0/2" in screen_text(app))
-            for keys, screen in ((("a",), ChangesScreen), (("enter",), ChangeScreen),
-                                 (("A",), DecisionScreen), (("escape", "u"), AuditScreen),
-                                 (("question_mark",), HelpScreen)):
+            for keys, screen in (
+                (("a",), ChangesScreen),
+                (("enter",), ChangeScreen),
+                (("A",), DecisionScreen),
+                (("escape", "u"), AuditScreen),
+                (("question_mark",), HelpScreen),
+            ):
                 await pilot.press(*keys)
                 await until(lambda screen=screen: isinstance(app.screen, screen))
                 await settle(app)  # loaded: the next key finds its command available

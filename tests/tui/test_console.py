@@ -76,7 +76,12 @@ async def test_trigger_from_the_console_really_queues_and_runs(ws: Workspace) ->
 
 async def test_cancel_from_the_run_screen_asks_then_really_stops(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"  # a deploying stage: not sandboxed, so its pid is the host's
-    ws = make_workspace(tmp_path / "ws", {"app": f"stages:\n  - name: long\n    environment: dev\n    steps:\n      - run: echo $$ > {pidfile}; echo started; sleep 60\n"})
+    ws = make_workspace(
+        tmp_path / "ws",
+        {
+            "app": f"stages:\n  - name: long\n    environment: dev\n    steps:\n      - run: echo $$ > {pidfile}; echo started; sleep 60\n"
+        },
+    )
     async with console(ws) as (app, pilot):
         await pilot.press("t")
         await until(lambda: isinstance(app.screen, ConfirmScreen))
@@ -105,7 +110,9 @@ async def test_cancel_from_the_run_screen_asks_then_really_stops(tmp_path: Path)
         assert await cancelled()
         pid = int(pidfile.read_text())
         await asyncio.sleep(0.2)
-        assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
+        assert (
+            not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
+        )
         await until(lambda: "cancelled" in screen_text(app))
 
 
@@ -126,8 +133,16 @@ async def test_run_started_by_the_cli_appears_within_a_second(ws: Workspace) -> 
         await pilot.press("r")
         await until(lambda: isinstance(app.screen, RunsScreen))
         done = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "trigger", "app",
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.DEVNULL)
+            sys.executable,
+            "-m",
+            "core.cli",
+            "--workspace",
+            str(ws.root),
+            "trigger",
+            "app",
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=asyncio.subprocess.DEVNULL,
+        )
         assert await done.wait() == 0
         started = asyncio.get_running_loop().time()
         await until(lambda: "#1" in screen_text(app), timeout=5)
@@ -160,9 +175,14 @@ async def test_repo_screen_marks_deployed_and_pending_commits(ws: Workspace) -> 
 
 
 async def test_filter_and_sort_on_the_overview(tmp_path: Path) -> None:
-    ws = make_workspace(tmp_path / "ws", {"alpha": "stages:\n  - {name: a, steps: [true]}\n",
-                                          "beta": "stages:\n  - {name: a, steps: [true]}\n",
-                                          "gamma": "stages:\n  - {name: a, steps: [true]}\n"})
+    ws = make_workspace(
+        tmp_path / "ws",
+        {
+            "alpha": "stages:\n  - {name: a, steps: [true]}\n",
+            "beta": "stages:\n  - {name: a, steps: [true]}\n",
+            "gamma": "stages:\n  - {name: a, steps: [true]}\n",
+        },
+    )
     async with console(ws) as (app, pilot):
         table = app.screen.query_one("#overview", DataTable)
         assert table.row_count == 3
@@ -222,7 +242,9 @@ async def test_command_palette_offers_commands_and_jumps(ws: Workspace) -> None:
 async def test_untrusted_text_is_inert(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path / "ws")
     repo = ws.repo_dir(ws.repo("app"))
-    commit(repo, "[bold green]APPROVED[/] \x1b]52;c;aGVsbG8=\x07 \x1b[31mred", name="[red]Mallory[/]")
+    commit(
+        repo, "[bold green]APPROVED[/] \x1b]52;c;aGVsbG8=\x07 \x1b[31mred", name="[red]Mallory[/]"
+    )
     async with console(ws) as (app, pilot):
         await pilot.press("enter")
         await until(lambda: isinstance(app.screen, RepoScreen) and app.screen.detail is not None)
@@ -239,8 +261,12 @@ async def test_every_screen_fits_80x24_by_keyboard(ws: Workspace) -> None:
         run_id = await app.session.trigger("app")
         await app.session.engine.wait_run(run_id, timeout=15)
         await asyncio.sleep(0.3)
-        for keys, screen in ((("enter",), RepoScreen), (("escape", "r"), RunsScreen),
-                             (("enter",), RunScreen), (("question_mark",), HelpScreen)):
+        for keys, screen in (
+            (("enter",), RepoScreen),
+            (("escape", "r"), RunsScreen),
+            (("enter",), RunScreen),
+            (("question_mark",), HelpScreen),
+        ):
             await pilot.press(*keys)
             await until(lambda screen=screen: isinstance(app.screen, screen))
             await pilot.pause()
@@ -265,12 +291,18 @@ def test_stylesheets_ship_in_the_wheel() -> None:
     from tests.cache import wheel
 
     names = zipfile.ZipFile(wheel()).namelist()  # pip wheel, once per content (tests/cache.py)
-    assert "themes/ahead.tcss" in names and "tui/app.py" in names and "core/engine/__init__.py" in names
+    assert (
+        "themes/ahead.tcss" in names
+        and "tui/app.py" in names
+        and "core/engine/__init__.py" in names
+    )
 
 
 async def test_a_flooding_step_keeps_the_tail_and_keys_answer(tmp_path: Path) -> None:
-    flood = ("stages:\n  - name: flood\n    steps:\n"
-             "      - run: [python3, -c, 'for i in range(120000): print(\"line\", i)']\n")
+    flood = (
+        "stages:\n  - name: flood\n    steps:\n"
+        "      - run: [python3, -c, 'for i in range(120000): print(\"line\", i)']\n"
+    )
     ws = make_workspace(tmp_path / "ws", {"app": flood})
     async with console(ws) as (app, pilot):
         run_id = await app.session.trigger("app")

@@ -63,10 +63,15 @@ drift:
 
 async def deployed(app: AheadApp, ws: Workspace) -> str:
     """Commit the site on main; wait for its deploy and the engine's drift check after it."""
-    sha = commit(ws.repo_dir(ws.repo("site")), "Site 1.0", files={"site/index.html": "hello\nworld\n",
-                                                                   "site/about.html": "about\n",
-                                                                   "plan.sh": PLAN})
-    await poll(app, f"SELECT * FROM drift WHERE target = '{TARGET}' AND commit_sha = '{sha}' AND state = 'in_sync'")
+    sha = commit(
+        ws.repo_dir(ws.repo("site")),
+        "Site 1.0",
+        files={"site/index.html": "hello\nworld\n", "site/about.html": "about\n", "plan.sh": PLAN},
+    )
+    await poll(
+        app,
+        f"SELECT * FROM drift WHERE target = '{TARGET}' AND commit_sha = '{sha}' AND state = 'in_sync'",
+    )
     return sha
 
 
@@ -91,7 +96,9 @@ async def test_drift_check_ack_reconcile(tmp_path: Path) -> None:
 
         # d from the overview: the Drift screen, at the selected repo
         await pilot.press("d")
-        await until(lambda: isinstance(app.screen, DriftScreen) and target_row(app.screen) is not None)
+        await until(
+            lambda: isinstance(app.screen, DriftScreen) and target_row(app.screen) is not None
+        )
         screen = app.screen
         assert isinstance(screen, DriftScreen)
 
@@ -101,11 +108,18 @@ async def test_drift_check_ack_reconcile(tmp_path: Path) -> None:
         screen.set_status = lambda text: (statuses.append(text), set_status(text))[1]  # type: ignore[method-assign]
         await pilot.press("C")
         assert any(text.startswith("checking every target…") for text in statuses)
-        await until(lambda: not screen._checking_all and (v := target_row(screen)) is not None
-                    and v.state == "drifted")
+        await until(
+            lambda: (
+                not screen._checking_all
+                and (v := target_row(screen)) is not None
+                and v.state == "drifted"
+            )
+        )
         await filter_list(pilot, screen, "infra")
         await pilot.press("enter")
-        await until(lambda: isinstance(app.screen, DriftDetailScreen) and app.screen.detail is not None)
+        await until(
+            lambda: isinstance(app.screen, DriftDetailScreen) and app.screen.detail is not None
+        )
         await settle(app)
         text = screen_text(app)
         assert "exit code 2" in text and "would change (1)" in text and "aws_s3_bucket.site" in text
@@ -120,14 +134,18 @@ async def test_drift_check_ack_reconcile(tmp_path: Path) -> None:
         await pilot.press("c")
         await until(lambda: (v := target_row(screen)) is not None and v.state == "drifted")
         await settle(app)
-        assert any(kw.get("title") == "Checked" and msg.startswith(f"site/prod {TARGET}: ≠ drifted")
-                   for msg, kw in notes)
+        assert any(
+            kw.get("title") == "Checked" and msg.startswith(f"site/prod {TARGET}: ≠ drifted")
+            for msg, kw in notes
+        )
         assert "≠ drifted" in screen_text(app)
         assert any(text.startswith("checking 1 target(s)…") for text in statuses)
 
         # enter: the detail with the file lists and the coloured diff
         await pilot.press("enter")
-        await until(lambda: isinstance(app.screen, DriftDetailScreen) and app.screen.detail is not None)
+        await until(
+            lambda: isinstance(app.screen, DriftDetailScreen) and app.screen.detail is not None
+        )
         detail = app.screen
         assert isinstance(detail, DriftDetailScreen)
         await settle(app)
@@ -166,7 +184,9 @@ async def test_drift_check_ack_reconcile(tmp_path: Path) -> None:
         await until(lambda: isinstance(app.screen, ConfirmScreen))
         assert render.short(sha) in app.screen.detail
         await pilot.press("y")
-        await until(lambda: isinstance(app.screen, ConfirmScreen) and "Queued run" in app.screen.question)
+        await until(
+            lambda: isinstance(app.screen, ConfirmScreen) and "Queued run" in app.screen.question
+        )
         runs = await store_rows(app.session, "SELECT * FROM runs WHERE trigger = 'reconcile'")
         assert len(runs) == 1 and runs[0]["commit_sha"] == sha and runs[0]["environment"] == "prod"
         await pilot.press("y")
@@ -194,7 +214,9 @@ async def test_drift_check_ack_reconcile(tmp_path: Path) -> None:
         await pilot.press(*"files:si")
         await asyncio.sleep(0.5)
         await pilot.press("enter")
-        await until(lambda: isinstance(app.screen, DriftDetailScreen) and app.screen.target == TARGET)
+        await until(
+            lambda: isinstance(app.screen, DriftDetailScreen) and app.screen.target == TARGET
+        )
 
 
 def test_env_cell_drift_marks() -> None:
@@ -212,8 +234,20 @@ def test_env_cell_drift_marks() -> None:
 
 
 def test_drift_filter_words() -> None:
-    view = DriftView("site", "prod", TARGET, "files", "drifted", "1 changed", "a" * 40, 0.0, 0.0,
-                     ack_by="bob", ack_reason="known", ack_until=10.0)
+    view = DriftView(
+        "site",
+        "prod",
+        TARGET,
+        "files",
+        "drifted",
+        "1 changed",
+        "a" * 40,
+        0.0,
+        0.0,
+        ack_by="bob",
+        ack_reason="known",
+        ack_until=10.0,
+    )
     assert matches(view, "repo:site env:prod state:acked kind:files")
     assert matches(view, "state:drifted bob")
     assert not matches(view, "state:unknown")
@@ -227,21 +261,32 @@ async def test_unknown_target_shows_why(tmp_path: Path) -> None:
     spec = DriftSpec(name="www", kind="files", path="site", live="/srv/www", host="deploy@web1")
     finding = drift.unknown("deploy@web1: host key changed [red]REFUSED[/]")
     async with console(ws, size=(80, 24), embed=False) as (app, pilot):
-        await app.session.db.call(drift.record, app.session.db.store, drift.Target("site", "prod", spec, "a" * 40),
-                                  finding, "test", render.now() - 2, render.now())
+        await app.session.db.call(
+            drift.record,
+            app.session.db.store,
+            drift.Target("site", "prod", spec, "a" * 40),
+            finding,
+            "test",
+            render.now() - 2,
+            render.now(),
+        )
         await pilot.press("d")
         await until(lambda: isinstance(app.screen, DriftScreen) and bool(app.screen._shown))
         await settle(app)
         assert "? unknown" in screen_text(app)
         await pilot.press("enter")
-        await until(lambda: isinstance(app.screen, DriftDetailScreen) and app.screen.detail is not None)
+        await until(
+            lambda: isinstance(app.screen, DriftDetailScreen) and app.screen.detail is not None
+        )
         await settle(app)
         text = screen_text(app)
         assert "host key changed [red]REFUSED[/]" in text and "? unknown" in text
         assert app.screen.check_action("reconcile", ()) is True
         assert app.screen.check_action("acknowledge", ()) is None
         await pilot.press("o")
-        await until(lambda: isinstance(app.screen, OverviewScreen) and "prod ? unknown" in screen_text(app))
+        await until(
+            lambda: isinstance(app.screen, OverviewScreen) and "prod ? unknown" in screen_text(app)
+        )
 
 
 async def test_a_viewer_pressing_check_is_told_no_and_the_console_stays(tmp_path: Path) -> None:
@@ -250,9 +295,15 @@ async def test_a_viewer_pressing_check_is_told_no_and_the_console_stays(tmp_path
     ws, _ = make_ws(tmp_path / "ws")
     async with console(ws, size=(80, 24), embed=False) as (app, pilot):
         app.session.actor = Actor("vic", ("viewer",))
-        await app.session.db.call(drift.record, app.session.db.store, drift.Target("site", "prod", None, "a" * 40),
-                                  drift.Finding("drifted", "1 commit on main not deployed"), "test",
-                                  render.now() - 2, render.now())
+        await app.session.db.call(
+            drift.record,
+            app.session.db.store,
+            drift.Target("site", "prod", None, "a" * 40),
+            drift.Finding("drifted", "1 commit on main not deployed"),
+            "test",
+            render.now() - 2,
+            render.now(),
+        )
         notes = capture_notes(app)
         await pilot.press("d")
         await until(lambda: isinstance(app.screen, DriftScreen) and bool(app.screen._shown))

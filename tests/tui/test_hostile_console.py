@@ -63,14 +63,23 @@ async def check_screen(app: Any, name: str, literal: str | None = SHOWN) -> str:
 async def test_every_screen_shows_hostile_text_inert(tmp_path: Path) -> None:
     ws = make_ws(tmp_path / "ws", policy="approvals: 1", pipeline=PIPELINE)
     repo = ws.repo_dir(ws.repo("service"))
-    made = fill(repo, corpus(tmp_path / "canary"), refs=False)  # branches: tests/core/test_injection.py
+    made = fill(
+        repo, corpus(tmp_path / "canary"), refs=False
+    )  # branches: tests/core/test_injection.py
     async with console(ws, size=(160, 50), actor="carol") as (app, pilot):
-        sha = commit(repo, f"{HEADLINE}\n\nbody {HEADLINE}", name="[@click=app.quit]Mallory[/] \x1b[2J",
-                     email="mallory@example.com")
+        sha = commit(
+            repo,
+            f"{HEADLINE}\n\nbody {HEADLINE}",
+            name="[@click=app.quit]Mallory[/] \x1b[2J",
+            email="mallory@example.com",
+        )
         git(repo, "update-ref", "refs/heads/h/\u202eevil\u202c", sha)
         change = (await poll(app, f"SELECT * FROM change_requests WHERE head_sha = '{sha}'"))[0]
-        await poll(app, "SELECT * FROM runs WHERE branch != 'main'",
-                   lambda rows: bool(rows) and rows[0]["status"] == "succeeded")
+        await poll(
+            app,
+            "SELECT * FROM runs WHERE branch != 'main'",
+            lambda rows: bool(rows) and rows[0]["status"] == "succeeded",
+        )
         await check_screen(app, "overview", literal=None)
 
         await pilot.press("enter")
@@ -79,7 +88,9 @@ async def test_every_screen_shows_hostile_text_inert(tmp_path: Path) -> None:
         assert "[@click=app.quit]Mallory[/]" in text
 
         await pilot.press("escape", "r")
-        await until(lambda: isinstance(app.screen, RunsScreen) and bool(getattr(app.screen, "_shown", None)))
+        await until(
+            lambda: isinstance(app.screen, RunsScreen) and bool(getattr(app.screen, "_shown", None))
+        )
         await check_screen(app, "runs", literal="[@click=app.quit]quit[/]")
 
         await pilot.press("enter")
@@ -108,11 +119,19 @@ def test_no_hostile_escape_sequence_reaches_a_real_terminal(tmp_path: Path) -> N
     shows the markup as text."""
     ws = make_workspace(tmp_path / "ws")
     repo = ws.repo_dir(ws.repo("app"))
-    commit(repo, "[bold red]ALERT[/] \x1b]52;c;SE9TVElMRQ==\x07 \x1b]0;PWNED-TITLE\x07 "
-                 "\x1b]8;;https://evil.example/x\x07link\x1b]8;;\x07 \x9b2J done",
-           name="[@click=app.quit]Mallory[/]", email="mallory@example.com")
-    term = Terminal([sys.executable, "-m", "tui.launch", "--workspace", str(ws.root)],
-                    cols=160, rows=40, env={"PYTHONPATH": str(ROOT)})
+    commit(
+        repo,
+        "[bold red]ALERT[/] \x1b]52;c;SE9TVElMRQ==\x07 \x1b]0;PWNED-TITLE\x07 "
+        "\x1b]8;;https://evil.example/x\x07link\x1b]8;;\x07 \x9b2J done",
+        name="[@click=app.quit]Mallory[/]",
+        email="mallory@example.com",
+    )
+    term = Terminal(
+        [sys.executable, "-m", "tui.launch", "--workspace", str(ws.root)],
+        cols=160,
+        rows=40,
+        env={"PYTHONPATH": str(ROOT)},
+    )
     raw = bytearray()
     feed = term.stream.feed
     term.stream.feed = lambda data: (raw.extend(data), feed(data))[1]  # type: ignore[method-assign]

@@ -20,7 +20,9 @@ ROOT = Path(__file__).parents[2]
 
 
 class Terminal:
-    def __init__(self, argv: list[str], cols: int = 100, rows: int = 30, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: list[str], cols: int = 100, rows: int = 30, env: dict[str, str] | None = None
+    ) -> None:
         import fcntl
         import struct
         import termios
@@ -29,9 +31,20 @@ class Terminal:
         self.stream = pyte.ByteStream(self.screen)
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                                     env={**os.environ, "TERM": "xterm-256color", "COLUMNS": str(cols),
-                                          "LINES": str(rows), **(env or {})})
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            env={
+                **os.environ,
+                "TERM": "xterm-256color",
+                "COLUMNS": str(cols),
+                "LINES": str(rows),
+                **(env or {}),
+            },
+        )
         os.close(slave)
         self.master = master
 
@@ -81,8 +94,10 @@ class Terminal:
 
 
 def test_real_ahead_on_a_pty(ws: Workspace) -> None:
-    term = Terminal([sys.executable, "-m", "tui.launch", "--workspace", str(ws.root)],
-                    env={"PYTHONPATH": str(ROOT)})
+    term = Terminal(
+        [sys.executable, "-m", "tui.launch", "--workspace", str(ws.root)],
+        env={"PYTHONPATH": str(ROOT)},
+    )
     try:
         term.wait_for("engine: here")
         screen = term.wait_for("PROD")  # the table shows once loaded
@@ -110,13 +125,24 @@ def test_real_ahead_on_a_pty(ws: Workspace) -> None:
     finally:
         term.close()
     # the embedded engine released the workspace on the way out
-    done = subprocess.run([sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "status"],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "core.cli", "--workspace", str(ws.root), "status"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
     assert "engine: not running" in done.stdout
 
 
 def test_without_a_terminal_ahead_prints_help_instead_of_hanging(ws: Workspace) -> None:
-    done = subprocess.run([sys.executable, "-m", "tui.launch", "--workspace", str(ws.root)],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.launch", "--workspace", str(ws.root)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
     assert done.returncode == 2 and "usage: ahead" in done.stdout

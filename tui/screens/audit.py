@@ -84,7 +84,9 @@ class AuditScreen(FilteredListScreen):
         self._filter = ""
 
     def body(self) -> ComposeResult:
-        yield Static("checking the audit chain…", id="audit-verdict", classes="-checking", markup=False)
+        yield Static(
+            "checking the audit chain…", id="audit-verdict", classes="-checking", markup=False
+        )
         yield FilterBar("actor, action, subject or detail text", id="filter")
         yield Table(id="audit", cursor_type="row")
         yield Static("", id="audit-entry")
@@ -100,7 +102,12 @@ class AuditScreen(FilteredListScreen):
     def load(self) -> None:
         self._load(verify=True)
 
-    @work(exclusive=True, group="audit-load", name="audit-load", description="read and verify the audit log")
+    @work(
+        exclusive=True,
+        group="audit-load",
+        name="audit-load",
+        description="read and verify the audit log",
+    )
     async def _load(self, verify: bool) -> None:
         # Verifying reads the whole chain: on opening, on `v`, and when new entries arrived,
         # not on every event of a busy engine.
@@ -132,8 +139,15 @@ class AuditScreen(FilteredListScreen):
         bad = self.bad_entry()
         selected = self.selected_entry()
         needle = self._filter.lower()
-        self._shown = [e for e in self._entries if not needle or needle in " ".join(
-            str(e[k]) for k in ("actor", "action", "subject", "detail", "session")).lower()]
+        self._shown = [
+            e
+            for e in self._entries
+            if not needle
+            or needle
+            in " ".join(
+                str(e[k]) for k in ("actor", "action", "subject", "detail", "session")
+            ).lower()
+        ]
         table.clear()
         for entry in self._shown:
             ident = Text(f"{entry['id']}")
@@ -141,10 +155,16 @@ class AuditScreen(FilteredListScreen):
                 ident = Text(f"✗ {entry['id']}", style=f"bold {palette.get('run-failed', '')}")
             elif bad is not None and entry["id"] > bad:
                 ident = Text(f"? {entry['id']}", style=muted)
-            table.add_row(ident, Text(render.ago(entry["ts"]), style=muted), cut(entry["actor"], 22),
-                          Text(entry["action"], style=self._action_style(entry["action"])),
-                          cut(entry["subject"], 24), cut(compact(entry["detail"]), 90),
-                          cut(entry["session"], 24, style=muted), key=str(entry["id"]))
+            table.add_row(
+                ident,
+                Text(render.ago(entry["ts"]), style=muted),
+                cut(entry["actor"], 22),
+                Text(entry["action"], style=self._action_style(entry["action"])),
+                cut(entry["subject"], 24),
+                cut(compact(entry["detail"]), 90),
+                cut(entry["session"], 24, style=muted),
+                key=str(entry["id"]),
+            )
         ids = [e["id"] for e in self._shown]
         if selected is not None and selected["id"] in ids:
             table.move_cursor(row=ids.index(selected["id"]))
@@ -152,7 +172,11 @@ class AuditScreen(FilteredListScreen):
 
     def _action_style(self, action: str) -> str:
         palette = self.app.theme_variables
-        if action.endswith(".refused") or action in ("change.rejected", "change.voided", "change.expired"):
+        if action.endswith(".refused") or action in (
+            "change.rejected",
+            "change.voided",
+            "change.expired",
+        ):
             return palette.get("run-failed", "")
         if action.startswith(("change.approve", "gate.passed", "deploy")):
             return palette.get("run-ok", "")
@@ -173,15 +197,22 @@ class AuditScreen(FilteredListScreen):
             widget.update(f"✓ audit chain intact: {count} entries verified")
         else:
             widget.add_class("-broken")
-            widget.update(render.plain(f"✗ audit chain BROKEN at {problem} "
-                                       f"(checked {count}; later entries unverified)"))
+            widget.update(
+                render.plain(
+                    f"✗ audit chain BROKEN at {problem} (checked {count}; later entries unverified)"
+                )
+            )
 
     def _describe(self) -> None:
         entry = self.selected_entry()
         pane = self.query_one("#audit-entry", Static)
         if entry is None:
             pane.update("")
-            scope = f" · filter: {self._filter} ({len(self._shown)} of {len(self._entries)})" if self._filter else ""
+            scope = (
+                f" · filter: {self._filter} ({len(self._shown)} of {len(self._entries)})"
+                if self._filter
+                else ""
+            )
             self.set_status(f"newest {len(self._entries)} entries{scope}")
             return
         text = Text()
@@ -192,10 +223,16 @@ class AuditScreen(FilteredListScreen):
         text.append(" via ")
         text.append_text(render.plain(entry["session"]))
         text.append("\n")
-        text.append_text(render.plain(entry["detail"], wrap=True, style=self.app.theme_variables.get("muted", "")))
+        text.append_text(
+            render.plain(
+                entry["detail"], wrap=True, style=self.app.theme_variables.get("muted", "")
+            )
+        )
         pane.update(text)
-        self.set_status(f"entry {entry['id']} · hash {entry['hash'][:12]} · follows {entry['prev_hash'][:12]}"
-                        + (f" · filter: {self._filter}" if self._filter else ""))
+        self.set_status(
+            f"entry {entry['id']} · hash {entry['hash'][:12]} · follows {entry['prev_hash'][:12]}"
+            + (f" · filter: {self._filter}" if self._filter else "")
+        )
 
     def selected_entry(self) -> dict[str, Any] | None:
         row = self.query_one("#audit", DataTable).cursor_row

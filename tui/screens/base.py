@@ -39,8 +39,15 @@ class AheadScreen(KeepRunning, Screen[None]):
 
     def title_text(self) -> str:
         session = self.ahead.session
-        mode = {"embedded": "engine: here", "client": "engine: elsewhere",
-                "no engine": "engine: not running"}[session.mode] if self.ahead.is_ready else "starting engine…"
+        mode = (
+            {
+                "embedded": "engine: here",
+                "client": "engine: elsewhere",
+                "no engine": "engine: not running",
+            }[session.mode]
+            if self.ahead.is_ready
+            else "starting engine…"
+        )
         title = f"Change Ahead · {session.ws.root.name} · {session.actor.name} · {mode}"
         if not session.ws.settings.sandbox:
             title += " · ⚠ sandbox off: branch steps run unisolated"

@@ -57,12 +57,18 @@ class ChangeScreen(AheadScreen):
                 yield Static("decisions", classes="section-title", markup=False)
                 yield Static("", id="change-decisions")
             with Vertical(id="change-main"):
-                yield Static("commits", id="change-commits-title", classes="section-title", markup=False)
+                yield Static(
+                    "commits", id="change-commits-title", classes="section-title", markup=False
+                )
                 yield Static("", id="change-commits")
                 yield Static("diff stat", classes="section-title", markup=False)
                 yield Static("", id="change-diffstat")
-                yield Static("artifacts of earlier stages", id="change-artifacts-title",
-                             classes="section-title", markup=False)
+                yield Static(
+                    "artifacts of earlier stages",
+                    id="change-artifacts-title",
+                    classes="section-title",
+                    markup=False,
+                )
                 yield Static("", id="change-artifacts")
 
     def on_mount(self) -> None:
@@ -84,8 +90,11 @@ class ChangeScreen(AheadScreen):
         if self.change is None:
             return
         run_id = self.change["run_id"]
-        if any((e.kind.startswith("change.") and e.data.get("change") == self.change_id)
-               or (e.run_id == run_id and e.kind != "log") for e in batch.events):
+        if any(
+            (e.kind.startswith("change.") and e.data.get("change") == self.change_id)
+            or (e.run_id == run_id and e.kind != "log")
+            for e in batch.events
+        ):
             self._load()
 
     # -- rendering ----------------------------------------------------------------------------------
@@ -99,12 +108,14 @@ class ChangeScreen(AheadScreen):
         self.query_one("#change-decisions", Static).update(self._decisions(change))
         commits = change["commits"]
         self.query_one("#change-commits-title", Static).update(
-            f"commits in {checklist.range_text(change)} ({len(commits)})")
+            f"commits in {checklist.range_text(change)} ({len(commits)})"
+        )
         self.query_one("#change-commits", Static).update(self._commits(change))
         diffstat = change["diffstat"] or "(no changes to files)"
         self.query_one("#change-diffstat", Static).update(render.plain(diffstat, single_line=False))
         self.query_one("#change-artifacts-title", Static).update(
-            f"artifacts of earlier stages (run #{change['run_id']})")
+            f"artifacts of earlier stages (run #{change['run_id']})"
+        )
         self.query_one("#change-artifacts", Static).update(self._artifacts(change))
         self.set_status(checklist.summary(change, self.ahead.session.actor.name))
         self.refresh_bindings()
@@ -112,7 +123,9 @@ class ChangeScreen(AheadScreen):
     def _header(self, change: dict[str, Any]) -> Text:
         palette = self.app.theme_variables
         actor = self.ahead.session.actor.name
-        production = checklist.is_production(self.ahead.session.ws.environments, change["environment"])
+        production = checklist.is_production(
+            self.ahead.session.ws.environments, change["environment"]
+        )
         text = Text()
         text.append(f"change #{change['id']}  ", style="bold")
         text.append_text(render.plain(change["repo"]))
@@ -123,8 +136,10 @@ class ChangeScreen(AheadScreen):
         text.append("  ")
         text.append_text(checklist.policy_status(change, palette))
         text.append("\n")
-        text.append(f"deploys {render.short(change['head_sha'])} over {render.short(change['base_sha'])}",
-                    style=palette.get("primary", ""))
+        text.append(
+            f"deploys {render.short(change['head_sha'])} over {render.short(change['base_sha'])}",
+            style=palette.get("primary", ""),
+        )
         run = change.get("run") or {}
         text.append(f" · run #{change['run_id']}")
         if run.get("branch"):
@@ -132,7 +147,9 @@ class ChangeScreen(AheadScreen):
             text.append_text(render.plain(run["branch"]))
         text.append(" · triggered by ")
         text.append_text(render.plain(change["triggerer"]))
-        text.append(f" · opened {render.ago(change['created_at'])} ago", style=palette.get("muted", ""))
+        text.append(
+            f" · opened {render.ago(change['created_at'])} ago", style=palette.get("muted", "")
+        )
         expires = render.until(change.get("expires_at"))
         if expires and change["status"] in checklist.DECIDABLE:
             text.append(f" · expires in {expires}", style=palette.get("muted", ""))
@@ -144,7 +161,9 @@ class ChangeScreen(AheadScreen):
         if may:
             text.append(f"▶ {why}: A approve · X reject", style=f"bold {palette.get('run-ok', '')}")
         else:
-            style = palette.get("run-failed" if change["status"] in checklist.DECIDABLE else "muted", "")
+            style = palette.get(
+                "run-failed" if change["status"] in checklist.DECIDABLE else "muted", ""
+            )
             text.append("■ ", style=style)
             text.append_text(render.plain(why, style=style))
         return text
@@ -161,33 +180,59 @@ class ChangeScreen(AheadScreen):
         if change["status"] in checklist.DECIDABLE:
             more = need - have
             state = Text(f"{have} of {need} approvals", style=palette.get("approval-pending", ""))
-            state.append(f" · {more} more needed" if more > 0 else " · enough: the gate opens at its next check")
+            state.append(
+                f" · {more} more needed"
+                if more > 0
+                else " · enough: the gate opens at its next check"
+            )
         else:
             state = checklist.policy_status(change, palette)
         grid.add_row("status", state)
-        grid.add_row("approved by", checklist.names(list(check["approved_by"]), actor, palette, empty="nobody yet"))
+        grid.add_row(
+            "approved by",
+            checklist.names(list(check["approved_by"]), actor, palette, empty="nobody yet"),
+        )
         if change["status"] in checklist.DECIDABLE:
-            grid.add_row("may approve", checklist.names(checklist.may_still_approve(change), actor, palette,
-                                                        empty="nobody else"))
+            grid.add_row(
+                "may approve",
+                checklist.names(
+                    checklist.may_still_approve(change), actor, palette, empty="nobody else"
+                ),
+            )
         for index, (name, reason) in enumerate(check["barred"].items()):
             line = render.plain(name, style="bold underline" if name == actor else "")
             line.append(": ")
             line.append_text(render.plain(reason, wrap=True))
             grid.add_row("cannot approve" if index == 0 else "", line)
         frozen = check.get("frozen")
-        grid.add_row("freeze", Text(f"❄ frozen: {frozen}", style=palette.get("run-cancelled", ""))
-                     if frozen else Text("not frozen now", style=muted))
+        grid.add_row(
+            "freeze",
+            Text(f"❄ frozen: {frozen}", style=palette.get("run-cancelled", ""))
+            if frozen
+            else Text("not frozen now", style=muted),
+        )
         policy = check.get("policy")
         if policy is None:
-            grid.add_row("policy", Text(f"none for {change['environment']} any more",
-                                        style=palette.get("run-failed", "")))
+            grid.add_row(
+                "policy",
+                Text(
+                    f"none for {change['environment']} any more",
+                    style=palette.get("run-failed", ""),
+                ),
+            )
         else:
             words = f"{policy['approvals']} from {', '.join(policy['approvers']) or 'nobody'}"
             if policy["forbid"]:
                 words += f"; never {', '.join(policy['forbid'])}"
             grid.add_row("policy", render.plain(words, wrap=True))
-        grid.add_row("pinned", Text(f"policy {change['policy_version'][:12]} · pipeline "
-                                    f"{change['pipeline_digest'][:12] or '-'}", style=muted))
+        grid.add_row(
+            "pinned",
+            Text(
+                f"policy {change['policy_version'][:12]} · pipeline "
+                f"{change['pipeline_digest'][:12] or '-'}",
+                style=muted,
+            ),
+        )
         return grid
 
     def _decisions(self, change: dict[str, Any]) -> RenderableType:
@@ -198,13 +243,21 @@ class ChangeScreen(AheadScreen):
         lines = []
         for decision in change["decisions"]:
             approve = decision["verdict"] == "approve"
-            line = Text("✓ " if approve else "✗ ", style=palette.get("run-ok" if approve else "run-failed", ""))
+            line = Text(
+                "✓ " if approve else "✗ ",
+                style=palette.get("run-ok" if approve else "run-failed", ""),
+            )
             line.append_text(render.plain(decision["operator"], style="bold"))
-            line.append(f" {decision['verdict']}d {render.ago(decision['created_at'])} ago",
-                        style=palette.get("muted", ""))
+            line.append(
+                f" {decision['verdict']}d {render.ago(decision['created_at'])} ago",
+                style=palette.get("muted", ""),
+            )
             if approve and decision["operator"] not in counted:
                 expired = decision.get("expires_at") and decision["expires_at"] <= render.now()
-                line.append(" (expired)" if expired else " (does not count)", style=palette.get("run-failed", ""))
+                line.append(
+                    " (expired)" if expired else " (does not count)",
+                    style=palette.get("run-failed", ""),
+                )
             if decision["comment"]:
                 line.append(": ")
                 line.append_text(render.plain(decision["comment"], wrap=True))
@@ -220,9 +273,11 @@ class ChangeScreen(AheadScreen):
         grid.add_column(no_wrap=True, max_width=20)
         grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
         for commit in change["commits"]:
-            grid.add_row(Text(render.short(commit["sha"]), style=palette.get("primary", "")),
-                         render.plain(commit["author"], style=palette.get("muted", "")),
-                         render.plain(commit["subject"]))
+            grid.add_row(
+                Text(render.short(commit["sha"]), style=palette.get("primary", "")),
+                render.plain(commit["author"], style=palette.get("muted", "")),
+                render.plain(commit["subject"]),
+            )
         return grid
 
     def _artifacts(self, change: dict[str, Any]) -> RenderableType:
@@ -235,8 +290,11 @@ class ChangeScreen(AheadScreen):
         grid.add_column(no_wrap=True)
         for artifact in change["artifacts"]:
             step = render.plain(artifact["step"], style=palette.get("muted", ""))
-            grid.add_row(render.plain(artifact["path"]), Text(render.size(artifact["size"])),
-                         Text("from ", style=palette.get("muted", "")) + step)
+            grid.add_row(
+                render.plain(artifact["path"]),
+                Text(render.size(artifact["size"])),
+                Text("from ", style=palette.get("muted", "")) + step,
+            )
         return grid
 
     # -- actions ------------------------------------------------------------------------------------
@@ -244,7 +302,9 @@ class ChangeScreen(AheadScreen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("approve", "reject"):
             change = self.change
-            return (change is not None and checklist.standing(change, self.ahead.session.actor.name)[0]) or None
+            return (
+                change is not None and checklist.standing(change, self.ahead.session.actor.name)[0]
+            ) or None
         if action == "gate_run":
             return self.change is not None or None
         return True

@@ -22,12 +22,16 @@ from tui.screens.base import AheadScreen
 from tui.screens.decision import decide
 from tui.widgets.table import Table
 
-EMPTY = ("Nothing waits for approval. A run that reaches a stage deploying to an environment "
-         "with a policy (policies: in ahead.yml) waits here until enough approvers agree.")
+EMPTY = (
+    "Nothing waits for approval. A run that reaches a stage deploying to an environment "
+    "with a policy (policies: in ahead.yml) waits here until enough approvers agree."
+)
 
 
 def is_change_event(batch: EventBatch) -> bool:
-    return any(kind.startswith("change.") for kind in batch.kinds()) or "run.finished" in batch.kinds()
+    return (
+        any(kind.startswith("change.") for kind in batch.kinds()) or "run.finished" in batch.kinds()
+    )
 
 
 class ChangesScreen(AheadScreen):
@@ -55,7 +59,9 @@ class ChangesScreen(AheadScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#changes", DataTable)
-        table.add_columns("CHANGE", "REPO", "ENV", "RANGE", "COMMITS", "AGE", "POLICY", "MAY APPROVE")
+        table.add_columns(
+            "CHANGE", "REPO", "ENV", "RANGE", "COMMITS", "AGE", "POLICY", "MAY APPROVE"
+        )
         table.loading = True
         table.focus()
         super().on_mount()
@@ -65,7 +71,12 @@ class ChangesScreen(AheadScreen):
     def load(self) -> None:
         self._load()
 
-    @work(exclusive=True, group="changes-load", name="changes-load", description="list change requests")
+    @work(
+        exclusive=True,
+        group="changes-load",
+        name="changes-load",
+        description="list change requests",
+    )
     async def _load(self) -> None:
         self._changes = await self.ahead.session.changes(include_decided=self._decided)
         self.query_one("#changes", DataTable).loading = False
@@ -84,16 +95,22 @@ class ChangesScreen(AheadScreen):
         table.clear()
         for change in self._changes:
             production = checklist.is_production(envs, change["environment"])
-            still = checklist.may_still_approve(change) if change["status"] in checklist.DECIDABLE else []
+            still = (
+                checklist.may_still_approve(change)
+                if change["status"] in checklist.DECIDABLE
+                else []
+            )
             table.add_row(
-                Text(f"#{change['id']}"), render.plain(change["repo"]),
+                Text(f"#{change['id']}"),
+                render.plain(change["repo"]),
                 render.plain(change["environment"], style="bold" if production else ""),
                 Text(checklist.range_text(change), style=palette.get("primary", "")),
                 Text(str(len(change["commits"])), justify="right"),
                 Text(render.ago(change["created_at"]), style=palette.get("muted", "")),
                 checklist.policy_status(change, palette),
                 checklist.names(still, actor, palette, empty="—"),
-                key=str(change["id"]))
+                key=str(change["id"]),
+            )
         ids = [c["id"] for c in self._changes]
         if selected is not None and selected["id"] in ids:
             table.move_cursor(row=ids.index(selected["id"]))
@@ -122,7 +139,9 @@ class ChangesScreen(AheadScreen):
         if action == "open":
             return change is not None or None
         if action in ("approve", "reject"):
-            return (change is not None and checklist.standing(change, self.ahead.session.actor.name)[0]) or None
+            return (
+                change is not None and checklist.standing(change, self.ahead.session.actor.name)[0]
+            ) or None
         return True
 
     @on(DataTable.RowHighlighted, "#changes")

@@ -14,11 +14,14 @@ class ConfirmScreen(ModalScreen[bool]):
 
     BINDINGS = [
         Binding("y", "answer(True)", "Yes", id="confirm_yes", tooltip="Confirm"),
-        Binding("n,escape", "answer(False)", "No", id="confirm_no", tooltip="Keep things as they are"),
+        Binding(
+            "n,escape", "answer(False)", "No", id="confirm_no", tooltip="Keep things as they are"
+        ),
     ]
 
-    def __init__(self, question: str, detail: str = "", confirm: str = "Yes",
-                 destructive: bool = False) -> None:
+    def __init__(
+        self, question: str, detail: str = "", confirm: str = "Yes", destructive: bool = False
+    ) -> None:
         super().__init__()
         self.question = question
         self.detail = detail
@@ -32,8 +35,11 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Static(self.detail, markup=False)
             with Horizontal(id="dialog-buttons"):
                 yield Button("No (n)", id="no")
-                yield Button(f"{self.confirm} (y)", id="yes",
-                             variant="error" if self.destructive else "primary")
+                yield Button(
+                    f"{self.confirm} (y)",
+                    id="yes",
+                    variant="error" if self.destructive else "primary",
+                )
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()

@@ -41,8 +41,11 @@ class Decision:
 class DecisionScreen(ModalScreen[Decision | None]):
     """Dismisses with a `Decision`, or None when the operator backs out (esc)."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="decision_cancel",
-                        tooltip="Keep things as they are")]
+    BINDINGS = [
+        Binding(
+            "escape", "cancel", "Cancel", id="decision_cancel", tooltip="Keep things as they are"
+        )
+    ]
 
     def __init__(self, change: Change, verdict: str, production: bool) -> None:
         super().__init__()
@@ -57,32 +60,54 @@ class DecisionScreen(ModalScreen[Decision | None]):
         env = change["environment"]
         have, need = checklist.approvals(change)
         with Vertical(id="dialog", classes="decision"):
-            yield Static(f"{self.verdict.capitalize()} change #{change['id']}: {change['repo']} → {env}?",
-                         classes="dialog-title", markup=False)
+            yield Static(
+                f"{self.verdict.capitalize()} change #{change['id']}: {change['repo']} → {env}?",
+                classes="dialog-title",
+                markup=False,
+            )
             yield Static(self._what(), id="decision-what")
             if self.needs_name:
-                yield Static(Text.assemble("This deploys to ", (env, "bold"), ", a production environment.\n"
-                                           "Type ", (env, "bold"), " to confirm:"), id="decision-prompt")
+                yield Static(
+                    Text.assemble(
+                        "This deploys to ",
+                        (env, "bold"),
+                        ", a production environment.\nType ",
+                        (env, "bold"),
+                        " to confirm:",
+                    ),
+                    id="decision-prompt",
+                )
                 yield Input(placeholder=env, id="confirm-env")
             elif self.verdict == "approve":
                 after = "the gate opens" if have + 1 >= need else f"{need - have - 1} more needed"
-                yield Static(f"{have} of {need} approvals so far; with yours {after}.", markup=False)
+                yield Static(
+                    f"{have} of {need} approvals so far; with yours {after}.", markup=False
+                )
             else:
-                yield Static(f"Run #{change['run_id']} stops; nothing deploys to {env}.", markup=False)
-            yield Input(placeholder="why? (required)" if self.needs_comment else "comment (optional)",
-                        id="comment")
+                yield Static(
+                    f"Run #{change['run_id']} stops; nothing deploys to {env}.", markup=False
+                )
+            yield Input(
+                placeholder="why? (required)" if self.needs_comment else "comment (optional)",
+                id="comment",
+            )
             with Horizontal(id="decision-buttons"):
                 yield Static("", id="decision-hint", markup=False)
                 yield Button("Cancel (esc)", id="no")
-                yield Button(f"{self.verdict.capitalize()} (enter)", id="yes",
-                             variant="error" if self.verdict == "reject" else "primary")
+                yield Button(
+                    f"{self.verdict.capitalize()} (enter)",
+                    id="yes",
+                    variant="error" if self.verdict == "reject" else "primary",
+                )
 
     def _what(self) -> Text:
         change = self.change
         commits = change["commits"]
         authors = sorted({c["author"] for c in commits})
-        text = Text(f"deploys {render.short(change['head_sha'])} over {render.short(change['base_sha'])}: "
-                    f"{len(commits)} commit{'s' if len(commits) != 1 else ''} by ")
+        text = Text(
+            f"deploys {render.short(change['head_sha'])} over {render.short(change['base_sha'])}: "
+            f"{len(commits)} commit{'s' if len(commits) != 1 else ''} by "
+        )
         text.append_text(render.plain(", ".join(authors) or "nobody", wrap=True))
         if commits:
             text.append("\nlatest: ")
@@ -115,7 +140,9 @@ class DecisionScreen(ModalScreen[Decision | None]):
     def _name_entered(self) -> None:
         missing = self._missing()
         if missing.startswith("type "):
-            self.query_one("#decision-hint", Static).update(f"not {self.change['environment']}: type it exactly")
+            self.query_one("#decision-hint", Static).update(
+                f"not {self.change['environment']}: type it exactly"
+            )
             return
         if missing:  # a comment is required: go and write it
             self.query_one("#comment", Input).focus()
@@ -155,23 +182,33 @@ def decide(screen: AheadScreen, change: Change, verdict: str, done: Callable[[],
 
     def answered(decision: Decision | None) -> None:
         if decision is not None:
-            screen.run_worker(send_decision(screen, cast(int, change["id"]), decision, done),
-                              group="commands", name=decision.verdict,
-                              description=f"{decision.verdict} change #{change['id']}")
+            screen.run_worker(
+                send_decision(screen, cast(int, change["id"]), decision, done),
+                group="commands",
+                name=decision.verdict,
+                description=f"{decision.verdict} change #{change['id']}",
+            )
 
     screen.app.push_screen(DecisionScreen(change, verdict, production), answered)
 
 
-async def send_decision(screen: AheadScreen, change_id: int, decision: Decision,
-                        done: Callable[[], Any]) -> None:
+async def send_decision(
+    screen: AheadScreen, change_id: int, decision: Decision, done: Callable[[], Any]
+) -> None:
     """Send a confirmed decision to the engine and show its verdict (refusals as errors)."""
     session = screen.ahead.session
     if decision.verdict == "approve":
         verdict = await session.approve(change_id, decision.comment)
     else:
         verdict = await session.reject(change_id, decision.comment)
-    title = {"approve": "Approved", "reject": "Rejected"}[decision.verdict] if verdict.ok else "Refused"
-    screen.notify(render.plain(verdict.message).plain, title=title,
-                  severity="information" if verdict.ok else "error", timeout=8 if verdict.ok else 12,
-                  markup=False)
+    title = (
+        {"approve": "Approved", "reject": "Rejected"}[decision.verdict] if verdict.ok else "Refused"
+    )
+    screen.notify(
+        render.plain(verdict.message).plain,
+        title=title,
+        severity="information" if verdict.ok else "error",
+        timeout=8 if verdict.ok else 12,
+        markup=False,
+    )
     done()

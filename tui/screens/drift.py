@@ -41,9 +41,11 @@ from tui.widgets.table import Table
 SUMMARY_WIDTH = 40  # the status line has the whole of the selected one
 DRIFT_EVENTS = {"drift.checked", "drift.acknowledged"}
 Key = tuple[str, str, str]  # (repo, environment, target)
-EMPTY = ("No drift checked yet. Every environment a repo deploys to has a `revision` target (main "
-         "ahead of the deployed commit); a pipeline's drift: adds files and command targets. The "
-         "engine checks them on schedule and after each deploy; C checks every target now.")
+EMPTY = (
+    "No drift checked yet. Every environment a repo deploys to has a `revision` target (main "
+    "ahead of the deployed commit); a pipeline's drift: adds files and command targets. The "
+    "engine checks them on schedule and after each deploy; C checks every target now."
+)
 
 
 def key(view: DriftView) -> Key:
@@ -54,12 +56,20 @@ def matches(view: DriftView, query: str) -> bool:
     state = render.drift_key(view.state, view.acknowledged) or ""
     for word in query.lower().split():
         name, _, value = word.partition(":")
-        fields = {"repo": view.repo, "env": view.environment, "environment": view.environment,
-                  "state": f"{state} {view.state}", "kind": view.kind, "target": view.target}
+        fields = {
+            "repo": view.repo,
+            "env": view.environment,
+            "environment": view.environment,
+            "state": f"{state} {view.state}",
+            "kind": view.kind,
+            "target": view.target,
+        }
         if value and name in fields:
             if value not in fields[name].lower():
                 return False
-        elif not any(word in text.lower() for text in (*fields.values(), view.summary, view.ack_by or "")):
+        elif not any(
+            word in text.lower() for text in (*fields.values(), view.summary, view.ack_by or "")
+        ):
             return False
     return True
 
@@ -83,7 +93,19 @@ def ack_text(view: DriftView, palette: dict[str, str]) -> Text:
 
 class DriftScreen(FilteredListScreen):
     LIST_ID = "drift"
-    COMMAND_LIST = (OPEN, CHECK, CHECK_ALL, ACKNOWLEDGE, RECONCILE, FILTER, DOWN, UP, BACK, HELP, QUIT)
+    COMMAND_LIST = (
+        OPEN,
+        CHECK,
+        CHECK_ALL,
+        ACKNOWLEDGE,
+        RECONCILE,
+        FILTER,
+        DOWN,
+        UP,
+        BACK,
+        HELP,
+        QUIT,
+    )
     BINDINGS = bindings(OPEN, CHECK, CHECK_ALL, ACKNOWLEDGE, RECONCILE, FILTER, DOWN, UP, BACK)
     """
     | Key | Action |
@@ -112,8 +134,17 @@ class DriftScreen(FilteredListScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#drift", DataTable)
-        for label, width in (("REPO", None), ("ENV", None), ("TARGET", None), ("KIND", 8), ("STATE", 10),
-                             ("SINCE", 5), ("CHECKED", 7), ("ACK", None), ("SUMMARY", None)):
+        for label, width in (
+            ("REPO", None),
+            ("ENV", None),
+            ("TARGET", None),
+            ("KIND", 8),
+            ("STATE", 10),
+            ("SINCE", 5),
+            ("CHECKED", 7),
+            ("ACK", None),
+            ("SUMMARY", None),
+        ):
             table.add_column(label, width=width)
         table.loading = True
         table.focus()
@@ -151,13 +182,22 @@ class DriftScreen(FilteredListScreen):
         table.clear()
         for view in self._shown:
             checking = self._checking_all or key(view) in self._checking
-            state = (Text("⟳ checking", style=palette.get("run-active", "")) if checking
-                     else render.drift(view.state, view.acknowledged, palette))
+            state = (
+                Text("⟳ checking", style=palette.get("run-active", ""))
+                if checking
+                else render.drift(view.state, view.acknowledged, palette)
+            )
             table.add_row(
-                render.plain(view.repo), render.plain(view.environment), render.plain(view.target)[:24],
-                Text(view.kind, style=muted), state, Text(render.ago(view.since)),
-                Text(render.ago(view.checked_at), style=muted), ack_text(view, palette),
-                render.plain(view.summary, style=muted)[:SUMMARY_WIDTH])
+                render.plain(view.repo),
+                render.plain(view.environment),
+                render.plain(view.target)[:24],
+                Text(view.kind, style=muted),
+                state,
+                Text(render.ago(view.since)),
+                Text(render.ago(view.checked_at), style=muted),
+                ack_text(view, palette),
+                render.plain(view.summary, style=muted)[:SUMMARY_WIDTH],
+            )
         keys = [key(v) for v in self._shown]
         if self._want_repo is not None:
             mine = sorted((v for v in self._shown if v.repo == self._want_repo), key=worst_first)
@@ -173,17 +213,27 @@ class DriftScreen(FilteredListScreen):
     def _update_status(self) -> None:
         if self._checking_all or self._checking:
             count = "every target" if self._checking_all else f"{len(self._checking)} target(s)"
-            self.set_status(f"checking {count}… (a check can take seconds; the list updates when done)")
+            self.set_status(
+                f"checking {count}… (a check can take seconds; the list updates when done)"
+            )
             return
         view = self.selected()
-        counts = {k: sum(1 for v in self._shown if render.drift_key(v.state, v.acknowledged) == k)
-                  for k in ("drifted", "unknown", "acked")}
-        parts = [f"{len(self._shown)} targets", f"{counts['drifted']} drifted", f"{counts['unknown']} unknown",
-                 f"{counts['acked']} acknowledged"]
+        counts = {
+            k: sum(1 for v in self._shown if render.drift_key(v.state, v.acknowledged) == k)
+            for k in ("drifted", "unknown", "acked")
+        }
+        parts = [
+            f"{len(self._shown)} targets",
+            f"{counts['drifted']} drifted",
+            f"{counts['unknown']} unknown",
+            f"{counts['acked']} acknowledged",
+        ]
         if self._filter:
             parts.append(f"filter: {self._filter}")
         if view is not None:
-            parts.append(f"{view.repo}/{view.environment} {view.target}: {render.plain(view.summary).plain}")
+            parts.append(
+                f"{view.repo}/{view.environment} {view.target}: {render.plain(view.summary).plain}"
+            )
         self.set_status(" · ".join(parts))
 
     def selected(self) -> DriftView | None:
@@ -199,7 +249,9 @@ class DriftScreen(FilteredListScreen):
         if action == "acknowledge":
             return (view is not None and view.state == "drifted") or None
         if action == "reconcile":
-            return (view is not None and view.kind != "revision" and view.state != "in_sync") or None
+            return (
+                view is not None and view.kind != "revision" and view.state != "in_sync"
+            ) or None
         return True
 
     @on(DataTable.RowHighlighted, "#drift")
@@ -225,23 +277,33 @@ class DriftScreen(FilteredListScreen):
             return
         self._checking.add(key(view))
         self._draw()
-        self.run_worker(self._check(view), group="drift-check", name="drift-check",
-                        description=f"check drift of {view.repo}/{view.environment} {view.target}")
+        self.run_worker(
+            self._check(view),
+            group="drift-check",
+            name="drift-check",
+            description=f"check drift of {view.repo}/{view.environment} {view.target}",
+        )
 
     def action_check_all(self) -> None:
         if self._checking_all:
             return
         self._checking_all = True
         self._draw()
-        self.run_worker(self._check(None), group="drift-check", name="drift-check-all",
-                        description="check every drift target")
+        self.run_worker(
+            self._check(None),
+            group="drift-check",
+            name="drift-check-all",
+            description="check every drift target",
+        )
 
     async def _check(self, view: DriftView | None) -> None:
         try:
             if view is None:
                 found = await self.ahead.session.drift_check()
             else:
-                found = await self.ahead.session.drift_check(view.repo, view.environment, view.target)
+                found = await self.ahead.session.drift_check(
+                    view.repo, view.environment, view.target
+                )
         finally:
             if view is None:
                 self._checking_all = False

@@ -52,13 +52,17 @@ def check_summary(views: list[DriftView]) -> str:
     """One line for a finished check: the count by state, or the single target's finding."""
     if len(views) == 1:
         view = views[0]
-        return f"{where(view)}: {render.drift(view.state, view.acknowledged, {}).plain} · " + \
-            render.plain(view.summary).plain
+        return (
+            f"{where(view)}: {render.drift(view.state, view.acknowledged, {}).plain} · "
+            + render.plain(view.summary).plain
+        )
     counts: dict[str, int] = {}
     for view in views:
         key = render.drift_key(view.state, view.acknowledged) or view.state
         counts[key] = counts.get(key, 0) + 1
-    return f"{len(views)} targets: " + ", ".join(f"{n} {render.DRIFT_GLYPHS[k][2]}" for k, n in sorted(counts.items()))
+    return f"{len(views)} targets: " + ", ".join(
+        f"{n} {render.DRIFT_GLYPHS[k][2]}" for k, n in sorted(counts.items())
+    )
 
 
 # -- acknowledge ------------------------------------------------------------------------------
@@ -74,7 +78,9 @@ class Ack:
 class AcknowledgeScreen(ModalScreen[Ack | None]):
     """Dismisses with an `Ack` (a reason and how long), or None (esc)."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="ack_cancel", tooltip="Keep things as they are")]
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="ack_cancel", tooltip="Keep things as they are")
+    ]
 
     def __init__(self, view: DriftView) -> None:
         super().__init__()
@@ -83,10 +89,15 @@ class AcknowledgeScreen(ModalScreen[Ack | None]):
     def compose(self) -> ComposeResult:
         view = self.view
         with Vertical(id="dialog", classes="decision"):
-            yield Static(f"Acknowledge the drift of {where(view)}?", classes="dialog-title", markup=False)
+            yield Static(
+                f"Acknowledge the drift of {where(view)}?", classes="dialog-title", markup=False
+            )
             yield Static(render.plain(view.summary, wrap=True))
-            yield Static("It stays visible, marked acknowledged, until the time is up or the drift "
-                         "changes. Audited.", markup=False)
+            yield Static(
+                "It stays visible, marked acknowledged, until the time is up or the drift "
+                "changes. Audited.",
+                markup=False,
+            )
             yield Input(placeholder="why? (required)", id="ack-reason")
             yield Input(value=DEFAULT_ACK, placeholder="for how long: 30m, 24h, 7d", id="ack-for")
             with Horizontal(id="decision-buttons"):
@@ -111,7 +122,9 @@ class AcknowledgeScreen(ModalScreen[Ack | None]):
     def _validate(self) -> None:
         missing = self._missing()
         self.query_one("#yes", Button).disabled = bool(missing)
-        self.query_one("#decision-hint", Static).update(missing or "enter acknowledges · tab: duration")
+        self.query_one("#decision-hint", Static).update(
+            missing or "enter acknowledges · tab: duration"
+        )
 
     @on(Input.Changed)
     def _changed(self) -> None:
@@ -123,8 +136,9 @@ class AcknowledgeScreen(ModalScreen[Ack | None]):
         missing = self._missing()
         if missing:
             self.query_one("#decision-hint", Static).update(missing)
-            self.query_one("#ack-for" if missing.startswith(("duration", "at most")) else "#ack-reason",
-                           Input).focus()
+            self.query_one(
+                "#ack-for" if missing.startswith(("duration", "at most")) else "#ack-reason", Input
+            ).focus()
             return
         text = self.query_one("#ack-for", Input).value.strip()
         seconds = seconds_of(text)
@@ -142,16 +156,24 @@ def acknowledge(screen: AheadScreen, view: DriftView, done: Callable[[], Any]) -
         return
 
     async def send(ack: Ack) -> None:
-        targets = await screen.ahead.session.drift_ack(view.repo, view.environment, view.target, ack.reason,
-                                                       ack.seconds)
-        screen.notify(f"{where(view)} for {ack.text} ({len(targets)} target)",
-                      title="Acknowledged", markup=False)
+        targets = await screen.ahead.session.drift_ack(
+            view.repo, view.environment, view.target, ack.reason, ack.seconds
+        )
+        screen.notify(
+            f"{where(view)} for {ack.text} ({len(targets)} target)",
+            title="Acknowledged",
+            markup=False,
+        )
         done()
 
     def answered(ack: Ack | None) -> None:
         if ack is not None:
-            screen.run_worker(send(ack), group="commands", name="acknowledge",
-                              description=f"acknowledge drift of {view.repo}/{view.environment}")
+            screen.run_worker(
+                send(ack),
+                group="commands",
+                name="acknowledge",
+                description=f"acknowledge drift of {view.repo}/{view.environment}",
+            )
 
     screen.app.push_screen(AcknowledgeScreen(view), answered)
 
@@ -162,12 +184,16 @@ def acknowledge(screen: AheadScreen, view: DriftView, done: Callable[[], Any]) -
 def reconcile_text(screen: AheadScreen, view: DriftView) -> str:
     """What a reconcile does, in words: the commit deployed again and the gate it meets."""
     env = view.environment
-    text = (f"Queues a run of {env}'s deploy stage at the deployed commit {render.short(view.commit)}: "
-            f"git's state is deployed again and the live changes are overwritten.")
+    text = (
+        f"Queues a run of {env}'s deploy stage at the deployed commit {render.short(view.commit)}: "
+        f"git's state is deployed again and the live changes are overwritten."
+    )
     policy = screen.ahead.session.ws.policies.get(env)
     if policy is not None:
-        text += (f" {env} is gated: the run waits for {policy.approvals} approval"
-                 f"{'s' if policy.approvals != 1 else ''} (a: Changes) before it deploys.")
+        text += (
+            f" {env} is gated: the run waits for {policy.approvals} approval"
+            f"{'s' if policy.approvals != 1 else ''} (a: Changes) before it deploys."
+        )
     return text
 
 
@@ -184,14 +210,30 @@ def reconcile(screen: AheadScreen, view: DriftView, done: Callable[[], Any]) -> 
             if yes:
                 screen.ahead.open_run(run_id)
 
-        screen.app.push_screen(ConfirmScreen(f"Queued run #{run_id}: reconcile {view.repo}/{view.environment}.",
-                                             "Open the run now?", confirm="Open run"), open_it)
+        screen.app.push_screen(
+            ConfirmScreen(
+                f"Queued run #{run_id}: reconcile {view.repo}/{view.environment}.",
+                "Open the run now?",
+                confirm="Open run",
+            ),
+            open_it,
+        )
 
     def answered(yes: bool | None) -> None:
         if yes:
-            screen.run_worker(send(), group="commands", name="reconcile",
-                              description=f"reconcile {view.repo}/{view.environment}")
+            screen.run_worker(
+                send(),
+                group="commands",
+                name="reconcile",
+                description=f"reconcile {view.repo}/{view.environment}",
+            )
 
-    screen.app.push_screen(ConfirmScreen(f"Reconcile {view.repo}/{view.environment}?",
-                                         reconcile_text(screen, view), confirm="Reconcile",
-                                         destructive=True), answered)
+    screen.app.push_screen(
+        ConfirmScreen(
+            f"Reconcile {view.repo}/{view.environment}?",
+            reconcile_text(screen, view),
+            confirm="Reconcile",
+            destructive=True,
+        ),
+        answered,
+    )

@@ -49,7 +49,10 @@ def diff_text(diff: str, palette: dict[str, str]) -> Text:
         text.append_text(render.plain(line, style=style))
         text.append("\n")
     if len(lines) > DIFF_LINES:
-        text.append(f"… {len(lines) - DIFF_LINES} more lines (ahead drift show)", style=palette.get("muted", ""))
+        text.append(
+            f"… {len(lines) - DIFF_LINES} more lines (ahead drift show)",
+            style=palette.get("muted", ""),
+        )
     return text
 
 
@@ -92,15 +95,26 @@ class DriftDetailScreen(AheadScreen):
     def load(self) -> None:
         self._load()
 
-    @work(exclusive=True, group="drift-detail-load", name="drift-detail-load", description="load a drift target")
+    @work(
+        exclusive=True,
+        group="drift-detail-load",
+        name="drift-detail-load",
+        description="load a drift target",
+    )
     async def _load(self) -> None:
-        self.detail = await self.ahead.session.drift_detail(self.repo, self.environment, self.target)
+        self.detail = await self.ahead.session.drift_detail(
+            self.repo, self.environment, self.target
+        )
         self.query_one("#drift-body", VerticalScroll).loading = False
         self._draw()
 
     def on_events(self, batch: EventBatch) -> None:
-        if any(e.kind in ("drift.checked", "drift.acknowledged") and e.repo == self.repo
-               and e.data.get("environment") == self.environment for e in batch.events):
+        if any(
+            e.kind in ("drift.checked", "drift.acknowledged")
+            and e.repo == self.repo
+            and e.data.get("environment") == self.environment
+            for e in batch.events
+        ):
             self._load()
 
     # -- rendering ----------------------------------------------------------------------------------
@@ -111,8 +125,11 @@ class DriftDetailScreen(AheadScreen):
         view, detail = self.detail.view, self.detail.detail
         self.query_one("#drift-header", Static).update(self._header(view))
         if "error" in detail:
-            what: RenderableType = render.plain(detail["error"], style=self.app.theme_variables.get("run-failed", ""),
-                                                single_line=False)
+            what: RenderableType = render.plain(
+                detail["error"],
+                style=self.app.theme_variables.get("run-failed", ""),
+                single_line=False,
+            )
         elif view.kind == "files":
             what = self._files(detail)
         elif view.kind == "command":
@@ -132,14 +149,19 @@ class DriftDetailScreen(AheadScreen):
         text.append(" · ")
         text.append_text(render.plain(view.target))
         text.append(f" ({view.kind})  ", style=muted)
-        text.append_text(Text("⟳ checking…", style=palette.get("run-active", "")) if self.checking
-                         else render.drift(view.state, view.acknowledged, palette))
+        text.append_text(
+            Text("⟳ checking…", style=palette.get("run-active", ""))
+            if self.checking
+            else render.drift(view.state, view.acknowledged, palette)
+        )
         text.append("\n")
         text.append_text(render.plain(view.summary))
         text.append(f" · against {render.short(view.commit)}", style=palette.get("primary", ""))
         first = "first seen" if view.state != "in_sync" else "in sync since"
-        text.append(f" · {first} {render.ago(view.since)} ago · last seen {render.ago(view.checked_at)} ago",
-                    style=muted)
+        text.append(
+            f" · {first} {render.ago(view.since)} ago · last seen {render.ago(view.checked_at)} ago",
+            style=muted,
+        )
         text.append("\n")
         if view.acknowledged:
             text.append(f"≈ acknowledged by {view.ack_by}", style=palette.get("drift-acked", ""))
@@ -147,16 +169,20 @@ class DriftDetailScreen(AheadScreen):
             text.append(f" for {left} more: " if left else ": ", style=muted)
             text.append_text(render.plain(view.ack_reason or ""))
         elif view.state == "drifted":
-            text.append("not acknowledged · A acknowledge · R reconcile · c check now",
-                        style=palette.get("drift", ""))
+            text.append(
+                "not acknowledged · A acknowledge · R reconcile · c check now",
+                style=palette.get("drift", ""),
+            )
         else:
             text.append("c checks now", style=muted)
         return text
 
     def _status(self, view: DriftView) -> str:
         checks = self.detail.history if self.detail else ()
-        return (f"{view.repo}/{view.environment} {view.target} · {len(checks)} check(s) kept · "
-                "j/k scroll · esc back")
+        return (
+            f"{view.repo}/{view.environment} {view.target} · {len(checks)} check(s) kept · "
+            "j/k scroll · esc back"
+        )
 
     def _files(self, detail: dict[str, Any]) -> RenderableType:
         palette = self.app.theme_variables
@@ -169,8 +195,12 @@ class DriftDetailScreen(AheadScreen):
         head.append(" in git", style=muted)
         parts.append(head)
         counts = detail.get("counts", {})
-        marks = {"changed": ("~", "drift"), "added": ("+", "run-ok"), "removed": ("-", "run-failed"),
-                 "unreadable": ("?", "drift-unknown")}
+        marks = {
+            "changed": ("~", "drift"),
+            "added": ("+", "run-ok"),
+            "removed": ("-", "run-failed"),
+            "unreadable": ("?", "drift-unknown"),
+        }
         for name in LISTS:
             paths = detail.get(name) or []
             if not paths:
@@ -195,14 +225,18 @@ class DriftDetailScreen(AheadScreen):
         palette = self.app.theme_variables
         muted = palette.get("muted", "")
         code = detail.get("exit_code")
-        head = Text(f"exit code {code if code is not None else '(none: did not finish)'}", style="bold")
+        head = Text(
+            f"exit code {code if code is not None else '(none: did not finish)'}", style="bold"
+        )
         if detail.get("parse"):
             head.append(f" · parsed as {detail['parse']}", style=muted)
         parts: list[RenderableType] = [head]
         items = detail.get("items") or []
         if items:
             parts.append(Text(f"\nwould change ({len(items)})", style="bold"))
-            parts += [Text("  ~ ", style=palette.get("drift", "")) + render.plain(item) for item in items]
+            parts += [
+                Text("  ~ ", style=palette.get("drift", "")) + render.plain(item) for item in items
+            ]
         parts.append(Text("\noutput", style="bold"))
         parts.append(render.plain(detail.get("output") or "(no output)", single_line=False))
         return Group(*parts)
@@ -212,8 +246,13 @@ class DriftDetailScreen(AheadScreen):
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style=palette.get("muted", ""), no_wrap=True)
         grid.add_column()
-        grid.add_row("main", Text(render.short(detail.get("main")), style=palette.get("primary", "")))
-        grid.add_row("deployed", Text(render.short(detail.get("deployed")) if detail.get("deployed") else "never"))
+        grid.add_row(
+            "main", Text(render.short(detail.get("main")), style=palette.get("primary", ""))
+        )
+        grid.add_row(
+            "deployed",
+            Text(render.short(detail.get("deployed")) if detail.get("deployed") else "never"),
+        )
         pending = detail.get("pending")
         grid.add_row("pending", Text("—" if pending is None else f"{pending} commit(s)"))
         if detail.get("oldest_pending_at"):
@@ -232,9 +271,13 @@ class DriftDetailScreen(AheadScreen):
         grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
         grid.add_column(no_wrap=True, max_width=24, overflow="ellipsis")
         for check in self.detail.history:
-            grid.add_row(render.drift(check.state, False, palette), Text(f"{render.ago(check.finished_at)} ago", style=muted),
-                         Text(render.took(check.started_at, check.finished_at), style=muted),
-                         render.plain(check.summary), render.plain(check.reason, style=muted))
+            grid.add_row(
+                render.drift(check.state, False, palette),
+                Text(f"{render.ago(check.finished_at)} ago", style=muted),
+                Text(render.took(check.started_at, check.finished_at), style=muted),
+                render.plain(check.summary),
+                render.plain(check.reason, style=muted),
+            )
         return grid
 
     # -- actions ------------------------------------------------------------------------------------
@@ -246,7 +289,9 @@ class DriftDetailScreen(AheadScreen):
         if action == "acknowledge":
             return (view is not None and view.state == "drifted") or None
         if action == "reconcile":
-            return (view is not None and view.kind != "revision" and view.state != "in_sync") or None
+            return (
+                view is not None and view.kind != "revision" and view.state != "in_sync"
+            ) or None
         return True
 
     def action_check(self) -> None:
@@ -254,8 +299,12 @@ class DriftDetailScreen(AheadScreen):
             return
         self.checking = True
         self._draw()
-        self.run_worker(self._check(), group="drift-check", name="drift-check",
-                        description=f"check drift of {self.repo}/{self.environment} {self.target}")
+        self.run_worker(
+            self._check(),
+            group="drift-check",
+            name="drift-check",
+            description=f"check drift of {self.repo}/{self.environment} {self.target}",
+        )
 
     async def _check(self) -> None:
         try:

@@ -17,8 +17,9 @@ from tui.widgets.table import Table
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help_close",
-                        tooltip="Close help")]
+    BINDINGS = [
+        Binding("escape,q,question_mark", "close", "Close", id="help_close", tooltip="Close help")
+    ]
 
     def __init__(self, under: Screen[Any]) -> None:
         super().__init__()
@@ -26,12 +27,18 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static(f"Keys · {type(self.under).__name__.removesuffix('Screen')}",
-                         classes="dialog-title", markup=False)
+            yield Static(
+                f"Keys · {type(self.under).__name__.removesuffix('Screen')}",
+                classes="dialog-title",
+                markup=False,
+            )
             yield Table(id="help-table", cursor_type="row", show_header=True)
-            yield Static("ctrl+p opens the command palette: every command, and a jump to any repo "
-                         "or run. Remap keys by command id in ~/.config/change-ahead/config.yml "
-                         "(keymap: {trigger: ctrl+t}).", markup=False)
+            yield Static(
+                "ctrl+p opens the command palette: every command, and a jump to any repo "
+                "or run. Remap keys by command id in ~/.config/change-ahead/config.yml "
+                "(keymap: {trigger: ctrl+t}).",
+                markup=False,
+            )
 
     def rows(self) -> list[tuple[str, str, str, bool]]:
         """(key, command, what it does, available now) for the screen underneath."""
@@ -39,8 +46,10 @@ class HelpScreen(ModalScreen[None]):
         by_id = {a.binding.id: key for key, a in active.items() if a.binding.id}
         rows: list[tuple[str, str, str, bool]] = []
         seen: set[str] = set()
-        commands: list[Command] = [*getattr(self.under, "COMMAND_LIST", ()),
-                                   *getattr(self.app, "COMMAND_LIST", ())]
+        commands: list[Command] = [
+            *getattr(self.under, "COMMAND_LIST", ()),
+            *getattr(self.app, "COMMAND_LIST", ()),
+        ]
         for command in commands:
             if command.id in seen:
                 continue
@@ -51,8 +60,15 @@ class HelpScreen(ModalScreen[None]):
             shadow = active.get(key) if command.id not in by_id else None
             if shadow is not None and shadow.node is self.under and target is self.app:
                 # an app command whose key this screen uses for something else
-                rows.append(("^p", command.label, f"{command.help} (from the palette: "
-                             f"{self._display(key)} is {shadow.binding.description} here)", enabled))
+                rows.append(
+                    (
+                        "^p",
+                        command.label,
+                        f"{command.help} (from the palette: "
+                        f"{self._display(key)} is {shadow.binding.description} here)",
+                        enabled,
+                    )
+                )
                 continue
             rows.append((self._display(key), command.label, command.help, enabled))
         for key, binding_state in active.items():
@@ -72,8 +88,11 @@ class HelpScreen(ModalScreen[None]):
         table.add_columns("KEY", "COMMAND", "WHAT IT DOES")
         for key, label, text, enabled in self.rows():
             style = "" if enabled else "dim"
-            table.add_row(Text(key, style=style), Text(label, style=style),
-                          Text(("not now: " if not enabled else "") + text, style=style))
+            table.add_row(
+                Text(key, style=style),
+                Text(label, style=style),
+                Text(("not now: " if not enabled else "") + text, style=style),
+            )
         table.focus()
 
     def action_close(self) -> None:

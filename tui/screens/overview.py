@@ -41,10 +41,30 @@ from tui.widgets.table import Table
 
 SORTS = ("name", "lag", "state")
 PENDING_CHUNK = 50
-STATE_ORDER = {"failed": 0, "interrupted": 1, "running": 2, "waiting": 3, "queued": 4,
-               "cancelled": 5, "succeeded": 6, "skipped": 7, None: 8}
-REFRESH_KINDS = {"run.queued", "run.started", "run.finished", "run.planned", "stage.started",
-                 "stage.finished", "deployment", "refs", "lock", "drift.checked", "drift.acknowledged"}
+STATE_ORDER = {
+    "failed": 0,
+    "interrupted": 1,
+    "running": 2,
+    "waiting": 3,
+    "queued": 4,
+    "cancelled": 5,
+    "succeeded": 6,
+    "skipped": 7,
+    None: 8,
+}
+REFRESH_KINDS = {
+    "run.queued",
+    "run.started",
+    "run.finished",
+    "run.planned",
+    "stage.started",
+    "stage.finished",
+    "deployment",
+    "refs",
+    "lock",
+    "drift.checked",
+    "drift.acknowledged",
+}
 Gates = dict[tuple[str, str], dict[str, Any]]  # (repo, environment) → its open change request
 
 
@@ -61,8 +81,12 @@ def stage_strip(view: RepoView, palette: Mapping[str, str]) -> Text:
     return text
 
 
-def env_cell(cell: EnvCell, palette: Mapping[str, str], wide: bool = True,
-             gate: Mapping[str, Any] | None = None) -> Text:
+def env_cell(
+    cell: EnvCell,
+    palette: Mapping[str, str],
+    wide: bool = True,
+    gate: Mapping[str, Any] | None = None,
+) -> Text:
     if not cell.deploys and not cell.deployed:
         return Text("  —", style=palette.get("muted", ""))  # the pipeline never deploys here
     text = Text()
@@ -162,7 +186,9 @@ class OverviewScreen(FilteredListScreen):
         self.set_status(f"loading {len(self.ahead.session.ws.repos)} repos…")
         self._load_all()
 
-    @work(exclusive=True, group="overview-load", name="overview-load", description="load the overview")
+    @work(
+        exclusive=True, group="overview-load", name="overview-load", description="load the overview"
+    )
     async def _load_all(self) -> None:
         # A small workspace loads in one pass. A large one shows what the store and ref files
         # say first (fast), then fills pending counts in chunks while the operator reads it.
@@ -179,7 +205,7 @@ class OverviewScreen(FilteredListScreen):
             return
         names = [v.name for v in views]
         for start in range(0, len(names), PENDING_CHUNK):
-            chunk = names[start:start + PENDING_CHUNK]
+            chunk = names[start : start + PENDING_CHUNK]
             self.set_status(f"counting pending commits… {start}/{len(names)} repos")
             for view in await self.ahead.session.overview(only=chunk):
                 self._views[view.name] = view
@@ -199,8 +225,12 @@ class OverviewScreen(FilteredListScreen):
             if self._dirty:
                 self._refresh_dirty()
 
-    @work(exclusive=True, group="overview-refresh", name="overview-refresh",
-          description="refresh changed repos")
+    @work(
+        exclusive=True,
+        group="overview-refresh",
+        name="overview-refresh",
+        description="refresh changed repos",
+    )
     async def _refresh_dirty(self) -> None:
         names, self._dirty = sorted(self._dirty), set()
         if self._gates_dirty:
@@ -219,13 +249,22 @@ class OverviewScreen(FilteredListScreen):
 
     def _visible(self) -> list[RepoView]:
         needle = self._filter.lower()
-        views = [v for v in self._views.values()
-                 if not needle or needle in v.name.lower()
-                 or (v.last_run is not None and needle in v.last_run.status)]
+        views = [
+            v
+            for v in self._views.values()
+            if not needle
+            or needle in v.name.lower()
+            or (v.last_run is not None and needle in v.last_run.status)
+        ]
         if self._sort == "lag":
             views.sort(key=lambda v: (-max_lag(v), v.name))
         elif self._sort == "state":
-            views.sort(key=lambda v: (STATE_ORDER.get(v.last_run.status if v.last_run else None, 9), v.name))
+            views.sort(
+                key=lambda v: (
+                    STATE_ORDER.get(v.last_run.status if v.last_run else None, 9),
+                    v.name,
+                )
+            )
         else:
             views.sort(key=lambda v: v.name)
         return views
@@ -236,8 +275,15 @@ class OverviewScreen(FilteredListScreen):
         if view.error:
             head = Text("error", style=palette.get("run-failed", ""))
         wide = self.size.width >= 120
-        return [render.plain(view.name), head, stage_strip(view, palette),
-                *(env_cell(c, palette, wide, self._gates.get((view.name, c.environment))) for c in view.cells)]
+        return [
+            render.plain(view.name),
+            head,
+            stage_strip(view, palette),
+            *(
+                env_cell(c, palette, wide, self._gates.get((view.name, c.environment)))
+                for c in view.cells
+            ),
+        ]
 
     def _rebuild(self) -> None:
         table = self.query_one("#overview", DataTable)
@@ -259,8 +305,11 @@ class OverviewScreen(FilteredListScreen):
         rows = {name: self._row(self._views[name]) for name in names if name in self._order}
         if not filling:
             widths = {str(key.value): column.content_width for key, column in table.columns.items()}
-            if any(cell.cell_len > widths.get(key, 0) for cells in rows.values()
-                   for key, cell in zip(keys, cells, strict=True)):
+            if any(
+                cell.cell_len > widths.get(key, 0)
+                for cells in rows.values()
+                for key, cell in zip(keys, cells, strict=True)
+            ):
                 self._rebuild()
                 return
         for name, cells in rows.items():
@@ -286,17 +335,27 @@ class OverviewScreen(FilteredListScreen):
         if self._sort != "name":
             parts.append(f"sorted by {self._sort}")
         parts.append(view.name)
-        behind = [f"{c.environment} +{c.pending} ({render.age(lag(c))})" for c in view.cells if c.pending]
-        parts.append("behind: " + ", ".join(behind) if behind else "every environment is up to date")
+        behind = [
+            f"{c.environment} +{c.pending} ({render.age(lag(c))})" for c in view.cells if c.pending
+        ]
+        parts.append(
+            "behind: " + ", ".join(behind) if behind else "every environment is up to date"
+        )
         for env in self.ahead.session.ws.environments:
             gate = self._gates.get((view.name, env))
             if gate is not None:
                 have, need = checklist.approvals(gate)
                 still = checklist.may_still_approve(gate)
-                parts.append(f"{env} waits for approval: change #{gate['id']} {have} of {need}"
-                             + (f", may approve: {', '.join(still)}" if still else "") + " (a: Changes)")
-        drifts = [f"{c.environment} {render.drift(c.drift, c.drift_acked, {}).plain}"
-                  for c in view.cells if c.drift in ("drifted", "unknown")]
+                parts.append(
+                    f"{env} waits for approval: change #{gate['id']} {have} of {need}"
+                    + (f", may approve: {', '.join(still)}" if still else "")
+                    + " (a: Changes)"
+                )
+        drifts = [
+            f"{c.environment} {render.drift(c.drift, c.drift_acked, {}).plain}"
+            for c in view.cells
+            if c.drift in ("drifted", "unknown")
+        ]
         if drifts:
             parts.append("drift: " + ", ".join(drifts) + " (d: Drift)")
         if view.last_run is not None:
@@ -308,17 +367,27 @@ class OverviewScreen(FilteredListScreen):
 
     def _summary(self) -> str:
         views = list(self._views.values())
-        failing = sum(1 for v in views if v.last_run and v.last_run.status in ("failed", "interrupted"))
-        active = sum(1 for v in views if v.last_run and v.last_run.status in ("running", "queued", "waiting"))
+        failing = sum(
+            1 for v in views if v.last_run and v.last_run.status in ("failed", "interrupted")
+        )
+        active = sum(
+            1 for v in views if v.last_run and v.last_run.status in ("running", "queued", "waiting")
+        )
         pending = sum(1 for v in views for c in v.cells if c.pending)
         parts = []
         if self._filter:
             parts.append(f"filter: {self._filter} ({len(self._order)} of {len(views)})")
-        parts += [f"{len(views)} repos", f"{active} active", f"{failing} failing",
-                  f"{pending} env(s) behind main"]
+        parts += [
+            f"{len(views)} repos",
+            f"{active} active",
+            f"{failing} failing",
+            f"{pending} env(s) behind main",
+        ]
         if self._gates:
             parts.append(f"{len(self._gates)} waiting for approval (a)")
-        drifted = sum(1 for v in views for c in v.cells if c.drift == "drifted" and not c.drift_acked)
+        drifted = sum(
+            1 for v in views for c in v.cells if c.drift == "drifted" and not c.drift_acked
+        )
         if drifted:
             parts.append(f"{drifted} env(s) drifted (d)")
         parts.append(f"sorted by {self._sort}")
@@ -376,10 +445,15 @@ class OverviewScreen(FilteredListScreen):
             if yes:
                 self._trigger(repo)
 
-        self.app.push_screen(ConfirmScreen(
-            f"Run {repo} at the head of {view.branch} ({render.short(view.head)})?",
-            "Main runs every stage it is configured for, deploys included"
-            + (f" (to {', '.join(targets)})." if targets else "."), confirm="Trigger"), answered)
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Run {repo} at the head of {view.branch} ({render.short(view.head)})?",
+                "Main runs every stage it is configured for, deploys included"
+                + (f" (to {', '.join(targets)})." if targets else "."),
+                confirm="Trigger",
+            ),
+            answered,
+        )
 
     @work(group="commands", name="trigger", description="trigger a run")
     async def _trigger(self, repo: str) -> None:

@@ -66,8 +66,13 @@ class RepoScreen(AheadScreen):
             commits.focus()
 
     def on_events(self, batch: EventBatch) -> None:
-        if self.repo in batch.repos() and batch.kinds() & {"refs", "deployment", "run.queued",
-                                                              "run.finished", "run.started"}:
+        if self.repo in batch.repos() and batch.kinds() & {
+            "refs",
+            "deployment",
+            "run.queued",
+            "run.finished",
+            "run.started",
+        }:
             self._load()
 
     def _draw(self) -> None:
@@ -96,19 +101,27 @@ class RepoScreen(AheadScreen):
         self._describe_selection()
 
     @staticmethod
-    def _commit_row(commit: CommitView, envs: tuple[str, ...], palette: dict[str, str]) -> list[Text]:
+    def _commit_row(
+        commit: CommitView, envs: tuple[str, ...], palette: dict[str, str]
+    ) -> list[Text]:
         is_pending = bool(commit.pending_in)
-        marker = Text("●" if is_pending else "│",
-                      style=palette.get("pending" if is_pending else "muted", ""))
+        marker = Text(
+            "●" if is_pending else "│", style=palette.get("pending" if is_pending else "muted", "")
+        )
         where = Text()
         for env in commit.environments:
             if where:
                 where.append(" ")
             where.append(f"[{env}]", style=f"bold {palette.get('deployed', '')}")
         subject_style = "" if is_pending else palette.get("muted", "")
-        return [marker, Text(render.short(commit.sha), style=palette.get("primary", "")), where,
-                Text(render.ago(commit.time), style=palette.get("muted", "")),
-                render.plain(commit.author)[:24], render.plain(commit.subject, style=subject_style)]
+        return [
+            marker,
+            Text(render.short(commit.sha), style=palette.get("primary", "")),
+            where,
+            Text(render.ago(commit.time), style=palette.get("muted", "")),
+            render.plain(commit.author)[:24],
+            render.plain(commit.subject, style=subject_style),
+        ]
 
     @staticmethod
     def _branch_row(branch: BranchView, palette: dict[str, str]) -> list[Text]:
@@ -116,8 +129,12 @@ class RepoScreen(AheadScreen):
         last = Text("no runs", style=palette.get("muted", ""))
         if run is not None:
             last = Text(f"#{run.id} ") + render.state(run.status, palette)
-        return [render.plain(branch.name), Text(render.short(branch.head), style=palette.get("primary", "")),
-                last, Text(render.ago(run.created_at) if run else "", style=palette.get("muted", ""))]
+        return [
+            render.plain(branch.name),
+            Text(render.short(branch.head), style=palette.get("primary", "")),
+            last,
+            Text(render.ago(run.created_at) if run else "", style=palette.get("muted", "")),
+        ]
 
     # -- selection ----------------------------------------------------------------------------------
 
@@ -162,8 +179,14 @@ class RepoScreen(AheadScreen):
             branch = self.selected_branch()
             if branch is not None:
                 run = branch.last_run
-                last = f"last run #{run.id} {run.status} {render.ago(run.created_at)} ago" if run else "no runs yet"
-                self.set_status(f"{render.plain(branch.name).plain} at {render.short(branch.head)} · {last}")
+                last = (
+                    f"last run #{run.id} {run.status} {render.ago(run.created_at)} ago"
+                    if run
+                    else "no runs yet"
+                )
+                self.set_status(
+                    f"{render.plain(branch.name).plain} at {render.short(branch.head)} · {last}"
+                )
             return
         commit = self.selected_commit()
         if commit is None:
@@ -201,7 +224,10 @@ class RepoScreen(AheadScreen):
         if commit is None:
             return
         has = await self.ahead.session.environments_with(self.repo, commit.sha)
-        lines = [f"{'✓' if yes else '✗'} {env}: {'has it' if yes else 'not yet'}" for env, yes in has.items()]
+        lines = [
+            f"{'✓' if yes else '✗'} {env}: {'has it' if yes else 'not yet'}"
+            for env, yes in has.items()
+        ]
         self.notify("\n".join(lines), title=f"{render.short(commit.sha)} is in", timeout=6)
 
     def action_trigger(self) -> None:
@@ -210,16 +236,24 @@ class RepoScreen(AheadScreen):
         commit = None if on_branches else self.selected_commit()
         if branch is None and commit is None:
             return
-        what = f"branch {branch.name}" if branch else f"commit {render.short(commit.sha if commit else None)}"
-        detail = ("Main runs every stage it is configured for, deploys included."
-                  if (branch and branch.name == self.detail.branch if self.detail else False) or commit
-                  else "Branches run their checks only; they never deploy.")
+        what = (
+            f"branch {branch.name}"
+            if branch
+            else f"commit {render.short(commit.sha if commit else None)}"
+        )
+        detail = (
+            "Main runs every stage it is configured for, deploys included."
+            if (branch and branch.name == self.detail.branch if self.detail else False) or commit
+            else "Branches run their checks only; they never deploy."
+        )
 
         def answered(yes: bool | None) -> None:
             if yes:
                 self._trigger(branch.name if branch else None, commit.sha if commit else None)
 
-        self.app.push_screen(ConfirmScreen(f"Run {self.repo} at {what}?", detail, confirm="Trigger"), answered)
+        self.app.push_screen(
+            ConfirmScreen(f"Run {self.repo} at {what}?", detail, confirm="Trigger"), answered
+        )
 
     @work(group="commands", name="trigger", description="trigger a run")
     async def _trigger(self, ref: str | None, sha: str | None) -> None:

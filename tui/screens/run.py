@@ -69,10 +69,35 @@ class SearchHighlighter(Highlighter):
 
 
 class RunScreen(AheadScreen):
-    COMMAND_LIST = (CANCEL, RETRY, FOLLOW, SEARCH, NEXT_MATCH, PREV_MATCH, PREV_STAGE, NEXT_STAGE,
-                    DOWN, UP, BACK, RUNS, HELP, QUIT)
-    BINDINGS = bindings(CANCEL, RETRY, FOLLOW, SEARCH, NEXT_MATCH, PREV_MATCH, PREV_STAGE,
-                        NEXT_STAGE, DOWN, UP, BACK)
+    COMMAND_LIST = (
+        CANCEL,
+        RETRY,
+        FOLLOW,
+        SEARCH,
+        NEXT_MATCH,
+        PREV_MATCH,
+        PREV_STAGE,
+        NEXT_STAGE,
+        DOWN,
+        UP,
+        BACK,
+        RUNS,
+        HELP,
+        QUIT,
+    )
+    BINDINGS = bindings(
+        CANCEL,
+        RETRY,
+        FOLLOW,
+        SEARCH,
+        NEXT_MATCH,
+        PREV_MATCH,
+        PREV_STAGE,
+        NEXT_STAGE,
+        DOWN,
+        UP,
+        BACK,
+    )
     """
     | Key | Action |
     | :- | :- |
@@ -136,7 +161,8 @@ class RunScreen(AheadScreen):
         if any(e.kind != "log" for e in mine):
             self._load_detail()
         if self._step_id is not None and any(
-                e.kind == "log" and e.data.get("step_id") == self._step_id for e in mine):
+            e.kind == "log" and e.data.get("step_id") == self._step_id for e in mine
+        ):
             self._log_soon()
 
     def _log_soon(self) -> None:
@@ -212,14 +238,23 @@ class RunScreen(AheadScreen):
         keep = table.cursor_row
         table.clear()
         for step in steps:
-            table.add_row(render.state(step.status, palette, label=False), render.plain(step.name),
-                          Text(render.took(step.started_at, step.finished_at), style=palette.get("muted", "")),
-                          key=str(step.id))
+            table.add_row(
+                render.state(step.status, palette, label=False),
+                render.plain(step.name),
+                Text(
+                    render.took(step.started_at, step.finished_at), style=palette.get("muted", "")
+                ),
+                key=str(step.id),
+            )
         if not steps:
             self._show_step(None)
             return
         if not self._step_chosen or self._step_id not in {s.id for s in steps}:
-            active = [i for i, s in enumerate(steps) if s.status in ("running", "failed", "interrupted", "cancelled")]
+            active = [
+                i
+                for i, s in enumerate(steps)
+                if s.status in ("running", "failed", "interrupted", "cancelled")
+            ]
             started = [i for i, s in enumerate(steps) if s.started_at is not None]
             keep = active[0] if active else (started[-1] if started else 0)
         else:
@@ -280,12 +315,18 @@ class RunScreen(AheadScreen):
         log = self.query_one("#log", Log)
         parts = []
         if step is not None:
-            parts.append(step.status + (f" (exit {step.exit_code})" if step.exit_code is not None else ""))
+            parts.append(
+                step.status + (f" (exit {step.exit_code})" if step.exit_code is not None else "")
+            )
             parts.append(f"{log.line_count} lines")
         parts.append("following" if self._follow else "paused (f to follow)")
         if self._term:
             found = len(self._matches)
-            at = f"{self._match_index + 1}/{found}" if found and self._match_index >= 0 else f"{found}"
+            at = (
+                f"{self._match_index + 1}/{found}"
+                if found and self._match_index >= 0
+                else f"{found}"
+            )
             parts.append(f"search {self._term!r}: {at}")
         if step is not None:
             parts.append(inert(step.name))
@@ -344,10 +385,15 @@ class RunScreen(AheadScreen):
             if yes:
                 self._cancel()
 
-        self.app.push_screen(ConfirmScreen(
-            f"Cancel run #{run.id} of {run.repo}?",
-            "Running steps get SIGTERM, then SIGKILL after the grace period. This is audited.",
-            confirm="Cancel run", destructive=True), answered)
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Cancel run #{run.id} of {run.repo}?",
+                "Running steps get SIGTERM, then SIGKILL after the grace period. This is audited.",
+                confirm="Cancel run",
+                destructive=True,
+            ),
+            answered,
+        )
 
     @work(group="commands", name="cancel", description="cancel the run")
     async def _cancel(self) -> None:
@@ -406,7 +452,9 @@ class RunScreen(AheadScreen):
         if self._follow:
             self.action_follow()
         log = self.query_one("#log", Log)
-        log.scroll_to(y=max(0, self._matches[self._match_index] - log.size.height // 2), animate=False)
+        log.scroll_to(
+            y=max(0, self._matches[self._match_index] - log.size.height // 2), animate=False
+        )
         self._update_log_status()
 
     def action_back(self) -> None:

@@ -36,8 +36,10 @@ def matches(run: RunView, query: str) -> bool:
         elif value and key == "branch":
             if value not in run.branch.lower():
                 return False
-        elif not any(word in field.lower() for field in (run.repo, run.branch, run.subject, run.author,
-                                                         run.status, f"#{run.id}")):
+        elif not any(
+            word in field.lower()
+            for field in (run.repo, run.branch, run.subject, run.author, run.status, f"#{run.id}")
+        ):
             return False
     return True
 
@@ -70,8 +72,17 @@ class RunsScreen(FilteredListScreen):
         table = self.query_one("#runs", DataTable)
         # Fixed widths where the content has a known size: a table redrawn while runs move
         # never shows a truncated state or commit (auto widths lag behind a fast redraw).
-        for label, width in (("RUN", 6), ("REPO", None), ("BRANCH", None), ("COMMIT", 7), ("STATE", 13),
-                             ("TRIGGER", 7), ("QUEUED", 6), ("TOOK", 7), ("SUBJECT", None)):
+        for label, width in (
+            ("RUN", 6),
+            ("REPO", None),
+            ("BRANCH", None),
+            ("COMMIT", 7),
+            ("STATE", 13),
+            ("TRIGGER", 7),
+            ("QUEUED", 6),
+            ("TOOK", 7),
+            ("SUBJECT", None),
+        ):
             table.add_column(label, width=width)
         table.focus()
         super().on_mount()
@@ -96,12 +107,17 @@ class RunsScreen(FilteredListScreen):
         table.clear()
         for run in self._shown:
             table.add_row(
-                Text(f"#{run.id}"), render.plain(run.repo), render.plain(run.branch)[:28],
+                Text(f"#{run.id}"),
+                render.plain(run.repo),
+                render.plain(run.branch)[:28],
                 Text(render.short(run.commit), style=palette.get("primary", "")),
-                render.state(run.status, palette), Text(run.trigger, style=palette.get("muted", "")),
+                render.state(run.status, palette),
+                Text(run.trigger, style=palette.get("muted", "")),
                 Text(render.ago(run.created_at), style=palette.get("muted", "")),
-                Text(render.took(run.started_at, run.finished_at)), render.plain(run.subject),
-                key=str(run.id))
+                Text(render.took(run.started_at, run.finished_at)),
+                render.plain(run.subject),
+                key=str(run.id),
+            )
         ids = [r.id for r in self._shown]
         if selected is not None and selected.id in ids:
             table.move_cursor(row=ids.index(selected.id))
@@ -147,9 +163,15 @@ class RunsScreen(FilteredListScreen):
             if yes:
                 self._cancel(run.id)
 
-        self.app.push_screen(ConfirmScreen(f"Cancel run #{run.id} of {run.repo}?",
-                                           "Running steps are stopped. This is audited.",
-                                           confirm="Cancel run", destructive=True), answered)
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Cancel run #{run.id} of {run.repo}?",
+                "Running steps are stopped. This is audited.",
+                confirm="Cancel run",
+                destructive=True,
+            ),
+            answered,
+        )
 
     @work(group="commands", name="cancel", description="cancel a run")
     async def _cancel(self, run_id: int) -> None:

@@ -18,8 +18,10 @@ from tui.messages import EventBatch
 from tui.screens.base import AheadScreen
 from tui.widgets.table import Table
 
-EMPTY = ("Nobody else is connected. Operators open the console with `ahead`, or over SSH with "
-         "their key (ssh -p PORT NAME@HOST) while `ahead serve` runs.")
+EMPTY = (
+    "Nobody else is connected. Operators open the console with `ahead`, or over SSH with "
+    "their key (ssh -p PORT NAME@HOST) while `ahead serve` runs."
+)
 
 
 class WhoScreen(AheadScreen):
@@ -57,11 +59,18 @@ class WhoScreen(AheadScreen):
         table = self.query_one("#who", DataTable)
         table.clear()
         for p in others:
-            table.add_row(render.plain(p.operator, style="bold"),
-                          render.plain(f"ssh {p.source}" if p.kind == "ssh" else p.kind),
-                          Text(f"{render.ago(p.started_at)} ago", style=palette.get("muted", "")),
-                          render.plain(p.screen or "-"), key=str(p.id))
+            table.add_row(
+                render.plain(p.operator, style="bold"),
+                render.plain(f"ssh {p.source}" if p.kind == "ssh" else p.kind),
+                Text(f"{render.ago(p.started_at)} ago", style=palette.get("muted", "")),
+                render.plain(p.screen or "-"),
+                key=str(p.id),
+            )
         self.query_one("#who-empty", Static).display = not others
         people = len({p.operator for p in others})
-        self.set_status(f"{len(others)} other console{'s' * (len(others) != 1)} open"
-                        f" · {people} operator{'s' * (people != 1)}" if others else "only you")
+        self.set_status(
+            f"{len(others)} other console{'s' * (len(others) != 1)} open"
+            f" · {people} operator{'s' * (people != 1)}"
+            if others
+            else "only you"
+        )
