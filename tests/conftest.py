@@ -29,9 +29,10 @@ stages:
 """
 
 
-# The longest test files, longest first (measured with --durations=0). `./dev test` hands whole
-# files to its workers (--dist loadfile) in collection order: starting the long ones first keeps
-# one of them from starting last and running on alone while the other workers idle.
+# The longest test files, longest first (measured with --durations=0). `./dev test` splits the
+# tests between its workers and lets an idle worker steal queued ones (--dist worksteal; whole
+# files per worker, loadfile, left one worker running the snapshot file alone for a minute):
+# starting the long ones first keeps one of them from starting last while the others idle.
 LONGEST_FIRST = (
     "tests/tui/test_snapshots.py",
     "tests/tui/test_console.py",
