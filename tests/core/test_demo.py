@@ -25,7 +25,7 @@ from core.store.db import Store
 from core.workspace import Workspace
 from tests.cache import demo_copy, demo_source, wheel
 from tests.conftest import commit, git, make_workspace
-from tests.tui.scenes import NOW
+from tests.tui.scenes import NOW, freeze
 
 ROOT = Path(__file__).parents[2]
 
@@ -277,6 +277,7 @@ def test_the_same_now_makes_the_same_store(tmp_path: Path) -> None:
     assert now < time.time() - 86400
     started = time.monotonic()
     demo.create(tmp_path / "a", now=now, reproducible=True)
+    freeze(workspace.read(tmp_path / "a" / "ahead.yml"), now)
     took = time.monotonic() - started
     assert took < 30, f"create(reproducible=True) took {took:.1f}s"
     demo_copy(tmp_path / "b")

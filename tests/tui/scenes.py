@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import demo, presence, workspace
+from core import approvals, demo, presence, workspace
 from core.api.session import ClientSession
 from core.services import Actor
-from core.store.db import GENESIS, Store, audit_hash
+from core.store.db import GENESIS, Row, Store, audit_hash
 from core.workspace import Workspace
 from tui import render
 from tui.app import AheadApp
@@ -29,14 +29,153 @@ def build_demo(parent: Path) -> Workspace:
     if not (target / "ahead.yml").exists():
         demo.create(target, now=NOW, reproducible=True)
         ws = workspace.read(target / "ahead.yml")
+        freeze(ws, NOW)
         pin_audit(ws)
     return workspace.read(target / "ahead.yml")
+
+
+# -- pictures only: rewrite the demo's recorded history so it is the same on every machine ------
+# (kept here, out of the product: it lifts the decisions table's append-only trigger)
+
+_VARYING = [  # log text that differs from one run to the next, and what it becomes when frozen
+    (re.compile(r"(Ran \d+ tests? in )\d+\.\d+s"), r"\g<1>0.004s"),
+    (re.compile(r"\b[0-9a-f]{64}\b"), "0" * 64),
+    (re.compile(r"(sha256 )[0-9a-f]{16}\b"), r"\g<1>" + "0" * 16),
+    (re.compile(r"\b\d+ bytes\b"), "1234 bytes"),
+    (re.compile(r"\bami-[0-9a-f]{17}\b"), "ami-0f1e2d3c4b5a69788"),
+]
+
+
+def freeze(ws: Workspace, now: float) -> None:
+    """Make the recorded runs of a demo the same on every machine and every day: times become
+    fixed offsets from each commit's time (approvers decide minutes apart), the workspace path
+    becomes `~/demo`, and what varies (test timings, archive digests and sizes, in logs and
+    artifacts; step pids) gets fixed values. Only for pictures and snapshot tests: it rewrites
+    history (never the audit log, which keeps when the demo was really built, nor the events)."""
+    root = str(ws.root)
+    with Store(ws.db_path, session=demo.SESSION) as store, store.transaction() as conn:
+        # Decisions are append-only: a trigger refuses updates. This picture-only rewrite lifts
+        # that guard inside its own transaction and puts back the very same trigger.
+        guard = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'decisions_no_update'"
+        ).fetchone()
+        conn.execute("DROP TRIGGER decisions_no_update")
+        for run in conn.execute(
+            "SELECT id, committed_at, finished_at FROM runs ORDER BY id"
+        ).fetchall():
+            _freeze_run(store, ws, run, now)
+        conn.execute(guard["sql"])
+        for row in conn.execute("SELECT step_id, seq, line FROM log_lines").fetchall():
+            line = row["line"].replace(root, "~/demo")
+            for pattern, fixed in _VARYING:
+                line = pattern.sub(fixed, line)
+            if line != row["line"]:
+                conn.execute(
+                    "UPDATE log_lines SET line = ? WHERE step_id = ? AND seq = ?",
+                    (line, row["step_id"], row["seq"]),
+                )
+        conn.execute(
+            "UPDATE runs SET error = REPLACE(error, ?, '~/demo') WHERE error IS NOT NULL", (root,)
+        )
+        conn.execute("UPDATE runs SET engine = ?", (demo.SESSION,))
+        conn.execute("UPDATE steps SET pid = NULL, token = NULL")  # processes long gone
+        conn.execute("UPDATE artifacts SET size = 1234, sha256 = ?", ("0" * 64,))  # as in the logs
+        conn.execute("UPDATE refs SET seen_at = ?", (now,))
+        # drift: first seen an hour ago (the hand edit), checked a minute ago; no absolute paths
+        conn.execute(
+            "UPDATE drift_checks SET started_at = ? - 60, finished_at = ? - 60, "
+            "detail = REPLACE(detail, ?, '~/demo')",
+            (now, now, root),
+        )
+        conn.execute(
+            "UPDATE drift SET checked_at = ? - 60, since = CASE state WHEN 'drifted' THEN ? - 3600 "
+            "ELSE ? - 86400 END",
+            (now, now, now),
+        )
+
+
+def _freeze_run(store: Store, ws: Workspace, run: Row, now: float) -> None:
+    """(in freeze's transaction) One run's times; stages and steps that never started have none."""
+    conn = store.conn
+    start = (run["committed_at"] or now - 86400) + 120
+    conn.execute(
+        "UPDATE runs SET created_at = ?, started_at = ? WHERE id = ?", (start - 5, start, run["id"])
+    )
+    clock = start
+    for stage in conn.execute(
+        "SELECT id, idx, started_at, finished_at FROM stages WHERE run_id = ? ORDER BY idx",
+        (run["id"],),
+    ).fetchall():
+        if stage["started_at"] is None:
+            conn.execute("UPDATE stages SET finished_at = NULL WHERE id = ?", (stage["id"],))
+            conn.execute(
+                "UPDATE steps SET started_at = NULL, finished_at = NULL WHERE stage_id = ?",
+                (stage["id"],),
+            )
+            continue
+        stage_start = clock
+        for change in conn.execute(
+            "SELECT * FROM change_requests WHERE stage_id = ? ORDER BY id", (stage["id"],)
+        ).fetchall():
+            clock = _freeze_gate(store, ws, change, clock)
+        for step in conn.execute(
+            "SELECT id, idx, started_at FROM steps WHERE stage_id = ? ORDER BY idx", (stage["id"],)
+        ).fetchall():
+            if step["started_at"] is None:
+                conn.execute("UPDATE steps SET finished_at = NULL WHERE id = ?", (step["id"],))
+                continue
+            took = 3 + (7 * run["id"] + 5 * stage["idx"] + 3 * step["idx"]) % 40
+            conn.execute(
+                "UPDATE steps SET started_at = ?, finished_at = ? WHERE id = ?",
+                (clock, clock + took, step["id"]),
+            )
+            conn.execute("UPDATE log_lines SET ts = ? WHERE step_id = ?", (clock, step["id"]))
+            clock += took
+        conn.execute(
+            "UPDATE stages SET started_at = ?, finished_at = ? WHERE id = ?",
+            (stage_start, None if stage["finished_at"] is None else clock, stage["id"]),
+        )
+        conn.execute(
+            "UPDATE deployments SET deployed_at = ? WHERE stage_id = ?", (clock, stage["id"])
+        )
+    conn.execute(
+        "UPDATE runs SET finished_at = ? WHERE id = ?",
+        (None if run["finished_at"] is None else clock, run["id"]),
+    )
+
+
+def _freeze_gate(store: Store, ws: Workspace, change: Row, opened: float) -> float:
+    """(in freeze's transaction) A change request opened at `opened`, its decisions 20 and then
+    35 minutes apart; returns when the gate let its stage go on (or the last decision)."""
+
+    def moved(moment: float | None, was: float, now: float) -> float | None:
+        return None if moment is None else now + round(moment - was)  # keeps a policy's duration
+
+    at = opened
+    for k, decision in enumerate(
+        store.conn.execute(
+            "SELECT id, created_at, expires_at FROM decisions WHERE change_id = ? ORDER BY id",
+            (change["id"],),
+        ).fetchall()
+    ):
+        at += (20 + 15 * k) * 60
+        store.conn.execute(
+            "UPDATE decisions SET created_at = ?, expires_at = ? WHERE id = ?",
+            (at, moved(decision["expires_at"], decision["created_at"], at), decision["id"]),
+        )
+        approvals.seal(store, ws, decision["id"])  # signed again: its times changed
+    decided = None if change["decided_at"] is None else at
+    store.conn.execute(
+        "UPDATE change_requests SET created_at = ?, expires_at = ?, decided_at = ? WHERE id = ?",
+        (opened, moved(change["expires_at"], change["created_at"], opened), decided, change["id"]),
+    )
+    return at if decided is None else at + 2
 
 
 def pin_audit(ws: Workspace) -> None:
     """Pictures only: date the demo's audit entries like the runs they record, and re-chain them.
 
-    `demo.freeze` fixes the runs' times but never touches the audit log, whose entries carry
+    `freeze` fixes the runs' times but never touches the audit log, whose entries carry
     the wall clock and the engine's pid (`engine:27888`): the Audit screen would differ on
     every build. Each entry is re-dated from what it records (a trigger at its run's creation,
     a deploy at the deployment's time, a gate at its change's opening, a decision when it was
