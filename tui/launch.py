@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from core import cli
 from core.api import Actor
 from core.api.session import ClientSession
+from core.cli import commands as cli
 from core.workspace import Workspace
 
 ZYGOTE_ARGV = (sys.executable, "-m", "tui.zygote")

@@ -25,7 +25,8 @@ def main(argv: list[str]) -> int:
         )
         return 2
     # The listings' own module and the door, never core.cli (which imports this server).
-    from core import cli_drift, cli_listings
+    from core.cli import drift as cli_drift
+    from core.cli import listings as cli_listings
     from core.text import LOG_FORMAT, InertFormatter, inert_output
 
     ahead_yml, _operator, command = Path(argv[0]), argv[1], argv[2:]

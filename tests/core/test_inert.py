@@ -101,9 +101,9 @@ async def test_a_reject_comment_quoted_in_another_operators_refusal_is_inert(
 # -- static: core/ reaches a terminal only through the CLI's inert output -------------------------
 
 CLI_MODULES = {
-    "core/cli.py",
-    "core/cli_drift.py",
-    "core/cli_listings.py",
+    "core/cli/commands.py",
+    "core/cli/drift.py",
+    "core/cli/listings.py",
     "core/serve/listing.py",
     "core/demo.py",
     # runs as a step's parent inside the sandbox: what it prints is the step's log,
@@ -138,5 +138,5 @@ def test_core_writes_to_the_terminal_only_from_cli_modules_under_inert_output() 
             if name == "os.write" and node.args and ast.unparse(node.args[0]) in ("1", "2"):
                 offenders.append(f"{rel}:{node.lineno}: os.write to a terminal fd")
     assert offenders == []
-    cli = (ROOT / "core/cli.py").read_text()
+    cli = (ROOT / "core/cli/commands.py").read_text()
     assert "with inert_output():" in cli and "InertFormatter(LOG_FORMAT)" in cli

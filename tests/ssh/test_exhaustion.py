@@ -210,7 +210,7 @@ def test_serve_raises_its_open_file_limit_to_the_hard_limit() -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert done.stdout.split() == ["512", "512"]
-    assert "raise_fd_limit()" in (ROOT / "core" / "cli.py").read_text()
+    assert "raise_fd_limit()" in (ROOT / "core" / "cli" / "commands.py").read_text()
 
 
 def test_burst_filter_passes_one_record_a_window_without_repeating_tracebacks(

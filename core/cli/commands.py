@@ -20,10 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core import cli_drift, cli_listings, retention, workspace
+from core import retention, workspace
 from core.api import Actor, Api
 from core.api.wire import jsonable
-from core.cli_listings import (
+from core.cli import drift as cli_drift
+from core.cli import listings as cli_listings
+from core.cli.listings import (
     FAILED,
     GLYPH,
     OK,
@@ -747,6 +749,3 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "unlock": cmd_unlock,
     "serve": cmd_serve,
 }
-
-if __name__ == "__main__":
-    sys.exit(main())

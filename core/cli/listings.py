@@ -1,8 +1,8 @@
 """The listings of the `ahead` command line: status, runs and changes (with drift, in
-core/cli_drift.py), and what every command shares: the door on the workspace, the exit codes,
+core/cli/drift.py), and what every command shares: the door on the workspace, the exit codes,
 `--json`, the table helpers, and trusting a host key.
 
-Both front ends that list use this module: `ahead` (core/cli.py) and the read-only SSH
+Both front ends that list use this module: `ahead` (core/cli/commands.py) and the read-only SSH
 listings (core/serve/listing.py). It reaches core only through the door (core.api), and imports
 neither core.cli nor core.serve, so the SSH server can run the listings without importing the
 command line that starts it.

@@ -21,7 +21,7 @@ from typing import Any
 
 from core import states
 from core.api import Actor, Api
-from core.cli_listings import emit
+from core.cli.listings import emit
 from core.errors import InvalidRequest
 from core.text import duration, inert, one_line, table
 from core.workspace import Workspace
@@ -78,7 +78,7 @@ def add_parser(sub: Any) -> None:
 
 def cmd_drift(args: argparse.Namespace) -> int:
     """`ahead drift ...` (also the SSH listings' `drift` and `drift show`)."""
-    from core.cli_listings import load_workspace
+    from core.cli.listings import load_workspace
 
     ws = load_workspace(args)
     return run(args, ws, Actor.local(ws, args.as_name))
@@ -237,7 +237,7 @@ async def _reconcile(args: argparse.Namespace, ws: Workspace, actor: Actor) -> i
 async def _trust(args: argparse.Namespace, ws: Workspace, actor: Actor) -> int:
     """`ahead drift trust`: the hosts of the drift targets, through the one trust flow of
     `ahead runner trust` (cli_listings.trust_hosts)."""
-    from core.cli_listings import trust_hosts
+    from core.cli.listings import trust_hosts
 
     async def go(api: Api) -> int:
         targets = await api.trust_drift_targets(actor, args.repo, args.environment, args.target)
