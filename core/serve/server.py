@@ -42,7 +42,7 @@ from typing import Any
 import asyncssh
 
 from core import presence, workspace
-from core.errors import CoreError
+from core.errors import CoreError, PermissionDenied
 from core.serve import guard
 from core.serve.keys import KeyProblem, load_or_create_host_key, parse_public_key
 from core.serve.zygote import Zygote
@@ -96,30 +96,21 @@ class KeyBook:
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
-        self._stamp: tuple[int, int, int, int] | None = None
+        self._watch = workspace.WorkspaceWatch(ws)  # the same re-read rule every command uses
         self._owners: dict[str, str] = {}
         self.broken = False
         self._load(ws)
-        with contextlib.suppress(OSError):
-            st = ws.file.stat()
-            self._stamp = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
 
     def refresh(self) -> None:
         try:
-            st = self.ws.file.stat()
-            stamp = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
-            if stamp == self._stamp:
-                return
-            current = workspace.read(self.ws.file)
-        except (OSError, CoreError) as exc:
+            current = self._watch.current()
+        except PermissionDenied as exc:
             if not self.broken:
-                log.warning(
-                    "refusing every key until it is fixed: cannot read %s: %s", self.ws.file, exc
-                )
-            self._owners, self._stamp, self.broken = {}, None, True
+                log.warning("refusing every key until it is fixed: %s", exc)
+            self._owners, self.broken = {}, True
             return
-        self._load(current)
-        self._stamp = stamp
+        if current is not self.ws or self.broken:
+            self._load(current)
 
     def _load(self, current: Workspace) -> None:
         owners: dict[str, str] = {}
